@@ -1,0 +1,33 @@
+# Quick start: `make book` then `make test`. Everything else is a helper target.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: book release test lock clean help
+
+help:
+	@echo "make book   - create .venv, install pinned dependencies, build the site into _build/html, release the assignments"
+	@echo "make test   - run the test suite (builds what it needs first)"
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version.split()[0]'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[test]"
+	touch $@
+
+release: $(STAMP)
+	$(BIN)/course release
+
+book: $(STAMP) release
+	$(BIN)/course build
+
+test: book
+	$(BIN)/python -m pytest
+
+# Regenerate the lock file from the current environment (after changing pyproject.toml).
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | sed -e 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.lock
+
+clean:
+	rm -rf _build

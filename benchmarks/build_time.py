@@ -1,0 +1,44 @@
+"""Cold build vs no-change rebuild of the site, in one run.
+
+Copies the book sources into a temporary folder (so the real _build is
+untouched), builds once from nothing (every chapter executes), then builds
+again with no change (jupyter-cache and Sphinx's environment make that cheap).
+
+    .venv/bin/python benchmarks/build_time.py
+"""
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK_SOURCES = ["_config.yml", "_toc.yml", "book", "assignments", "course"]
+
+
+def timed_build(folder: Path) -> float:
+    command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(folder), "--warningiserror", "--keep-going"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="book-bench-") as tmp:
+        folder = Path(tmp)
+        for name in BOOK_SOURCES:
+            source = ROOT / name
+            if source.is_dir():
+                shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            elif source.exists():
+                shutil.copy2(source, folder / name)
+        cold = timed_build(folder)
+        rebuild = timed_build(folder)
+    print(f"cold build:         {cold:8.1f} s")
+    print(f"no-change rebuild:  {rebuild:8.1f} s")
+    print(f"rebuild / cold:     {rebuild / cold:8.1%}  (target: under 15%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Release student notebooks: ``solutions/<id>/`` -> ``assignments/<id>/``.
+
+This is ``nbgrader generate_assignment`` for every assignment, run with the
+course's ``nbgrader_config.py``, so what we commit in ``assignments/`` is
+exactly what nbgrader produces.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+from . import ROOT
+
+
+def assignment_ids(root: Path = ROOT):
+    source = root / "solutions"
+    return sorted(p.name for p in source.iterdir() if p.is_dir() and any(p.glob("*.ipynb"))) if source.is_dir() else []
+
+
+def release_assignments(ids=None, root: Path = ROOT):
+    ids = list(ids) if ids else assignment_ids(root)
+    nbgrader = str(Path(sys.executable).with_name("nbgrader"))
+    for assignment in ids:
+        if not (root / "solutions" / assignment).is_dir():
+            raise SystemExit(f"course release: no folder solutions/{assignment}/")
+        result = subprocess.run(
+            [nbgrader, "generate_assignment", assignment, "--force", "--log-level=WARN"], cwd=root
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"course release: nbgrader generate_assignment {assignment} failed (exit {result.returncode})")
+    return ids
