@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# Tools the course runs (nbgrader, alembic, jupyter-book) come from the virtual environment.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: book release test lock clean help
 

@@ -4,6 +4,7 @@ This is ``nbgrader generate_assignment`` for every assignment, run with the
 course's ``nbgrader_config.py``, so what we commit in ``assignments/`` is
 exactly what nbgrader produces.
 """
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +19,15 @@ def assignment_ids(root: Path = ROOT):
 
 def release_assignments(ids=None, root: Path = ROOT):
     ids = list(ids) if ids else assignment_ids(root)
-    nbgrader = str(Path(sys.executable).with_name("nbgrader"))
+    bin_dir = Path(sys.executable).parent
+    nbgrader = str(bin_dir / "nbgrader")
+    # nbgrader runs `alembic` (the gradebook's migrations) from PATH.
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     for assignment in ids:
         if not (root / "solutions" / assignment).is_dir():
             raise SystemExit(f"course release: no folder solutions/{assignment}/")
         result = subprocess.run(
-            [nbgrader, "generate_assignment", assignment, "--force", "--log-level=WARN"], cwd=root
+            [nbgrader, "generate_assignment", assignment, "--force", "--log-level=WARN"], cwd=root, env=env
         )
         if result.returncode != 0:
             raise SystemExit(f"course release: nbgrader generate_assignment {assignment} failed (exit {result.returncode})")

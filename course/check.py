@@ -1,0 +1,242 @@
+"""Hidden checks, judged in the grader's own process.
+
+A hidden check is a list of cases stored in ``grader_tests/references/<assignment>.json``
+(made by ``grader_tests/make_references.py``).  For each case the grader sends
+the *inputs* to the student's kernel, receives plain JSON back (see
+``course.harness``) and compares it here against the float64 reference, which
+never leaves this process.  Anything other than a single well-formed reply
+that matches earns nothing.
+
+Feedback names the case ("logits of ±1000") and the likely mistake, never the
+hidden inputs or the reference values.
+"""
+import base64
+import binascii
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import ROOT
+from .harness import RESULT_MIME
+
+MAX_REPLY_CHARS = 8_000_000
+
+
+class HiddenCheckError(Exception):
+    """The hidden checks themselves are broken: an instructor problem, not a student's."""
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    message: str
+
+
+def references_path(assignment, root=ROOT):
+    return Path(root) / "grader_tests" / "references" / f"{assignment}.json"
+
+
+def load_hidden_checks(assignment, root=ROOT):
+    """``{grade_id: [case, ...]}`` for one assignment, validated."""
+    path = references_path(assignment, root)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HiddenCheckError(f"{path}: no hidden checks for assignment {assignment!r}") from None
+    except json.JSONDecodeError as error:
+        raise HiddenCheckError(f"{path}: not valid JSON ({error})") from None
+    checks = data.get("checks")
+    if not isinstance(checks, dict) or not all(isinstance(c, list) and c for c in checks.values()):
+        raise HiddenCheckError(f"{path}: 'checks' must map each grade id to a non-empty list of cases")
+    return checks
+
+
+def array_from_reference(value):
+    return np.asarray(value["data"], dtype=value["dtype"]).reshape(value["shape"])
+
+
+def wire_value(value):
+    """A reference input as it travels to the kernel (exact float bytes)."""
+    if isinstance(value, dict) and "data" in value:
+        array = array_from_reference(value)
+        return {"base64": base64.b64encode(array.tobytes()).decode("ascii"),
+                "dtype": array.dtype.str, "shape": list(array.shape)}
+    if isinstance(value, list):
+        return [wire_value(v) for v in value]
+    return value
+
+
+def new_nonce():
+    return secrets.token_hex(16)
+
+
+def request_for(case, nonce, device="cpu"):
+    """What the kernel sees: the function name and the inputs, no answer."""
+    return {
+        "nonce": nonce,
+        "case": case["case"],
+        "function": case["function"],
+        "args": [wire_value(a) for a in case["args"]],
+        "kwargs": {k: wire_value(v) for k, v in case.get("kwargs", {}).items()},
+        "torch": case.get("torch", False),
+        "grad": case.get("grad", False),
+        "device": device,
+        "grad_probe": wire_value(case.get("grad_probe")),
+    }
+
+
+def harness_code(request):
+    """Self-contained code for one case; it relies on nothing defined earlier in the kernel."""
+    source = (Path(__file__).with_name("harness.py")).read_text()
+    return (
+        "def __course_case():\n"
+        "    __ns = {}\n"
+        f"    exec(compile({source!r}, '<hidden check>', 'exec'), __ns)\n"
+        f"    __ns['run_case'](globals(), __import__('json').loads({json.dumps(request)!r}))\n"
+        "__course_case()\n"
+        "del __course_case\n"
+    )
+
+
+def reply_from_outputs(outputs, nonce, case_id):
+    """The single reply for this case among a cell's outputs, or a reason why there is none."""
+    replies = []
+    for output in outputs:
+        data = output.get("data") if isinstance(output, dict) else None
+        if not isinstance(data, dict) or RESULT_MIME not in data:
+            continue
+        text = data[RESULT_MIME]
+        if not isinstance(text, str) or len(text) > MAX_REPLY_CHARS:
+            return None, "the result was not plain JSON text or was too large"
+        try:
+            reply = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            return None, "the result was not valid JSON"
+        if not isinstance(reply, dict) or reply.get("nonce") != nonce or reply.get("case") != case_id:
+            return None, "a result from another grading run or another case was received"
+        replies.append(reply)
+    if not replies:
+        return None, "no result came back (was the output hidden, the kernel patched, or the function stuck?)"
+    if len(replies) > 1:
+        return None, "more than one result came back for one case"
+    return replies[0], None
+
+
+def _reject_constant(name):
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def decode_number_array(payload, what="result"):
+    """The float64 array a reply carries, or raise ValueError with a student-facing reason."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"the {what} was not an array or a number")
+    if "unsupported" in payload:
+        raise ValueError(f"the {what} has type {payload['unsupported']} (dtype {payload.get('dtype')}): return numbers")
+    shape = payload.get("shape")
+    if not (isinstance(shape, list) and all(isinstance(n, int) and 0 <= n < 10**8 for n in shape) and len(shape) <= 8):
+        raise ValueError(f"the {what} had a malformed shape")
+    try:
+        raw = base64.b64decode(payload.get("base64", ""), validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise ValueError(f"the {what} was not valid base64 data") from None
+    if len(raw) != 8 * math.prod(shape):
+        raise ValueError(f"the {what} data does not match its shape")
+    return np.frombuffer(raw, dtype="<f8").reshape(shape)
+
+
+def describe_shape(shape):
+    return "a scalar" if tuple(shape) == () else f"shape {tuple(shape)}"
+
+
+def judge(case, reply):
+    """Compare one reply with the case's reference.  Returns a Verdict."""
+    about = case.get("about", case["case"])
+    if "error" in reply:
+        return Verdict(False, f"{about}: your function raised {str(reply['error'])[:300]}")
+    if "result" not in reply:
+        return Verdict(False, f"{about}: no result was returned")
+    expected = case["expected"]
+    payload = reply["result"]
+    if "strings" in expected:
+        got = payload.get("strings") if isinstance(payload, dict) else None
+        if not isinstance(got, list) or not all(isinstance(s, str) for s in got):
+            return Verdict(False, f"{about}: expected a list of strings")
+        if got != expected["strings"]:
+            return Verdict(False, f"{about}: {case.get('mismatch_hint', 'the strings differ from the expected ones')}")
+        return Verdict(True, f"{about}: ok")
+    try:
+        got = decode_number_array(payload)
+    except ValueError as reason:
+        return Verdict(False, f"{about}: {reason}")
+    want = array_from_reference(expected).astype(np.float64)
+    if got.shape != want.shape:
+        return Verdict(False, f"{about}: returned {describe_shape(got.shape)}, expected {describe_shape(want.shape)}")
+    if case.get("integer") and payload.get("dtype", "")[:1] not in ("i", "u"):
+        return Verdict(False, f"{about}: expected integer counts, got dtype {payload.get('dtype')}")
+    rtol, atol = case["rtol"], case["atol"]
+    if close(got, want, rtol, atol):
+        for other in case.get("also_expected", []):
+            if not close(got, array_from_reference(other["value"]), other["rtol"], other["atol"]):
+                return Verdict(False, f"{about}: matches the float64 reference but not {other['label']} within float32 tolerance")
+        if case.get("grad"):
+            return judge_gradient(case, reply, about)
+        return Verdict(True, f"{about}: ok")
+    return Verdict(False, f"{about}: {diagnose(case, got, want)}")
+
+
+def judge_gradient(case, reply, about):
+    try:
+        grad = decode_number_array(reply.get("grad"), "gradient")
+    except ValueError as reason:
+        return Verdict(False, f"{about}: {reason} (did the loss keep the autograd graph?)")
+    want = array_from_reference(case["expected_grad"])
+    tolerance = case.get("grad_tolerance", {"rtol": case["rtol"], "atol": case["atol"]})
+    if grad.shape != want.shape or not close(grad, want, tolerance["rtol"], tolerance["atol"]):
+        return Verdict(False, f"{about}: the loss is right but its gradient is not softmax − one-hot (averaged over the batch)")
+    return Verdict(True, f"{about}: ok, gradient too")
+
+
+def close(got, want, rtol, atol):
+    finite = np.isfinite(want)
+    if not np.array_equal(np.isfinite(got), finite):
+        return False
+    return bool(np.allclose(got[finite], want[finite], rtol=rtol, atol=atol))
+
+
+def diagnose(case, got, want):
+    """A student-facing reason; reveals neither inputs nor reference values."""
+    if np.isnan(got).any():
+        return f"gave nan{': ' + case['nan_hint'] if case.get('nan_hint') else ''}"
+    if np.isinf(got).any() and np.isfinite(want).all():
+        return f"gave inf{': ' + case['inf_hint'] if case.get('inf_hint') else ''}"
+    for variant in case.get("variants", []):
+        value = array_from_reference(variant["value"])
+        if value.shape == got.shape and close(got, value, case["rtol"], case["atol"]):
+            return variant["message"]
+    nonzero = np.abs(want) > 1e-12
+    if nonzero.any():
+        ratios = got[nonzero] / want[nonzero]
+        ratio = float(np.median(ratios))
+        if np.allclose(ratios, ratio, rtol=1e-6):
+            for known, message in RATIO_MESSAGES:
+                if math.isclose(ratio, known, rel_tol=1e-6):
+                    return message
+            batch = case.get("batch")
+            if batch and math.isclose(ratio, batch, rel_tol=1e-6):
+                return "your result is the batch size times the expected: sum instead of mean"
+            if batch and math.isclose(ratio, 1 / batch, rel_tol=1e-6):
+                return "your result is the expected divided by the batch size: mean instead of sum"
+            if math.isclose(ratio, -1.0, rel_tol=1e-6):
+                return "your result has the wrong sign: a loss is the NEGATIVE log-likelihood"
+    return case.get("wrong_hint", "the values differ from the expected ones beyond the tolerance")
+
+
+RATIO_MESSAGES = [
+    (1 / math.log(2), "your result is 1/log(2) times the expected: natural log, please (nats, not bits)"),
+    (math.log(2), "your result is log(2) times the expected: use log base 2 here (bits)"),
+    (1 / math.log(10), "your result is 1/log(10) times the expected: natural log, please, not log10"),
+]

@@ -1,0 +1,41 @@
+"""nbgrader configuration of the course.
+
+The repository root is the nbgrader course directory: instructor notebooks in
+solutions/, released student notebooks in assignments/.  Autograding runs
+student code in a bubblewrap sandbox and scores test cells by hidden checks
+judged in the grader's process (course/grade.py); the stock nbgrader commands
+(generate_assignment, autograde, generate_feedback, export, formgrader) all
+go through this file.
+"""
+import os
+
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades
+
+from course.grade import SandboxedExecute
+
+here = os.path.dirname(os.path.abspath(__file__))
+c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)
+
+c.CourseDirectory.root = here
+c.CourseDirectory.course_id = "prob2loss"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "assignments"
+c.CourseDirectory.db_url = os.environ.get("COURSE_DB_URL", "sqlite:///" + os.path.join(here, "gradebook.db"))
+
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+
+# nbgrader's own pipeline, with Execute replaced by the sandboxed, hidden-check executor.
+c.Autograde.autograde_preprocessors = [
+    SandboxedExecute,
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+c.SandboxedExecute.hidden_checks_directory = os.path.join(here, "grader_tests")
+c.SandboxedExecute.memory_limit_gib = float(os.environ.get("COURSE_MEMORY_GIB", 4))
+c.SandboxedExecute.cell_timeout = 120
+c.SandboxedExecute.notebook_timeout = 600
