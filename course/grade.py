@@ -159,7 +159,11 @@ class SubmissionRun:
             from .parity import parity_case
             case = parity_case(case, device)
         probe = nbformat.v4.new_code_cell(harness_code(request_for(case, self.nonce, device)))
-        self.run_cell(probe, index, deadline)
+        graded_cell = self.nb.cells[index]
+        try:
+            self.run_cell(probe, index, deadline)
+        finally:
+            self.nb.cells[index] = graded_cell  # nbclient stores the executed cell at its index
         if self.stopped:
             return Verdict(False, f"{case.get('about', case['case'])}: {self.stopped}")
         reply, problem = reply_from_outputs(probe.outputs, self.nonce, case["case"])
