@@ -27,7 +27,7 @@ def release_assignments(ids=None, root: Path = ROOT):
         if not (root / "solutions" / assignment).is_dir():
             raise SystemExit(f"course release: no folder solutions/{assignment}/")
         result = subprocess.run(
-            [nbgrader, "generate_assignment", assignment, "--force", "--log-level=WARN"], cwd=root, env=env
+            [nbgrader, "generate_assignment", assignment, "--force", "--log-level=ERROR"], cwd=root, env=env
         )
         if result.returncode != 0:
             raise SystemExit(f"course release: nbgrader generate_assignment {assignment} failed (exit {result.returncode})")

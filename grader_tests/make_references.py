@@ -113,9 +113,9 @@ class Cases:
             value = value.detach().cpu().numpy()
         return np.asarray(value, dtype=np.float64)
 
-    def write(self):
-        OUT.mkdir(exist_ok=True)
-        path = OUT / f"{self.assignment}.json"
+    def write(self, folder=OUT):
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.assignment}.json"
         path.write_text(json.dumps({"assignment": self.assignment, "checks": self.checks}, sort_keys=True, indent=1) + "\n")
         return path
 
@@ -322,13 +322,18 @@ def _autograd(cross_entropy, logits, targets):
     return z.grad.numpy()
 
 
-def main():
-    for build in (distributions, losses, bigram, torch_cross_entropy):
+BUILDERS = (distributions, losses, bigram, torch_cross_entropy)
+
+
+def main(folder=OUT):
+    for build in BUILDERS:
         cases = build()
-        path = cases.write()
+        path = cases.write(Path(folder))
         total = sum(len(v) for v in cases.checks.values())
-        print(f"{path.relative_to(ROOT)}: {len(cases.checks)} checks, {total} cases")
+        print(f"{path}: {len(cases.checks)} checks, {total} cases")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(*sys.argv[1:2])

@@ -1,0 +1,281 @@
+"""The assignments: released notebooks, hidden references, and grading through the standard nbgrader commands."""
+import json
+import math
+import subprocess
+import sys
+
+import nbformat
+import numpy as np
+import pytest
+import scipy.special
+import scipy.stats
+import torch
+import torch.nn.functional as F
+
+from course.check import array_from_reference, load_hidden_checks
+from grading_support import (ASSIGNMENTS, ROOT, feedback_html, make_course, max_points, nbgrader,
+                             replace_function, scores, solution_notebook, student_version, submit)
+
+REQUIRED = ["softmax", "binary_cross_entropy", "kl_divergence", "bigram_nll", "cross_entropy"]
+
+
+def graded_cells(notebook):
+    return [c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade")]
+
+
+def test_required_functions_and_at_least_16_graded_functions():
+    names = set()
+    for assignment in ASSIGNMENTS:
+        notebook = solution_notebook(assignment)
+        answers = [c.metadata["nbgrader"]["grade_id"] for c in notebook.cells if c.metadata.get("nbgrader", {}).get("solution")]
+        tests = [c.metadata["nbgrader"]["grade_id"] for c in graded_cells(notebook)]
+        assert tests == [f"test_{a}" for a in answers], f"{assignment}: every function needs its own test cell, in order"
+        assert all(c.metadata["nbgrader"]["points"] > 0 for c in graded_cells(notebook))
+        names.update(answers)
+    assert set(REQUIRED) <= names
+    assert len(names) >= 16
+
+
+def test_every_graded_cell_has_a_hidden_check_and_nothing_else_does():
+    for assignment in ASSIGNMENTS:
+        tests = {c.metadata["nbgrader"]["grade_id"] for c in graded_cells(solution_notebook(assignment))}
+        assert set(load_hidden_checks(assignment)) == tests, assignment
+
+
+def test_stubs_document_formula_shapes_returns_edge_cases_and_example():
+    for assignment in ASSIGNMENTS:
+        for cell in solution_notebook(assignment).cells:
+            if cell.metadata.get("nbgrader", {}).get("solution"):
+                doc = cell.source.split('"""')[1]
+                for parts in (("Formula", "Algorithm"), ("Args",), ("Returns",), ("Edge cases",), ("Example",)):
+                    assert any(p in doc for p in parts), f"{assignment}/{cell.metadata.nbgrader.grade_id}: docstring lacks {parts[0]}"
+
+
+def test_references_are_reproducible(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "grader_tests" / "make_references.py"), str(tmp_path)], check=True, capture_output=True)
+    for assignment in ASSIGNMENTS:
+        fresh = (tmp_path / f"{assignment}.json").read_bytes()
+        committed = (ROOT / "grader_tests" / "references" / f"{assignment}.json").read_bytes()
+        assert fresh == committed, f"grader_tests/references/{assignment}.json is stale: run grader_tests/make_references.py"
+
+
+def arrays(case):
+    def value(v):
+        if isinstance(v, dict) and "data" in v:
+            return array_from_reference(v)
+        return v
+    return [value(a) for a in case["args"]], {k: value(v) for k, v in case.get("kwargs", {}).items()}
+
+
+def t(x):
+    return torch.as_tensor(x, dtype=torch.float64)
+
+
+def independent(function, args, kwargs):
+    """The same quantity computed by torch/scipy (float64), never by our reference code."""
+    if function == "softmax":
+        return scipy.special.softmax(args[0] / kwargs.get("temperature", 1.0), axis=kwargs.get("axis", -1))
+    if function == "logsumexp":
+        return scipy.special.logsumexp(args[0], axis=-1)
+    if function == "log_softmax":
+        return F.log_softmax(t(args[0]), dim=-1).numpy()
+    if function == "binary_cross_entropy":
+        return F.binary_cross_entropy(t(args[0]).clamp(1e-7, 1 - 1e-7), t(args[1])).item()
+    if function == "bce_with_logits":
+        return F.binary_cross_entropy_with_logits(t(args[0]), t(args[1])).item()
+    if function == "entropy":
+        return scipy.stats.entropy(args[0], axis=-1)
+    if function == "distribution_cross_entropy":
+        return -(scipy.special.xlogy(args[0], args[1])).sum(-1)
+    if function == "kl_divergence":
+        return F.kl_div(t(args[1]).log(), t(args[0]), reduction="none").sum(-1).numpy()
+    if function == "gaussian_log_pdf":
+        return scipy.stats.norm.logpdf(args[0], kwargs.get("mu", 0.0), kwargs.get("sigma", 1.0))
+    if function == "bernoulli_log_pmf":
+        return scipy.stats.bernoulli.logpmf(args[0], args[1])
+    if function == "bernoulli_mle":
+        return np.mean(args[0])
+    if function == "gaussian_nll":
+        return -scipy.stats.norm.logpdf(args[0], args[1], kwargs.get("sigma", 1.0)).mean()
+    if function == "mse":
+        return F.mse_loss(t(args[0]), t(args[1])).item()
+    if function == "cross_entropy":
+        return F.cross_entropy(t(args[0]), torch.as_tensor(args[1]), reduction=kwargs.get("reduction", "mean")).numpy()
+    if function == "cross_entropy_grad":
+        z = t(args[0]).requires_grad_(True)
+        F.cross_entropy(z, torch.as_tensor(args[1])).backward()
+        return z.grad.numpy()
+    if function == "perplexity":
+        return np.exp(args[0])
+    return None
+
+
+def test_float64_references_agree_with_torch_and_scipy():
+    checked = 0
+    for assignment in ASSIGNMENTS:
+        for grade_id, cases in load_hidden_checks(assignment).items():
+            for case in cases:
+                if case.get("parity") or "strings" in case["expected"]:
+                    continue
+                args, kwargs = arrays(case)
+                other = independent(case["function"], args, kwargs)
+                if other is None:
+                    continue
+                want = array_from_reference(case["expected"])
+                assert np.allclose(want, other, rtol=1e-10, atol=1e-12, equal_nan=True), f"{assignment}/{case['case']} ({case['about']})"
+                checked += 1
+    assert checked >= 35
+
+
+def test_bigram_references_agree_with_an_independent_count():
+    checks = load_hidden_checks("a3-bigram")
+    words = checks["test_bigram_counts"][0]["args"][0]
+    stoi = {c: i for i, c in enumerate(".abcdefghijklmnopqrstuvwxyz")}
+    pairs = [(stoi[a], stoi[b]) for w in words for a, b in zip("." + w, w + ".")]
+    counts = np.zeros((27, 27))
+    np.add.at(counts, tuple(np.array(pairs).T), 1)
+    assert np.array_equal(array_from_reference(checks["test_bigram_counts"][0]["expected"]), counts)
+    nll_case = checks["test_bigram_nll"][1]
+    probs, odd = arrays(nll_case)[0]
+    pairs = [(stoi[a], stoi[b]) for w in odd for a, b in zip("." + w, w + ".")]
+    expected = -np.mean([math.log(probs[i, j]) for i, j in pairs])
+    assert math.isclose(array_from_reference(nll_case["expected"]).item(), expected, rel_tol=1e-12)
+
+
+def test_released_assignments_equal_a_fresh_generate_assignment(tmp_path):
+    course = make_course(tmp_path / "course")
+    for assignment, name in ASSIGNMENTS.items():
+        fresh = (course / "assignments" / assignment / name).read_bytes()
+        committed = (ROOT / "assignments" / assignment / name).read_bytes()
+        assert fresh == committed, f"assignments/{assignment}/{name} differs from `nbgrader generate_assignment {assignment}`"
+        assert sorted(p.name for p in (ROOT / "assignments" / assignment).iterdir()) == [name]
+
+
+def test_no_solution_line_reaches_the_released_notebooks():
+    for assignment, name in ASSIGNMENTS.items():
+        released = (ROOT / "assignments" / assignment / name).read_text()
+        for cell in solution_notebook(assignment).cells:
+            inside = False
+            for line in cell.source.splitlines():
+                if "### BEGIN SOLUTION" in line:
+                    inside = True
+                elif "### END SOLUTION" in line:
+                    inside = False
+                elif inside and line.strip():
+                    assert json.dumps(line)[1:-1] not in released, f"{assignment}: solution line leaked: {line!r}"
+
+
+def test_released_notebooks_have_no_outputs():
+    for assignment, name in ASSIGNMENTS.items():
+        for path in (ROOT / "solutions" / assignment / name, ROOT / "assignments" / assignment / name):
+            notebook = nbformat.read(path, as_version=4)
+            assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code"), path
+
+
+# One typical mistake per function: (assignment, answer cell, wrong code, words the feedback must contain).
+MISTAKES = [
+    ("a2-losses", "softmax", '''
+def softmax(logits, temperature=1.0, axis=-1):
+    e = np.exp(np.asarray(logits, dtype=np.float64) / temperature)
+    return e / e.sum(axis=axis, keepdims=True)
+''', "subtract the max before exp"),
+    ("a2-losses", "binary_cross_entropy", '''
+def binary_cross_entropy(probs, labels, eps=1e-7):
+    p, y = np.asarray(probs, dtype=float), np.asarray(labels, dtype=float)
+    with np.errstate(all="ignore"):
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+''', "clip the probabilities"),
+    ("a2-losses", "kl_divergence", '''
+def kl_divergence(p, q):
+    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
+    return np.sum(q * np.log(q / p), axis=-1)
+''', "swapped arguments"),
+    ("a3-bigram", "bigram_nll", '''
+def bigram_nll(probs, words):
+    logs = [np.log2(probs[STOI[a], STOI[b]]) for w in words for a, b in zip("." + w, w + ".")]
+    return float(-np.mean(logs))
+''', "natural log, please"),
+    ("a4-torch-cross-entropy", "cross_entropy", '''
+def cross_entropy(logits, targets, reduction="mean"):
+    p = torch.softmax(logits, dim=1)
+    m = p.max(dim=1, keepdim=True).values
+    losses = m.squeeze(1) + torch.log(torch.exp(p - m).sum(dim=1)) - p.gather(1, targets.unsqueeze(1)).squeeze(1)
+    return {"none": losses, "sum": losses.sum()}.get(reduction, losses.mean())
+''', "applied to probabilities"),
+    ("a1-distributions", "gaussian_nll", '''
+def gaussian_nll(y, mu, sigma=1.0):
+    return float(np.sum(-gaussian_log_pdf(y, mu, sigma)))
+''', "sum instead of mean"),
+]
+
+
+@pytest.fixture(scope="module")
+def graded_course(tmp_path_factory):
+    """Reference, untouched release and one typical mistake per function, graded with stock nbgrader commands."""
+    course = make_course(tmp_path_factory.mktemp("graded") / "course")
+    for assignment in ASSIGNMENTS:
+        submit(course, "reference", assignment, student_version(solution_notebook(assignment)))
+        submit(course, "untouched", assignment, nbformat.read(course / "assignments" / assignment / ASSIGNMENTS[assignment], as_version=4))
+    for assignment, grade_id, wrong, _ in MISTAKES:
+        submit(course, f"mistake-{grade_id}", assignment,
+               replace_function(student_version(solution_notebook(assignment)), grade_id, wrong.strip()))
+    for assignment in ASSIGNMENTS:
+        nbgrader(course, "autograde", assignment)
+        nbgrader(course, "generate_feedback", assignment)
+    nbgrader(course, "export")
+    return course
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment", list(ASSIGNMENTS))
+def test_reference_gets_full_marks_and_untouched_release_gets_zero(graded_course, assignment):
+    graded = scores(graded_course, assignment)
+    points = max_points(assignment)
+    assert graded["reference"] == {**points, "_total": sum(points.values())}
+    assert graded["untouched"]["_total"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment, grade_id, wrong, words", MISTAKES, ids=[m[1] for m in MISTAKES])
+def test_a_typical_mistake_loses_exactly_that_functions_points(graded_course, assignment, grade_id, wrong, words):
+    graded = scores(graded_course, assignment)[f"mistake-{grade_id}"]
+    points = max_points(assignment)
+    expected = {**points, f"test_{grade_id}": 0.0}
+    assert {k: v for k, v in graded.items() if k != "_total"} == expected
+    assert graded["_total"] == sum(points.values()) - points[f"test_{grade_id}"]
+    html = feedback_html(graded_course, f"mistake-{grade_id}", assignment)
+    assert words in html, f"the feedback for {grade_id} does not say {words!r}"
+
+
+@pytest.mark.slow
+def test_feedback_never_shows_hidden_inputs_or_reference_values(graded_course):
+    for assignment in ASSIGNMENTS:
+        references = load_hidden_checks(assignment)
+        values = set()
+        for cases in references.values():
+            for case in cases:
+                for v in case.get("expected", {}).get("data", [])[:50]:
+                    if isinstance(v, float) and len(repr(v)) >= 12:
+                        values.add(repr(v)[:12])
+                for a in case.get("args", []):
+                    if isinstance(a, dict):
+                        values.update(repr(v)[:12] for v in a["data"][:50] if isinstance(v, float) and len(repr(v)) >= 12)
+        for student in ["untouched"] + [f"mistake-{m[1]}" for m in MISTAKES if m[0] == assignment]:
+            html = feedback_html(graded_course, student, assignment)
+            leaked = [v for v in values if v in html]
+            assert not leaked, f"{student}/{assignment} feedback shows hidden numbers: {leaked[:3]}"
+
+
+@pytest.mark.slow
+def test_torch_feedback_names_the_device(graded_course):
+    html = feedback_html(graded_course, "reference", "a4-torch-cross-entropy")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert f"ran on {device}" in html
+
+
+@pytest.mark.slow
+def test_export_writes_every_grade(graded_course):
+    rows = (graded_course / "grades.csv").read_text().splitlines()
+    assert rows[0].startswith("assignment,duedate,timestamp,student_id")
+    reference = [r.split(",") for r in rows[1:] if ",reference," in r]
+    assert {r[0]: float(r[-2]) for r in reference} == {a: float(sum(max_points(a).values())) for a in ASSIGNMENTS}
