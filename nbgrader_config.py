@@ -10,9 +10,10 @@ go through this file.
 import os
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor
-from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds, IgnorePattern,
+                                    LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades)
 
-from course.grade import SandboxedExecute
+from course.grade import RestoreCellMetadata, SandboxedExecute
 
 here = os.path.dirname(os.path.abspath(__file__))
 c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)
@@ -25,7 +26,17 @@ c.CourseDirectory.db_url = os.environ.get("COURSE_DB_URL", "sqlite:///" + os.pat
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
-# nbgrader's own pipeline, with Execute replaced by the sandboxed, hidden-check executor.
+# nbgrader's own pipeline, with two changes: tampered cell metadata is restored from the
+# gradebook (instead of aborting the whole batch), and Execute is replaced by the
+# sandboxed, hidden-check executor.
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput,
+    DeduplicateIds,
+    OverwriteKernelspec,
+    RestoreCellMetadata,
+    OverwriteCells,
+    CheckCellMetadata,
+]
 c.Autograde.autograde_preprocessors = [
     SandboxedExecute,
     IgnorePattern,

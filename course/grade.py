@@ -12,6 +12,7 @@ failed check and a plain message for a passed one, and nbgrader's own
 feedback, export) is unchanged.
 """
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +22,12 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
-from traitlets import Float, Integer, Unicode
+from traitlets import Bool, Float, Integer, Unicode
 
 from . import ROOT
 from .check import HiddenCheckError, Verdict, judge, load_hidden_checks, new_nonce, reply_from_outputs, request_for, harness_code
-from .sandbox import Limits, SandboxedKernelManager
+from .harness import RESULT_MIME
+from .sandbox import Limits, SandboxedKernelManager, Watchdog
 
 TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
 
@@ -40,13 +42,70 @@ class LimitedOutputClient(NotebookClient):
     output_chars_per_cell = 20_000
 
     def output(self, outs, msg, display_id, cell_index):
-        kept = sum(len(str(o.get("text", ""))) + len(str(o.get("data", ""))) for o in outs)
-        if kept > self.output_chars_per_cell:
-            if not (outs and outs[-1].get("name") == "stdout" and "truncated by the grader" in outs[-1].get("text", "")):
-                outs.append(nbformat.v4.new_output("stream", name="stdout",
-                                                   text=TRUNCATED.format(limit=self.output_chars_per_cell)))
-            return None
-        return super().output(outs, msg, display_id, cell_index)
+        content = msg.get("content", {})
+        if RESULT_MIME in content.get("data", {}):
+            return super().output(outs, msg, display_id, cell_index)  # a check result is never truncated
+        budget = self.output_chars_per_cell - sum(output_size(o) for o in outs)
+        size = output_size(content)
+        if size <= budget:
+            return super().output(outs, msg, display_id, cell_index)
+        if msg.get("msg_type") == "stream" and budget > 0:
+            content["text"] = content.get("text", "")[:budget]
+            super().output(outs, msg, display_id, cell_index)
+        if not (outs and "truncated by the grader" in str(outs[-1].get("text", ""))):
+            outs.append(nbformat.v4.new_output("stream", name="stdout",
+                                               text=TRUNCATED.format(limit=self.output_chars_per_cell)))
+        return None
+
+
+def output_size(output):
+    return len(str(output.get("text", ""))) + len(str(output.get("data", ""))) + len(str(output.get("traceback", "")))
+
+
+class RestoreCellMetadata(NbGraderPreprocessor):
+    """Make every cell's nbgrader metadata what the gradebook says it is.
+
+    Runs after nbgrader's ``DeduplicateIds`` and before ``OverwriteCells``.
+    Stock nbgrader aborts the whole batch when a student's edited metadata
+    fails validation (a duplicated cell, say), and rejects a notebook whose
+    test cell lost its ``grade`` flag ("Inconsistent checksums").  Here a cell
+    the gradebook knows gets its metadata back from the gradebook, and any
+    other nbgrader metadata is dropped with a warning, so one tampered
+    notebook grades on its merits and never stops the others.
+    """
+
+    def preprocess(self, nb, resources):
+        from nbgrader.api import Gradebook
+
+        info = resources["nbgrader"]
+        with Gradebook(info["db_url"]) as gradebook:
+            source = gradebook.find_notebook(info["notebook"], info["assignment"])
+            known = {c.name: (c.cell_type, c.locked, c.checksum) for c in source.source_cells}
+            points = {c.name: c.max_score for c in source.grade_cells}
+            solutions = {c.name for c in source.solution_cells}
+        where = f"{info.get('student')}/{info['assignment']}/{info['notebook']}"
+        for cell in nb.cells:
+            if "nbgrader" not in cell.metadata:
+                continue
+            meta = cell.metadata["nbgrader"]
+            grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+            if grade_id not in known:
+                if meta:
+                    self.log.warning("%s: ignoring nbgrader metadata of a cell the gradebook does not know (%r)", where, grade_id)
+                del cell.metadata["nbgrader"]
+                continue
+            cell_type, locked, checksum = known[grade_id]
+            restored = {"grade": grade_id in points, "solution": grade_id in solutions, "locked": locked,
+                        "grade_id": grade_id, "schema_version": 3, "cell_type": cell_type}
+            if checksum:
+                restored["checksum"] = checksum
+            if grade_id in points:
+                restored["points"] = points[grade_id]
+            semantic = ("grade", "solution", "locked", "grade_id", "points")
+            if any(meta.get(k) != restored.get(k) for k in semantic):
+                self.log.warning("%s: restored the nbgrader metadata of cell %r from the gradebook", where, grade_id)
+            cell.metadata["nbgrader"] = restored
+        return nb, resources
 
 
 class SandboxedExecute(NbGraderPreprocessor):
@@ -59,6 +118,7 @@ class SandboxedExecute(NbGraderPreprocessor):
     notebook_cpu_seconds = Integer(600, help="CPU seconds per sandbox process").tag(config=True)
     max_processes = Integer(64, help="processes/threads of one sandbox").tag(config=True)
     output_chars_per_cell = Integer(20_000, help="output kept per cell").tag(config=True)
+    use_bubblewrap = Bool(True, help="run kernels in bubblewrap (False: resource limits only, with a warning)").tag(config=True)
 
     def limits(self):
         return Limits(memory_bytes=int(self.memory_limit_gib * 1024**3), processes=self.max_processes,
@@ -74,32 +134,47 @@ class SandboxedExecute(NbGraderPreprocessor):
         except HiddenCheckError as problem:
             self.log.error("%s: %s", where, problem)
             checks = {}
+        present = {c.metadata["nbgrader"].get("grade_id") for c in nb.cells if is_autograded_test(c)}
+        notes = [f"The test cell `{grade_id}` is missing from the submission, so its check scores 0."
+                 for grade_id in checks if grade_id not in present]
+        for note in notes:
+            self.log.error("%s: %s", where, note)
         scratch = Path(tempfile.mkdtemp(prefix="course-sandbox-"))
         try:
-            run = SubmissionRun(nb, checks, scratch, self.limits(), self.log, where)
+            run = SubmissionRun(nb, checks, scratch, self.limits(), self.log, where, self.use_bubblewrap)
             run.execute()
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+        if run.stopped:
+            notes.append(f"Execution stopped early: {run.stopped}. Checks after that point score 0.")
+        if run.km.enforced is False:
+            notes.append("This notebook was graded without the bubblewrap sandbox (resource limits only).")
+        if notes:
+            nb.cells.append(nbformat.v4.new_markdown_cell("## Grading notes\n\n" + "\n".join(f"- {n}" for n in notes)))
         return nb, resources
 
 
 class SubmissionRun:
     """One notebook, one sandbox, one kernel: executed top to bottom, checks at test cells."""
 
-    def __init__(self, nb, checks, scratch, limits, log, where):
+    def __init__(self, nb, checks, scratch, limits, log, where, use_bubblewrap=True):
         self.nb, self.checks, self.limits, self.log, self.where = nb, checks, limits, log, where
-        self.km = SandboxedKernelManager(scratch / "work", limits)
+        self.km = SandboxedKernelManager(scratch / "channel", limits, use_bubblewrap=use_bubblewrap)
+        self.watchdog = Watchdog(self.km)
         self.client = LimitedOutputClient(nb, km=self.km, timeout=limits.cell_seconds, allow_errors=True,
                                           interrupt_on_timeout=False, record_timing=False,
-                                          kernel_name="python3", resources={"metadata": {"path": str(scratch / "work")}})
+                                          kernel_name="python3", resources={"metadata": {"path": str(scratch)}})
         self.client.output_chars_per_cell = limits.output_chars_per_cell
+        self.kernel_log = scratch / "kernel.log"
         self.nonce = new_nonce()
         self.stopped = None  # why execution stopped early, if it did
 
     def execute(self):
         deadline = time.monotonic() + self.limits.notebook_seconds
+        self.watchdog.start()
         try:
-            with self.client.setup_kernel():
+            with open(self.kernel_log, "wb") as kernel_output, \
+                    self.client.setup_kernel(stdout=kernel_output, stderr=subprocess.STDOUT):
                 for index, cell in enumerate(self.nb.cells):
                     if cell.cell_type != "code":
                         continue
@@ -109,17 +184,25 @@ class SubmissionRun:
                         self.grade_cell(cell, index, deadline)
         except Exception as error:  # the kernel never started, or died in shutdown
             self.stopped = self.stopped or f"the sandboxed kernel failed: {type(error).__name__}: {error}"
-            self.log.error("%s: %s", self.where, self.stopped)
+            self.log.error("%s: %s\n%s", self.where, self.stopped, self.kernel_log_tail())
             for index, cell in enumerate(self.nb.cells):
                 if is_autograded_test(cell) and not cell.metadata.get("course_graded"):
                     self.record(cell, [Verdict(False, self.stopped)], None)
         finally:
+            self.watchdog.stop()
             self.km.kill_everything()
         for cell in self.nb.cells:
             cell.metadata.pop("course_graded", None)
 
+    def kernel_log_tail(self):
+        try:
+            return self.kernel_log.read_bytes()[-2000:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
     def run_cell(self, cell, index, deadline):
         self.client.timeout = max(1.0, min(self.limits.cell_seconds, deadline - time.monotonic()))
+        self.watchdog.cell_started()
         try:
             self.client.execute_cell(cell, index)
         except CellTimeoutError:
@@ -132,6 +215,7 @@ class SubmissionRun:
             self.stop("the notebook ran past its total time limit")
 
     def stop(self, reason):
+        reason = self.watchdog.violation or reason
         self.stopped = reason
         self.log.warning("%s: %s; later checks score 0", self.where, reason)
         self.km.kill_everything()

@@ -1,0 +1,399 @@
+"""Adversarial submissions against the real grader: nbgrader autograde, the bubblewrap
+sandbox and the hidden checks, exactly as an instructor runs them.
+
+Each submission is scored as an honest grader would: 0 for a non-answer however it
+is dressed up, full marks for correct work with noise, and for faults the points
+of the checks that ran before the fault.  The suite also checks that nothing
+escapes: no process left behind, no file written outside the sandbox, no
+connection made.
+"""
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+
+from grading_support import (add_cell, feedback_html, make_course, max_points, nbgrader, released_notebook, scores,
+                             solution_notebook, student_version, submit)
+
+pytestmark = [pytest.mark.slow]
+
+ASSIGNMENT = "a2-losses"
+MARKER = "adversary-7f3a91"  # names files and processes the attacks create, so the test can look for them
+LIMITS = """
+c.SandboxedExecute.cell_timeout = 20
+c.SandboxedExecute.notebook_timeout = 120
+c.SandboxedExecute.memory_limit_gib = 2
+"""
+# Functions whose test cells come before the insertion point used for mid-notebook faults.
+BEFORE_FAULT = ["test_softmax", "test_logsumexp"]
+
+
+def correct():
+    return student_version(solution_notebook(ASSIGNMENT))
+
+
+def stubs(course):
+    return released_notebook(course, ASSIGNMENT)
+
+
+def after(notebook, grade_id, source):
+    return add_cell(notebook, source, after_grade_id=grade_id)
+
+
+def first(notebook, source):
+    return add_cell(notebook, source, position=2)  # after the imports
+
+
+class LoopbackListener:
+    """A TCP server on 127.0.0.1 that records whether anything connected."""
+
+    def __init__(self):
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen()
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+                self.connections += 1
+                conn.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self._stop.set()
+        self.thread.join()
+        self.server.close()
+
+
+def attacks(course, port):
+    """{student: (notebook or raw text, expected points per test cell or 'zero'/'full')}."""
+    solutions = str(course / "solutions" / ASSIGNMENT / "losses.ipynb")
+    references = str(course / "grader_tests" / "references" / f"{ASSIGNMENT}.json")
+    gradebook = str(course / "gradebook.db")
+    zero, full = "zero", "full"
+    partial = {g: ("full" if g in BEFORE_FAULT else 0) for g in max_points(ASSIGNMENT)}
+    cases = {
+        # --- code that changes how later cells run -------------------------------------------------
+        "patched-numpy-and-asserts": (first(stubs(course), """
+import builtins, numpy as np
+np.allclose = np.isclose = lambda *a, **k: True
+builtins.AssertionError = type("Never", (Exception,), {})
+def softmax(*a, **k): return np.zeros(3)
+def kl_divergence(p, q): return 0.0
+"""), zero),
+        "swallow-every-later-cell": (first(stubs(course), """
+ip = get_ipython()
+ip.input_transformers_post.append(lambda lines: ["pass\\n"])
+"""), zero),
+        "custom-exception-handler": (first(stubs(course), """
+get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)
+import sys; sys.excepthook = lambda *a: None
+"""), zero),
+        "forged-results": (first(stubs(course), r'''
+import json, re, base64, numpy as np
+from IPython.display import display
+def forge(lines):
+    code = "".join(lines)
+    if "__course_case" not in code:
+        return lines
+    request = json.loads(json.loads(re.search(r"loads\((.*)\)\)", code).group(1)))
+    fake = {"base64": base64.b64encode(np.full(10, 0.1).tobytes()).decode(), "shape": [10], "dtype": "float64"}
+    reply = json.dumps({"nonce": request["nonce"], "case": request["case"], "result": fake})
+    return [f"from IPython.display import display\ndisplay({{'application/vnd.course.check-result+json': {reply!r}}}, raw=True)\n"] * 1
+get_ipython().input_transformers_post.append(forge)
+'''), zero),
+        "duplicated-results": (first(correct(), r'''
+from IPython.display import display
+_real_display = display
+import IPython.display
+def twice(*args, **kwargs):
+    _real_display(*args, **kwargs); _real_display(*args, **kwargs)
+IPython.display.display = twice
+'''), zero),
+        "replayed-result": (first(stubs(course), r'''
+from IPython.display import display
+import json
+for case in range(30):
+    display({"application/vnd.course.check-result+json": json.dumps({"nonce": "0" * 32, "case": f"test_softmax-{case}", "result": {"bool": True}})}, raw=True)
+'''), zero),
+        "broken-harness-modules": (first(stubs(course), """
+import sys, types
+sys.modules["json"] = types.ModuleType("json")
+sys.modules["base64"] = None
+"""), zero),
+        # --- objects with odd __eq__ / __float__ -----------------------------------------------------
+        "equal-to-anything": (first(stubs(course), """
+class Anything(float):
+    def __eq__(self, other): return True
+    __ne__ = lambda self, other: False
+    def __float__(self): return 0.0
+    def __array__(self, *a, **k): raise TypeError("no")
+def softmax(*a, **k): return Anything()
+def logsumexp(*a, **k): return [Anything()]
+def kl_divergence(*a, **k): return {"answer": 1}
+def entropy(*a, **k): return "0.3251"
+"""), zero),
+        # --- reading and writing what the grader owns --------------------------------------------------
+        "reads-the-solutions": (first(stubs(course), f"""
+import glob, json, os
+found = []
+for path in [{solutions!r}, {references!r}] + glob.glob("/**/*.ipynb", recursive=True) + glob.glob("/**/references/*.json", recursive=True):
+    try:
+        text = open(path).read()
+        found.append(path)
+        if path.endswith(".ipynb"):
+            for cell in json.loads(text)["cells"]:
+                if "BEGIN SOLUTION" in "".join(cell["source"]):
+                    exec("".join(cell["source"]))
+    except Exception as error:
+        pass
+print("FOUND", found)
+"""), zero),
+        "writes-the-gradebook": (first(stubs(course), f"""
+import sqlite3
+for target in [{gradebook!r}, "gradebook.db", "../gradebook.db"]:
+    try:
+        db = sqlite3.connect(target)
+        db.execute("update grade set auto_score = 100")
+        db.commit()
+        print("WROTE", target)
+    except Exception as error:
+        print("refused", target, type(error).__name__)
+"""), zero),
+        # --- honest work with noise --------------------------------------------------------------------
+        "noisy-but-correct": (after(after(first(correct(), """
+import sys, warnings
+warnings.warn("this is fine")
+print("diagnostics on stderr", file=sys.stderr)
+print("x" * 3_000_000)
+"""), "softmax", """
+_original_softmax = softmax
+def softmax(logits, temperature=1.0, axis=-1):
+    import sys
+    print("softmax called", file=sys.stderr)
+    print("y" * 50_000)
+    return _original_softmax(logits, temperature, axis)
+"""), "test_kl_divergence", "import time; time.sleep(4); print('slow but within limits')"), full),
+        # --- resources and escapes (inserted after the first two test cells) ---------------------------
+        "infinite-loop": (after(correct(), "test_logsumexp", "while True:\n    pass"), partial),
+        "cpu-hog-ignoring-signals": (after(correct(), "test_logsumexp", """
+import signal
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+while True:
+    sum(range(10000))
+"""), partial),
+        "kills-its-kernel": (after(correct(), "test_logsumexp", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"), partial),
+        "exits-its-kernel": (after(correct(), "test_logsumexp", "import os\nos._exit(3)"), partial),
+        "memory-hog": (after(correct(), "test_logsumexp", """
+blocks = []
+try:
+    while True:
+        blocks.append(bytearray(256 * 1024 * 1024))
+except MemoryError:
+    blocks.clear()
+    print("memory limit held")
+"""), full),
+        "fork-bomb-and-detached-processes": (after(correct(), "test_logsumexp", f"""
+import os, subprocess, time
+children = 0
+try:
+    for _ in range(400):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(600)
+            os._exit(0)
+        children += 1
+except OSError as error:
+    print("process limit held after", children, type(error).__name__)
+subprocess.Popen(["/bin/sh", "-c", "exec -a {MARKER} sleep 600"], start_new_session=True)
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv("/bin/sh", ["{MARKER}", "-c", "sleep 600"])
+    os._exit(0)
+"""), full),
+        "network": (after(correct(), "test_logsumexp", f"""
+import socket
+for address in [("127.0.0.1", {port}), ("10.0.2.2", 80), ("1.1.1.1", 53)]:
+    try:
+        socket.create_connection(address, timeout=2).close()
+        print("CONNECTED", address)
+    except OSError as error:
+        print("blocked", address, error)
+"""), full),
+        "writes-outside": (after(correct(), "test_logsumexp", f"""
+import os
+for folder in ["/tmp", os.path.expanduser("~"), {str(course)!r}, "/usr", "/var/tmp", "/dev/shm"]:
+    try:
+        with open(os.path.join(folder, "{MARKER}"), "w") as f:
+            f.write("escaped")
+    except OSError as error:
+        print("refused", folder, type(error).__name__)
+"""), full),
+        "fills-the-disk": (after(correct(), "test_logsumexp", """
+import os
+try:
+    for i in range(100):
+        with open(f"big-{i}", "wb") as f:
+            f.write(os.urandom(1024) * (64 * 1024))
+except OSError as error:
+    print("space limit held", type(error).__name__)
+"""), full),
+    }
+    return cases
+
+
+def notebook_faults(course):
+    """Damaged notebooks and edited cells: {student: (notebook or raw text, expected points)}."""
+    zero = "zero"
+    points = max_points(ASSIGNMENT)
+    nb = correct()
+    deleted = nbformat.from_dict(nb)
+    deleted.cells = [c for c in deleted.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_kl_divergence"]
+    duplicated = nbformat.from_dict(nb)
+    index = next(i for i, c in enumerate(duplicated.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "test_softmax")
+    duplicated.cells.insert(index + 1, nbformat.from_dict(duplicated.cells[index]))
+    reordered = nbformat.from_dict(nb)
+    ids = [c.metadata.get("nbgrader", {}).get("grade_id") for c in reordered.cells]
+    a, b = ids.index("kl_divergence"), ids.index("test_kl_divergence")
+    reordered.cells[a], reordered.cells[b] = reordered.cells[b], reordered.cells[a]
+    retyped = nbformat.from_dict(nb)
+    for i, c in enumerate(retyped.cells):
+        if c.metadata.get("nbgrader", {}).get("grade_id") == "entropy":
+            retyped.cells[i] = nbformat.v4.new_markdown_cell(c.source, metadata=c.metadata)
+    inflated = nbformat.from_dict(nb)
+    for c in inflated.cells:
+        if c.metadata.get("nbgrader", {}).get("grade"):
+            c.metadata.nbgrader["points"] = 1000
+    unlocked = nbformat.from_dict(nb)
+    for c in unlocked.cells:
+        if c.metadata.get("nbgrader", {}).get("grade_id") == "test_softmax":
+            c.source = "pass  # the student emptied the test cell"
+            c.metadata.nbgrader["grade"] = False
+    without_kl = {g: p for g, p in points.items()}
+    return {
+        "invalid-json": ('{"cells": [ this is not json', zero),
+        "wrong-nbformat": (json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": []}), zero),
+        "not-a-notebook": (json.dumps({"hello": "world"}), zero),
+        "deleted-test-cell": (deleted, {**without_kl, "test_kl_divergence": 0}),
+        "duplicated-test-cell": (duplicated, "full"),
+        "reordered-cells": (reordered, {**points, "test_kl_divergence": 0}),
+        "retyped-cell": (retyped, "full"),
+        "inflated-points": (inflated, "full"),
+        "emptied-test-cell": (unlocked, "full"),
+    }
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    course = make_course(tmp_path_factory.mktemp("adversarial") / "course", extra_config=LIMITS)
+    listener = LoopbackListener()
+    before = {p.pid for p in psutil.process_iter()}
+    scratch_before = set(Path("/tmp").glob("course-sandbox-*"))
+    expectations = {}
+    for student, (notebook, expected) in {**attacks(course, listener.port), **notebook_faults(course)}.items():
+        if isinstance(notebook, str):
+            submit(course, student, ASSIGNMENT, raw_text=notebook)
+        else:
+            submit(course, student, ASSIGNMENT, notebook)
+        expectations[student] = expected
+    submit(course, "honest", ASSIGNMENT, correct())
+    expectations["honest"] = "full"
+    started = time.time()
+    result = nbgrader(course, "autograde", ASSIGNMENT, check=False, timeout=1800)
+    elapsed = time.time() - started
+    feedback = nbgrader(course, "generate_feedback", ASSIGNMENT, check=False)
+    listener.close()
+    first_scores = scores(course, ASSIGNMENT)
+    yield dict(course=course, expectations=expectations, log=result.stdout + result.stderr, scores=first_scores,
+               listener=listener, before=before, elapsed=elapsed, feedback=feedback, scratch_before=scratch_before)
+
+
+def expected_points(expected):
+    points = max_points(ASSIGNMENT)
+    if expected == "zero":
+        return {g: 0 for g in points}
+    if expected == "full":
+        return dict(points)
+    return {g: (points[g] if v == "full" else v) for g, v in expected.items()}
+
+
+def test_every_submission_scores_as_an_honest_grader_would(graded):
+    wrong = {}
+    for student, expected in graded["expectations"].items():
+        want = expected_points(expected)
+        got = graded["scores"].get(student)
+        got_cells = {g: s for g, s in (got or {}).items() if g != "_total"}
+        if expected == "zero" and got is not None and got["_total"] == 0:
+            continue
+        if expected == "zero" and got is None:
+            continue  # not gradable at all: no submission row, no points (checked in the next test)
+        if got_cells != want:
+            wrong[student] = {"expected": want, "got": got}
+    assert not wrong, json.dumps(wrong, indent=1) + "\n" + graded["log"][-4000:]
+
+
+def test_broken_submissions_are_logged_with_a_reason_and_the_batch_goes_on(graded):
+    log = graded["log"]
+    for student in ("invalid-json", "wrong-nbformat", "not-a-notebook"):
+        assert student in log, f"the grading log does not name {student}"
+    assert graded["scores"]["honest"]["_total"] == sum(max_points(ASSIGNMENT).values())
+
+
+def test_faults_are_explained_in_the_feedback(graded):
+    course = graded["course"]
+    assert "ran past the time limit" in feedback_html(course, "infinite-loop", ASSIGNMENT)
+    assert "kernel died" in feedback_html(course, "kills-its-kernel", ASSIGNMENT)
+    assert "kernel died" in feedback_html(course, "exits-its-kernel", ASSIGNMENT)
+    assert "no result came back" in feedback_html(course, "swallow-every-later-cell", ASSIGNMENT)
+    assert "more than one result" in feedback_html(course, "duplicated-results", ASSIGNMENT)
+    deleted = feedback_html(course, "deleted-test-cell", ASSIGNMENT)
+    assert "test_kl_divergence" in deleted and "is missing from the submission" in deleted
+    assert "no function named" in feedback_html(course, "reordered-cells", ASSIGNMENT)
+
+
+def test_nothing_escapes(graded):
+    course = graded["course"]
+    assert graded["listener"].connections == 0, "a submission connected to a loopback server"
+    survivors = []
+    for process in psutil.process_iter(["pid", "cmdline", "uids"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if process.info["pid"] not in graded["before"] and (MARKER in cmdline or "sleep 600" in cmdline
+                                                           or (process.info["uids"] and process.info["uids"].real >= 200_000)):
+            survivors.append(cmdline)
+    assert not survivors, f"processes outlived grading: {survivors}"
+    for folder in ["/tmp", "/var/tmp", "/dev/shm", str(course), os.path.expanduser("~")]:
+        assert not (Path(folder) / MARKER).exists(), f"a submission wrote {folder}/{MARKER}"
+    left = set(Path("/tmp").glob("course-sandbox-*")) - graded["scratch_before"]
+    assert not left, f"sandbox scratch folders were left behind: {left}"
+    for student in ("reads-the-solutions", "writes-the-gradebook"):
+        notebook = nbformat.read(course / "autograded" / student / ASSIGNMENT / "losses.ipynb", as_version=4)
+        text = json.dumps(notebook)
+        assert "WROTE" not in text and "solutions/a2-losses" not in text.split("FOUND")[-1][:200]
+
+
+def test_honest_work_keeps_the_notebook_small(graded):
+    path = graded["course"] / "autograded" / "noisy-but-correct" / ASSIGNMENT / "losses.ipynb"
+    assert path.stat().st_size < 500_000, f"the graded notebook is {path.stat().st_size} bytes"
+
+
+def test_regrading_gives_the_same_grades(graded):
+    course = graded["course"]
+    nbgrader(course, "autograde", ASSIGNMENT, "--force", check=False, timeout=1800)
+    assert scores(course, ASSIGNMENT) == graded["scores"]

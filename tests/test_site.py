@@ -1,0 +1,847 @@
+"""The site as students use it.
+
+Static checks read ``_build/html``: launch buttons, notebook downloads, assignment links, headings, no CDN
+assets, and no leak of solutions, hidden checks or their reference values.
+
+Browser checks (marker ``browser``) serve ``_build/html`` on a loopback http.server and drive Debian's
+chromium, headless, through Playwright: every page loads with no console error and no request to another
+host, math is typeset, figures are shown, the interactive figures compute the right numbers as their
+sliders move, assignments download byte for byte, search finds words, and a screenshot is kept under
+``_build/screenshots/``.
+"""
+import contextlib
+import functools
+import html
+import json
+import math
+import os
+import re
+import threading
+import time
+from html.parser import HTMLParser
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+import yaml
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--metrics-recording-only",
+    "--dns-prefetch-disable",
+    "--no-pings",
+    # Belt and braces: the tests abort every request to another host before it is sent, and
+    # chromium could not resolve one anyway.
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+]
+
+
+# --------------------------------------------------------------------------- the book's structure
+
+
+def toc_docs(root):
+    """Every document of the book, in reading order (root first)."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    docs = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries:
+            docs.append(entry["file"])
+            walk(entry.get("sections", []))
+
+    for part in toc["parts"]:
+        walk(part["chapters"])
+    return docs
+
+
+def chapters(root):
+    return [doc for doc in toc_docs(root) if re.fullmatch(r"book/\d\d-[\w-]+", doc)]
+
+
+def assignments(root):
+    """{assignment id: released notebook}: one .ipynb per folder of assignments/."""
+    found = {}
+    for folder in sorted(p for p in (root / "assignments").iterdir() if p.is_dir()):
+        notebooks = sorted(folder.glob("*.ipynb"))
+        assert len(notebooks) == 1, f"{folder} should hold exactly one released notebook, found {notebooks}"
+        found[folder.name] = notebooks[0]
+    assert found, "assignments/ is empty: `make book` releases the assignments"
+    return found
+
+
+def practised_chapters(notebook):
+    """The chapters an assignment's intro cell names, e.g. `book/05-softmax`."""
+    intro = "".join(json.loads(notebook.read_text())["cells"][0]["source"])
+    return re.findall(r"`(book/\d\d-[\w-]+)`", intro)
+
+
+class Page(HTMLParser):
+    """Links, headings of the article, and images of one built page."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.links, self.scripts, self.stylesheets, self.images, self.headings = [], [], [], [], []
+        self._article_depth = 0
+
+    @classmethod
+    def read(cls, path):
+        page = cls()
+        page.feed(path.read_text(encoding="utf-8"))
+        return page
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "article" and "bd-article" in (attrs.get("class") or ""):
+            self._article_depth = 1
+        elif self._article_depth and tag == "article":
+            self._article_depth += 1
+        if tag == "a" and attrs.get("href"):
+            self.links.append(attrs)
+        if tag == "script" and attrs.get("src"):
+            self.scripts.append(attrs["src"])
+        if tag == "link" and "stylesheet" in (attrs.get("rel") or "") and attrs.get("href"):
+            self.stylesheets.append(attrs["href"])
+        if tag == "img":
+            self.images.append(attrs)
+        if self._article_depth and re.fullmatch(r"h[1-6]", tag):
+            self.headings.append(int(tag[1]))
+
+    def handle_endtag(self, tag):
+        if tag == "article" and self._article_depth:
+            self._article_depth -= 1
+
+    def hrefs(self):
+        return [link["href"] for link in self.links]
+
+
+def html_path(built_site, doc):
+    return built_site / "html" / f"{doc}.html"
+
+
+def is_external(url):
+    return urlsplit(url).scheme in ("http", "https", "ws", "wss", "ftp")
+
+
+# --------------------------------------------------------------------------- static checks
+
+
+def test_pages_load_nothing_from_other_hosts(root, built_site):
+    """Scripts and stylesheets are all served by the site itself (MathJax included)."""
+    for doc in toc_docs(root) + ["search", "genindex"]:
+        page = Page.read(html_path(built_site, doc))
+        external = [u for u in page.scripts + page.stylesheets if is_external(u) or u.startswith("//")]
+        assert not external, f"{doc}.html loads {external} from another host"
+    mathjax = built_site / "html" / "_static" / "mathjax"
+    assert (mathjax / "tex-mml-chtml.js").is_file(), "MathJax is not vendored into _static/mathjax"
+    assert list((mathjax / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff")), "MathJax fonts missing"
+    for css in (built_site / "html" / "_static").rglob("*.css"):
+        text = css.read_text(encoding="utf-8", errors="replace")
+        assert not re.search(r"@import\s+(url\()?['\"]?(https?:)?//", text), f"{css} imports a remote stylesheet"
+        assert not re.search(r"url\(\s*['\"]?(https?:)?//", text), f"{css} loads a remote resource"
+
+
+def repository(root):
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    url = config["repository"]["url"].rstrip("/")
+    org, repo = url.split("github.com/")[1].split("/")[:2]
+    return config, url, org, repo, config["repository"].get("branch", "main")
+
+
+@pytest.mark.parametrize("index", range(12))
+def test_chapter_offers_launch_buttons_and_notebook_download(root, built_site, index):
+    config, url, org, repo, branch = repository(root)
+    launch = config["launch_buttons"]
+    doc = chapters(root)[index]
+    hrefs = [html.unescape(h) for h in Page.read(html_path(built_site, doc)).hrefs()]
+    source = f"{doc}.md"
+    expected = {
+        "Binder": f"{launch['binderhub_url'].rstrip('/')}/v2/gh/{org}/{repo}/{branch}?urlpath=tree/{source}",
+        "Colab": f"{launch['colab_url'].rstrip('/')}/github/{org}/{repo}/blob/{branch}/{source}",
+    }
+    for name, link in expected.items():
+        assert link in hrefs, f"{doc}: no {name} button linking {link}"
+    hub = [h for h in hrefs if h.startswith(launch["jupyterhub_url"].rstrip("/") + "/hub/user-redirect/git-pull?")]
+    assert hub, f"{doc}: no JupyterHub button"
+    assert f"repo={url.replace('https://', 'https%3A//')}" in hub[0] and f"branch={branch}" in hub[0], hub[0]
+
+    notebooks = [h for h in hrefs if h.endswith(".ipynb") and "_sources/" in h]
+    assert notebooks, f"{doc}: no .ipynb download button"
+    notebook = (html_path(built_site, doc).parent / notebooks[0]).resolve()
+    assert notebook.is_file(), f"{doc}: the .ipynb download {notebooks[0]} is missing"
+    cells = json.loads(notebook.read_text())["cells"]
+    assert any(c["cell_type"] == "code" and c.get("outputs") for c in cells), f"{notebook} has no outputs"
+
+
+def test_every_assignment_page_links_only_its_released_notebook(root, built_site):
+    released = assignments(root)
+    for assignment, notebook in released.items():
+        path = html_path(built_site, f"book/assignments/{assignment}")
+        assert path.is_file(), f"no assignment page for {assignment}: add book/assignments/{assignment}.md to _toc.yml"
+        page = Page.read(path)
+        downloads = [h for h in page.hrefs() if "_downloads/" in h]
+        assert downloads, f"{assignment}: its page has no download link"
+        for href in downloads:
+            target = (path.parent / href).resolve()
+            assert target.read_bytes() == notebook.read_bytes(), f"{assignment}: {href} is not {notebook}"
+        text = path.read_text(encoding="utf-8")
+        for word in ("Jupyter", "visible checks", "Submit"):
+            assert word in text, f"{assignment}: the page does not explain '{word}'"
+
+
+def test_every_download_on_the_site_is_a_released_notebook(root, built_site):
+    released = {nb.read_bytes(): nb for nb in assignments(root).values()}
+    downloads = [p for p in (built_site / "html" / "_downloads").rglob("*") if p.is_file()]
+    assert downloads, "the site offers no assignment download"
+    for path in downloads:
+        assert path.read_bytes() in released, f"{path} is not byte-identical to a notebook in assignments/"
+    for path in (built_site / "html").rglob("*.html"):
+        for href in Page.read(path).hrefs():
+            assert not re.search(r"(^|/)(solutions|grader_tests)/", href), f"{path} links {href}"
+
+
+def test_practised_chapters_link_their_assignments(root, built_site):
+    pairs = 0
+    for assignment, notebook in assignments(root).items():
+        named = practised_chapters(notebook)
+        assert named, f"{notebook}: the intro cell names no chapter (`book/NN-...`)"
+        for chapter in named:
+            hrefs = Page.read(html_path(built_site, chapter)).hrefs()
+            assert any(h.split("#")[0].endswith(f"assignments/{assignment}.html") for h in hrefs), (
+                f"{chapter} is practised by {assignment} but does not link book/assignments/{assignment}"
+            )
+            pairs += 1
+    assert pairs >= 4
+
+
+def test_headings_are_in_order_and_images_have_alt_text(root, built_site):
+    for doc in toc_docs(root):
+        page = Page.read(html_path(built_site, doc))
+        levels = page.headings
+        assert levels and levels[0] == 1 and levels.count(1) == 1, f"{doc}: one h1 first, found {levels}"
+        for before, after in zip(levels, levels[1:]):
+            assert after <= before + 1, f"{doc}: heading level jumps from h{before} to h{after}"
+        for img in page.images:
+            assert (img.get("alt") or "").strip(), f"{doc}: image {img.get('src')} has no alt text"
+
+
+# --------------------------------------------------------------------------- leaks
+
+WHITESPACE = re.compile(r"\s+")
+FLOAT = re.compile(r"\d*\.\d+(?:[eE][-+]?\d+)?")
+SOLUTION = ("### BEGIN SOLUTION", "### END SOLUTION")
+HIDDEN = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+BINARY = {".png", ".jpg", ".jpeg", ".gif", ".ico", ".woff", ".woff2", ".ttf", ".eot", ".inv", ".pickle", ".doctree"}
+
+
+def normalise(text):
+    return WHITESPACE.sub(" ", text).strip()
+
+
+def json_strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from json_strings(item)
+
+
+class TextOnly(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts = []
+
+    def handle_data(self, data):
+        self.parts.append(data)
+
+
+def readable_forms(path):
+    """The file's text as stored, plus its visible text (HTML) or its decoded strings (JSON)."""
+    if path.suffix.lower() in BINARY:
+        return []
+    raw = path.read_bytes()
+    if b"\0" in raw[:4096]:
+        return []
+    text = raw.decode("utf-8", errors="replace")
+    forms = [text]
+    if path.suffix in (".html", ".htm", ".svg", ".xml"):
+        parser = TextOnly()
+        parser.feed(text)
+        forms.append("".join(parser.parts))  # code highlighted into <span>s reads as plain lines here
+    if path.suffix in (".ipynb", ".json"):
+        try:
+            forms.append("\n".join(json_strings(json.loads(text))))
+        except ValueError:
+            pass
+    return forms
+
+
+def published_text(folders):
+    """All text a student can read in these folders, whitespace-normalised, as one string."""
+    forms = []
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                forms.extend(readable_forms(path))
+    return "\n".join(normalise(form) for form in forms)
+
+
+def split_regions(source, markers):
+    """(inside, outside) lines of the regions between the markers."""
+    inside, outside, within = [], [], False
+    for line in source.splitlines():
+        if markers[0] in line:
+            within = True
+        elif markers[1] in line:
+            within = False
+        else:
+            (inside if within else outside).append(line)
+    return inside, outside
+
+
+def secret_lines(root):
+    """Lines of solution regions, hidden-test regions and grader_tests/ sources that must stay private.
+
+    Trivial lines are ignored: blank lines, comments, lines shorter than 20 characters, and lines that
+    the released notebooks show anyway (text of the source notebooks outside those regions, such as
+    `def` signatures and docstrings). The public text comes from solutions/, not from assignments/, so
+    a solution line that leaked into a released notebook is still caught.
+    """
+    secrets, public = [], []
+    for notebook in sorted((root / "solutions").glob("*/*.ipynb")):
+        for cell in json.loads(notebook.read_text())["cells"]:
+            source = "".join(cell["source"])
+            solution, rest = split_regions(source, SOLUTION)
+            hidden, rest = split_regions("\n".join(rest), HIDDEN)
+            public.extend(rest)
+            secrets.extend((f"{notebook.relative_to(root)} (solution)", line) for line in solution + hidden)
+    for path in sorted((root / "grader_tests").rglob("*")):
+        if path.is_file() and path.suffix.lower() not in BINARY | {".json"} and "__pycache__" not in path.parts:
+            secrets.extend((str(path.relative_to(root)), line) for line in path.read_text(errors="replace").splitlines())
+    public_text = "\n".join(normalise(line) for line in public)
+
+    def trivial(line):
+        return len(line) < 20 or line.startswith("#") or line in public_text
+
+    kept = {}
+    for where, line in secrets:
+        line = normalise(line)
+        if not trivial(line):
+            kept.setdefault(line, where)
+    return kept
+
+
+def significant_digits(text):
+    mantissa = text.lower().split("e")[0].replace(".", "").replace("-", "").lstrip("0")
+    return len(mantissa)
+
+
+def reference_floats(root):
+    """repr() of every float in grader_tests/references/*.json with at least 8 significant digits."""
+    found = set()
+
+    def walk(value):
+        if isinstance(value, float) and math.isfinite(value):
+            text = repr(abs(value))
+            if significant_digits(text) >= 8:
+                found.add(text)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for path in sorted((root / "grader_tests" / "references").glob("*.json")):
+        walk(json.loads(path.read_text()))
+    return found
+
+
+def find_leaks(root, folders):
+    text = published_text(folders)
+    leaks = [f"{where}: {line!r}" for line, where in secret_lines(root).items() if line in text]
+    numbers = set(FLOAT.findall(text))
+    leaks += [f"grader_tests/references: {value}" for value in sorted(reference_floats(root) & numbers)]
+    return leaks
+
+
+def test_nothing_private_reaches_the_site_or_the_released_notebooks(root, built_site):
+    assert secret_lines(root), "found no solution lines to look for: has solutions/ moved?"
+    assert len(reference_floats(root)) > 100, "found no reference values to look for"
+    leaks = find_leaks(root, [built_site / "html", root / "assignments"])
+    assert not leaks, "private material is published:\n" + "\n".join(leaks[:20])
+
+
+def test_the_leak_check_catches_a_planted_leak(root, tmp_path):
+    """A solution line inside highlighted HTML, and a reference value in a notebook, are both found."""
+    line, where = next(iter(secret_lines(root).items()))
+    tokens = "".join(f'<span class="n">{html.escape(token)}</span>' for token in re.split(r"(\W)", line) if token)
+    (tmp_path / "page.html").write_text(f"<html><body><pre>{tokens}</pre></body></html>")
+    value = sorted(reference_floats(root))[0]
+    (tmp_path / "nb.ipynb").write_text(json.dumps({"cells": [{"source": [f"x = {value}\n"]}]}))
+    leaks = find_leaks(root, [tmp_path])
+    assert any(repr(line) in leak for leak in leaks), leaks
+    assert any(value in leak for leak in leaks), leaks
+
+
+# --------------------------------------------------------------------------- browser
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve(folder):
+    """http.server on a free loopback port, serving folder; yields its URL."""
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def site_url(built_site):
+    with serve(built_site / "html") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"chromium not found at {CHROMIUM}: install Debian's browser with `apt-get install -y chromium` "
+            "(.ci/run does), or point CHROMIUM at a chromium binary"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright Python package is missing: run `make book` (it installs .[test])")
+    playwright = sync_playwright().start()
+    try:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    except Exception as error:  # noqa: BLE001 - report why the browser did not start
+        playwright.stop()
+        pytest.fail(f"could not start {CHROMIUM} headless: {error}")
+    yield browser
+    browser.close()
+    playwright.stop()
+
+
+class Visit:
+    """A browser tab on the served site that records everything that went wrong."""
+
+    def __init__(self, browser, site_url):
+        self.site = urlsplit(site_url).netloc
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        self.problems = []
+        self.closed = False
+        self.context.route(lambda url: not self.is_local(url), self.refuse)
+        self.page = self.context.new_page()
+        self.page.on("console", lambda msg: msg.type == "error" and self.problems.append(f"console error: {msg.text}"))
+        self.page.on("pageerror", lambda error: self.problems.append(f"uncaught exception: {error}"))
+        self.in_flight = {}
+        self.page.on("request", self.started)
+        self.page.on("requestfinished", self.ended)
+        self.page.on("requestfailed", self.failed)
+        self.page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"))
+
+    def is_local(self, url):
+        parts = urlsplit(url)
+        return parts.scheme not in ("http", "https", "ws", "wss") or parts.netloc == self.site
+
+    def started(self, request):
+        self.in_flight[id(request)] = request.url
+
+    def ended(self, request):
+        self.in_flight.pop(id(request), None)
+
+    def failed(self, request):
+        self.ended(request)
+        self.problems.append(f"request failed: {request.url} ({request.failure})")
+
+    def wait_until_quiet(self, quiet_s=0.3, timeout_s=20.0):
+        """Wait until no request has been in flight for quiet_s (late fonts, lazy MathJax parts)."""
+        deadline = time.monotonic() + timeout_s
+        last_busy = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if self.in_flight:
+                last_busy = now
+            elif now - last_busy >= quiet_s:
+                return
+            if now > deadline:
+                self.problems.append(f"requests still pending after {timeout_s:.0f} s: {sorted(self.in_flight.values())}")
+                return
+            self.page.wait_for_timeout(50)
+
+    def refuse(self, route):
+        self.problems.append(f"request to another host: {route.request.url}")
+        route.abort()
+
+    def open(self, url):
+        self.page.goto(url, wait_until="load")
+        return self.settle()
+
+    def settle(self):
+        self.page.wait_for_load_state("load")
+        # MathJax typesets asynchronously after it loads; then its fonts load.
+        self.page.evaluate(
+            "() => (window.MathJax && MathJax.startup && MathJax.startup.promise) ? MathJax.startup.promise : null"
+        )
+        self.page.evaluate("() => document.fonts.ready.then(() => null)")
+        self.wait_until_quiet()
+        return self.page
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.context.close()
+
+
+@pytest.fixture()
+def visit(browser, site_url):
+    visits = []
+
+    def open_page(path):
+        tab = Visit(browser, site_url)
+        visits.append(tab)
+        tab.open(urljoin(site_url, path))
+        return tab
+
+    yield open_page
+    for tab in visits:
+        tab.close()
+
+
+@pytest.mark.browser
+def test_the_browser_check_catches_requests_to_other_hosts(browser, tmp_path):
+    (tmp_path / "page.html").write_text(
+        '<html><head><script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"></script>'
+        '<link rel="stylesheet" href="https://unpkg.com/thebe@0.8.2/lib/index.css"></head>'
+        '<body><script>console.error("broken")</script><img alt="x" src="missing.png"></body></html>'
+    )
+    with serve(tmp_path) as url:
+        tab = Visit(browser, url)
+        try:
+            tab.open(url + "page.html")
+        finally:
+            tab.close()
+    problems = "\n".join(tab.problems)
+    assert "request to another host: https://cdn.jsdelivr.net/" in problems, problems
+    assert "request to another host: https://unpkg.com/" in problems, problems
+    assert "console error: broken" in problems and "HTTP 404" in problems, problems
+
+
+PAGE_STATE = """() => {
+  const article = document.querySelector('article.bd-article') || document.body;
+  const images = [...article.querySelectorAll('img')];
+  const math = [...article.querySelectorAll('.math')];
+  return {
+    images: images.map(img => ({src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0,
+                                 shown: img.getBoundingClientRect().width > 0})),
+    math: math.length,
+    typeset: math.filter(m => m.querySelector('mjx-container')).length,
+    containers: document.querySelectorAll('mjx-container').length,
+    errors: [...document.querySelectorAll('mjx-merror')].map(e => e.textContent),
+    title: document.title,
+  };
+}"""
+
+
+@pytest.mark.browser
+def test_every_page_renders_offline_with_math_and_figures(root, built_site, visit):
+    docs = toc_docs(root)
+    tab = visit("book/index.html")
+    tab.page.goto(tab.page.url.rsplit("/book/", 1)[0] + "/")  # the site's root redirects to the book
+    tab.page.wait_for_url("**/book/index.html")
+    tab.settle()
+    assert not tab.problems, tab.problems
+    checked_math = 0
+    for doc in docs + ["search", "genindex"]:
+        tab = visit(f"{doc}.html")
+        state = tab.page.evaluate(PAGE_STATE)
+        assert not tab.problems, f"{doc}.html:\n" + "\n".join(tab.problems)
+        assert state["title"], f"{doc}.html has no title"
+        for image in state["images"]:
+            assert image["ok"] and image["shown"], f"{doc}.html: figure {image['src']} is not shown"
+        if doc in chapters(root):
+            assert state["images"], f"{doc}.html shows no figure"
+        if state["math"]:
+            assert state["typeset"] == state["math"], f"{doc}.html: {state['math'] - state['typeset']} formulas not typeset"
+            assert not state["errors"], f"{doc}.html: MathJax errors {state['errors']}"
+            checked_math += 1
+        tab.close()
+    assert checked_math >= 10, f"only {checked_math} pages had typeset math"
+
+
+@pytest.mark.browser
+def test_site_works_opened_from_its_folder(built_site, browser, site_url):
+    """A student who copies _build/html to a laptop and opens index.html: file://, no server."""
+    folder = (built_site / "html").resolve().as_uri() + "/"
+    tab = Visit(browser, site_url)
+    try:
+        page = tab.page
+        page.goto(folder + "index.html")
+        page.wait_for_url("**/book/index.html")
+        tab.settle()
+        tab.open(folder + "book/05-softmax.html")
+        state = page.evaluate(PAGE_STATE)
+        assert state["math"] and state["typeset"] == state["math"], state
+        page.get_by_label("temperature T", exact=True).fill("0.5")
+        assert readouts(page, "[data-p2l-figure='softmax']", "probability") == ["0.8638", "0.1169", "0.0193"]
+        tab.open(folder + "search.html?q=softmax")
+        results = page.locator("#search-results ul.search li")
+        results.first.wait_for(timeout=15_000)
+        assert results.count() > 0
+        assert not tab.problems, tab.problems
+    finally:
+        tab.close()
+
+
+def softmax(logits, temperature):
+    z = [v / temperature for v in logits]
+    m = max(z)
+    e = [math.exp(v - m) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def readouts(page, figure, role):
+    return page.locator(f"{figure} [data-role='{role}']").all_inner_texts()
+
+
+def assert_accessible(page, figure):
+    """Every control has a label, and the plot has a text description."""
+    unlabelled = page.evaluate(
+        "(fig) => [...document.querySelectorAll(fig + ' input')].filter(i => !i.labels.length).map(i => i.id)", figure
+    )
+    assert not unlabelled, f"inputs without a label: {unlabelled}"
+    svg = page.locator(f"{figure} svg")
+    assert svg.get_attribute("role") == "img" and len(svg.get_attribute("aria-label") or "") > 40
+
+
+@pytest.mark.browser
+def test_softmax_figure_follows_temperature_and_logits(visit):
+    tab = visit("book/05-softmax.html")
+    page, fig = tab.page, "[data-p2l-figure='softmax']"
+    assert_accessible(page, fig)
+    page.locator(fig).scroll_into_view_if_needed()
+
+    def shown():
+        return readouts(page, fig, "probability")
+
+    def expect(logits, t):
+        return [f"{p:.4f}" for p in softmax(logits, t)]
+
+    assert shown() == expect([2, 1, 0.1], 1.0) == ["0.6590", "0.2424", "0.0986"]
+    slider = page.get_by_label("temperature T", exact=True)
+    slider.fill("0.5")
+    assert shown() == ["0.8638", "0.1169", "0.0193"]
+    assert readouts(page, fig, "temperature-value") == ["0.50"]
+    # A keyboard user moves the slider one step (0.05) at a time.
+    slider.focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert readouts(page, fig, "temperature-value") == ["0.60"]
+    assert shown() == expect([2, 1, 0.1], 0.6)
+    slider.fill("5")
+    assert shown() == expect([2, 1, 0.1], 5.0)
+    # Editing a logit re-computes every probability.
+    page.get_by_label("logit z₃", exact=True).fill("3")
+    assert shown() == expect([2, 1, 3], 5.0)
+    page.get_by_label("logit z₁", exact=True).fill("-1.5")
+    slider.fill("0.25")
+    assert shown() == expect([-1.5, 1, 3], 0.25)
+    # The plot's bar labels and its accessible description carry the same numbers.
+    bars = page.locator(f"{fig} svg text.p2l-value").all_text_contents()
+    assert bars == shown()
+    label = page.locator(f"{fig} svg").get_attribute("aria-label")
+    assert all(value in label for value in shown()), label
+    page.get_by_label("logit z₂", exact=True).fill("")
+    assert "must be a number" in page.locator(f"{fig} [data-role='status']").inner_text()
+    assert not tab.problems, tab.problems
+
+
+def normal_cdf(x, mu, sigma):
+    return 0.5 * (1 + math.erf((x - mu) / (sigma * math.sqrt(2))))
+
+
+@pytest.mark.browser
+def test_gaussian_figure_moves_its_bands(visit):
+    tab = visit("book/03-distributions.html")
+    page, fig = tab.page, "[data-p2l-figure='gaussian']"
+    assert_accessible(page, fig)
+
+    def check(mu, sigma):
+        for k in (1, 2, 3):
+            lo, hi = mu - k * sigma, mu + k * sigma
+            assert readouts(page, fig, f"band-{k}") == [f"[{lo:.2f}, {hi:.2f}]".replace("-0.00", "0.00")]
+            mass = 100 * (normal_cdf(hi, mu, sigma) - normal_cdf(lo, mu, sigma))
+            assert readouts(page, fig, f"mass-{k}") == [f"{mass:.2f}%"]
+        peak = 1 / (sigma * math.sqrt(2 * math.pi))
+        assert readouts(page, fig, "peak") == [f"{peak:.4f}"]
+        assert readouts(page, fig, "below-zero") == [f"{normal_cdf(0, mu, sigma):.4f}"]
+
+    check(0.0, 1.0)
+    assert readouts(page, fig, "mass-1") == ["68.27%"]
+    assert readouts(page, fig, "mass-2") == ["95.45%"]
+    assert readouts(page, fig, "mass-3") == ["99.73%"]
+    page.get_by_label("mean μ", exact=True).fill("1")
+    page.get_by_label("standard deviation σ", exact=True).fill("2")
+    check(1.0, 2.0)
+    assert readouts(page, fig, "band-1") == ["[-1.00, 3.00]"]
+    assert readouts(page, fig, "below-zero") == ["0.3085"]
+    page.get_by_label("mean μ", exact=True).focus()
+    page.keyboard.press("ArrowLeft")
+    assert readouts(page, fig, "mu-value") == ["0.9"]
+    check(0.9, 2.0)
+    page.get_by_label("standard deviation σ", exact=True).fill("0.4")
+    page.get_by_label("mean μ", exact=True).fill("-2.5")
+    check(-2.5, 0.4)
+    assert "99.73%" in page.locator(f"{fig} svg").get_attribute("aria-label")
+    assert not tab.problems, tab.problems
+
+
+@pytest.mark.browser
+def test_cross_entropy_figure_shows_loss_and_gradient(visit):
+    tab = visit("book/08-cross-entropy.html")
+    page, fig = tab.page, "[data-p2l-figure='cross-entropy']"
+    assert_accessible(page, fig)
+
+    def check(p):
+        assert readouts(page, fig, "p-value") == [f"{p:.3f}"]
+        assert readouts(page, fig, "loss") == [f"{-math.log(p):.4f}"]
+        assert readouts(page, fig, "grad-logit") == [f"{p - 1:.4f}"]
+        assert readouts(page, fig, "grad-prob") == [f"{-1 / p:.4f}"]
+
+    check(0.659)
+    assert readouts(page, fig, "loss") == ["0.4170"]          # the chapter's worked example
+    assert readouts(page, fig, "grad-logit") == ["-0.3410"]
+    slider = page.get_by_label("p(true class)", exact=True)
+    slider.fill("0.1")
+    check(0.1)
+    assert readouts(page, fig, "loss") == ["2.3026"]
+    slider.focus()
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")
+    check(0.105)
+    slider.fill("0.999")
+    check(0.999)
+    slider.fill("0.001")
+    check(0.001)
+    assert not tab.problems, tab.problems
+
+
+@pytest.mark.browser
+def test_assignments_download_byte_for_byte(root, visit):
+    for assignment, notebook in assignments(root).items():
+        tab = visit(f"book/assignments/{assignment}.html")
+        link = tab.page.locator("article a.download", has_text=notebook.name).first
+        with tab.page.expect_download() as download:
+            link.click()
+        saved = Path(download.value.path())
+        assert download.value.suggested_filename == notebook.name
+        assert saved.read_bytes() == notebook.read_bytes(), f"{assignment}: the download differs from {notebook}"
+        assert not tab.problems, tab.problems
+        tab.close()
+
+
+@pytest.mark.browser
+def test_search_finds_softmax(visit):
+    tab = visit("search.html?q=softmax")
+    results = tab.page.locator("#search-results ul.search li")
+    results.first.wait_for(timeout=15_000)
+    hrefs = [results.nth(i).locator("a").first.get_attribute("href") for i in range(results.count())]
+    assert any("05-softmax" in h for h in hrefs), hrefs
+    assert not tab.problems, tab.problems
+
+
+CONTRAST = """(selector) => {
+  function rgb(color) {
+    const m = color.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) return null;
+    const parts = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number);
+    return {r: parts[0], g: parts[1], b: parts[2], a: parts.length > 3 ? parts[3] : 1};
+  }
+  function background(el) {
+    for (let node = el; node && node.nodeType === 1; node = node.parentElement) {
+      const c = rgb(getComputedStyle(node).backgroundColor);
+      if (c && c.a > 0.9) return c;
+    }
+    return rgb(getComputedStyle(document.body).backgroundColor) || {r: 255, g: 255, b: 255};
+  }
+  function luminance(c) {
+    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
+  }
+  function hidden(el) {
+    for (let node = el; node && node.nodeType === 1; node = node.parentElement) {
+      const s = getComputedStyle(node);
+      if (s.visibility === "hidden" || s.display === "none" || Number(s.opacity) === 0) return true;
+    }
+    return false;
+  }
+  const out = [];
+  for (const el of document.querySelectorAll(selector)) {
+    if (!el.textContent.trim() || el.getBoundingClientRect().width === 0 || hidden(el)) continue;
+    const style = getComputedStyle(el);
+    const fg = rgb(el instanceof SVGElement ? style.fill : style.color);
+    const bg = background(el instanceof SVGElement ? el.ownerSVGElement : el);
+    const [l1, l2] = [luminance(fg), luminance(bg)].sort((a, b) => b - a);
+    out.push({text: el.textContent.trim().slice(0, 40), ratio: (l1 + 0.05) / (l2 + 0.05)});
+  }
+  return out;
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_text_is_readable_in_both_colour_themes(visit, theme):
+    """WCAG AA: text, links, code, figure labels and plot text at 4.5:1 or more against their background."""
+    selectors = ", ".join(
+        f"article {s}" for s in ("p", "li", "th", "td", "a", "code", "label", "output", "figcaption", "svg text")
+    )
+    for doc in ("book/03-distributions", "book/05-softmax", "book/08-cross-entropy", "book/assignments/index"):
+        tab = visit(f"{doc}.html")
+        tab.page.evaluate("(theme) => { document.documentElement.dataset.theme = theme; }", theme)
+        measured = tab.page.evaluate(CONTRAST, selectors)
+        assert len(measured) > 20, f"{doc}: measured only {len(measured)} elements"
+        poor = [m for m in measured if m["ratio"] < 4.5]
+        assert not poor, f"{doc}: text below 4.5:1 contrast in the {theme} theme: {poor[:5]}"
+        tab.close()
+
+
+@pytest.mark.browser
+def test_screenshot_of_a_chapter(built_site, visit):
+    """Keeps _build/screenshots/05-softmax.png (the chapter as a reader first sees it) and
+    05-softmax-interactive.png (its interactive figure at T = 0.5) for a person to look at."""
+    tab = visit("book/05-softmax.html")
+    out = built_site / "screenshots"
+    out.mkdir(exist_ok=True)
+    tab.page.screenshot(path=str(out / "05-softmax.png"))
+    figure = tab.page.locator("[data-p2l-figure='softmax']")
+    tab.page.get_by_label("temperature T", exact=True).fill("0.5")
+    tab.page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    figure.screenshot(path=str(out / "05-softmax-interactive.png"))
+    for name in ("05-softmax.png", "05-softmax-interactive.png"):
+        assert (out / name).stat().st_size > 10_000, f"{name} looks empty"
+    assert not tab.problems, tab.problems
