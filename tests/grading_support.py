@@ -40,8 +40,8 @@ def environment():
     return env
 
 
-def nbgrader(course: Path, *args, check=True, timeout=900):
-    result = subprocess.run([str(BIN / "nbgrader"), *args], cwd=course, env=environment(),
+def nbgrader(course: Path, *args, check=True, timeout=900, env=None):
+    result = subprocess.run([str(BIN / "nbgrader"), *args], cwd=course, env=env or environment(),
                             capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"nbgrader {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
