@@ -13,7 +13,7 @@ from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds, IgnorePattern,
                                     LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades)
 
-from course.grade import RestoreCellMetadata, SandboxedExecute
+from course.grade import ReadableNotebookExporter, RestoreCellMetadata, SandboxedExecute
 
 here = os.path.dirname(os.path.abspath(__file__))
 c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)
@@ -29,6 +29,8 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 # nbgrader's own pipeline, with two changes: tampered cell metadata is restored from the
 # gradebook (instead of aborting the whole batch), and Execute is replaced by the
 # sandboxed, hidden-check executor.
+# A file that is not a valid notebook is graded as an empty notebook whose feedback says why.
+c.Autograde.exporter_class = ReadableNotebookExporter
 c.Autograde.sanitize_preprocessors = [
     ClearOutput,
     DeduplicateIds,

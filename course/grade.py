@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbconvert.exporters import NotebookExporter
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
@@ -60,6 +61,30 @@ class LimitedOutputClient(NotebookClient):
 
 def output_size(output):
     return len(str(output.get("text", ""))) + len(str(output.get("data", ""))) + len(str(output.get("traceback", "")))
+
+
+class ReadableNotebookExporter(NotebookExporter):
+    """Reads a submission that is not a valid notebook as an empty one that says why.
+
+    Stock nbgrader gives such a submission no autograded notebook and so no
+    feedback; here it is graded like a notebook with every cell deleted (all
+    checks 0), and the reason reaches both the log and the student's feedback.
+    """
+
+    def from_file(self, file_stream, resources=None, **kw):
+        try:
+            nb = nbformat.reads(file_stream.read(), as_version=4)
+            nbformat.validate(nb)
+        except Exception as error:
+            name = (resources or {}).get("metadata", {}).get("name", "the notebook")
+            reason = (f"{name}.ipynb could not be read as a Jupyter notebook (nbformat 4): "
+                      f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}")
+            self.log.error("%s", reason)
+            nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+                "## Grading notes\n\n- " + reason + "\n- Every check scores 0. Submit the notebook file that "
+                "Jupyter saves, without editing it by hand.")])
+            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        return self.from_notebook_node(nb, resources=resources, **kw)
 
 
 class RestoreCellMetadata(NbGraderPreprocessor):
@@ -134,37 +159,66 @@ class SandboxedExecute(NbGraderPreprocessor):
         except HiddenCheckError as problem:
             self.log.error("%s: %s", where, problem)
             checks = {}
-        present = {c.metadata["nbgrader"].get("grade_id") for c in nb.cells if is_autograded_test(c)}
-        notes = [f"The test cell `{grade_id}` is missing from the submission, so its check scores 0."
-                 for grade_id in checks if grade_id not in present]
-        for note in notes:
-            self.log.error("%s: %s", where, note)
-        scratch = Path(tempfile.mkdtemp(prefix="course-sandbox-"))
-        try:
-            run = SubmissionRun(nb, checks, scratch, self.limits(), self.log, where, self.use_bubblewrap)
-            run.execute()
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        if run.stopped:
-            notes.append(f"Execution stopped early: {run.stopped}. Checks after that point score 0.")
-        if run.km.enforced is False:
-            notes.append("This notebook was graded without the bubblewrap sandbox (resource limits only).")
+        return execute_submission(nb, checks, self.limits(), self.log, where, self.use_bubblewrap), resources
+
+    @staticmethod
+    def add_notes(nb, notes):
         if notes:
             nb.cells.append(nbformat.v4.new_markdown_cell("## Grading notes\n\n" + "\n".join(f"- {n}" for n in notes)))
-        return nb, resources
+        return nb
+
+
+def execute_submission(nb, checks, limits, log, where="submission", use_bubblewrap=True, warm=None):
+    """Run one sanitized notebook in a fresh sandbox and grade its test cells by the hidden checks.
+
+    Pure with respect to the course: it needs no gradebook and no course file, only its
+    arguments (a notebook, as a dict or NotebookNode; ``{grade_id: [case, ...]}``; ``Limits``),
+    so it runs alike inside ``nbgrader autograde`` (``SandboxedExecute``), in a worker process
+    of ``course grade`` or on a Dask worker.  ``warm`` is a kernel started ahead for this
+    submission (``course.workers.WarmKernel``), used once.  Returns the executed notebook.
+    """
+    nb = nbformat.from_dict(nb)
+    present = {c.metadata["nbgrader"].get("grade_id") for c in nb.cells if is_autograded_test(c)}
+    notes = [f"The test cell `{grade_id}` is missing from the submission, so its check scores 0."
+             for grade_id in checks if grade_id not in present]
+    for note in notes:
+        log.error("%s: %s", where, note)
+    if not any(c.cell_type == "code" for c in nb.cells):
+        log.error("%s: the submission has no code cells; every check scores 0", where)
+        if warm is not None:
+            warm.discard()
+        return SandboxedExecute.add_notes(nb, notes)
+    scratch = warm.scratch if warm is not None else Path(tempfile.mkdtemp(prefix="course-sandbox-"))
+    run = None
+    try:
+        run = SubmissionRun(nb, checks, scratch, limits, log, where, use_bubblewrap, warm=warm)
+        run.execute()
+    finally:
+        if run is not None:
+            run.release()
+        shutil.rmtree(scratch, ignore_errors=True)
+    if run.stopped:
+        notes.append(f"Execution stopped early: {run.stopped}. Checks after that point score 0.")
+    if run.km.enforced is False:
+        notes.append("This notebook was graded without the bubblewrap sandbox (resource limits only).")
+    return SandboxedExecute.add_notes(nb, notes)
 
 
 class SubmissionRun:
     """One notebook, one sandbox, one kernel: executed top to bottom, checks at test cells."""
 
-    def __init__(self, nb, checks, scratch, limits, log, where, use_bubblewrap=True):
+    def __init__(self, nb, checks, scratch, limits, log, where, use_bubblewrap=True, warm=None):
         self.nb, self.checks, self.limits, self.log, self.where = nb, checks, limits, log, where
-        self.km = SandboxedKernelManager(scratch / "channel", limits, use_bubblewrap=use_bubblewrap)
+        self.warm = warm  # a kernel already started in its own fresh sandbox for this submission, or None
+        self.km = warm.km if warm is not None else SandboxedKernelManager(scratch / "channel", limits, use_bubblewrap=use_bubblewrap)
         self.watchdog = Watchdog(self.km)
         self.client = LimitedOutputClient(nb, km=self.km, timeout=limits.cell_seconds, allow_errors=True,
                                           interrupt_on_timeout=False, record_timing=False,
                                           kernel_name="python3", resources={"metadata": {"path": str(scratch)}})
         self.client.output_chars_per_cell = limits.output_chars_per_cell
+        if warm is not None:
+            self.client.kc = warm.kc
+            self.client.kc.allow_stdin = False
         self.kernel_log = scratch / "kernel.log"
         self.nonce = new_nonce()
         self.stopped = None  # why execution stopped early, if it did
@@ -173,7 +227,7 @@ class SubmissionRun:
         deadline = time.monotonic() + self.limits.notebook_seconds
         self.watchdog.start()
         try:
-            with open(self.kernel_log, "wb") as kernel_output, \
+            with open(self.kernel_log, "ab" if self.warm is not None else "wb") as kernel_output, \
                     self.client.setup_kernel(stdout=kernel_output, stderr=subprocess.STDOUT):
                 for index, cell in enumerate(self.nb.cells):
                     if cell.cell_type != "code":
@@ -193,6 +247,18 @@ class SubmissionRun:
             self.km.kill_everything()
         for cell in self.nb.cells:
             cell.metadata.pop("course_graded", None)
+
+    def release(self):
+        """Release the grader's side of the kernel: its sockets and their ZMQ context."""
+        try:
+            if self.client.kc is not None:
+                self.client.kc.stop_channels()
+        except Exception:
+            pass
+        try:
+            self.km.context.destroy(linger=0)
+        except Exception:
+            pass
 
     def kernel_log_tail(self):
         try:

@@ -102,14 +102,17 @@ def bubblewrap_arguments(channel: Path, uid: int, limits: Limits):
             args.extend(["--symlink", os.readlink(top), top])
         elif os.path.isdir(top):
             args.extend(["--ro-bind", top, top])
-    for path in _read_only_mounts():
-        mount("--ro-bind", path)
-    for device in gpu_devices():  # GPU parity checks
-        args.extend(["--dev-bind", str(device), str(device)])
+    # Order matters: a later mount hides what an earlier one put at or under its path, so the
+    # fresh /dev, /proc and tmpfs folders come first, then what is bound from the host (a
+    # virtual environment may well live under /tmp or /home).
     args.extend(["--proc", "/proc", "--dev", "/dev"])
     args.extend(["--perms", "0755", "--dir", str(SANDBOX_HOME.parent)])
     for folder in ("/tmp", "/var/tmp", str(SANDBOX_HOME)):
         args.extend(["--perms", "01777", "--size", str(limits.scratch_bytes), "--tmpfs", folder])
+    for path in _read_only_mounts():
+        mount("--ro-bind", path)
+    for device in gpu_devices():  # GPU parity checks
+        args.extend(["--dev-bind", str(device), str(device)])
     mount("--bind", str(channel))
     args.extend(["--chdir", str(SANDBOX_HOME), "--clearenv"])
     for name, value in sandbox_environment(SANDBOX_HOME).items():

@@ -11,6 +11,16 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+# A cell that allocates until the memory limit stops it, then says so.
+MEMORY_HOG = """
+blocks = []
+try:
+    while True:
+        blocks.append(bytearray(256 * 1024 * 1024))
+except MemoryError:
+    blocks.clear()
+    print("memory limit held")
+"""
 ASSIGNMENTS = {
     "a1-distributions": "distributions.ipynb",
     "a2-losses": "losses.ipynb",
@@ -88,7 +98,9 @@ def submit(course: Path, student, assignment, notebook=None, raw_text=None):
     folder = course / "submitted" / student / assignment
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ASSIGNMENTS[assignment]
-    if raw_text is not None:
+    if isinstance(raw_text, bytes):
+        path.write_bytes(raw_text)
+    elif raw_text is not None:
         path.write_text(raw_text)
     else:
         nbformat.write(notebook, path)

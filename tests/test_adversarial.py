@@ -19,7 +19,7 @@ import nbformat
 import psutil
 import pytest
 
-from grading_support import (add_cell, environment, feedback_html, make_course, max_points, nbgrader, released_notebook, scores,
+from grading_support import (MEMORY_HOG, add_cell, environment, feedback_html, make_course, max_points, nbgrader, released_notebook, scores,
                              solution_notebook, student_version, submit)
 
 pytestmark = [pytest.mark.slow]
@@ -152,7 +152,10 @@ def entropy(*a, **k): return "0.3251"
         "reads-the-solutions": (first(stubs(course), f"""
 import glob, json, os
 found = []
-for path in [{solutions!r}, {references!r}] + glob.glob("/**/*.ipynb", recursive=True) + glob.glob("/**/references/*.json", recursive=True):
+course = os.path.dirname(os.path.dirname(os.path.dirname({solutions!r})))
+candidates = [{solutions!r}, {references!r}] + glob.glob(course + "/**/*.ipynb", recursive=True)
+candidates += glob.glob(course + "/grader_tests/**", recursive=True) + glob.glob("/*/*.ipynb") + glob.glob("/home/**/*.json", recursive=True)
+for path in candidates:
     try:
         text = open(path).read()
         found.append(path)
@@ -200,15 +203,7 @@ while True:
 """), partial),
         "kills-its-kernel": (after(correct(), "test_logsumexp", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"), partial),
         "exits-its-kernel": (after(correct(), "test_logsumexp", "import os\nos._exit(3)"), partial),
-        "memory-hog": (after(correct(), "test_logsumexp", """
-blocks = []
-try:
-    while True:
-        blocks.append(bytearray(256 * 1024 * 1024))
-except MemoryError:
-    blocks.clear()
-    print("memory limit held")
-"""), full),
+        "memory-hog": (after(correct(), "test_logsumexp", MEMORY_HOG), full),
         "fork-bomb-and-detached-processes": (after(correct(), "test_logsumexp", f"""
 import os, subprocess, time
 children = 0
@@ -291,6 +286,7 @@ def notebook_faults(course):
         "invalid-json": ('{"cells": [ this is not json', zero),
         "wrong-nbformat": (json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": []}), zero),
         "not-a-notebook": (json.dumps({"hello": "world"}), zero),
+        "not-utf8": (b"\xff\xfe{\x00\x00 binary \x80\x81", zero),
         "deleted-test-cell": (deleted, {**without_kl, "test_kl_divergence": 0}),
         "duplicated-test-cell": (duplicated, "full"),
         "reordered-cells": (reordered, {**points, "test_kl_divergence": 0}),
@@ -312,7 +308,7 @@ def graded(tmp_path_factory):
     env["TMPDIR"] = str(scratch)
     expectations = {}
     for student, (notebook, expected) in {**attacks(course, listener.port), **notebook_faults(course)}.items():
-        if isinstance(notebook, str):
+        if isinstance(notebook, (str, bytes)):
             submit(course, student, ASSIGNMENT, raw_text=notebook)
         else:
             submit(course, student, ASSIGNMENT, notebook)
@@ -346,8 +342,6 @@ def test_every_submission_scores_as_an_honest_grader_would(graded):
         got_cells = {g: s for g, s in (got or {}).items() if g != "_total"}
         if expected == "zero" and got is not None and got["_total"] == 0:
             continue
-        if expected == "zero" and got is None:
-            continue  # not gradable at all: no submission row, no points (checked in the next test)
         if got_cells != want:
             wrong[student] = {"expected": want, "got": got}
     assert not wrong, json.dumps(wrong, indent=1) + "\n" + graded["log"][-4000:]
@@ -355,8 +349,12 @@ def test_every_submission_scores_as_an_honest_grader_would(graded):
 
 def test_broken_submissions_are_logged_with_a_reason_and_the_batch_goes_on(graded):
     log = graded["log"]
-    for student in ("invalid-json", "wrong-nbformat", "not-a-notebook"):
+    for student in ("invalid-json", "not-a-notebook", "not-utf8"):
         assert student in log, f"the grading log does not name {student}"
+        feedback = feedback_html(graded["course"], student, ASSIGNMENT)
+        assert "could not be read as a Jupyter notebook" in feedback
+        assert "could not be read as a Jupyter notebook" in log
+    assert "is missing from the submission" in feedback_html(graded["course"], "wrong-nbformat", ASSIGNMENT)
     assert graded["scores"]["honest"]["_total"] == sum(max_points(ASSIGNMENT).values())
 
 
@@ -388,8 +386,9 @@ def test_nothing_escapes(graded):
     assert not left, f"the grader left temporary folders behind: {left}"
     for student in ("reads-the-solutions", "writes-the-gradebook"):
         notebook = nbformat.read(course / "autograded" / student / ASSIGNMENT / "losses.ipynb", as_version=4)
-        text = json.dumps(notebook)
-        assert "WROTE" not in text and "solutions/a2-losses" not in text.split("FOUND")[-1][:200]
+        printed = "".join(str(o.get("text", "")) for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+        assert "WROTE" not in printed, printed
+        assert "FOUND []" in printed or student != "reads-the-solutions", printed
 
 
 def test_honest_work_keeps_the_notebook_small(graded):

@@ -5,7 +5,7 @@ import shutil
 import nbformat
 import pytest
 
-from grading_support import (BIN, add_cell, environment, feedback_html, make_course, max_points, nbgrader, scores,
+from grading_support import (MEMORY_HOG, BIN, add_cell, environment, feedback_html, make_course, max_points, nbgrader, scores,
                              solution_notebook, student_version, submit)
 
 ASSIGNMENT = "a2-losses"
@@ -16,15 +16,7 @@ def test_without_bubblewrap_grading_runs_with_limits_and_a_loud_warning(tmp_path
     course = make_course(tmp_path / "course", extra_config="c.SandboxedExecute.memory_limit_gib = 1.5")
     honest = student_version(solution_notebook(ASSIGNMENT))
     submit(course, "honest", ASSIGNMENT, honest)
-    submit(course, "memory-hog", ASSIGNMENT, add_cell(honest, """
-blocks = []
-try:
-    while True:
-        blocks.append(bytearray(256 * 1024 * 1024))
-except MemoryError:
-    blocks.clear()
-    print("memory limit held")
-""", after_grade_id="test_softmax"))
+    submit(course, "memory-hog", ASSIGNMENT, add_cell(honest, MEMORY_HOG, after_grade_id="test_softmax"))
     env = environment()
     env["PATH"] = str(BIN)  # no /usr/bin: bwrap cannot be found, as on a machine without bubblewrap
     assert shutil.which("bwrap", path=env["PATH"]) is None

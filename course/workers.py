@@ -1,0 +1,233 @@
+"""The part of ``course grade`` that runs on workers: one sanitized notebook in, one executed notebook out.
+
+``run_task`` is what a worker process of the local pool, or a Dask worker, runs for each
+notebook.  It needs no gradebook and no course files: the task carries the sanitized notebook,
+the hidden checks and the limits as plain data, and the result is the executed notebook, the
+same one ``SandboxedExecute`` would give (``course.grade.execute_submission`` does the work
+in both cases), with the log records made on the way.
+
+Pre-warmed kernels
+------------------
+Starting a kernel and importing numpy and torch in it costs well over a second.  A worker
+therefore starts the sandbox and kernel for its *next* submission while it grades the current
+one, and imports the modules that assignment's released notebook imports (``numpy``,
+``torch``, ...) in it, silently: no history, no execution count, no name bound in the
+notebook's namespace.  The next submission's cells then run in that kernel exactly as in a
+cold one.  A warm kernel is never reused: it serves one submission and is killed with its
+sandbox; one that is not needed (the batch ended, the next submission wants other modules, it
+waited too long) is killed unused.
+"""
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import nbformat
+
+from .sandbox import Limits, SandboxedKernelManager, bubblewrap
+
+WARM_START_TIMEOUT = 120.0
+WARM_MAX_IDLE = 900.0  # a warm kernel that waited longer than this is not trusted to be healthy
+
+
+class SandboxMissing(RuntimeError):
+    pass
+
+
+class WarmKernel:
+    """A sandboxed kernel started ahead of time for one future submission."""
+
+    def __init__(self, limits: Limits, use_bubblewrap: bool, modules):
+        self.limits, self.use_bubblewrap, self.modules = limits, use_bubblewrap, tuple(modules)
+        self.key = warm_key(limits, use_bubblewrap, self.modules)
+        self.scratch = Path(tempfile.mkdtemp(prefix="course-sandbox-"))
+        self.km = SandboxedKernelManager(self.scratch / "channel", limits, use_bubblewrap=use_bubblewrap)
+        self.kc = None
+        self.created = time.monotonic()
+        self.task = None
+
+    async def start(self):
+        """Start the kernel the way nbclient does for SubmissionRun, then pre-import modules."""
+        from .grade import LimitedOutputClient
+
+        client = LimitedOutputClient(nbformat.v4.new_notebook(), km=self.km, timeout=self.limits.cell_seconds,
+                                     allow_errors=True, interrupt_on_timeout=False, record_timing=False,
+                                     kernel_name="python3", resources={"metadata": {"path": str(self.scratch)}})
+        with open(self.scratch / "kernel.log", "wb") as kernel_output:
+            await client.async_start_new_kernel(stdout=kernel_output, stderr=subprocess.STDOUT)
+        await client.async_start_new_kernel_client()
+        self.kc = client.kc
+        if self.modules:
+            code = ("for __course_module in %r:\n"
+                    "    try:\n"
+                    "        __import__(__course_module)\n"
+                    "    except Exception:\n"
+                    "        pass\n"
+                    "del __course_module\n") % (list(self.modules),)
+            msg_id = self.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+            deadline = time.monotonic() + WARM_START_TIMEOUT
+            while True:  # the reply on the shell channel ...
+                reply = await self.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    break
+            while True:  # ... and the kernel idle again on iopub, so no message of ours is left queued
+                message = await self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+                if (message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "status"
+                        and message["content"].get("execution_state") == "idle"):
+                    break
+        return self
+
+    def discard(self):
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        close_kernel(self.km, self.kc)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def close_kernel(km, kc):
+    """Kill the kernel's sandbox and release the grader-side sockets."""
+    try:
+        km.kill_everything()
+    except Exception:
+        pass
+    try:
+        if kc is not None:
+            kc.stop_channels()
+    except Exception:
+        pass
+    try:
+        km.context.destroy(linger=0)
+    except Exception:
+        pass
+
+
+def warm_key(limits, use_bubblewrap, modules):
+    return (tuple(sorted(asdict(limits).items())), bool(use_bubblewrap), tuple(modules))
+
+
+class _ThreadState:
+    def __init__(self):
+        self.warm = None
+
+
+_STATES = {}  # thread id -> _ThreadState (kernels belong to the event loop of the thread that made them)
+_STATES_LOCK = threading.Lock()
+
+
+def _state():
+    with _STATES_LOCK:
+        return _STATES.setdefault(threading.get_ident(), _ThreadState())
+
+
+def _loop():
+    from jupyter_core.utils import ensure_event_loop
+
+    return ensure_event_loop()
+
+
+def take_warm(key, log):
+    """This thread's warm kernel if it fits ``key`` and started well; else None (it is discarded)."""
+    state = _state()
+    warm, state.warm = state.warm, None
+    if warm is None:
+        return None
+    if warm.key != key or time.monotonic() - warm.created > WARM_MAX_IDLE:
+        warm.discard()
+        return None
+    loop = _loop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(warm.task, WARM_START_TIMEOUT))
+    except BaseException as error:  # noqa: BLE001 - any failure means: start a cold kernel instead
+        log.warning("a pre-warmed kernel failed to start (%s: %s); starting a fresh one", type(error).__name__, error)
+        warm.discard()
+        return None
+    if not warm.km.has_kernel or warm.kc is None:
+        warm.discard()
+        return None
+    return warm
+
+
+def prepare_warm(limits, use_bubblewrap, modules):
+    """Start this thread's next kernel in the background (it advances while the current one runs)."""
+    state = _state()
+    if state.warm is not None:
+        state.warm.discard()
+    warm = WarmKernel(limits, use_bubblewrap, modules)
+    warm.task = _loop().create_task(warm.start())
+    state.warm = warm
+
+
+def drain(*_):
+    """Kill every warm kernel of this process (the end of a batch, or the worker's exit)."""
+    with _STATES_LOCK:
+        states = list(_STATES.values())
+    killed = 0
+    for state in states:
+        warm, state.warm = state.warm, None
+        if warm is not None:
+            close_kernel(warm.km, warm.kc)
+            shutil.rmtree(warm.scratch, ignore_errors=True)
+            killed += 1
+    return killed
+
+
+def initialize_worker():
+    """Initializer of the local pool's processes: kill warm kernels when the process ends."""
+    import atexit
+    from multiprocessing import util
+
+    util.Finalize(None, drain, exitpriority=100)
+    atexit.register(drain)
+    logging.getLogger("traitlets").setLevel(logging.WARNING)
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        try:
+            self.records.append((record.levelno, record.getMessage()))
+        except Exception:
+            pass
+
+
+def run_task(task):
+    """Execute one sanitized notebook in a fresh sandbox; return the executed notebook and the log.
+
+    ``task`` keys: ``id``, ``where`` (student/assignment/notebook, for messages), ``notebook``
+    (the sanitized notebook as a dict), ``checks`` (the assignment's hidden checks), ``limits``
+    (``Limits`` as a dict), ``use_bubblewrap``, ``require_sandbox`` (refuse to run where
+    bubblewrap is missing), ``prewarm`` (modules this notebook's kernel may pre-import) and
+    ``prewarm_next`` (modules for the kernel started ahead for the next task, or None).
+    """
+    from .grade import execute_submission
+
+    started = time.perf_counter()
+    handler = _Records()
+    log = logging.getLogger(f"course.worker.{threading.get_ident()}")
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    log.handlers[:] = [handler]
+    limits = Limits(**task["limits"])
+    use_bubblewrap = bool(task.get("use_bubblewrap", True))
+    if use_bubblewrap and task.get("require_sandbox") and bubblewrap() is None:
+        raise SandboxMissing(f"bubblewrap (bwrap) is not installed on the worker {socket.gethostname()}: "
+                             "it refuses to run student code without the sandbox (apt-get install bubblewrap)")
+    modules = tuple(task.get("prewarm") or ())
+    warm = None
+    if task.get("prewarm") is not None:
+        warm = take_warm(warm_key(limits, use_bubblewrap, modules), log)
+    if task.get("prewarm_next") is not None:
+        prepare_warm(limits, use_bubblewrap, tuple(task["prewarm_next"]))
+    notebook = execute_submission(task["notebook"], task["checks"], limits, log, task["where"], use_bubblewrap, warm=warm)
+    return {"id": task["id"], "notebook": notebook, "log": handler.records, "seconds": time.perf_counter() - started,
+            "host": socket.gethostname(), "pid": os.getpid(), "warm": warm is not None}
