@@ -13,7 +13,7 @@ from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds, IgnorePattern,
                                     LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades)
 
-from course.grade import ReadableNotebookExporter, RestoreCellMetadata, SandboxedExecute
+from course.grade import ReadableNotebookExporter, RestoreCellMetadata, SandboxedExecute, SanitizeStudentHTML
 
 here = os.path.dirname(os.path.abspath(__file__))
 c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)
@@ -26,9 +26,9 @@ c.CourseDirectory.db_url = os.environ.get("COURSE_DB_URL", "sqlite:///" + os.pat
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
-# nbgrader's own pipeline, with two changes: tampered cell metadata is restored from the
-# gradebook (instead of aborting the whole batch), and Execute is replaced by the
-# sandboxed, hidden-check executor.
+# nbgrader's own pipeline, with three changes: tampered cell metadata is restored from the
+# gradebook (instead of aborting the whole batch), Execute is replaced by the sandboxed,
+# hidden-check executor, and what students wrote is HTML-sanitized before feedback shows it.
 # A file that is not a valid notebook is graded as an empty notebook whose feedback says why.
 c.Autograde.exporter_class = ReadableNotebookExporter
 c.Autograde.sanitize_preprocessors = [
@@ -41,6 +41,7 @@ c.Autograde.sanitize_preprocessors = [
 ]
 c.Autograde.autograde_preprocessors = [
     SandboxedExecute,
+    SanitizeStudentHTML,
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,

@@ -20,6 +20,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbconvert.exporters import NotebookExporter
+from nbconvert.preprocessors.sanitize import SanitizeHTML
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
@@ -30,6 +31,7 @@ from .check import HiddenCheckError, Verdict, judge, load_hidden_checks, new_non
 from .harness import RESULT_MIME
 from .sandbox import Limits, SandboxedKernelManager, Watchdog
 
+SAFE_OUTPUT_TYPES = {"text/plain", "image/png", "image/jpeg"}
 TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
 
 
@@ -41,11 +43,19 @@ class LimitedOutputClient(NotebookClient):
     """nbclient that stops keeping output once a cell has printed too much."""
 
     output_chars_per_cell = 20_000
+    probing = False  # True while a hidden-check probe runs: its result is never truncated
 
     def output(self, outs, msg, display_id, cell_index):
         content = msg.get("content", {})
-        if RESULT_MIME in content.get("data", {}):
-            return super().output(outs, msg, display_id, cell_index)  # a check result is never truncated
+        data = content.get("data")
+        if self.probing and isinstance(data, dict) and RESULT_MIME in data:
+            return super().output(outs, msg, display_id, cell_index)
+        if isinstance(data, dict):
+            # Student output ends up in HTML that instructors open (feedback, formgrader):
+            # keep plain text and raster images only, never HTML, JavaScript or SVG.
+            content["data"] = {k: v for k, v in data.items() if k in SAFE_OUTPUT_TYPES}
+            if not content["data"]:
+                return None
         budget = self.output_chars_per_cell - sum(output_size(o) for o in outs)
         size = output_size(content)
         if size <= budget:
@@ -85,6 +95,23 @@ class ReadableNotebookExporter(NotebookExporter):
                 "Jupyter saves, without editing it by hand.")])
             nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         return self.from_notebook_node(nb, resources=resources, **kw)
+
+
+class SanitizeStudentHTML(SanitizeHTML):
+    """nbconvert's HTML sanitizer for what students wrote: their markdown cells and outputs.
+
+    nbgrader's feedback and formgrader templates render markdown without
+    sanitizing it, so a ``<script>`` in a student's cell would run in the
+    instructor's browser.  Locked cells came from the gradebook (trusted) and
+    keep their LaTeX and HTML as written.
+    """
+
+    enabled = Bool(True)  # nbconvert preprocessors are off unless enabled
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        if cell.cell_type == "markdown" and cell.metadata.get("nbgrader", {}).get("locked"):
+            return cell, resources
+        return super().preprocess_cell(cell, resources, cell_index)
 
 
 class RestoreCellMetadata(NbGraderPreprocessor):
@@ -310,9 +337,11 @@ class SubmissionRun:
             case = parity_case(case, device)
         probe = nbformat.v4.new_code_cell(harness_code(request_for(case, self.nonce, device)))
         graded_cell = self.nb.cells[index]
+        self.client.probing = True
         try:
             self.run_cell(probe, index, deadline)
         finally:
+            self.client.probing = False
             self.nb.cells[index] = graded_cell  # nbclient stores the executed cell at its index
         if self.stopped:
             return Verdict(False, f"{case.get('about', case['case'])}: {self.stopped}")

@@ -51,6 +51,12 @@ def first(notebook, source):
     return add_cell(notebook, source, position=2)  # after the imports
 
 
+def with_markdown(notebook, text):
+    notebook = nbformat.from_dict(notebook)
+    notebook.cells.insert(1, nbformat.v4.new_markdown_cell(text))
+    return notebook
+
+
 class LoopbackListener:
     """A TCP server on 127.0.0.1 that records whether anything connected."""
 
@@ -178,6 +184,12 @@ for target in [{gradebook!r}, "gradebook.db", "../gradebook.db"]:
     except Exception as error:
         print("refused", target, type(error).__name__)
 """), zero),
+        "script-injection": (with_markdown(first(correct(), """
+from IPython.display import HTML, Javascript, display
+display(HTML("<script>fetch('/formgrader/api/grade', {method: 'PUT'})</script><b>hi</b>"))
+display(Javascript("document.title = 'pwned-" + "by-student'"))
+display({"image/svg+xml": "<svg onload=alert(1)></svg>", "text/plain": "an svg"}, raw=True)
+"""), "Look: <script>window.pwned = 1</script><img src=x onerror='window.pwned=2'>"), full),
         # --- honest work with noise --------------------------------------------------------------------
         "noisy-but-correct": (after(after(first(correct(), """
 import sys, warnings
@@ -376,8 +388,9 @@ def test_nothing_escapes(graded):
     survivors = []
     for process in psutil.process_iter(["pid", "cmdline", "uids"]):
         cmdline = " ".join(process.info["cmdline"] or [])
+        # This run's kernels (and their forks) name their channel under this run's temp folder.
         if process.info["pid"] not in graded["before"] and (MARKER in cmdline or "sleep 600" in cmdline
-                                                           or (process.info["uids"] and process.info["uids"].real >= 200_000)):
+                                                           or str(graded["scratch"]) in cmdline):
             survivors.append(cmdline)
     assert not survivors, f"processes outlived grading: {survivors}"
     for folder in ["/tmp", "/var/tmp", "/dev/shm", str(course), os.path.expanduser("~")]:
@@ -389,6 +402,16 @@ def test_nothing_escapes(graded):
         printed = "".join(str(o.get("text", "")) for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
         assert "WROTE" not in printed, printed
         assert "FOUND []" in printed or student != "reads-the-solutions", printed
+
+
+def test_no_script_reaches_the_feedback(graded):
+    course = graded["course"]
+    notebook = nbformat.read(course / "autograded" / "script-injection" / ASSIGNMENT / "losses.ipynb", as_version=4)
+    kinds = {k for c in notebook.cells if c.cell_type == "code" for o in c.outputs for k in o.get("data", {})}
+    assert kinds <= {"text/plain", "image/png", "image/jpeg"}, kinds
+    html = feedback_html(course, "script-injection", ASSIGNMENT)
+    assert "<script>fetch" not in html and "pwned-by-student" not in html and "<svg onload" not in html
+    assert "<script>window.pwned" not in html, "a script in a student's markdown cell reached the feedback"
 
 
 def test_honest_work_keeps_the_notebook_small(graded):
