@@ -9,6 +9,29 @@ def main(argv=None):
     verbs.add_parser("build", help="execute the chapters and build the site into _build/html")
     release = verbs.add_parser("release", help="generate the student notebooks in assignments/ from solutions/")
     release.add_argument("assignments", nargs="*", help="assignment ids (default: all in solutions/)")
+    grade = verbs.add_parser(
+        "grade", help="collect, grade (in parallel, sandboxed), write feedback, the grades CSV and a report",
+        description="Grade submissions with the trusted pipeline of nbgrader_config.py, in parallel: collect them "
+                    "(nbgrader's submitted/ layout, or a zip or folder exported from an LMS), grade them in "
+                    "sandboxes on a local process pool or a Dask cluster, record the grades in the gradebook, "
+                    "write feedback, grades.csv and reports/<assignment>/report.md. Unchanged submissions are "
+                    "not regraded unless --force. Exit status: 0 all graded, 1 some submissions or files had "
+                    "problems (see the report), 2 the command could not run or failed.")
+    grade.add_argument("assignments", nargs="+", metavar="assignment", help="assignment id(s)")
+    grade.add_argument("--submissions", metavar="PATH",
+                       help="a folder in nbgrader's layout (<student>/<assignment>/*.ipynb), or an LMS export: a zip "
+                            "file or a folder of <student>_<anything>_<notebook>.ipynb files (default: submitted/)")
+    grade.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per core)")
+    grade.add_argument("--scheduler", metavar="tcp://HOST:8786", help="grade on this Dask cluster instead of locally")
+    grade.add_argument("--db", metavar="URL", help="gradebook URL, e.g. postgresql://user@host/db (default: nbgrader_config.py)")
+    grade.add_argument("--force", action="store_true", help="regrade submissions that have not changed")
+    grade.add_argument("--course", metavar="DIR", help="the course directory (default: the current folder)")
+    grade.add_argument("--pattern", metavar="REGEX",
+                       help="LMS file name pattern, with named groups student_id and file_id; {notebooks} stands for "
+                            "the assignment's notebook names (default: c.CourseGrade.lms_pattern)")
+    grade.add_argument("--roster-only", action="store_true", help="accept only students already in the gradebook")
+    grade.add_argument("--no-feedback", action="store_true", help="do not generate feedback HTML")
+    grade.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
     if args.verb == "build":
@@ -19,6 +42,27 @@ def main(argv=None):
         from .release import release_assignments
         released = release_assignments(args.assignments or None)
         print(f"course release: {len(released)} assignment(s) in assignments/: {', '.join(released) or 'none'}")
+    elif args.verb == "grade":
+        from .workers import skip_slow_optional_imports
+        skip_slow_optional_imports()
+        from .batch import UsageError, grade
+        if args.workers is not None and args.workers < 1:
+            parser.error("--workers must be at least 1")
+        try:
+            return grade(args.assignments, root=args.course, submissions=args.submissions, db_url=args.db,
+                         workers=args.workers, scheduler=args.scheduler, force=args.force, pattern=args.pattern,
+                         roster_only=args.roster_only, feedback=not args.no_feedback, progress=not args.no_progress)
+        except UsageError as error:
+            print(f"course grade: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("course grade: interrupted", file=sys.stderr)
+            return 130
+        except Exception:  # a crash, not a bad submission: say so, with the traceback, and exit 2
+            import traceback
+            traceback.print_exc()
+            print("course grade: failed (see the traceback above)", file=sys.stderr)
+            return 2
     return 0
 
 

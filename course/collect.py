@@ -82,9 +82,12 @@ def collect(source, assignment, coursedir, notebooks, pattern=DEFAULT_LMS_PATTER
     if not source.exists():
         result.problems.append(Problem(str(source), "no such file or folder"))
         return result
-    if source.is_dir() and _is_nbgrader_layout(source, assignment):
+    if source.is_dir() and (source.resolve() == submitted.resolve() or _is_nbgrader_layout(source, assignment)):
         result.kind = "nbgrader"
         _collect_nbgrader(source, submitted, assignment, notebooks, roster, result)
+        if not result.students and not result.problems:
+            result.problems.append(Problem(str(source), f"no submission of {assignment} here "
+                                                        f"(expected <student>/{assignment}/*.ipynb)"))
     else:
         result.kind = "lms"
         _collect_lms(source, submitted, assignment, notebooks, pattern, roster, result, log)
@@ -104,6 +107,8 @@ def glob_escape(text):
 
 
 def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, report_only_new=False):
+    if not folder.is_dir():
+        return
     copying = folder.resolve() != submitted.resolve()
     for student_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         student = student_dir.name

@@ -94,6 +94,7 @@ class ReadableNotebookExporter(NotebookExporter):
                 "## Grading notes\n\n- " + reason + "\n- Every check scores 0. Submit the notebook file that "
                 "Jupyter saves, without editing it by hand.")])
             nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+            nb.cells[0]["id"] = "unreadable-notebook"  # the same placeholder on every read
         return self.from_notebook_node(nb, resources=resources, **kw)
 
 

@@ -26,10 +26,9 @@ import subprocess
 import tempfile
 import threading
 import time
+import sys
 from dataclasses import asdict
 from pathlib import Path
-
-import nbformat
 
 from .sandbox import Limits, SandboxedKernelManager, bubblewrap
 
@@ -50,20 +49,29 @@ class WarmKernel:
         self.scratch = Path(tempfile.mkdtemp(prefix="course-sandbox-"))
         self.km = SandboxedKernelManager(self.scratch / "channel", limits, use_bubblewrap=use_bubblewrap)
         self.kc = None
+        self.client = None
         self.created = time.monotonic()
         self.task = None
 
-    async def start(self):
-        """Start the kernel the way nbclient does for SubmissionRun, then pre-import modules."""
+    def launch(self, loop):
+        """Start the kernel process now (its boot and imports overlap what this worker does next)."""
+        import nbformat
+
         from .grade import LimitedOutputClient
 
-        client = LimitedOutputClient(nbformat.v4.new_notebook(), km=self.km, timeout=self.limits.cell_seconds,
-                                     allow_errors=True, interrupt_on_timeout=False, record_timing=False,
-                                     kernel_name="python3", resources={"metadata": {"path": str(self.scratch)}})
+        # The same client settings SubmissionRun uses, so the kernel starts exactly as a cold one would.
+        self.client = LimitedOutputClient(nbformat.v4.new_notebook(), km=self.km, timeout=self.limits.cell_seconds,
+                                          allow_errors=True, interrupt_on_timeout=False, record_timing=False,
+                                          kernel_name="python3", resources={"metadata": {"path": str(self.scratch)}})
         with open(self.scratch / "kernel.log", "wb") as kernel_output:
-            await client.async_start_new_kernel(stdout=kernel_output, stderr=subprocess.STDOUT)
-        await client.async_start_new_kernel_client()
-        self.kc = client.kc
+            loop.run_until_complete(self.client.async_start_new_kernel(stdout=kernel_output, stderr=subprocess.STDOUT))
+        self.task = loop.create_task(self.ready())
+        return self
+
+    async def ready(self):
+        """Connect to the kernel, wait until it answers, then pre-import the modules silently."""
+        await self.client.async_start_new_kernel_client()
+        self.kc = self.client.kc
         if self.modules:
             code = ("for __course_module in %r:\n"
                     "    try:\n"
@@ -115,6 +123,7 @@ def warm_key(limits, use_bubblewrap, modules):
 class _ThreadState:
     def __init__(self):
         self.warm = None
+        self.loop = None
 
 
 _STATES = {}  # thread id -> _ThreadState (kernels belong to the event loop of the thread that made them)
@@ -127,9 +136,23 @@ def _state():
 
 
 def _loop():
-    from jupyter_core.utils import ensure_event_loop
+    """This thread's event loop, the same for every task the thread runs, and the one nbclient uses.
 
-    return ensure_event_loop()
+    nbclient runs its coroutines on ``jupyter_core.utils.ensure_event_loop()``, which keeps the
+    loop in a context variable; Dask runs each task in a copy of its worker's context, where that
+    variable is unset, so the loop is kept here per thread and handed to jupyter_core each time
+    (a warm kernel's sockets belong to the loop that started it).
+    """
+    import jupyter_core.utils as jupyter_utils
+
+    state = _state()
+    if state.loop is None or state.loop.is_closed():
+        state.loop = jupyter_utils.ensure_event_loop()
+    asyncio.set_event_loop(state.loop)
+    variable = getattr(jupyter_utils, "_loop", None)
+    if variable is not None and variable.get() is not state.loop:
+        variable.set(state.loop)
+    return state.loop
 
 
 def take_warm(key, log):
@@ -155,12 +178,17 @@ def take_warm(key, log):
 
 
 def prepare_warm(limits, use_bubblewrap, modules):
-    """Start this thread's next kernel in the background (it advances while the current one runs)."""
+    """Start this thread's next kernel now; it becomes ready while the current submission runs."""
     state = _state()
     if state.warm is not None:
         state.warm.discard()
+        state.warm = None
     warm = WarmKernel(limits, use_bubblewrap, modules)
-    warm.task = _loop().create_task(warm.start())
+    try:
+        warm.launch(_loop())
+    except Exception:  # no warm kernel then; the next submission starts a cold one and says why
+        warm.discard()
+        return
     state.warm = warm
 
 
@@ -178,14 +206,34 @@ def drain(*_):
     return killed
 
 
-def initialize_worker():
-    """Initializer of the local pool's processes: kill warm kernels when the process ends."""
+def initialize_worker(warm=None):
+    """Initializer of the local pool's processes.
+
+    Starts the first warm kernel at once (``warm``: limits as a dict, use_bubblewrap, modules),
+    then imports the grader while that kernel boots, and makes sure no warm kernel outlives
+    the process.
+    """
     import atexit
     from multiprocessing import util
 
+    skip_slow_optional_imports()
     util.Finalize(None, drain, exitpriority=100)
     atexit.register(drain)
+    if warm is not None:
+        limits, use_bubblewrap, modules = warm
+        prepare_warm(Limits(**limits), use_bubblewrap, tuple(modules))
+    from . import grade  # noqa: F401 - nbgrader, nbclient: imported while the kernel starts
     logging.getLogger("traitlets").setLevel(logging.WARNING)
+
+
+def skip_slow_optional_imports():
+    """Do not import ``rfc3987_syntax``, an optional extra of jsonschema that compiles a grammar on import.
+
+    It costs one to two seconds in every process that imports nbformat, and only adds the
+    ``iri``/``iri-reference`` string formats, which no notebook schema uses.
+    """
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)
 
 
 class _Records(logging.Handler):
@@ -219,6 +267,7 @@ def run_task(task):
     log.handlers[:] = [handler]
     limits = Limits(**task["limits"])
     use_bubblewrap = bool(task.get("use_bubblewrap", True))
+    _loop()  # before nbclient picks one
     if use_bubblewrap and task.get("require_sandbox") and bubblewrap() is None:
         raise SandboxMissing(f"bubblewrap (bwrap) is not installed on the worker {socket.gethostname()}: "
                              "it refuses to run student code without the sandbox (apt-get install bubblewrap)")

@@ -1,0 +1,206 @@
+"""Throughput of `course grade` against stock, serial `nbgrader autograde`, on the same submissions.
+
+Both grade identical copies of 60 submissions of the whole course (15 per assignment, all four
+assignments): correct ones, partly wrong ones (one function with a typical mistake) and broken
+ones (untouched stubs, a syntax error, an exception at the top, a file that is not a notebook).
+
+* stock        - nbgrader 0.9.6's own pipeline and Execute preprocessor (no sandbox, no hidden
+                 checks; CONFIGS["stock"] of sandbox_overhead.py), one `nbgrader autograde` per
+                 assignment, then `nbgrader generate_feedback` per assignment and `nbgrader export`;
+* course grade - `course grade a1-distributions a2-losses a3-bigram a4-torch-cross-entropy`: the
+                 trusted pipeline (bubblewrap sandbox, hidden checks) on a local pool, one worker
+                 per core, pre-warmed kernels; feedback, grades.csv and reports included;
+* course grade --no-feedback - the same without feedback (grades, grades.csv and reports), to
+                 compare with `nbgrader autograde` alone.
+
+Printed: wall time and seconds per submission of each, the throughput ratios (grading alone:
+stock autograde vs `course grade --no-feedback`; everything: stock autograde + generate_feedback
++ export vs `course grade`), the peak memory of each run's process tree (RSS summed over every
+process, kernels included, sampled every 0.2 s), and whether the honest (correct) submissions got
+identical scores from both.
+
+    .venv/bin/python benchmarks/grade_throughput.py [--per-assignment 15] [--workers N]
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
+from grading_support import (ASSIGNMENTS, BIN, environment, make_course, released_notebook,  # noqa: E402
+                             replace_function, scores, solution_notebook, student_version, submit)
+from sandbox_overhead import CONFIGS  # noqa: E402
+
+MISTAKES = {
+    "a1-distributions": {"mse": "def mse(y, y_hat):\n    import numpy as np\n    return float(np.sum((np.asarray(y) - np.asarray(y_hat)) ** 2))",
+                         "bernoulli_mle": "def bernoulli_mle(x):\n    return 0.5",
+                         "gaussian_nll": "def gaussian_nll(y, mu, sigma=1.0):\n    return 0.0"},
+    "a2-losses": {"kl_divergence": "def kl_divergence(p, q):\n    import numpy as np\n    p, q = np.asarray(p, float), np.asarray(q, float)\n    return np.sum(q * np.log(q / p), axis=-1)",
+                  "entropy": "def entropy(p):\n    import numpy as np\n    p = np.asarray(p, float)\n    return -np.sum(p * np.log2(p), axis=-1)",
+                  "softmax": "def softmax(logits, temperature=1.0, axis=-1):\n    import numpy as np\n    e = np.exp(np.asarray(logits, float))\n    return e / e.sum(axis=axis, keepdims=True)"},
+    "a3-bigram": {"perplexity": "def perplexity(nll):\n    return nll",
+                  "bigram_nll": "def bigram_nll(probs, words):\n    return 0.0"},
+    "a4-torch-cross-entropy": {"cross_entropy_grad": "def cross_entropy_grad(logits, targets):\n    return logits * 0",
+                               "cross_entropy": "def cross_entropy(logits, targets, reduction='mean'):\n    import torch\n    return torch.zeros(())"},
+}
+
+
+def populate(course, per_assignment):
+    """{(assignment, student): kind} with kind in correct / wrong / broken."""
+    kinds = {}
+    for assignment, name in ASSIGNMENTS.items():
+        reference = student_version(solution_notebook(assignment))
+        mistakes = list(MISTAKES[assignment].items())
+        for i in range(per_assignment):
+            student = f"student{i:02d}"
+            share = i % 15
+            if share < 6:  # correct, each a little different (a note of the student's own)
+                notebook = nbformat.from_dict(reference)
+                notebook.cells.insert(1, nbformat.v4.new_markdown_cell(f"Submitted by {student}."))
+                kind = "correct"
+            elif share < 11:  # partly wrong: one function with a typical mistake
+                function, source = mistakes[share % len(mistakes)]
+                notebook = replace_function(reference, function, source)
+                kind = "wrong"
+            else:  # broken in four ways
+                kind = "broken"
+                notebook = released_notebook(course, assignment)
+                if share == 12:
+                    notebook = nbformat.from_dict(reference)
+                    notebook.cells[2 if len(notebook.cells) > 2 else 0].source += "\ndef oops(:\n"
+                elif share == 13:
+                    notebook = nbformat.from_dict(reference)
+                    notebook.cells.insert(2, nbformat.v4.new_code_cell("raise RuntimeError('crashed at the top')"))
+                elif share == 14:
+                    submit(course, student, assignment, raw_text='{"cells": [ not a notebook')
+                    kinds[(assignment, student)] = kind
+                    continue
+            submit(course, student, assignment, notebook)
+            kinds[(assignment, student)] = kind
+    return kinds
+
+
+class MemorySampler:
+    """Peak RSS of a process and all its descendants, summed, sampled in a thread."""
+
+    def __init__(self, pid, interval=0.2):
+        self.pid, self.interval, self.peak = pid, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                root = psutil.Process(self.pid)
+                total = 0
+                for process in [root, *root.children(recursive=True)]:
+                    try:
+                        total += process.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak = max(self.peak, total)
+            except psutil.Error:
+                pass
+            self._stop.wait(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def timed(command, cwd):
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sampler = MemorySampler(process.pid)
+    output, _ = process.communicate()
+    peak = sampler.stop()
+    return time.perf_counter() - started, peak, process.returncode, output
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-assignment", type=int, default=15)
+    parser.add_argument("--workers", type=int, default=None, help="course grade --workers (default: one per core)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="grade-throughput-") as tmp:
+        stock = make_course(Path(tmp) / "stock", extra_config=CONFIGS["stock"])
+        ours = make_course(Path(tmp) / "course")
+        kinds = populate(stock, args.per_assignment)
+        populate(ours, args.per_assignment)
+        bare = make_course(Path(tmp) / "no-feedback")
+        populate(bare, args.per_assignment)
+        count = len(kinds)
+        print(f"{count} submissions ({args.per_assignment} per assignment), {os.cpu_count()} cores", flush=True)
+
+        autograde_seconds, feedback_seconds, stock_peak = 0.0, 0.0, 0
+        for assignment in ASSIGNMENTS:
+            seconds, peak, _, _ = timed([str(BIN / "nbgrader"), "autograde", assignment], stock)
+            autograde_seconds += seconds
+            stock_peak = max(stock_peak, peak)
+            print(f"stock nbgrader autograde {assignment:24s} {seconds:6.1f} s", flush=True)
+        for assignment in ASSIGNMENTS:
+            seconds, peak, _, _ = timed([str(BIN / "nbgrader"), "generate_feedback", assignment], stock)
+            feedback_seconds += seconds
+            stock_peak = max(stock_peak, peak)
+        seconds, peak, _, _ = timed([str(BIN / "nbgrader"), "export"], stock)
+        feedback_seconds += seconds
+        print(f"stock nbgrader generate_feedback + export  {feedback_seconds:6.1f} s", flush=True)
+
+        command = [str(BIN / "course"), "grade", *ASSIGNMENTS, "--no-progress"]
+        if args.workers:
+            command += ["--workers", str(args.workers)]
+        bare_seconds, bare_peak, code, output = timed(command + ["--no-feedback"], bare)
+        print(f"course grade --no-feedback (exit {code})    {bare_seconds:6.1f} s", flush=True)
+        ours_seconds, ours_peak, code, output = timed(command, ours)
+        print(output.strip())
+        print(f"course grade (exit {code})                 {ours_seconds:6.1f} s", flush=True)
+
+        honest_same, honest_total, other_same, other_total = 0, 0, 0, 0
+        mismatches = []
+        for assignment in ASSIGNMENTS:
+            a, b = scores(stock, assignment), scores(ours, assignment)
+            assert scores(bare, assignment) == b, "course grade gave different grades with and without feedback"
+            for (name, student), kind in kinds.items():
+                if name != assignment:
+                    continue
+                got_stock = a.get(student, {}).get("_total")
+                got_ours = b.get(student, {}).get("_total")
+                if kind == "correct":
+                    honest_total += 1
+                    honest_same += got_stock == got_ours
+                    if got_stock != got_ours:
+                        mismatches.append((assignment, student, got_stock, got_ours))
+                else:
+                    other_total += 1
+                    other_same += got_stock == got_ours
+
+    stock_full = autograde_seconds + feedback_seconds
+    print()
+    print(f"{'':34s} {'wall':>8s} {'per submission':>15s} {'peak memory':>12s}")
+    print(f"{'stock nbgrader autograde':34s} {autograde_seconds:7.1f}s {autograde_seconds / count:14.2f}s {stock_peak / 2**20:10.0f} MiB")
+    print(f"{'stock autograde+feedback+export':34s} {stock_full:7.1f}s {stock_full / count:14.2f}s")
+    print(f"{'course grade --no-feedback':34s} {bare_seconds:7.1f}s {bare_seconds / count:14.2f}s {bare_peak / 2**20:10.0f} MiB")
+    print(f"{'course grade (all of it)':34s} {ours_seconds:7.1f}s {ours_seconds / count:14.2f}s {ours_peak / 2**20:10.0f} MiB")
+    print()
+    print(f"throughput, grading: course grade --no-feedback vs stock autograde:   {autograde_seconds / bare_seconds:.2f}x  (target: at least 3x)")
+    print(f"throughput, everything: course grade vs stock autograde+feedback+export: {stock_full / ours_seconds:.2f}x")
+    print(f"(course grade with feedback vs stock autograde alone: {autograde_seconds / ours_seconds:.2f}x)")
+    print(f"honest submissions with identical scores: {honest_same}/{honest_total}"
+          + (f"  MISMATCHES: {mismatches}" if mismatches else ""))
+    print(f"other submissions with identical scores:  {other_same}/{other_total} "
+          "(stock runs the visible tests in the student's kernel, the trusted pipeline hidden checks)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""What the grades say: the report ``course grade`` writes for each assignment.
+
+``reports/<assignment>/report.md`` (Markdown, readable as it is and rendered by any Git host)
+and ``reports/<assignment>/scores.png`` beside it:
+
+* a summary: how many submissions, graded now or unchanged, failed, mean and median score;
+* a histogram of the total scores;
+* the checks students fail most: for each autograded test cell, how many submissions lost
+  points there and the most common reason the grader gave (the hidden checks' feedback, which
+  names the case and the likely mistake, never hidden inputs or reference values);
+* the submissions that failed to grade and the files that could not be collected, each with
+  the reason; and the submissions graded with a note (stopped early, unreadable notebook,
+  deleted test cell, ...).
+
+Everything comes from the gradebook and the autograded notebooks, so the report covers every
+submission in the gradebook, including those an earlier run graded.
+"""
+import collections
+import datetime
+import statistics
+from pathlib import Path
+
+import nbformat
+
+
+def assignment_scores(grade_run, assignment):
+    """{student: (score, max_score)} for one assignment, from the gradebook."""
+    with grade_run.gradebook() as gradebook:
+        return {s.student.id: (float(s.score or 0.0), float(s.max_score or 0.0))
+                for s in gradebook.assignment_submissions(assignment)}
+
+
+def _cells(grade_run, assignment):
+    """The assignment's graded cells in notebook order, and every submission's points per cell."""
+    with grade_run.gradebook() as gradebook:
+        record = gradebook.find_assignment(assignment)
+        max_score = float(record.max_score or 0.0)
+        points = {}
+        for notebook in record.notebooks:
+            for cell in notebook.grade_cells:
+                points[(notebook.name, cell.name)] = float(cell.max_score or 0.0)
+        per_student = {}
+        for submission in gradebook.assignment_submissions(assignment):
+            grades = {}
+            for notebook in submission.notebooks:
+                for grade in notebook.grades:
+                    grades[(notebook.name, grade.name)] = float(grade.score or 0.0)
+            per_student[submission.student.id] = (float(submission.score or 0.0), grades)
+    order = {}
+    source = Path(grade_run.coursedir.format_path(grade_run.coursedir.source_directory, ".", assignment))
+    for name in sorted({n for n, _ in points}):
+        try:
+            notebook = nbformat.read(source / f"{name}.ipynb", as_version=4)
+            for index, cell in enumerate(notebook.cells):
+                grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+                if grade_id:
+                    order[(name, grade_id)] = index
+        except Exception:
+            pass
+    cells = sorted(points, key=lambda key: (key[0], order.get(key, 10**6), key[1]))
+    return cells, points, per_student, max_score
+
+
+def _autograded_notes(grade_run, assignment, student, notebooks):
+    """(reasons per graded cell, grading notes) read from a student's autograded notebooks."""
+    reasons, notes = {}, []
+    folder = Path(grade_run.coursedir.format_path(grade_run.coursedir.autograded_directory, student, assignment))
+    for name in notebooks:
+        try:
+            notebook = nbformat.read(folder / f"{name}.ipynb", as_version=4)
+        except Exception:
+            continue
+        for cell in notebook.cells:
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if grade_id:
+                reasons[(name, grade_id)] = "passed here; scored by hand"
+            if cell.cell_type == "code" and grade_id:
+                for output in cell.get("outputs", []):
+                    if output.get("output_type") == "error":
+                        reasons[(name, grade_id)] = first_reason(output.get("evalue", "") or output.get("ename", ""))
+            if cell.cell_type == "markdown" and cell.source.startswith("## Grading notes"):
+                notes.extend(line[2:].strip() for line in cell.source.splitlines() if line.startswith("- "))
+    return reasons, notes
+
+
+def first_reason(message):
+    """The first failed case of a check's message, without the device suffix, shortened."""
+    text = message.split(" [ran on ")[0]
+    first = text.split("; ")[0].strip()
+    return (first[:157] + "...") if len(first) > 160 else first
+
+
+def condense(notes):
+    """A student's grading notes, with the missing test cells said once."""
+    missing = [n.split("`")[1] for n in notes if n.startswith("The test cell `") and "is missing" in n]
+    kept = [n for n in notes if not (n.startswith("The test cell `") and "is missing" in n)]
+    if missing:
+        kept.append(f"Test cells missing from the submission (scored 0): {', '.join(missing)}.")
+    return kept
+
+
+def _md(text):
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _histogram(path, totals, max_score, assignment):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 3.4), dpi=110)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    top = max(max_score, max(totals, default=0.0), 1.0)
+    if top <= 40:
+        bins = [x - 0.5 for x in range(int(top) + 2)]
+    else:
+        bins = 20
+    axes.hist(totals, bins=bins, color="#3b6ea8", edgecolor="white")
+    axes.set_xlabel(f"total score (out of {max_score:g})")
+    axes.set_ylabel("submissions")
+    mean = f", mean {statistics.mean(totals):.1f}" if totals else ""
+    axes.set_title(f"{assignment}: {len(totals)} submissions{mean}")
+    axes.set_xlim(-0.5 if top <= 40 else 0, top + (0.5 if top <= 40 else 0))
+    axes.yaxis.get_major_locator().set_params(integer=True)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def _safe_url(url):
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+def write_report(grade_run, run):
+    """Write ``report.md`` and ``scores.png`` for one assignment of a ``course grade`` run; return report.md."""
+    folder = grade_run.root / grade_run.settings.report_directory / run.name
+    folder.mkdir(parents=True, exist_ok=True)
+    cells, points, per_student, max_score = _cells(grade_run, run.name)
+    totals = [total for total, _ in per_student.values()]
+    _histogram(folder / "scores.png", totals, max_score, run.name)
+
+    failed = {key: 0 for key in cells}
+    reasons = {key: collections.Counter() for key in cells}
+    noted = []
+    notebooks = sorted({name for name, _ in cells})
+    for student, (_, grades) in sorted(per_student.items()):
+        why, notes = _autograded_notes(grade_run, run.name, student, notebooks)
+        for key in cells:
+            if grades.get(key, 0.0) < points[key]:
+                failed[key] += 1
+                reasons[key][why.get(key, "the test cell is missing from the submission")] += 1
+        noted.extend((student, note) for note in notes)
+
+    status = collections.Counter(s.status for s in run.submissions)
+    lines = [f"# {run.name}: grading report", ""]
+    lines.append(f"Written by `course grade` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
+                 f"from the gradebook `{_safe_url(grade_run.db_url)}`.")
+    lines.append("")
+    lines += ["| submissions in the gradebook | graded in this run | unchanged (not regraded) | failed to grade "
+              "| collection problems | mean score | median score | max score |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    mean = f"{statistics.mean(totals):.2f}" if totals else "-"
+    median = f"{statistics.median(totals):.2f}" if totals else "-"
+    lines.append(f"| {len(per_student)} | {status['graded']} | {status['unchanged']} | {status['failed']} | "
+                 f"{len(run.collected.problems)} | {mean} | {median} | {max_score:g} |")
+    lines += ["", "![Histogram of total scores](scores.png)", ""]
+
+    lines += ["## Checks students fail most", ""]
+    if per_student:
+        lines += ["| check | points | submissions that lost points | share | most common reasons (submissions) |",
+                  "|---|---:|---:|---:|---|"]
+        ranked = sorted(cells, key=lambda key: (-failed[key], cells.index(key)))
+        for key in ranked:
+            name, grade_id = key
+            label = grade_id if len(notebooks) == 1 else f"{name}: {grade_id}"
+            reason = "; ".join(f"{text} ({count})" for text, count in reasons[key].most_common(3))
+            share = failed[key] / len(per_student)
+            lines.append(f"| `{_md(label)}` | {points[key]:g} | {failed[key]} / {len(per_student)} | {share:.0%} | {_md(reason)} |")
+    else:
+        lines.append("No submission is in the gradebook yet.")
+    lines.append("")
+
+    lines += ["## Submissions that failed to grade", ""]
+    failures = [(s.where, s.reason) for s in run.submissions if s.status == "failed"]
+    failures += [(problem.where, problem.reason) for problem in run.collected.problems]
+    if failures:
+        lines += ["| submission or file | reason |", "|---|---|"]
+        lines += [f"| `{_md(where)}` | {_md(reason)} |" for where, reason in failures]
+    else:
+        lines.append("None: every submission found was graded.")
+    lines.append("")
+
+    worker_notes = [(s.student, note) for s in run.submissions for note in s.worker_problems]
+    grouped = {}
+    for student, note in noted + worker_notes:
+        grouped.setdefault(student, []).append(note)
+    if grouped:
+        lines += ["## Graded with a note", "", "| student | note |", "|---|---|"]
+        lines += [f"| {_md(student)} | {_md(' '.join(condense(notes)))} |" for student, notes in sorted(grouped.items())]
+        lines.append("")
+    path = folder / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,380 @@
+"""`course grade`: parallel, sandboxed grading that gives exactly the grades of `nbgrader autograde`.
+
+Real components throughout: nbgrader's gradebook and converters, the bubblewrap sandbox, a local
+process pool, a real Dask cluster on loopback, a real PostgreSQL server started for the test.
+Most runs use a few submissions of a2-losses (no torch), to keep the file's time modest.
+"""
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+
+from course.collect import DEFAULT_LMS_PATTERN, notebook_pattern
+from grading_support import (BIN, environment, make_course, max_points, nbgrader, released_notebook, replace_function,
+                             scores, solution_notebook, student_version, submit)
+
+ASSIGNMENT = "a2-losses"
+KL_SWAPPED = '''
+def kl_divergence(p, q):
+    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
+    return np.sum(q * np.log(q / p), axis=-1)
+'''.strip()
+
+
+def correct():
+    return student_version(solution_notebook(ASSIGNMENT))
+
+
+def submissions(course):
+    """Five submissions of a2-losses: right, untouched, one mistake, a deleted test cell, not a notebook."""
+    deleted = correct()
+    deleted.cells = [c for c in deleted.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_entropy"]
+    return {
+        "reference": correct(),
+        "untouched": released_notebook(course, ASSIGNMENT),
+        "mistake": replace_function(correct(), "kl_divergence", KL_SWAPPED),
+        "deleted-test": deleted,
+        "broken": '{"cells": [ this is not json',
+    }
+
+
+def submit_all(course, notebooks):
+    for student, notebook in notebooks.items():
+        if isinstance(notebook, str):
+            submit(course, student, ASSIGNMENT, raw_text=notebook)
+        else:
+            submit(course, student, ASSIGNMENT, notebook)
+
+
+def course_grade(course, *args, check_codes=(0, 1)):
+    """Run the command as an instructor does; sandboxes go to a temporary folder of this test's own."""
+    env = environment()
+    env["TMPDIR"] = str(scratch_folder(course))
+    result = subprocess.run([str(BIN / "course"), "grade", *args, "--no-progress"], cwd=course, env=env,
+                            capture_output=True, text=True, timeout=900)
+    if result.returncode not in check_codes or "Traceback" in result.stderr:
+        raise AssertionError(f"course grade {' '.join(args)} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def scratch_folder(course):
+    folder = Path(course).parent / "tmp"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def scores_at(url, assignment):
+    from nbgrader.api import Gradebook
+
+    from course.batch import gradebook_url
+
+    result = {}
+    with Gradebook(gradebook_url(url), "prob2loss") as gradebook:
+        for submission in gradebook.assignment_submissions(assignment):
+            cells = {g.name: g.score for n in submission.notebooks for g in n.grades}
+            cells["_total"] = submission.score
+            result[submission.student.id] = cells
+    return result
+
+
+def sandbox_leftovers(marker=None, ancestor=None, wait=3.0):
+    """Live processes of a sandbox (throw-away user ids) started under ``marker`` (a folder in their
+    command line) or by ``ancestor``; other grading runs on the machine are not counted."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        descendants = {p.pid for p in psutil.Process(ancestor).children(recursive=True)} if ancestor else set()
+        for process in psutil.process_iter(["pid", "uids", "cmdline", "status"]):
+            info = process.info
+            if not info["uids"] or info["uids"].real < 200_000 or info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if (marker and marker in " ".join(info["cmdline"] or [])) or info["pid"] in descendants:
+                found.append(" ".join(info["cmdline"] or []))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A course with the assignments generated, and the five submissions."""
+    course = make_course(tmp_path_factory.mktemp("template") / "course")
+    submit_all(course, submissions(course))
+    return course
+
+
+def copy_course(template, folder):
+    shutil.copytree(template, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def serial(template, tmp_path_factory):
+    """The same submissions graded one at a time by `nbgrader autograde`: the grades to match."""
+    course = copy_course(template, tmp_path_factory.mktemp("serial") / "course")
+    nbgrader(course, "autograde", ASSIGNMENT)
+    return scores(course, ASSIGNMENT)
+
+
+@pytest.fixture(scope="module")
+def graded(template, tmp_path_factory):
+    course = copy_course(template, tmp_path_factory.mktemp("parallel") / "course")
+    result = course_grade(course, ASSIGNMENT, "--workers", "2")
+    return dict(course=course, result=result)
+
+
+@pytest.mark.slow
+def test_parallel_grades_are_those_of_serial_nbgrader_autograde(graded, serial):
+    got = scores(graded["course"], ASSIGNMENT)
+    assert got == serial, graded["result"].stdout
+    points = sum(max_points(ASSIGNMENT).values())
+    assert got["reference"]["_total"] == points
+    assert got["mistake"]["test_kl_divergence"] == 0 and got["mistake"]["_total"] == points - 2
+    assert got["untouched"]["_total"] == 0 and got["broken"]["_total"] == 0
+    assert graded["result"].returncode == 0
+
+
+@pytest.mark.slow
+def test_feedback_csv_report_and_summary_are_written(graded):
+    course, out = graded["course"], graded["result"].stdout
+    for student in ("reference", "untouched", "mistake", "deleted-test", "broken"):
+        assert (course / "feedback" / student / ASSIGNMENT / "losses.html").is_file(), student
+    assert "swapped arguments" in (course / "feedback" / "mistake" / ASSIGNMENT / "losses.html").read_text()
+    rows = (course / "grades.csv").read_text().splitlines()
+    assert rows[0] == "assignment,duedate,timestamp,student_id,last_name,first_name,email,raw_score,late_submission_penalty,score,max_score"
+    assert sum(1 for r in rows if r.startswith(ASSIGNMENT + ",")) == 5
+    report = (course / "reports" / ASSIGNMENT / "report.md").read_text()
+    assert "## Checks students fail most" in report
+    rows = [line for line in report.splitlines() if line.startswith("| `test_")]
+    by_check = {row.split("`")[1]: row for row in rows}
+    assert set(by_check) == set(max_points(ASSIGNMENT)), report
+    # test_kl_divergence: lost by the mistake, the stubs and the broken file; test_entropy: by the
+    # stubs, the broken file and the deleted test cell.  They lead the table.
+    assert "3 / 5" in by_check["test_kl_divergence"] and "3 / 5" in by_check["test_entropy"], report
+    assert {rows[0].split("`")[1], rows[1].split("`")[1]} == {"test_kl_divergence", "test_entropy"}, report
+    assert "2 / 5" in by_check["test_softmax"]
+    assert "the test cell is missing from the submission" in by_check["test_entropy"]
+    assert "swapped arguments" in by_check["test_kl_divergence"], report
+    assert "could not be read as a Jupyter notebook" in report
+    assert (course / "reports" / ASSIGNMENT / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "5 submission(s) graded" in out and "a2-losses" in out and "mean score" in out
+    scratch = scratch_folder(course)
+    assert not sandbox_leftovers(marker=str(scratch)), "a sandboxed kernel outlived the batch"
+    assert not list(scratch.glob("course-sandbox-*")), "sandbox folders were left behind"
+
+
+@pytest.mark.slow
+def test_incremental_regrade_skips_unchanged_and_force_regrades(graded, serial):
+    course = graded["course"]
+    autograded = course / "autograded" / "reference" / ASSIGNMENT / "losses.ipynb"
+    stamp = autograded.stat().st_mtime_ns
+    again = course_grade(course, ASSIGNMENT)
+    assert "0 submission(s) graded" in again.stdout and autograded.stat().st_mtime_ns == stamp
+    submit(course, "mistake", ASSIGNMENT, correct())  # the student fixed the mistake and resubmitted
+    fixed = course_grade(course, ASSIGNMENT)
+    assert "1 submission(s) graded" in fixed.stdout, fixed.stdout
+    assert autograded.stat().st_mtime_ns == stamp
+    now = scores(course, ASSIGNMENT)
+    assert now["mistake"]["_total"] == sum(max_points(ASSIGNMENT).values())
+    assert {k: v for k, v in now.items() if k != "mistake"} == {k: v for k, v in serial.items() if k != "mistake"}
+    forced = course_grade(course, ASSIGNMENT, "--force")
+    assert "5 submission(s) graded" in forced.stdout and autograded.stat().st_mtime_ns != stamp
+
+
+@pytest.mark.slow
+def test_grading_on_a_dask_cluster_gives_the_same_grades(template, serial, tmp_path):
+    from distributed import LocalCluster
+
+    course = copy_course(template, tmp_path / "course")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, host="127.0.0.1", protocol="tcp",
+                      dashboard_address=None) as cluster:
+        result = course_grade(course, ASSIGNMENT, "--scheduler", cluster.scheduler_address)
+        left = sandbox_leftovers(ancestor=os.getpid())  # the workers are threads of this process
+    assert "Dask scheduler" in result.stdout and "2 workers" in result.stdout, result.stdout
+    assert scores(course, ASSIGNMENT) == serial
+    assert not left, "a pre-warmed kernel outlived the batch on a Dask worker"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_binaries():
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return candidates[-1].parent if candidates else None
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throw-away PostgreSQL server on a loopback port; skipped, saying why, if none can start."""
+    binaries = postgres_binaries()
+    if binaries is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        install = subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], capture_output=True, text=True, timeout=900)
+        if install.returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=600)
+            install = subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], capture_output=True, text=True, timeout=900)
+        binaries = postgres_binaries()
+        if binaries is None:
+            pytest.skip(f"PostgreSQL is not installed and `apt-get install postgresql` failed: {install.stderr[-500:]}")
+    if binaries is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql) and this user cannot install it")
+    folder = Path(tempfile.mkdtemp(prefix="course-postgres-"))
+    as_user = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(folder, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+        user = "postgres"
+    else:
+        user = getpass.getuser()
+    port = free_port()
+    data, log = folder / "data", folder / "server.log"
+
+    def run(*command, timeout=120):
+        return subprocess.run([*as_user, *command], capture_output=True, text=True, timeout=timeout)
+
+    try:
+        steps = [
+            run(str(binaries / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8"),
+            run(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
+                f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start"),
+        ]
+        for step in steps:
+            if step.returncode != 0:
+                tail = log.read_text()[-1500:] if log.exists() else ""
+                pytest.skip(f"PostgreSQL could not start: {step.args[len(as_user)]} said: {step.stderr.strip()[-800:]} {tail}")
+        created = run(str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "gradebook")
+        if created.returncode != 0:
+            pytest.skip(f"PostgreSQL started but createdb failed: {created.stderr.strip()}")
+        yield f"postgresql://{user}@127.0.0.1:{port}/gradebook"
+    finally:
+        run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_grading_into_postgresql_gives_the_same_grades(template, serial, postgres, tmp_path):
+    course = copy_course(template, tmp_path / "course")
+    result = course_grade(course, ASSIGNMENT, "--db", postgres)
+    assert "not in the gradebook yet" in result.stdout  # a new database: the assignment is added first
+    assert scores_at(postgres, ASSIGNMENT) == serial
+    assert "postgresql+psycopg2://postgres@127.0.0.1" in (course / "reports" / ASSIGNMENT / "report.md").read_text()
+    rows = (course / "grades.csv").read_text().splitlines()
+    assert sum(1 for r in rows if r.startswith(ASSIGNMENT + ",")) == 5
+
+
+def corrupt_member(path, name):
+    """Flip bytes inside one stored member of a zip, so reading it fails its CRC check."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(name)
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for i in range(start + 10, start + 20):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.slow
+def test_an_lms_export_with_bad_files_still_grades_everyone_else(template, tmp_path):
+    course = copy_course(template, tmp_path / "course")
+    shutil.rmtree(course / "submitted")  # only what the export holds
+    export = tmp_path / "canvas-export.zip"
+    reference = nbformat.writes(correct())
+    with zipfile.ZipFile(export, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("smithjane_12345_678_losses.ipynb", reference)
+        archive.writestr("submissions/doejohn_late_23456_789_losses-1.ipynb",
+                         nbformat.writes(replace_function(correct(), "kl_divergence", KL_SWAPPED)))
+        archive.writestr("leeann_34567_890_losses.ipynb", "{ definitely not json")
+        archive.writestr("losses.ipynb", reference)  # whose?
+        archive.writestr("parkkim_1_2_losses.ipynb", reference)
+        archive.writestr("parkkim_1_3_losses-1.ipynb", reference)
+        archive.writestr("ngo_4_5_homework.ipynb", reference)
+        archive.writestr("quinn_9_9_losses.ipynb", reference)
+    corrupt_member(export, "quinn_9_9_losses.ipynb")
+    result = course_grade(course, ASSIGNMENT, "--submissions", str(export))
+    assert result.returncode == 1  # graded, with problems to look at
+    got = scores(course, ASSIGNMENT)
+    points = sum(max_points(ASSIGNMENT).values())
+    assert set(got) == {"smithjane", "doejohn", "leeann"}
+    assert got["smithjane"]["_total"] == points
+    assert got["doejohn"]["_total"] == points - 2
+    assert got["leeann"]["_total"] == 0
+    report = (course / "reports" / ASSIGNMENT / "report.md").read_text()
+    for words in ("canvas-export.zip:losses.ipynb", "does not say which student",
+                  "parkkim_1_3_losses-1.ipynb", "two files for student parkkim",
+                  "ngo_4_5_homework.ipynb", "not a notebook of a2-losses", "no notebook for student ngo",
+                  "quinn_9_9_losses.ipynb", "cannot be read", "could not be read as a Jupyter notebook"):
+        assert words in report, f"the report does not say {words!r}:\n{report}"
+        assert words in result.stdout + report
+    assert (course / "feedback" / "doejohn" / ASSIGNMENT / "losses.html").is_file()
+
+    not_a_zip = tmp_path / "export.zip"
+    not_a_zip.write_text("this is a CSV, not a zip\n")
+    again = course_grade(course, ASSIGNMENT, "--submissions", str(not_a_zip))
+    assert f"{not_a_zip}: not a zip archive" in again.stdout and again.returncode == 1
+    assert "0 submission(s) graded" in again.stdout and scores(course, ASSIGNMENT) == got
+
+    roster = tmp_path / "roster.zip"
+    with zipfile.ZipFile(roster, "w") as archive:
+        archive.writestr("newkid_1_2_losses.ipynb", reference)
+        archive.writestr("smithjane_12345_678_losses.ipynb", reference)
+    checked = course_grade(course, ASSIGNMENT, "--submissions", str(roster), "--roster-only")
+    assert "unknown student 'newkid'" in checked.stdout and "newkid" not in scores(course, ASSIGNMENT)
+
+
+def test_the_lms_pattern_reads_canvas_file_names():
+    import re
+
+    pattern = re.compile(notebook_pattern(DEFAULT_LMS_PATTERN, {"losses", "cross_entropy"}))
+    cases = {
+        "smithjane_12345_678_losses.ipynb": ("smithjane", "losses"),
+        "smithjane_late_12345_678_losses-1.ipynb": ("smithjane", "losses"),
+        "doe-j_1_2_cross_entropy.ipynb": ("doe-j", "cross_entropy"),
+        "doe_cross_entropy.ipynb": ("doe", "cross_entropy"),
+    }
+    for name, (student, notebook) in cases.items():
+        match = pattern.match(name)
+        assert match and (match.group("student_id"), match.group("file_id")) == (student, notebook), name
+    for name in ("losses.ipynb", "smithjane_1_2_homework.ipynb", "smithjane_1_2_losses.py"):
+        assert pattern.match(name) is None, name
+
+
+@pytest.mark.slow
+def test_a_result_that_does_not_match_its_input_is_not_trusted():
+    """PrecomputedExecute takes a worker's notebook only for the exact input; otherwise it grades itself."""
+    from course.batch import _PRECOMPUTED, PrecomputedExecute, notebook_digest
+    from traitlets.config import Config
+
+    from grading_support import ROOT
+
+    stub = nbformat.read(ROOT / "assignments" / ASSIGNMENT / "losses.ipynb", as_version=4)
+    forged = nbformat.from_dict(json.loads(json.dumps(stub)))
+    for cell in forged.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="Hidden checks passed (3 cases).\n")]
+    config = Config()
+    config.SandboxedExecute.hidden_checks_directory = str(ROOT / "grader_tests")
+    resources = {"nbgrader": {"student": "s", "assignment": ASSIGNMENT, "notebook": "losses"}}
+    _PRECOMPUTED[("s", ASSIGNMENT, "losses")] = (notebook_digest(forged), forged)  # made from another input
+    executed, _ = PrecomputedExecute(config=config).preprocess(nbformat.from_dict(stub), resources)
+    outputs = [o for c in executed.cells if c.metadata.get("nbgrader", {}).get("grade") for o in c.outputs]
+    assert outputs and all(o.get("ename") == "HiddenCheckFailed" for o in outputs if o.output_type == "error")
+    assert not any("Hidden checks passed" in o.get("text", "") for o in outputs)
+    _PRECOMPUTED[("s", ASSIGNMENT, "losses")] = (notebook_digest(stub), forged)  # made from exactly this input
+    taken, _ = PrecomputedExecute(config=config).preprocess(nbformat.from_dict(stub), resources)
+    assert taken == forged
