@@ -28,7 +28,6 @@ checks, the assignment's source notebooks, ``nbgrader_config.py``, the limits an
 own code is kept per submission and gradebook in ``.course/grade-state.json``; ``--force``
 regrades everything.
 """
-import ast
 import copy
 import hashlib
 import json
@@ -43,20 +42,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
-from traitlets import Bool, Integer, List, Unicode
+from traitlets import Bool, Integer, Unicode
 from traitlets.config import Configurable
 
 from .check import HiddenCheckError, load_hidden_checks
 from .collect import DEFAULT_LMS_PATTERN, collect
-from .grade import SandboxedExecute
+from .grade import SandboxedExecute, source_imports, source_notebooks
 
 STATE_VERSION = 1
-# Modules that import numpy themselves: a kernel warmed with them has numpy loaded too, so the
-# warm kernels of two assignments that import {torch} and {numpy, torch} are interchangeable.
-IMPLIED_IMPORTS = {"torch": {"numpy"}, "scipy": {"numpy"}, "pandas": {"numpy"}, "matplotlib": {"numpy"},
-                   "sklearn": {"numpy", "scipy"}}
 FEEDBACK_BATCH = 4  # feedback is written in batches (templates compiled once per batch)
-GRADER_FILES = ("grade.py", "check.py", "harness.py", "sandbox.py", "parity.py", "workers.py", "batch.py")
+GRADER_FILES = ("grade.py", "check.py", "harness.py", "sandbox.py", "forkserver.py", "parity.py", "workers.py", "batch.py")
 FEEDBACK_TEMPLATE = "feedback"
 
 
@@ -73,8 +68,6 @@ class CourseGrade(Configurable):
     )).tag(config=True)
     workers = Integer(0, help="local worker processes (0: one per core)").tag(config=True)
     prewarm = Bool(True, help="start each worker's next sandboxed kernel while it grades the current one").tag(config=True)
-    prewarm_modules = List(Unicode(), ["numpy", "scipy", "torch", "pandas", "matplotlib", "sklearn"], help=(
-        "modules a pre-warmed kernel may import ahead, if the assignment's source notebook imports them")).tag(config=True)
     report_directory = Unicode("reports", help="where reports go, relative to the course root").tag(config=True)
     csv = Unicode("grades.csv", help="the grades CSV (nbgrader export), relative to the course root").tag(config=True)
     state_file = Unicode(os.path.join(".course", "grade-state.json"), help="what was graded, for incremental runs").tag(config=True)
@@ -280,7 +273,7 @@ class AssignmentRun:
     notebooks: list
     checks: dict
     fingerprint: bytes
-    prewarm: tuple
+    modules: tuple  # heavy modules the source notebooks import: the fork server or a warm kernel imports them ahead
     collected: object = None
     submissions: list = field(default_factory=list)
     report: Path = None
@@ -441,7 +434,8 @@ class GradeRun:
             self.log.error("%s: %s", assignment, problem)
             self.say(f"{assignment}: WARNING {problem}; every check scores 0")
             checks = {}
-        run = AssignmentRun(assignment, notebooks, checks, self._fingerprint(assignment), self._prewarm_modules(assignment))
+        modules = source_imports(source_notebooks(self.config, assignment), self.executor_settings.preload_modules)
+        run = AssignmentRun(assignment, notebooks, checks, self._fingerprint(assignment), modules)
         roster = None
         if self.roster_only:
             with self.gradebook() as gradebook:
@@ -492,35 +486,6 @@ class GradeRun:
                 except OSError:
                     digest.update(b"unreadable")
         return digest.hexdigest()
-
-    def _prewarm_modules(self, assignment):
-        """Heavy modules the assignment's source notebooks import (the instructor's code, not a student's)."""
-        if not self.settings.prewarm:
-            return None
-        wanted = set(self.settings.prewarm_modules)
-        found = set()
-        source = Path(self.coursedir.format_path(self.coursedir.source_directory, ".", assignment))
-        for path in sorted(source.glob("*.ipynb")) if source.is_dir() else []:
-            try:
-                notebook = nbformat.read(path, as_version=4)
-            except Exception:
-                continue
-            for cell in notebook.cells:
-                if cell.cell_type != "code":
-                    continue
-                try:
-                    tree = ast.parse(cell.source)
-                except SyntaxError:
-                    continue
-                for node in ast.walk(tree):
-                    if isinstance(node, ast.Import):
-                        found.update(alias.name.split(".")[0] for alias in node.names)
-                    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                        found.add(node.module.split(".")[0])
-        modules = found & wanted
-        for module in list(modules):
-            modules |= IMPLIED_IMPORTS.get(module, set()) & wanted
-        return tuple(sorted(modules))
 
     # ---- the two nbgrader phases ------------------------------------------------------------
     def sanitize(self, submission, path):
@@ -617,10 +582,11 @@ class GradeRun:
         from tqdm import tqdm
 
         pool = None
-        order = sorted(todo, key=lambda s: (runs[s.assignment].prewarm or (), s.assignment, s.student))
+        order = sorted(todo, key=lambda s: (runs[s.assignment].modules, s.assignment, s.student))
+        fork = self.executor_settings.fork_server
         if self.parallel:
-            first = runs[order[0].assignment].prewarm
-            warm = None if first is None else (asdict(self.limits), self.executor_settings.use_bubblewrap, first)
+            first = runs[order[0].assignment].modules
+            warm = (asdict(self.limits), self.executor_settings.use_bubblewrap, first, fork) if self.settings.prewarm else None
             pool = DaskPool(self.scheduler) if self.scheduler else LocalPool(min(self.workers, len(todo)), warm)
             self.pool_description = pool.describe() if pool.kind == "local" else ""
         else:
@@ -664,8 +630,9 @@ class GradeRun:
                             "notebook": sanitized, "checks": run.checks, "limits": asdict(self.limits),
                             "use_bubblewrap": self.executor_settings.use_bubblewrap,
                             "require_sandbox": self.executor_settings.use_bubblewrap and pool.kind == "dask",
-                            "prewarm": run.prewarm,
-                            "prewarm_next": runs[following.assignment].prewarm if following is not None else None}
+                            "modules": run.modules, "fork_server": fork, "prewarm": self.settings.prewarm,
+                            "prewarm_next": (runs[following.assignment].modules
+                                             if following is not None and self.settings.prewarm else None)}
                     digest = notebook_digest(sanitized)
                     try:
                         future = pool.submit(task)

@@ -24,12 +24,13 @@ from nbconvert.preprocessors.sanitize import SanitizeHTML
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
-from traitlets import Bool, Float, Integer, Unicode
+from traitlets import Bool, Float, Integer, List, Unicode
 
 from . import ROOT
 from .check import HiddenCheckError, Verdict, judge, load_hidden_checks, new_nonce, reply_from_outputs, request_for, harness_code
 from .harness import RESULT_MIME
-from .sandbox import Limits, SandboxedKernelManager, Watchdog
+from .sandbox import (ForkServer, ForkServerError, Limits, SandboxedKernelManager, Watchdog, shared_fork_server,
+                      socket_folder)
 
 SAFE_OUTPUT_TYPES = {"text/plain", "image/png", "image/jpeg"}
 TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
@@ -172,6 +173,13 @@ class SandboxedExecute(NbGraderPreprocessor):
     max_processes = Integer(64, help="processes/threads of one sandbox").tag(config=True)
     output_chars_per_cell = Integer(20_000, help="output kept per cell").tag(config=True)
     use_bubblewrap = Bool(True, help="run kernels in bubblewrap (False: resource limits only, with a warning)").tag(config=True)
+    fork_server = Bool(True, help=(
+        "fork each kernel from a pre-warmed interpreter that imported the assignment's heavy modules once "
+        "(course.forkserver; needs root and bubblewrap, else kernels start cold)")).tag(config=True)
+    preload_modules = List(Unicode(), ["numpy", "scipy", "torch", "pandas", "matplotlib", "sklearn"], help=(
+        "modules the fork server imports ahead, if the assignment's source notebooks import them")).tag(config=True)
+
+    _announced = set()  # how kernels start, said once per process
 
     def limits(self):
         return Limits(memory_bytes=int(self.memory_limit_gib * 1024**3), processes=self.max_processes,
@@ -187,7 +195,20 @@ class SandboxedExecute(NbGraderPreprocessor):
         except HiddenCheckError as problem:
             self.log.error("%s: %s", where, problem)
             checks = {}
-        return execute_submission(nb, checks, self.limits(), self.log, where, self.use_bubblewrap), resources
+        server = None
+        if self.fork_server and self.use_bubblewrap and ForkServer.available():
+            modules = source_imports(source_notebooks(self.config, assignment), self.preload_modules)
+            try:
+                server = shared_fork_server(modules)
+            except ForkServerError as error:
+                self.log.warning("%s: no fork server (%s); starting the kernel cold", where, error)
+        how = ("forked from a pre-warmed sandboxed interpreter (" + (", ".join(server.modules) or "no modules") + " imported)"
+               if server is not None else "started cold" + (" in bubblewrap" if self.use_bubblewrap else ""))
+        if how not in SandboxedExecute._announced:
+            SandboxedExecute._announced.add(how)
+            self.log.info("kernels are %s", how)
+        return execute_submission(nb, checks, self.limits(), self.log, where, self.use_bubblewrap,
+                                  fork_server=server), resources
 
     @staticmethod
     def add_notes(nb, notes):
@@ -196,14 +217,58 @@ class SandboxedExecute(NbGraderPreprocessor):
         return nb
 
 
-def execute_submission(nb, checks, limits, log, where="submission", use_bubblewrap=True, warm=None):
+# Modules that import numpy themselves: what a notebook importing them has loaded anyway.
+IMPLIED_IMPORTS = {"torch": {"numpy"}, "scipy": {"numpy"}, "pandas": {"numpy"}, "matplotlib": {"numpy"},
+                   "sklearn": {"numpy", "scipy"}}
+
+
+def source_notebooks(config, assignment):
+    """The instructor's source notebooks of an assignment (``solutions/<assignment>/*.ipynb``)."""
+    from nbgrader.coursedir import CourseDirectory
+
+    coursedir = CourseDirectory(config=config)
+    folder = Path(coursedir.format_path(coursedir.source_directory, ".", assignment))
+    return sorted(folder.glob("*.ipynb")) if folder.is_dir() else []
+
+
+def source_imports(paths, allowed):
+    """The ``allowed`` modules that these notebooks import at top level: the instructor's code, never a student's."""
+    import ast
+
+    found = set()
+    for path in paths:
+        try:
+            notebook = nbformat.read(path, as_version=4)
+        except Exception:
+            continue
+        for cell in notebook.cells:
+            if cell.cell_type != "code":
+                continue
+            try:
+                tree = ast.parse(cell.source)
+            except SyntaxError:
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    found.update(alias.name.split(".")[0] for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    found.add(node.module.split(".")[0])
+    modules = found & set(allowed)
+    for module in list(modules):
+        modules |= IMPLIED_IMPORTS.get(module, set()) & set(allowed)
+    return tuple(sorted(modules))
+
+
+def execute_submission(nb, checks, limits, log, where="submission", use_bubblewrap=True, warm=None, fork_server=None):
     """Run one sanitized notebook in a fresh sandbox and grade its test cells by the hidden checks.
 
     Pure with respect to the course: it needs no gradebook and no course file, only its
     arguments (a notebook, as a dict or NotebookNode; ``{grade_id: [case, ...]}``; ``Limits``),
     so it runs alike inside ``nbgrader autograde`` (``SandboxedExecute``), in a worker process
     of ``course grade`` or on a Dask worker.  ``warm`` is a kernel started ahead for this
-    submission (``course.workers.WarmKernel``), used once.  Returns the executed notebook.
+    submission (``course.workers.WarmKernel``), used once; otherwise the kernel is forked from
+    ``fork_server`` (``course.sandbox.ForkServer``) if given, or started cold.  Returns the
+    executed notebook.
     """
     nb = nbformat.from_dict(nb)
     present = {c.metadata["nbgrader"].get("grade_id") for c in nb.cells if is_autograded_test(c)}
@@ -216,10 +281,10 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
         if warm is not None:
             warm.discard()
         return SandboxedExecute.add_notes(nb, notes)
-    scratch = warm.scratch if warm is not None else Path(tempfile.mkdtemp(prefix="course-sandbox-"))
+    scratch = warm.scratch if warm is not None else new_scratch(fork_server)
     run = None
     try:
-        run = SubmissionRun(nb, checks, scratch, limits, log, where, use_bubblewrap, warm=warm)
+        run = SubmissionRun(nb, checks, scratch, limits, log, where, use_bubblewrap, warm=warm, fork_server=fork_server)
         run.execute()
     finally:
         if run is not None:
@@ -232,13 +297,21 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
     return SandboxedExecute.add_notes(nb, notes)
 
 
+def new_scratch(fork_server=None):
+    """A fresh host folder for one submission's channel and kernel log (under the fork server's, if any)."""
+    if fork_server is not None:
+        return Path(tempfile.mkdtemp(prefix="", dir=fork_server.root))
+    return Path(tempfile.mkdtemp(prefix="course-sandbox-", dir=socket_folder()))
+
+
 class SubmissionRun:
     """One notebook, one sandbox, one kernel: executed top to bottom, checks at test cells."""
 
-    def __init__(self, nb, checks, scratch, limits, log, where, use_bubblewrap=True, warm=None):
+    def __init__(self, nb, checks, scratch, limits, log, where, use_bubblewrap=True, warm=None, fork_server=None):
         self.nb, self.checks, self.limits, self.log, self.where = nb, checks, limits, log, where
         self.warm = warm  # a kernel already started in its own fresh sandbox for this submission, or None
-        self.km = warm.km if warm is not None else SandboxedKernelManager(scratch / "channel", limits, use_bubblewrap=use_bubblewrap)
+        self.km = warm.km if warm is not None else SandboxedKernelManager(
+            scratch / "channel", limits, use_bubblewrap=use_bubblewrap, fork_server=fork_server)
         self.watchdog = Watchdog(self.km)
         self.client = LimitedOutputClient(nb, km=self.km, timeout=limits.cell_seconds, allow_errors=True,
                                           interrupt_on_timeout=False, record_timing=False,

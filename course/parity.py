@@ -9,7 +9,6 @@ student's per-sample losses, mean and gradient must match both.
 Sizes: a GPU gets a language-model-sized batch (4096 x 50257, float32); a CPU
 a smaller one.  The feedback always says which device ran.
 """
-import base64
 import secrets
 
 SIZES = {"cuda": (4096, 50257), "cpu": (512, 2000)}

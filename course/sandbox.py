@@ -19,6 +19,7 @@ Inside it:
 Without bubblewrap (an instructor's Mac, say) grading still runs with the
 resource limits only, and a loud warning names what is not enforced.
 """
+import json
 import os
 import secrets
 import shutil
@@ -36,6 +37,8 @@ SANDBOX_HOME = Path("/home/student")
 # User ids well above any real account; one per sandbox so that process
 # limits and the final sweep apply to exactly one submission.
 SANDBOX_UID_RANGE = (200_000, 900_000)
+# Where a forked kernel's own channel is mounted for a moment while it hides all the others.
+FORK_STAGING = "/run/course-channel"
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,29 @@ def bubblewrap_arguments(channel: Path, uid: int, limits: Limits):
     sockets; the kernel's home and working folder, and /tmp, are size-limited
     tmpfs mounts that vanish with the sandbox.
     """
+    args = _sandbox_arguments(channel, limits.scratch_bytes)
+    args.extend(limit_arguments(limits))
+    if os.geteuid() == 0:
+        args.extend(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--"])
+    return args
+
+
+def fork_server_arguments(root: Path):
+    """The bwrap command line of a fork server (``course.forkserver``).
+
+    The same sandbox as a kernel's, with two differences: the writable folder is the root of
+    every channel this server will serve, and the server keeps the capabilities it needs to
+    build each kernel's own sandbox (mounts, namespaces, user id).  Each kernel drops all of them
+    before any student code runs.
+    """
+    capabilities = ["CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_NET_ADMIN", "CAP_KILL", "CAP_DAC_OVERRIDE"]
+    args = _sandbox_arguments(root, 16 * 1024**2, extra=["--perms", "0755", "--dir", FORK_STAGING])
+    for capability in capabilities:
+        args[1:1] = ["--cap-add", capability]
+    return args
+
+
+def _sandbox_arguments(writable: Path, scratch_bytes: int, extra=()):
     args = [bubblewrap(), "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
     if os.geteuid() != 0:
@@ -108,19 +134,17 @@ def bubblewrap_arguments(channel: Path, uid: int, limits: Limits):
     args.extend(["--proc", "/proc", "--dev", "/dev"])
     args.extend(["--perms", "0755", "--dir", str(SANDBOX_HOME.parent)])
     for folder in ("/tmp", "/var/tmp", str(SANDBOX_HOME)):
-        args.extend(["--perms", "01777", "--size", str(limits.scratch_bytes), "--tmpfs", folder])
+        args.extend(["--perms", "01777", "--size", str(scratch_bytes), "--tmpfs", folder])
+    args.extend(extra)
     for path in _read_only_mounts():
         mount("--ro-bind", path)
     for device in gpu_devices():  # GPU parity checks
         args.extend(["--dev-bind", str(device), str(device)])
-    mount("--bind", str(channel))
+    mount("--bind", str(writable))
     args.extend(["--chdir", str(SANDBOX_HOME), "--clearenv"])
     for name, value in sandbox_environment(SANDBOX_HOME).items():
         args.extend(["--setenv", name, value])
     args.append("--")
-    args.extend(limit_arguments(limits))
-    if os.geteuid() == 0:
-        args.extend(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--"])
     return args
 
 
@@ -171,14 +195,237 @@ def sandbox_environment(home: Path):
     }
 
 
+def socket_folder():
+    """Where channel folders go: the temp folder, unless its path is too long for the kernel's
+    Unix sockets (at most 107 bytes: ``<folder>/<server>/<submission>/channel/kernel-4``)."""
+    import tempfile
+
+    folder = tempfile.gettempdir()
+    return folder if len(folder) <= 56 else "/tmp"
+
+
+class ForkServerError(RuntimeError):
+    pass
+
+
+class ForkServer:
+    """Host side of a fork server (``course.forkserver``): one pre-warmed interpreter, in its own
+    bubblewrap sandbox, that forks a fresh sandboxed kernel for each submission.
+
+    Needs root (it gives each kernel its own user id) and bubblewrap; ``available()`` says
+    whether this machine has both.  Every kernel's channel folder must be made under ``root``.
+    """
+
+    START_TIMEOUT = 120.0
+    SPAWN_TIMEOUT = 30.0
+
+    @staticmethod
+    def available():
+        return os.geteuid() == 0 and bubblewrap() is not None and sys.platform.startswith("linux")
+
+    def __init__(self, modules=()):
+        import socket
+        import subprocess
+        import tempfile
+        import threading
+
+        if not self.available():
+            raise ForkServerError("a fork server needs root and bubblewrap on Linux")
+        self.modules = tuple(modules)
+        self.root = Path(tempfile.mkdtemp(prefix="course-fs-", dir=socket_folder()))
+        self._control, server_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._lock = threading.Lock()
+        self._replies = {}  # key -> reply message, once it came
+        self._exits = {}  # key -> exit status, once that kernel's sandbox ended
+        self._changed = threading.Condition()
+        self._ready = False
+        self._counter = 0
+        self.server_log = self.root / "server.log"
+        settings = {"modules": list(self.modules), "staging": FORK_STAGING, "channels": str(self.root),
+                    "home": str(SANDBOX_HOME)}
+        source = Path(__file__).with_name("forkserver.py").read_text()
+        command = fork_server_arguments(self.root) + [sys.executable, "-c", source, str(server_end.fileno()),
+                                                       json.dumps(settings)]
+        with open(self.server_log, "wb") as log:
+            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                            pass_fds=(server_end.fileno(),))
+        server_end.close()
+        self._reader = threading.Thread(target=self._read, name="fork-server-reader", daemon=True)
+        self._reader.start()
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._ready or self.process.poll() is not None, self.START_TIMEOUT):
+                self.close()
+                raise ForkServerError("the fork server did not start in time")
+        if not self._ready:
+            tail = self.log_tail()
+            self.close()
+            raise ForkServerError(f"the fork server failed to start: {tail}")
+
+    def _read(self):
+        while True:
+            try:
+                data = self._control.recv(65536)
+            except OSError:
+                data = b""
+            with self._changed:
+                if not data:  # the server is gone, and every kernel's sandbox with it
+                    self._ready = False
+                    for key in range(1, self._counter + 1):
+                        self._exits.setdefault(key, -9)
+                    self._changed.notify_all()
+                    return
+                message = json.loads(data)
+                if "ready" in message:
+                    self._ready = True
+                elif "spawned" in message or "failed" in message:
+                    self._replies[message.get("spawned", message.get("failed"))] = message
+                elif "exited" in message:
+                    self._exits[message["exited"]] = message["status"]
+                self._changed.notify_all()
+
+    def alive(self):
+        return self._ready and self.process.poll() is None
+
+    def spawn(self, channel: Path, arguments, uid: int, limits: Limits, log_fd: int):
+        """Fork a kernel in its own sandbox; returns a ``ForkedKernel`` (a Popen look-alike).
+
+        ``arguments``: the kernel's command-line arguments (``-f <connection file>`` ...)."""
+        import array
+        import socket
+        from dataclasses import asdict
+
+        if self.root.resolve() not in Path(channel).resolve().parents:
+            raise ForkServerError(f"the channel {channel} is not under the fork server's folder {self.root}")
+        request_limits = asdict(limits)
+        request_limits["limit_data"] = bool(gpu_devices())  # CUDA reserves huge address space; limit data instead
+        request_limits["processes"] = limits.processes + 1  # the sandbox's init counts as one
+        with self._lock:
+            self._counter += 1
+            key = self._counter
+            message = json.dumps({"spawn": key, "channel": str(channel), "arguments": [str(a) for a in arguments],
+                                  "uid": uid, "limits": request_limits}).encode()
+            try:
+                self._control.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [log_fd]))])
+            except OSError as error:
+                raise ForkServerError(f"the fork server is gone: {error}") from None
+        with self._changed:
+            if not self._changed.wait_for(lambda: key in self._replies or key in self._exits, self.SPAWN_TIMEOUT):
+                raise ForkServerError("the fork server did not answer")
+            reply = self._replies.pop(key, None)
+        if reply is None:
+            raise ForkServerError(f"the fork server died: {self.log_tail()}")
+        if "failed" in reply:
+            raise ForkServerError(f"the fork server could not start a kernel: {reply['error']}")
+        return ForkedKernel(self, key, reply["pid"])
+
+    def exit_status(self, key):
+        with self._changed:
+            return self._exits.get(key)
+
+    def kill(self, key):
+        with self._lock:
+            try:
+                self._control.send(json.dumps({"kill": key}).encode())
+            except OSError:
+                pass
+
+    def log_tail(self):
+        try:
+            return self.server_log.read_bytes()[-2000:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def close(self):
+        try:
+            self._control.close()  # the server kills its kernels and exits
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=5)
+        except Exception:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class ForkedKernel:
+    """The part of ``subprocess.Popen`` jupyter_client's provisioner uses, for a forked kernel."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, server: ForkServer, key: int, pid: int):
+        self.server, self.key, self.pid = server, key, pid
+
+    @property
+    def returncode(self):
+        return self.server.exit_status(self.key)
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.returncode is None:
+            if deadline is not None and time.monotonic() > deadline:
+                import subprocess
+
+                raise subprocess.TimeoutExpired(f"kernel {self.pid}", timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def send_signal(self, signum):
+        # Only ending the kernel is supported (the grader never interrupts one): the whole sandbox goes.
+        if signum in (signal.SIGKILL, signal.SIGTERM):
+            self.kill()
+
+    def kill(self):
+        self.server.kill(self.key)
+
+    terminate = kill
+
+
+_FORK_SERVERS = {}  # modules -> ForkServer, one per process
+_FORK_SERVERS_LOCK = __import__("threading").Lock()
+
+
+def shared_fork_server(modules=()):
+    """This process's fork server for ``modules`` (started on first use; again if it died)."""
+    import atexit
+
+    modules = tuple(sorted(set(modules)))
+    with _FORK_SERVERS_LOCK:
+        server = _FORK_SERVERS.get(modules)
+        if server is not None and server.alive():
+            return server
+        if server is not None:
+            server.close()
+        if not _FORK_SERVERS:
+            atexit.register(close_fork_servers)
+        server = _FORK_SERVERS[modules] = ForkServer(modules)
+        return server
+
+
+def close_fork_servers():
+    with _FORK_SERVERS_LOCK:
+        servers = list(_FORK_SERVERS.values())
+        _FORK_SERVERS.clear()
+    for server in servers:
+        server.close()
+    return len(servers)
+
+
 class SandboxedKernelManager(AsyncKernelManager):
     """A kernel manager whose kernel runs in the sandbox described above."""
 
-    def __init__(self, channel: Path, limits: Limits = Limits(), use_bubblewrap: bool = True, **kwargs):
+    def __init__(self, channel: Path, limits: Limits = Limits(), use_bubblewrap: bool = True,
+                 fork_server: "ForkServer | None" = None, **kwargs):
         import zmq
         import zmq.asyncio
 
         self.channel = Path(channel)
+        # With a fork server the kernel is forked from it instead of started by bwrap: the same
+        # sandbox, without paying for the interpreter and its imports again.
+        self.fork_server = fork_server if use_bubblewrap else None
         self.limits = limits
         self.sandbox_uid = SANDBOX_UID_RANGE[0] + secrets.randbelow(SANDBOX_UID_RANGE[1] - SANDBOX_UID_RANGE[0])
         self.enforced = use_bubblewrap and bubblewrap() is not None
@@ -194,6 +441,10 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     def format_kernel_cmd(self, extra_arguments=None):
         command = super().format_kernel_cmd(extra_arguments)
+        # What a forked kernel gets as its command line: the launcher's arguments (-f <connection
+        # file>, and nbclient's --HistoryManager.hist_file=:memory:).
+        launcher = [i for i, arg in enumerate(command) if arg == "ipykernel_launcher"]
+        self.kernel_arguments = command[launcher[0] + 1:] if launcher else None
         if os.geteuid() == 0:
             os.chown(self.connection_file, self.sandbox_uid, self.sandbox_uid)
         if not self.enforced:
@@ -207,6 +458,29 @@ class SandboxedKernelManager(AsyncKernelManager):
                              "isolation are off; only resource limits apply. Install bubblewrap.")
             return rlimit_only_arguments(self.limits) + command
         return bubblewrap_arguments(self.channel, self.sandbox_uid, self.limits) + command
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        if self.fork_server is None:
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+        if not getattr(self, "kernel_arguments", None):
+            self.log.warning("the kernel is not ipykernel_launcher (%s); starting it cold", kernel_cmd[-5:])
+            self.fork_server = None
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+        log = kw.get("stdout")
+        log_fd = log.fileno() if hasattr(log, "fileno") else os.open(os.devnull, os.O_WRONLY)
+        try:
+            process = self.fork_server.spawn(self.channel, self.kernel_arguments, self.sandbox_uid, self.limits, log_fd)
+        except ForkServerError as error:  # costs time, never a grade: start this kernel cold instead
+            self.log.warning("%s; starting the kernel cold", error)
+            self.fork_server = None
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+        finally:
+            if not hasattr(log, "fileno"):
+                os.close(log_fd)
+        self.provisioner.process = process
+        self.provisioner.pid = process.pid
+        self.provisioner.pgid = None  # signals go through the fork server, which kills the whole sandbox
+        self._reconcile_connection_info(self.provisioner.connection_info)
 
     def sandbox_processes(self):
         """Every process of this sandbox (by its user id, or the kernel's process tree)."""

@@ -6,16 +6,21 @@ the hidden checks and the limits as plain data, and the result is the executed n
 same one ``SandboxedExecute`` would give (``course.grade.execute_submission`` does the work
 in both cases), with the log records made on the way.
 
-Pre-warmed kernels
-------------------
-Starting a kernel and importing numpy and torch in it costs well over a second.  A worker
-therefore starts the sandbox and kernel for its *next* submission while it grades the current
-one, and imports the modules that assignment's released notebook imports (``numpy``,
-``torch``, ...) in it, silently: no history, no execution count, no name bound in the
-notebook's namespace.  The next submission's cells then run in that kernel exactly as in a
-cold one.  A warm kernel is never reused: it serves one submission and is killed with its
-sandbox; one that is not needed (the batch ended, the next submission wants other modules, it
-waited too long) is killed unused.
+Fork servers and pre-warmed kernels
+-----------------------------------
+Starting a kernel and importing numpy and torch in it costs well over a second of CPU, more
+than grading most submissions.  Each worker process therefore keeps a fork server
+(``course.forkserver``) per set of modules: an interpreter in its own sandbox that imported the
+modules the assignment's source notebooks import (``numpy``, ``torch``, ...) once, and forks a
+fresh kernel, in a fresh sandbox of its own, for every submission.  Where there is no fork
+server (not root, no bubblewrap) a kernel starts cold and imports those modules itself.
+
+On top of that a worker starts the kernel for its *next* submission while it grades the
+current one (a cold kernel imports the modules then, silently: no history, no execution count,
+no name bound in the notebook's namespace).  The next submission's cells then run in that
+kernel exactly as in a cold one.  A warm kernel is never reused: it serves one submission and is
+killed with its sandbox; one that is not needed (the batch ended, the next submission wants
+other modules, it waited too long) is killed unused.
 """
 import asyncio
 import logging
@@ -23,14 +28,12 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
-from .sandbox import Limits, SandboxedKernelManager, bubblewrap
+from .sandbox import ForkServer, ForkServerError, Limits, SandboxedKernelManager, bubblewrap, shared_fork_server
 
 WARM_START_TIMEOUT = 120.0
 WARM_MAX_IDLE = 900.0  # a warm kernel that waited longer than this is not trusted to be healthy
@@ -43,11 +46,14 @@ class SandboxMissing(RuntimeError):
 class WarmKernel:
     """A sandboxed kernel started ahead of time for one future submission."""
 
-    def __init__(self, limits: Limits, use_bubblewrap: bool, modules):
+    def __init__(self, limits: Limits, use_bubblewrap: bool, modules, fork_server=None):
+        from .grade import new_scratch
+
         self.limits, self.use_bubblewrap, self.modules = limits, use_bubblewrap, tuple(modules)
         self.key = warm_key(limits, use_bubblewrap, self.modules)
-        self.scratch = Path(tempfile.mkdtemp(prefix="course-sandbox-"))
-        self.km = SandboxedKernelManager(self.scratch / "channel", limits, use_bubblewrap=use_bubblewrap)
+        self.scratch = new_scratch(fork_server)
+        self.km = SandboxedKernelManager(self.scratch / "channel", limits, use_bubblewrap=use_bubblewrap,
+                                         fork_server=fork_server)
         self.kc = None
         self.client = None
         self.created = time.monotonic()
@@ -72,7 +78,7 @@ class WarmKernel:
         """Connect to the kernel, wait until it answers, then pre-import the modules silently."""
         await self.client.async_start_new_kernel_client()
         self.kc = self.client.kc
-        if self.modules:
+        if self.modules and self.km.fork_server is None:  # a forked kernel has them already
             code = ("for __course_module in %r:\n"
                     "    try:\n"
                     "        __import__(__course_module)\n"
@@ -177,13 +183,25 @@ def take_warm(key, log):
     return warm
 
 
-def prepare_warm(limits, use_bubblewrap, modules):
+def fork_server_for(modules, use_bubblewrap, wanted, log=None):
+    """This process's fork server for ``modules``, or None (not wanted, not possible, or it failed)."""
+    if not (wanted and use_bubblewrap and ForkServer.available()):
+        return None
+    try:
+        return shared_fork_server(modules)
+    except ForkServerError as error:
+        if log is not None:
+            log.warning("no fork server (%s); kernels start cold", error)
+        return None
+
+
+def prepare_warm(limits, use_bubblewrap, modules, fork_server=True):
     """Start this thread's next kernel now; it becomes ready while the current submission runs."""
     state = _state()
     if state.warm is not None:
         state.warm.discard()
         state.warm = None
-    warm = WarmKernel(limits, use_bubblewrap, modules)
+    warm = WarmKernel(limits, use_bubblewrap, modules, fork_server_for(modules, use_bubblewrap, fork_server))
     try:
         warm.launch(_loop())
     except Exception:  # no warm kernel then; the next submission starts a cold one and says why
@@ -209,19 +227,22 @@ def drain(*_):
 def initialize_worker(warm=None):
     """Initializer of the local pool's processes.
 
-    Starts the first warm kernel at once (``warm``: limits as a dict, use_bubblewrap, modules),
-    then imports the grader while that kernel boots, and makes sure no warm kernel outlives
-    the process.
+    Starts the first warm kernel at once (``warm``: limits as a dict, use_bubblewrap, modules,
+    fork_server), then imports the grader while that kernel boots, and makes sure no warm kernel
+    (and no fork server) outlives the process.
     """
     import atexit
     from multiprocessing import util
 
     skip_slow_optional_imports()
-    util.Finalize(None, drain, exitpriority=100)
+    from .sandbox import close_fork_servers
+
+    util.Finalize(None, drain, exitpriority=100)  # multiprocessing's workers skip atexit
+    util.Finalize(None, close_fork_servers, exitpriority=90)
     atexit.register(drain)
     if warm is not None:
-        limits, use_bubblewrap, modules = warm
-        prepare_warm(Limits(**limits), use_bubblewrap, tuple(modules))
+        limits, use_bubblewrap, modules, fork_server = warm
+        prepare_warm(Limits(**limits), use_bubblewrap, tuple(modules), fork_server)
     from . import grade  # noqa: F401 - nbgrader, nbclient: imported while the kernel starts
     logging.getLogger("traitlets").setLevel(logging.WARNING)
 
@@ -254,8 +275,10 @@ def run_task(task):
     ``task`` keys: ``id``, ``where`` (student/assignment/notebook, for messages), ``notebook``
     (the sanitized notebook as a dict), ``checks`` (the assignment's hidden checks), ``limits``
     (``Limits`` as a dict), ``use_bubblewrap``, ``require_sandbox`` (refuse to run where
-    bubblewrap is missing), ``prewarm`` (modules this notebook's kernel may pre-import) and
-    ``prewarm_next`` (modules for the kernel started ahead for the next task, or None).
+    bubblewrap is missing), ``modules`` (the heavy modules of the assignment's source notebooks,
+    which the fork server or a warm kernel imports ahead), ``fork_server`` (fork kernels from a
+    pre-warmed interpreter where possible), ``prewarm`` (take the kernel started ahead, if any)
+    and ``prewarm_next`` (modules for the kernel started ahead for the next task, or None).
     """
     from .grade import execute_submission
 
@@ -271,12 +294,13 @@ def run_task(task):
     if use_bubblewrap and task.get("require_sandbox") and bubblewrap() is None:
         raise SandboxMissing(f"bubblewrap (bwrap) is not installed on the worker {socket.gethostname()}: "
                              "it refuses to run student code without the sandbox (apt-get install bubblewrap)")
-    modules = tuple(task.get("prewarm") or ())
-    warm = None
-    if task.get("prewarm") is not None:
-        warm = take_warm(warm_key(limits, use_bubblewrap, modules), log)
+    modules = tuple(task.get("modules") or ())
+    wants_fork = bool(task.get("fork_server"))
+    server = fork_server_for(modules, use_bubblewrap, wants_fork, log)
+    warm = take_warm(warm_key(limits, use_bubblewrap, modules), log) if task.get("prewarm") else None
     if task.get("prewarm_next") is not None:
-        prepare_warm(limits, use_bubblewrap, tuple(task["prewarm_next"]))
-    notebook = execute_submission(task["notebook"], task["checks"], limits, log, task["where"], use_bubblewrap, warm=warm)
+        prepare_warm(limits, use_bubblewrap, tuple(task["prewarm_next"]), wants_fork)
+    notebook = execute_submission(task["notebook"], task["checks"], limits, log, task["where"], use_bubblewrap,
+                                  warm=warm, fork_server=server)
     return {"id": task["id"], "notebook": notebook, "log": handler.records, "seconds": time.perf_counter() - started,
             "host": socket.gethostname(), "pid": os.getpid(), "warm": warm is not None}

@@ -171,7 +171,8 @@ def test_feedback_csv_report_and_summary_are_written(graded):
     assert "5 submission(s) graded" in out and "a2-losses" in out and "mean score" in out
     scratch = scratch_folder(course)
     assert not sandbox_leftovers(marker=str(scratch)), "a sandboxed kernel outlived the batch"
-    assert not list(scratch.glob("course-sandbox-*")), "sandbox folders were left behind"
+    assert not list(scratch.glob("course-sandbox-*")) and not list(scratch.glob("course-fs-*")), \
+        "sandbox or fork server folders were left behind"
 
 
 @pytest.mark.slow
