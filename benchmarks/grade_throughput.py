@@ -9,14 +9,15 @@ ones (untouched stubs, a syntax error, an exception at the top, a file that is n
                  assignment, then `nbgrader generate_feedback` per assignment and `nbgrader export`;
 * course grade - `course grade a1-distributions a2-losses a3-bigram a4-torch-cross-entropy`: the
                  trusted pipeline (bubblewrap sandbox, hidden checks) on a local pool, one worker
-                 per core, pre-warmed kernels; feedback, grades.csv and reports included;
+                 per core, kernels forked from a pre-warmed fork server; feedback, grades.csv and
+                 reports included;
 * course grade --no-feedback - the same without feedback (grades, grades.csv and reports), to
                  compare with `nbgrader autograde` alone.
 
 Printed: wall time and seconds per submission of each, the throughput ratios (grading alone:
 stock autograde vs `course grade --no-feedback`; everything: stock autograde + generate_feedback
-+ export vs `course grade`), the peak memory of each run's process tree (RSS summed over every
-process, kernels included, sampled every 0.2 s), and whether the honest (correct) submissions got
++ export vs `course grade`), the peak memory of each run's process tree (PSS summed over every
+process, kernels included, sampled every 0.5 s), and whether the honest (correct) submissions got
 identical scores from both.
 
     .venv/bin/python benchmarks/grade_throughput.py [--per-assignment 15] [--workers N]
@@ -90,9 +91,13 @@ def populate(course, per_assignment):
 
 
 class MemorySampler:
-    """Peak RSS of a process and all its descendants, summed, sampled in a thread."""
+    """Peak memory of a process and all its descendants, sampled in a thread.
 
-    def __init__(self, pid, interval=0.2):
+    Summed as PSS (proportional set size): a page shared by several processes, such as the
+    modules kernels forked from one fork server inherit, is counted once in all, not once per
+    process as an RSS sum would."""
+
+    def __init__(self, pid, interval=0.5):
         self.pid, self.interval, self.peak = pid, interval, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -105,7 +110,7 @@ class MemorySampler:
                 total = 0
                 for process in [root, *root.children(recursive=True)]:
                     try:
-                        total += process.memory_info().rss
+                        total += process.memory_full_info().pss
                     except psutil.Error:
                         pass
                 self.peak = max(self.peak, total)

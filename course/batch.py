@@ -346,6 +346,7 @@ class GradeRun:
         self.state = self._load_state()
         self.db_key = hashlib.sha256(self.db_url.encode()).hexdigest()[:16]
         self.pool_description = ""
+        self._task_count = 0
         self.feedback_queue = []
         self.timing = dict.fromkeys(("sanitize", "record", "feedback", "report"), 0.0)
 
@@ -600,51 +601,30 @@ class GradeRun:
         try:
             ready = []
             if pool is not None:
-                tasks = []
-                for submission in order:
-                    submission.started = time.perf_counter()
-                    for path in submission.notebooks:
-                        try:
-                            clock = time.perf_counter()
-                            sanitized = self.sanitize(submission, path)
-                            self.timing["sanitize"] += time.perf_counter() - clock
-                        except Exception as error:  # the record step meets it again and reports it
-                            self.log.warning("%s/%s: sanitizing failed (%s: %s); nbgrader will handle it",
-                                             submission.where, path.stem, type(error).__name__, error)
-                            continue
-                        if not any(c.cell_type == "code" for c in sanitized.cells):
-                            continue  # nothing to execute (an unreadable notebook, say): recorded here
-                        task_id = f"{len(tasks)}"
-                        submission.tasks[path.stem] = task_id
-                        tasks.append((submission, path.stem, sanitized))
-                    if not submission.tasks:
-                        ready.append(submission)
                 if self.scheduler:
                     self.pool_description = pool.describe()
                 slots = pool.slots()
-                for index, (submission, notebook, sanitized) in enumerate(tasks):
-                    run = runs[submission.assignment]
-                    # The last few tasks start no kernel ahead: no worker has a next task to use it.
-                    following = tasks[index + 1][0] if index + slots < len(tasks) else None
-                    task = {"id": submission.tasks[notebook], "where": f"{submission.where}/{notebook}",
-                            "notebook": sanitized, "checks": run.checks, "limits": asdict(self.limits),
-                            "use_bubblewrap": self.executor_settings.use_bubblewrap,
-                            "require_sandbox": self.executor_settings.use_bubblewrap and pool.kind == "dask",
-                            "modules": run.modules, "fork_server": fork, "prewarm": self.settings.prewarm,
-                            "prewarm_next": (runs[following.assignment].modules
-                                             if following is not None and self.settings.prewarm else None)}
-                    digest = notebook_digest(sanitized)
+                notebooks = [(submission, path) for submission in order for path in submission.notebooks]
+                for submission in order:
+                    submission.started = time.perf_counter()
+                # Each notebook goes to the workers as soon as it is sanitized, so they start at once.
+                for index, (submission, path) in enumerate(notebooks):
+                    notebook = path.stem
                     try:
-                        future = pool.submit(task)
-                    except Exception as error:  # cannot even send it: executed here when recorded
-                        submission.worker_problems.append(f"{notebook}: not sent to a worker ({type(error).__name__}: "
-                                                          f"{error}); executed here instead")
-                        self.log.error("%s/%s: could not send to a worker: %s", submission.where, notebook, error)
-                        submission.tasks.pop(notebook, None)
-                        if not submission.tasks:
-                            ready.append(submission)
-                        continue
-                    future.add_done_callback(lambda f, s=submission, n=notebook, d=digest: done.put((s, n, d, f)))
+                        clock = time.perf_counter()
+                        sanitized = self.sanitize(submission, path)
+                        self.timing["sanitize"] += time.perf_counter() - clock
+                    except Exception as error:  # the record step meets it again and reports it
+                        self.log.warning("%s/%s: sanitizing failed (%s: %s); nbgrader will handle it",
+                                         submission.where, notebook, type(error).__name__, error)
+                        sanitized = None
+                    if sanitized is not None and any(c.cell_type == "code" for c in sanitized.cells):
+                        self._dispatch(pool, submission, notebook, sanitized, runs, done, ready,
+                                       following=notebooks[index + 1][0] if index + slots < len(notebooks) else None)
+                    # else: nothing to execute (an unreadable notebook, say): recorded here
+                    last_of_submission = index + 1 == len(notebooks) or notebooks[index + 1][0] is not submission
+                    if last_of_submission and not submission.tasks and submission not in ready:
+                        ready.append(submission)
             else:
                 ready = list(todo)
                 for submission in ready:
@@ -689,6 +669,32 @@ class GradeRun:
             if pool is not None:
                 pool.close()
         self._flush_feedback()
+
+    def _dispatch(self, pool, submission, notebook, sanitized, runs, done, ready, following):
+        """Send one sanitized notebook to the workers; its result comes back through ``done``."""
+        run = runs[submission.assignment]
+        fork = self.executor_settings.fork_server
+        task_id = f"{self._task_count}"
+        self._task_count += 1
+        # The last few tasks start no kernel ahead: no worker has a next task to use it.
+        task = {"id": task_id, "where": f"{submission.where}/{notebook}",
+                "notebook": sanitized, "checks": run.checks, "limits": asdict(self.limits),
+                "use_bubblewrap": self.executor_settings.use_bubblewrap,
+                "require_sandbox": self.executor_settings.use_bubblewrap and pool.kind == "dask",
+                "modules": run.modules, "fork_server": fork, "prewarm": self.settings.prewarm,
+                "prewarm_next": (runs[following.assignment].modules
+                                 if following is not None and self.settings.prewarm else None)}
+        digest = notebook_digest(sanitized)
+        submission.tasks[notebook] = task_id
+        try:
+            future = pool.submit(task)
+        except Exception as error:  # cannot even send it: executed here when recorded
+            submission.worker_problems.append(f"{notebook}: not sent to a worker ({type(error).__name__}: "
+                                              f"{error}); executed here instead")
+            self.log.error("%s/%s: could not send to a worker: %s", submission.where, notebook, error)
+            submission.tasks.pop(notebook, None)
+            return
+        future.add_done_callback(lambda f, s=submission, n=notebook, d=digest: done.put((s, n, d, f)))
 
     def _finish(self, submission):
         """Record one submission in the gradebook and write its feedback; True if it failed."""

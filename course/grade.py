@@ -196,7 +196,8 @@ class SandboxedExecute(NbGraderPreprocessor):
             self.log.error("%s: %s", where, problem)
             checks = {}
         server = None
-        if self.fork_server and self.use_bubblewrap and ForkServer.available():
+        has_code = any(c.cell_type == "code" for c in nb.cells)  # else nothing will run: no server needed
+        if has_code and self.fork_server and self.use_bubblewrap and ForkServer.available():
             modules = source_imports(source_notebooks(self.config, assignment), self.preload_modules)
             try:
                 server = shared_fork_server(modules)

@@ -336,6 +336,14 @@ class ForkServer:
             return ""
 
     def close(self):
+        import socket
+
+        try:
+            # shutdown() first: close() alone would not wake the reader thread's recv(), and the
+            # server would not see the end of the connection until that thread let go of it.
+            self._control.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self._control.close()  # the server kills its kernels and exits
         except OSError:
