@@ -22,8 +22,9 @@ Nothing is shared between two students but the pages both inherit from the fork 
 copy-on-write: the modules as they were right after import.  The random generators are
 re-seeded in each kernel.
 
-This file runs inside the sandbox as ``python -c``: it imports nothing of the course package
-(the course folder is not mounted there), only the standard library and ipykernel.
+This file runs inside the sandbox, copied into the fork server's own folder: it imports nothing
+of the course package (the course folder is not mounted there), only the standard library and
+ipykernel.
 
 Protocol, over a Unix ``SOCK_SEQPACKET`` socket (one JSON message per packet):
 
@@ -266,4 +267,5 @@ if __name__ == "__main__":
     import json
     import sys
 
+    del sys.path[0]  # this script's folder: a kernel's imports must not look there
     serve(int(sys.argv[1]), json.loads(sys.argv[2]))

@@ -243,8 +243,11 @@ class ForkServer:
         self.server_log = self.root / "server.log"
         settings = {"modules": list(self.modules), "staging": FORK_STAGING, "channels": str(self.root),
                     "home": str(SANDBOX_HOME)}
-        source = Path(__file__).with_name("forkserver.py").read_text()
-        command = fork_server_arguments(self.root) + [sys.executable, "-c", source, str(server_end.fileno()),
+        # The server's code is copied into its own folder: the course package is not mounted in the sandbox.
+        script = self.root / "forkserver.py"
+        shutil.copyfile(Path(__file__).with_name("forkserver.py"), script)
+        os.chmod(script, 0o644)
+        command = fork_server_arguments(self.root) + [sys.executable, str(script), str(server_end.fileno()),
                                                        json.dumps(settings)]
         with open(self.server_log, "wb") as log:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
