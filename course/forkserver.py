@@ -95,6 +95,8 @@ def serve(control_fd, settings):
                             (resource.RLIMIT_FSIZE, limits["file_bytes"]),
                             (resource.RLIMIT_CORE, 0),
                             (resource.RLIMIT_NOFILE, limits["open_files"])):
+            hard = resource.getrlimit(kind)[1]
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)  # raising needs a capability
             resource.setrlimit(kind, (value, value))
         os.setgroups([])
         os.setresgid(uid, uid, uid)
@@ -153,7 +155,11 @@ def serve(control_fd, settings):
         kernelapp.launch_new_instance()
 
     def child(request, log_fd, report):
-        """Forked for one submission: never returns."""
+        """Forked for one submission: never returns.
+
+        Reports on ``report``, one JSON line each: the pid of the sandbox's init (from this
+        process), then ``ready`` or the ``error`` that stopped the sandbox's set-up (from the init),
+        so a failure here is the server's answer, and the grader can start that kernel cold."""
         try:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.dup2(null, 0)
@@ -169,12 +175,17 @@ def serve(control_fd, settings):
             checked(libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
             init = os.fork()
             if init:
-                os.write(report, json.dumps({"pid": init}).encode())
+                os.write(report, json.dumps({"pid": init}).encode() + b"\n")
                 os._exit(0)
+            try:
+                enter_sandbox(request)
+                drop_privileges(request["uid"], request["limits"])
+                os.chdir(home)
+            except BaseException as error:  # noqa: BLE001
+                os.write(report, json.dumps({"error": f"{type(error).__name__}: {error}"}).encode() + b"\n")
+                raise
+            os.write(report, b'{"ready": true}\n')
             os.close(report)
-            enter_sandbox(request)
-            drop_privileges(request["uid"], request["limits"])
-            os.chdir(home)
             kernel = os.fork()
             if kernel == 0:
                 try:
@@ -207,9 +218,12 @@ def serve(control_fd, settings):
             answer += chunk
         os.close(read_end)
         os.waitpid(pid, 0)
-        if not answer:
-            return None
-        return json.loads(answer)["pid"]
+        report = {}
+        for line in answer.splitlines():
+            report.update(json.loads(line))
+        if "error" in report or not report.get("ready"):
+            raise RuntimeError(report.get("error", "the sandbox did not start (see the kernel log)"))
+        return report["pid"]
 
     def send(message):
         control.send(json.dumps(message).encode())
@@ -237,8 +251,6 @@ def serve(control_fd, settings):
                     if len(fds) != 1:
                         raise ValueError("no log file descriptor came with the request")
                     pid = spawn(request, fds[0])
-                    if pid is None:
-                        raise RuntimeError("the sandbox did not start (see the kernel log)")
                     kernels[pid] = request["spawn"]
                     send({"spawned": request["spawn"], "pid": pid})
                 except Exception as error:  # noqa: BLE001

@@ -299,6 +299,8 @@ class ForkServer:
 
         if self.root.resolve() not in Path(channel).resolve().parents:
             raise ForkServerError(f"the channel {channel} is not under the fork server's folder {self.root}")
+        if not SANDBOX_UID_RANGE[0] <= uid < SANDBOX_UID_RANGE[1]:
+            raise ForkServerError(f"refusing user id {uid}: sandbox user ids are in {SANDBOX_UID_RANGE}")
         request_limits = asdict(limits)
         request_limits["limit_data"] = bool(gpu_devices())  # CUDA reserves huge address space; limit data instead
         request_limits["processes"] = limits.processes + 1  # the sandbox's init counts as one

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from course.grade import new_scratch
-from course.sandbox import ForkServer, Limits, SandboxedKernelManager
+from course.sandbox import ForkServer, ForkServerError, Limits, SandboxedKernelManager
 from nbclient import NotebookClient
 
 pytestmark = pytest.mark.skipif(not ForkServer.available(), reason="the fork server needs root and bubblewrap")
@@ -175,6 +175,19 @@ print(json.dumps({'held': len(blocks) * 128, 'cpu': resource.getrlimit(resource.
     km.kill_everything()
     assert seen["held"] < 2048, "the 2 GiB memory limit did not hold"
     assert seen["cpu"] == LIMITS.notebook_cpu_seconds and seen["nproc"] == LIMITS.processes + 1
+
+
+def test_a_sandbox_that_cannot_be_set_up_is_refused_and_the_server_goes_on(server):
+    scratch = new_scratch(server)
+    missing = scratch / "channel"  # never made: the sandbox cannot mount it
+    with open(scratch / "kernel.log", "wb") as log:
+        with pytest.raises(ForkServerError, match="mount"):
+            server.spawn(missing, ["-f", str(missing / "kernel.json")], 250_000, LIMITS, log.fileno())
+        with pytest.raises(ForkServerError, match="user id"):
+            server.spawn(missing, ["-f", str(missing / "kernel.json")], 0, LIMITS, log.fileno())
+    seen, km = run(server, "print(json.dumps({'still': 'serving'}))")
+    km.kill_everything()
+    assert seen == {"still": "serving"}
 
 
 def test_a_dead_fork_server_costs_time_not_a_grade(tmp_path):
