@@ -71,6 +71,7 @@ def serve(control_fd, settings):
 
     control = socket.socket(fileno=control_fd)
     staging = settings["staging"]
+    scratch_staging = settings["scratch_staging"]
     channels = settings["channels"]
     home = settings["home"]
 
@@ -112,6 +113,36 @@ def serve(control_fd, settings):
         if os.getuid() != uid or os.geteuid() != uid or os.getgroups():
             raise PermissionError("could not change to the sandbox user")
 
+    def mount_points():
+        with open("/proc/self/mountinfo") as mounts:
+            for line in mounts:
+                point = line.split()[4]
+                yield point.encode().decode("unicode_escape") if "\\" in point else point
+
+    def fresh_tmpfs(folder, options, hide):
+        """A new tmpfs at ``folder`` that keeps what is mounted under it (a virtual environment
+        under /tmp, read-only), except ``hide`` (every submission's channel).
+
+        The tmpfs is made at a staging point, the mounts under ``folder`` are bound into it
+        read-only, and then it is moved over ``folder`` with them."""
+        mount("tmpfs", scratch_staging, "tmpfs", MS_NOSUID | MS_NODEV, options)
+        kept = []
+        for point in sorted(set(mount_points())):
+            inside = point.startswith(folder.rstrip("/") + "/")
+            hidden = point == hide or point.startswith(hide.rstrip("/") + "/")
+            if not inside or hidden or any(point.startswith(k + "/") for k in kept):
+                continue
+            target = scratch_staging + point[len(folder.rstrip("/")):]
+            if os.path.isdir(point):
+                os.makedirs(target, mode=0o755, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+                open(target, "a").close()
+            mount(point, target, None, MS_BIND | MS_REC)
+            mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+            kept.append(point)
+        mount(scratch_staging, folder, None, MS_MOVE)
+
     def enter_sandbox(request):
         """In a new mount namespace: fresh /proc and scratch space; only this channel visible."""
         limits = request["limits"]
@@ -124,8 +155,8 @@ def serve(control_fd, settings):
         mount(request["channel"], staging, None, MS_BIND)
         for folder in ("/tmp", "/var/tmp", home, "/dev/shm"):
             if os.path.isdir(folder):
-                mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, f"size={limits['scratch_bytes']},mode=1777")
-        if os.path.isdir(channels):  # may already be hidden (under /tmp)
+                fresh_tmpfs(folder, f"size={limits['scratch_bytes']},mode=1777", hide=channels)
+        if os.path.isdir(channels):  # not under one of those folders: hide it by itself
             mount("tmpfs", channels, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
         os.makedirs(request["channel"], mode=0o755, exist_ok=True)
         mount(staging, request["channel"], None, MS_MOVE)

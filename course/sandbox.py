@@ -37,8 +37,10 @@ SANDBOX_HOME = Path("/home/student")
 # User ids well above any real account; one per sandbox so that process
 # limits and the final sweep apply to exactly one submission.
 SANDBOX_UID_RANGE = (200_000, 900_000)
-# Where a forked kernel's own channel is mounted for a moment while it hides all the others.
+# Where a forked kernel's own channel is mounted for a moment while it hides all the others, and
+# where its fresh scratch folders are prepared before they are moved into place.
 FORK_STAGING = "/run/course-channel"
+FORK_SCRATCH_STAGING = "/run/course-scratch"
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ def fork_server_arguments(root: Path):
     before any student code runs.
     """
     capabilities = ["CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_NET_ADMIN", "CAP_KILL", "CAP_DAC_OVERRIDE"]
-    args = _sandbox_arguments(root, 16 * 1024**2, extra=["--perms", "0755", "--dir", FORK_STAGING])
+    args = _sandbox_arguments(root, 16 * 1024**2, extra=["--perms", "0755", "--dir", FORK_STAGING,
+                                                         "--perms", "0755", "--dir", FORK_SCRATCH_STAGING])
     for capability in capabilities:
         args[1:1] = ["--cap-add", capability]
     return args
@@ -241,7 +244,8 @@ class ForkServer:
         self._ready = False
         self._counter = 0
         self.server_log = self.root / "server.log"
-        settings = {"modules": list(self.modules), "staging": FORK_STAGING, "channels": str(self.root),
+        settings = {"modules": list(self.modules), "staging": FORK_STAGING, "scratch_staging": FORK_SCRATCH_STAGING,
+                    "channels": str(self.root),
                     "home": str(SANDBOX_HOME)}
         # The server's code is copied into its own folder: the course package is not mounted in the sandbox.
         script = self.root / "forkserver.py"

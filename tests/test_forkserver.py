@@ -76,6 +76,8 @@ print(json.dumps({
     'write_usr': can(lambda: open('/usr/x', 'w')), 'network': can(outside), 'loopback': can(loopback),
     'channels': sorted(os.listdir(CHANNELS)) if os.path.isdir(CHANNELS) else None,
     'cwd': os.getcwd(), 'torch_preloaded': 'torch' in __import__('sys').modules,
+    'environment_visible': os.path.isfile(os.path.join(__import__('sys').prefix, 'pyvenv.cfg')),
+    'lazy_import': __import__('importlib').util.find_spec('nbformat') is not None and bool(__import__('nbformat')),
 }))
 """
 
@@ -114,6 +116,8 @@ def test_a_forked_kernel_is_sandboxed_like_a_cold_one(server):
     assert not seen["course_visible"] and not seen["solutions_visible"]
     assert not seen["write_usr"] and not seen["network"] and seen["loopback"]
     assert seen["cwd"] == "/home/student"
+    # The Python environment stays mounted, read-only, even where it lives under /tmp (a CI clone):
+    assert seen["environment_visible"] and seen["lazy_import"]
     assert seen["pids"][:2] == [1, 2], "PID 1 (the reaper) and the kernel, in a namespace of their own"
     assert not seen["torch_preloaded"], "this server preloads numpy only"
 
