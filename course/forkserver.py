@@ -114,10 +114,11 @@ def serve(control_fd, settings):
             raise PermissionError("could not change to the sandbox user")
 
     def mount_points():
+        import re
+
         with open("/proc/self/mountinfo") as mounts:
-            for line in mounts:
-                point = line.split()[4]
-                yield point.encode().decode("unicode_escape") if "\\" in point else point
+            for line in mounts:  # the fifth field; spaces and the like are written as octal escapes
+                yield re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
 
     def fresh_tmpfs(folder, options, hide):
         """A new tmpfs at ``folder`` that keeps what is mounted under it (a virtual environment

@@ -16,6 +16,11 @@ Inside it:
   down when grading of that submission ends, and a sweep kills anything left
   under the throw-away user id.
 
+A kernel is either started by bubblewrap itself (cold) or, where the grader
+runs as root, forked by a ``ForkServer`` (``course.forkserver``): a pre-warmed
+interpreter in a sandbox of its own, which gives each fork the same sandbox
+before any student code runs, without paying for Python and torch each time.
+
 Without bubblewrap (an instructor's Mac, say) grading still runs with the
 resource limits only, and a loud warning names what is not enforced.
 """
