@@ -11,6 +11,7 @@ failed check and a plain message for a passed one, and nbgrader's own
 (restoring test cells from the gradebook, checksums, late penalties,
 feedback, export) is unchanged.
 """
+import functools
 import shutil
 import subprocess
 import tempfile
@@ -29,8 +30,8 @@ from traitlets import Bool, Float, Integer, List, Unicode
 from . import ROOT
 from .check import HiddenCheckError, Verdict, judge, load_hidden_checks, new_nonce, reply_from_outputs, request_for, harness_code
 from .harness import RESULT_MIME
-from .sandbox import (ForkServer, ForkServerError, Limits, SandboxedKernelManager, Watchdog, shared_fork_server,
-                      socket_folder)
+from .sandbox import (ForkServer, ForkServerError, Limits, SandboxedKernelManager, Watchdog, file_tail,
+                      shared_fork_server, socket_folder)
 
 SAFE_OUTPUT_TYPES = {"text/plain", "image/png", "image/jpeg"}
 TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
@@ -234,30 +235,42 @@ def source_notebooks(config, assignment):
 
 def source_imports(paths, allowed):
     """The ``allowed`` modules that these notebooks import at top level: the instructor's code, never a student's."""
-    import ast
-
     found = set()
     for path in paths:
         try:
-            notebook = nbformat.read(path, as_version=4)
-        except Exception:
+            found |= _modules_imported_by(str(path), Path(path).stat().st_mtime_ns)
+        except OSError:
             continue
-        for cell in notebook.cells:
-            if cell.cell_type != "code":
-                continue
-            try:
-                tree = ast.parse(cell.source)
-            except SyntaxError:
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Import):
-                    found.update(alias.name.split(".")[0] for alias in node.names)
-                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    found.add(node.module.split(".")[0])
     modules = found & set(allowed)
     for module in list(modules):
         modules |= IMPLIED_IMPORTS.get(module, set()) & set(allowed)
     return tuple(sorted(modules))
+
+
+@functools.lru_cache(maxsize=64)
+def _modules_imported_by(path, mtime_ns):
+    """Top-level names of the modules a notebook imports; read once per version of the file
+    (``nbgrader autograde`` asks again for every submission)."""
+    import ast
+
+    try:
+        notebook = nbformat.read(path, as_version=4)
+    except Exception:
+        return frozenset()
+    found = set()
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module.split(".")[0])
+    return frozenset(found)
 
 
 def execute_submission(nb, checks, limits, log, where="submission", use_bubblewrap=True, warm=None, fork_server=None):
@@ -363,10 +376,7 @@ class SubmissionRun:
             pass
 
     def kernel_log_tail(self):
-        try:
-            return self.kernel_log.read_bytes()[-2000:].decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return file_tail(self.kernel_log)
 
     def run_cell(self, cell, index, deadline):
         self.client.timeout = max(1.0, min(self.limits.cell_seconds, deadline - time.monotonic()))

@@ -30,6 +30,7 @@ import secrets
 import shutil
 import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -212,6 +213,14 @@ def socket_folder():
     return folder if len(folder) <= 56 else "/tmp"
 
 
+def file_tail(path: Path, size: int = 2000):
+    """The end of a log file, for an error message ("" if it cannot be read)."""
+    try:
+        return Path(path).read_bytes()[-size:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 class ForkServerError(RuntimeError):
     pass
 
@@ -235,7 +244,6 @@ class ForkServer:
         import socket
         import subprocess
         import tempfile
-        import threading
 
         if not self.available():
             raise ForkServerError("a fork server needs root and bubblewrap on Linux")
@@ -250,8 +258,7 @@ class ForkServer:
         self._counter = 0
         self.server_log = self.root / "server.log"
         settings = {"modules": list(self.modules), "staging": FORK_STAGING, "scratch_staging": FORK_SCRATCH_STAGING,
-                    "channels": str(self.root),
-                    "home": str(SANDBOX_HOME)}
+                    "channels": str(self.root), "home": str(SANDBOX_HOME)}
         # The server's code is copied into its own folder: the course package is not mounted in the sandbox.
         script = self.root / "forkserver.py"
         shutil.copyfile(Path(__file__).with_name("forkserver.py"), script)
@@ -344,10 +351,7 @@ class ForkServer:
                 pass
 
     def log_tail(self):
-        try:
-            return self.server_log.read_bytes()[-2000:].decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return file_tail(self.server_log)
 
     def close(self):
         import socket
@@ -407,7 +411,7 @@ class ForkedKernel:
 
 
 _FORK_SERVERS = {}  # modules -> ForkServer, one per process
-_FORK_SERVERS_LOCK = __import__("threading").Lock()
+_FORK_SERVERS_LOCK = threading.Lock()
 
 
 def shared_fork_server(modules=()):
@@ -484,13 +488,11 @@ class SandboxedKernelManager(AsyncKernelManager):
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         if self.fork_server is None:
             return await super()._async_launch_kernel(kernel_cmd, **kw)
-        if not getattr(self, "kernel_arguments", None):
-            self.log.warning("the kernel is not ipykernel_launcher (%s); starting it cold", kernel_cmd[-5:])
-            self.fork_server = None
-            return await super()._async_launch_kernel(kernel_cmd, **kw)
         log = kw.get("stdout")
         log_fd = log.fileno() if hasattr(log, "fileno") else os.open(os.devnull, os.O_WRONLY)
         try:
+            if not getattr(self, "kernel_arguments", None):
+                raise ForkServerError(f"the kernel is not ipykernel_launcher ({kernel_cmd[-5:]})")
             process = self.fork_server.spawn(self.channel, self.kernel_arguments, self.sandbox_uid, self.limits, log_fd)
         except ForkServerError as error:  # costs time, never a grade: start this kernel cold instead
             self.log.warning("%s; starting the kernel cold", error)
@@ -540,8 +542,6 @@ class Watchdog:
     the sandbox's processes, and the size of the host-side channel folder."""
 
     def __init__(self, km: "SandboxedKernelManager", interval: float = 0.25):
-        import threading
-
         self.km, self.interval = km, interval
         self.violation = None
         self._cell_start_cpu = 0.0
