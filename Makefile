@@ -6,11 +6,11 @@ STAMP  := $(VENV)/.installed-stamp
 # Tools the course runs (nbgrader, alembic, jupyter-book) come from the virtual environment.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: book release test lock clean help
+.PHONY: book release test system-packages lock clean help
 
 help:
 	@echo "make book   - create .venv, install pinned dependencies, build the site into _build/html, release the assignments"
-	@echo "make test   - run the test suite (builds what it needs first)"
+	@echo "make test   - run the test suite (installs the Debian packages it needs and builds the site first)"
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version.split()[0]'
@@ -24,8 +24,12 @@ release: $(STAMP)
 book: $(STAMP) release
 	$(BIN)/course build
 
-test: book
+# The system packages come first: a missing one stops the run at once, before a long build.
+test: system-packages book
 	$(BIN)/python -m pytest
+
+system-packages:
+	@sh scripts/system-packages.sh
 
 # Regenerate the lock file from the current environment (after changing pyproject.toml).
 lock: $(STAMP)

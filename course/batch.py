@@ -48,6 +48,7 @@ from traitlets.config import Configurable
 from .check import HiddenCheckError, load_hidden_checks
 from .collect import DEFAULT_LMS_PATTERN, collect
 from .grade import SandboxedExecute, source_imports, source_notebooks
+from .sandbox import UNSANDBOXED, SandboxUnavailable, require_sandbox
 
 STATE_VERSION = 1
 FEEDBACK_BATCH = 4  # feedback is written in batches (templates compiled once per batch)
@@ -312,7 +313,7 @@ class GradeRun:
     """One ``course grade`` invocation."""
 
     def __init__(self, root=None, db_url=None, workers=None, scheduler=None, force=False, pattern=None,
-                 roster_only=False, progress=True, feedback=True, out=None):
+                 roster_only=False, progress=True, feedback=True, out=None, sandbox=True):
         from nbgrader.coursedir import CourseDirectory
 
         tools = str(Path(sys.executable).parent)  # nbgrader runs `alembic` when it creates a gradebook
@@ -320,6 +321,8 @@ class GradeRun:
             os.environ["PATH"] = tools + os.pathsep + os.environ.get("PATH", "")
         self.root = Path(root or os.getcwd()).resolve()
         self.config = load_config(self.root, db_url)
+        if not sandbox:  # --no-sandbox: the explicit opt-in, logged in full by the executor
+            self.config.SandboxedExecute.use_bubblewrap = False
         self.coursedir = CourseDirectory(config=self.config)
         self.settings = CourseGrade(config=self.config)
         self.db_url = self.coursedir.db_url
@@ -334,8 +337,17 @@ class GradeRun:
 
         warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's own session use, harmless and noisy
         self.executor_settings = SandboxedExecute(config=self.config)
+        if self.executor_settings.use_bubblewrap:
+            # Before anything is collected or graded: no sandbox here, no grading at all.
+            try:
+                require_sandbox()
+            except SandboxUnavailable as error:
+                raise UsageError(str(error)) from None
         self.limits = self.executor_settings.limits()
         self.log = self._logger()
+        if not self.executor_settings.use_bubblewrap:
+            self.log.warning(UNSANDBOXED)
+            self.say(f"WARNING: {UNSANDBOXED}")
         self.finish_config = copy.deepcopy(self.config)
         pipeline = list(self.config.Autograde.get("autograde_preprocessors", []))
         self.parallel = any(_is_sandboxed_execute(p) for p in pipeline)
@@ -680,7 +692,6 @@ class GradeRun:
         task = {"id": task_id, "where": f"{submission.where}/{notebook}",
                 "notebook": sanitized, "checks": run.checks, "limits": asdict(self.limits),
                 "use_bubblewrap": self.executor_settings.use_bubblewrap,
-                "require_sandbox": self.executor_settings.use_bubblewrap and pool.kind == "dask",
                 "modules": run.modules, "fork_server": fork, "prewarm": self.settings.prewarm,
                 "prewarm_next": (runs[following.assignment].modules
                                  if following is not None and self.settings.prewarm else None)}

@@ -32,6 +32,9 @@ def main(argv=None):
     grade.add_argument("--roster-only", action="store_true", help="accept only students already in the gradebook")
     grade.add_argument("--no-feedback", action="store_true", help="do not generate feedback HTML")
     grade.add_argument("--no-progress", action="store_true", help="no progress bar")
+    grade.add_argument("--no-sandbox", action="store_true",
+                       help="grade WITHOUT the bubblewrap sandbox (resource limits only; student code can read "
+                            "the course files and use the network): only on a single-user machine")
     args = parser.parse_args(argv)
 
     if args.verb == "build":
@@ -51,7 +54,8 @@ def main(argv=None):
         try:
             return grade(args.assignments, root=args.course, submissions=args.submissions, db_url=args.db,
                          workers=args.workers, scheduler=args.scheduler, force=args.force, pattern=args.pattern,
-                         roster_only=args.roster_only, feedback=not args.no_feedback, progress=not args.no_progress)
+                         roster_only=args.roster_only, feedback=not args.no_feedback, progress=not args.no_progress,
+                         sandbox=not args.no_sandbox)
         except UsageError as error:
             print(f"course grade: {error}", file=sys.stderr)
             return 2

@@ -31,7 +31,7 @@ from . import ROOT
 from .check import HiddenCheckError, Verdict, judge, load_hidden_checks, new_nonce, reply_from_outputs, request_for, harness_code
 from .harness import RESULT_MIME
 from .sandbox import (ForkServer, ForkServerError, Limits, SandboxedKernelManager, Watchdog, file_tail,
-                      shared_fork_server, socket_folder)
+                      require_sandbox, shared_fork_server, socket_folder, warn_unsandboxed)
 
 SAFE_OUTPUT_TYPES = {"text/plain", "image/png", "image/jpeg"}
 TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
@@ -173,7 +173,9 @@ class SandboxedExecute(NbGraderPreprocessor):
     notebook_cpu_seconds = Integer(600, help="CPU seconds per sandbox process").tag(config=True)
     max_processes = Integer(64, help="processes/threads of one sandbox").tag(config=True)
     output_chars_per_cell = Integer(20_000, help="output kept per cell").tag(config=True)
-    use_bubblewrap = Bool(True, help="run kernels in bubblewrap (False: resource limits only, with a warning)").tag(config=True)
+    use_bubblewrap = Bool(True, help=(
+        "run kernels in bubblewrap; where it is missing or cannot start, grading refuses. False grades "
+        "WITHOUT the sandbox (resource limits only, with a warning): only on a single-user machine")).tag(config=True)
     fork_server = Bool(True, help=(
         "fork each kernel from a pre-warmed interpreter that imported the assignment's heavy modules once "
         "(course.forkserver; needs root and bubblewrap, else kernels start cold)")).tag(config=True)
@@ -191,6 +193,10 @@ class SandboxedExecute(NbGraderPreprocessor):
         info = resources.get("nbgrader", {})
         assignment, student = info.get("assignment"), info.get("student")
         where = f"{student}/{assignment}/{info.get('notebook')}"
+        if self.use_bubblewrap:
+            require_sandbox()  # fails this submission, unrecorded, before any of its code runs
+        else:
+            warn_unsandboxed(self.log)
         try:
             checks = load_hidden_checks(assignment, root=Path(self.hidden_checks_directory).parent)
         except HiddenCheckError as problem:

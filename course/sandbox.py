@@ -21,15 +21,21 @@ runs as root, forked by a ``ForkServer`` (``course.forkserver``): a pre-warmed
 interpreter in a sandbox of its own, which gives each fork the same sandbox
 before any student code runs, without paying for Python and torch each time.
 
-Without bubblewrap (an instructor's Mac, say) grading still runs with the
-resource limits only, and a loud warning names what is not enforced.
+Without a working bubblewrap, grading refuses to run student code
+(``SandboxUnavailable``, naming the fix).  Running without the sandbox is an
+explicit opt-in (``c.SandboxedExecute.use_bubblewrap = False``, or
+``course grade --no-sandbox``) for a single-user laptop; a loud warning then
+names what is not enforced (``UNSANDBOXED``).
 """
+import functools
 import json
 import os
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -64,12 +70,73 @@ class Limits:
     max_message_bytes: int = 64 * 1024**2  # largest message the kernel may send the grader
 
 
-class SandboxUnavailable(UserWarning):
-    pass
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot start a sandbox: student code must not run."""
+
+
+class UnsandboxedGrading(UserWarning):
+    """Student code runs without the sandbox, because the instructor explicitly allowed it."""
+
+
+# What an instructor gives up by grading without the sandbox, said in full wherever it is allowed.
+UNSANDBOXED = (
+    "SANDBOX NOT ENFORCED: student code runs without bubblewrap, as the grading user, because the "
+    "configuration allows it (c.SandboxedExecute.use_bubblewrap = False or course grade --no-sandbox). "
+    "Not enforced: no network (student code can connect anywhere this machine can); a read-only system and "
+    "hidden course files (it can read solutions/, grader_tests/ and the gradebook, and write anywhere this "
+    "user can, the home folder included); process isolation (it can see and signal this user's processes; "
+    "ones it detaches may outlive grading); a throw-away user id. Still enforced: memory, CPU time, file size "
+    "and open files per process, CPU time per cell and notebook, cell and notebook time limits, output "
+    "limits, and hidden checks judged in the grader's process. Use this only on a single-user machine.")
+HOW_TO_SANDBOX = (
+    "Install bubblewrap (`apt-get install -y bubblewrap`), or, on a single-user machine where you accept "
+    "the risk, grade without the sandbox explicitly: c.SandboxedExecute.use_bubblewrap = False in "
+    "nbgrader_config.py, or `course grade --no-sandbox`.")
 
 
 def bubblewrap():
     return shutil.which("bwrap")
+
+
+def sandbox_problem():
+    """Why bubblewrap cannot sandbox student code here, or None when it can."""
+    path = bubblewrap()
+    if path is None:
+        return "bubblewrap is not installed (no `bwrap` on PATH)"
+    return _bubblewrap_start_problem(path, os.geteuid())
+
+
+@functools.lru_cache(maxsize=None)
+def _bubblewrap_start_problem(path, euid):
+    """Start the kernel's sandbox once, with a command that does nothing (cached per process)."""
+    with tempfile.TemporaryDirectory(prefix="course-probe-", dir=socket_folder()) as folder:
+        try:
+            probe = subprocess.run(_sandbox_arguments(Path(folder), 1024**2) + ["true"],
+                                   capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"bubblewrap ({path}) cannot start a sandbox: {error}"
+    if probe.returncode != 0:
+        said = " ".join(probe.stderr.split())[-400:] or f"exit status {probe.returncode}"
+        return f"bubblewrap ({path}) cannot start a sandbox here: {said}"
+    return None
+
+
+_UNSANDBOXED_SAID = threading.Event()
+
+
+def warn_unsandboxed(log):
+    """Say in full, once per process, what grading without the sandbox gives up."""
+    if not _UNSANDBOXED_SAID.is_set():
+        _UNSANDBOXED_SAID.set()
+        warnings.warn(UNSANDBOXED, UnsandboxedGrading, stacklevel=3)
+        log.warning(UNSANDBOXED)
+
+
+def require_sandbox():
+    """Raise ``SandboxUnavailable`` unless bubblewrap can sandbox student code here."""
+    problem = sandbox_problem()
+    if problem:
+        raise SandboxUnavailable(f"refusing to run student code: {problem}. {HOW_TO_SANDBOX}")
 
 
 def _read_only_mounts():
@@ -207,8 +274,6 @@ def sandbox_environment(home: Path):
 def socket_folder():
     """Where channel folders go: the temp folder, unless its path is too long for the kernel's
     Unix sockets (at most 107 bytes: ``<folder>/<server>/<submission>/channel/kernel-4``)."""
-    import tempfile
-
     folder = tempfile.gettempdir()
     return folder if len(folder) <= 56 else "/tmp"
 
@@ -454,7 +519,9 @@ class SandboxedKernelManager(AsyncKernelManager):
         self.fork_server = fork_server if use_bubblewrap else None
         self.limits = limits
         self.sandbox_uid = SANDBOX_UID_RANGE[0] + secrets.randbelow(SANDBOX_UID_RANGE[1] - SANDBOX_UID_RANGE[0])
-        self.enforced = use_bubblewrap and bubblewrap() is not None
+        if use_bubblewrap:
+            require_sandbox()  # never a silent fallback: no sandbox, no student code
+        self.enforced = use_bubblewrap
         self.channel.mkdir(parents=True, exist_ok=True)
         # The grader refuses oversized messages instead of parsing them.
         context = zmq.asyncio.Context()
@@ -474,14 +541,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         if os.geteuid() == 0:
             os.chown(self.connection_file, self.sandbox_uid, self.sandbox_uid)
         if not self.enforced:
-            warnings.warn(
-                "bubblewrap (bwrap) is not installed or is turned off: student code runs WITHOUT the sandbox. "
-                "Not enforced: no-network, read-only system, hidden course files, process isolation. "
-                "Only resource limits (memory, CPU, processes, file size) apply. "
-                "Install it with `apt-get install bubblewrap`.",
-                SandboxUnavailable, stacklevel=2)
-            self.log.warning("SANDBOX NOT ENFORCED (bubblewrap missing): network, filesystem and process "
-                             "isolation are off; only resource limits apply. Install bubblewrap.")
+            warn_unsandboxed(self.log)
             return rlimit_only_arguments(self.limits) + command
         return bubblewrap_arguments(self.channel, self.sandbox_uid, self.limits) + command
 

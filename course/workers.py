@@ -33,14 +33,10 @@ import time
 import sys
 from dataclasses import asdict
 
-from .sandbox import ForkServer, ForkServerError, Limits, SandboxedKernelManager, bubblewrap, shared_fork_server
+from .sandbox import ForkServer, ForkServerError, Limits, SandboxedKernelManager, require_sandbox, shared_fork_server
 
 WARM_START_TIMEOUT = 120.0
 WARM_MAX_IDLE = 900.0  # a warm kernel that waited longer than this is not trusted to be healthy
-
-
-class SandboxMissing(RuntimeError):
-    pass
 
 
 class WarmKernel:
@@ -201,7 +197,10 @@ def prepare_warm(limits, use_bubblewrap, modules, fork_server=True):
     if state.warm is not None:
         state.warm.discard()
         state.warm = None
-    warm = WarmKernel(limits, use_bubblewrap, modules, fork_server_for(modules, use_bubblewrap, fork_server))
+    try:
+        warm = WarmKernel(limits, use_bubblewrap, modules, fork_server_for(modules, use_bubblewrap, fork_server))
+    except Exception:  # no sandbox here: the submission itself will refuse, and say why
+        return
     try:
         warm.launch(_loop())
     except Exception:  # no warm kernel then; the next submission starts a cold one and says why
@@ -274,8 +273,8 @@ def run_task(task):
 
     ``task`` keys: ``id``, ``where`` (student/assignment/notebook, for messages), ``notebook``
     (the sanitized notebook as a dict), ``checks`` (the assignment's hidden checks), ``limits``
-    (``Limits`` as a dict), ``use_bubblewrap``, ``require_sandbox`` (refuse to run where
-    bubblewrap is missing), ``modules`` (the heavy modules of the assignment's source notebooks,
+    (``Limits`` as a dict), ``use_bubblewrap`` (refuse to run where
+    bubblewrap is missing or cannot start, unless False), ``modules`` (the heavy modules of the assignment's source notebooks,
     which the fork server or a warm kernel imports ahead), ``fork_server`` (fork kernels from a
     pre-warmed interpreter where possible), ``prewarm`` (take the kernel started ahead, if any)
     and ``prewarm_next`` (modules for the kernel started ahead for the next task, or None).
@@ -291,9 +290,11 @@ def run_task(task):
     limits = Limits(**task["limits"])
     use_bubblewrap = bool(task.get("use_bubblewrap", True))
     _loop()  # before nbclient picks one
-    if use_bubblewrap and task.get("require_sandbox") and bubblewrap() is None:
-        raise SandboxMissing(f"bubblewrap (bwrap) is not installed on the worker {socket.gethostname()}: "
-                             "it refuses to run student code without the sandbox (apt-get install bubblewrap)")
+    if use_bubblewrap:
+        try:
+            require_sandbox()
+        except Exception as error:
+            raise type(error)(f"worker {socket.gethostname()}: {error}") from None
     modules = tuple(task.get("modules") or ())
     wants_fork = bool(task.get("fork_server"))
     server = fork_server_for(modules, use_bubblewrap, wants_fork, log)

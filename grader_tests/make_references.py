@@ -8,8 +8,12 @@ edge cases included, and writes ``grader_tests/references/<id>.json``:
 ``{"checks": {grade_id: [case, ...]}}``.  A case holds the hidden inputs, the
 expected output, the tolerance, and the outputs of known mistakes (so the
 feedback can name the mistake without revealing the answer).  Inputs are
-seeded and the JSON is written with sorted keys, so running it twice gives
-identical files.
+seeded and the JSON is written with sorted keys, so running it twice on one
+machine gives identical files.  On another CPU the float64 values may differ
+in the last bits (``log``, ``exp`` and reductions take different SIMD paths),
+so regenerated references are compared with the committed ones by
+``differences()``: the same structure exactly, floats within
+``REPRODUCIBLE_RTOL``.
 
 This folder never reaches students or the site: the grader reads it in its
 own process, and the sandbox cannot see it.
@@ -36,6 +40,13 @@ FLOAT64 = dict(rtol=1e-7, atol=1e-10)
 # the hidden inputs here are float64 tensors, so the same tolerance holds.
 TORCH_FLOAT64 = FLOAT64
 EXACT = dict(rtol=0.0, atol=0.0)
+# How far a regenerated reference may drift from the committed one: a few ulps of float64 (2.2e-16)
+# times the terms summed, as between two CPUs' math libraries. Five orders of magnitude inside the
+# grading tolerance above, so a reference that passes this grades every submission the same.
+REPRODUCIBLE_RTOL = 1e-12
+# Near zero a relative bound means nothing: a value that cancels to about 0 (KL(P||P)) carries the
+# rounding of its order-1 terms, a few ulps of 1.  Still five orders inside the grading atol.
+REPRODUCIBLE_ATOL = 1e-15
 
 
 def encode(value):
@@ -323,6 +334,28 @@ def _autograd(cross_entropy, logits, targets):
 
 
 BUILDERS = (distributions, losses, bigram, torch_cross_entropy)
+
+
+def differences(fresh, committed, where="$"):
+    """Where two reference files (parsed JSON) differ by more than CPUs may: every key, list length,
+    string, boolean and integer exactly; floats within REPRODUCIBLE_RTOL; NaN and infinities as they are."""
+    if isinstance(committed, dict) and isinstance(fresh, dict):
+        if fresh.keys() != committed.keys():
+            return [f"{where}: keys {sorted(fresh.keys() ^ committed.keys())} differ"]
+        return [d for key in committed for d in differences(fresh[key], committed[key], f"{where}.{key}")]
+    if isinstance(committed, list) and isinstance(fresh, list):
+        if len(fresh) != len(committed):
+            return [f"{where}: {len(fresh)} items, committed {len(committed)}"]
+        return [d for i, (a, b) in enumerate(zip(fresh, committed)) for d in differences(a, b, f"{where}[{i}]")]
+    if isinstance(committed, float) and isinstance(fresh, (float, int)) and not isinstance(fresh, bool):
+        if math.isnan(committed) or math.isinf(committed):
+            same = (math.isnan(fresh) if math.isnan(committed) else fresh == committed)
+        else:
+            same = math.isclose(fresh, committed, rel_tol=REPRODUCIBLE_RTOL, abs_tol=REPRODUCIBLE_ATOL)
+        return [] if same else [f"{where}: {fresh!r}, committed {committed!r}"]
+    if type(fresh) is not type(committed) or fresh != committed:
+        return [f"{where}: {fresh!r}, committed {committed!r}"]
+    return []
 
 
 def main(folder=OUT):

@@ -1,11 +1,50 @@
 import os
-import sys
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "_build"
+# Shared places a run must leave as it found them, whatever it grades (the sandbox hides them from
+# student code; a submission graded without it could write there).
+SHARED_FOLDERS = [Path.home(), Path("/tmp"), Path("/var/tmp"), Path("/dev/shm")]
+
+
+def entries(folder: Path):
+    try:
+        return {entry.name for entry in os.scandir(folder)}
+    except OSError:
+        return set()
+
+
+def pytest_configure(config):
+    """Every temporary file of this run (pytest's, the grader's sockets and scratch, PostgreSQL's)
+    goes under one folder of its own, removed when the run ends, passed or failed."""
+    run_folder = Path(tempfile.mkdtemp(prefix="course-tests-"))
+    config._shared_before = {folder: entries(folder) for folder in SHARED_FOLDERS}
+    run_folder.chmod(0o755)  # other users the tests run as (postgres, sandbox ids) pass through it, as through /tmp
+    config._run_folder = run_folder
+    os.environ["TMPDIR"] = str(run_folder)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    if not config.option.basetemp:
+        config.option.basetemp = str(run_folder / "pytest")
+
+
+def pytest_unconfigure(config):
+    run_folder = getattr(config, "_run_folder", None)
+    if run_folder is not None:
+        shutil.rmtree(run_folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leaves_no_trace(request):
+    """After the run, the home folder, /tmp, /var/tmp and /dev/shm hold no entry they did not hold before."""
+    yield
+    before = request.config._shared_before
+    new = {str(folder / name) for folder in SHARED_FOLDERS for name in entries(folder) - before[folder]}
+    assert not new, f"the tests left these behind: {sorted(new)}"
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ connection made.
 """
 import json
 import os
+import secrets
 import shutil
 import socket
 import threading
@@ -25,7 +26,20 @@ from grading_support import (MEMORY_HOG, add_cell, environment, feedback_html, m
 pytestmark = [pytest.mark.slow]
 
 ASSIGNMENT = "a2-losses"
-MARKER = "adversary-7f3a91"  # names files and processes the attacks create, so the test can look for them
+# Names the files and processes the attacks create, so the tests can look for them; its own per run,
+# so that leftovers of an earlier run can neither fail nor satisfy this one.
+MARKER = f"adversary-{secrets.token_hex(4)}"
+MARKER_FOLDERS = ["/tmp", "/var/tmp", "/dev/shm", os.path.expanduser("~")]
+
+
+def remove_markers(*extra_folders):
+    """Delete whatever an attack managed to write (the tests fail on it first), so nothing stays behind."""
+    for folder in [*MARKER_FOLDERS, *map(str, extra_folders)]:
+        path = Path(folder) / MARKER
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 LIMITS = """
 c.SandboxedExecute.cell_timeout = 10
 c.SandboxedExecute.notebook_timeout = 120
@@ -327,14 +341,18 @@ def graded(tmp_path_factory):
         expectations[student] = expected
     submit(course, "honest", ASSIGNMENT, correct())
     expectations["honest"] = "full"
-    started = time.time()
-    result = nbgrader(course, "autograde", ASSIGNMENT, check=False, timeout=1800, env=env)
-    elapsed = time.time() - started
-    feedback = nbgrader(course, "generate_feedback", ASSIGNMENT, check=False)
-    listener.close()
-    first_scores = scores(course, ASSIGNMENT)
-    yield dict(course=course, expectations=expectations, log=result.stdout + result.stderr, scores=first_scores,
-               listener=listener, before=before, elapsed=elapsed, feedback=feedback, scratch=scratch)
+    try:
+        started = time.time()
+        result = nbgrader(course, "autograde", ASSIGNMENT, check=False, timeout=1800, env=env)
+        elapsed = time.time() - started
+        feedback = nbgrader(course, "generate_feedback", ASSIGNMENT, check=False)
+        listener.close()
+        first_scores = scores(course, ASSIGNMENT)
+        yield dict(course=course, expectations=expectations, log=result.stdout + result.stderr, scores=first_scores,
+                   listener=listener, before=before, elapsed=elapsed, feedback=feedback, scratch=scratch)
+    finally:
+        listener.close()
+        remove_markers()
 
 
 def expected_points(expected):
@@ -393,7 +411,7 @@ def test_nothing_escapes(graded):
                                                            or str(graded["scratch"]) in cmdline):
             survivors.append(cmdline)
     assert not survivors, f"processes outlived grading: {survivors}"
-    for folder in ["/tmp", "/var/tmp", "/dev/shm", str(course), os.path.expanduser("~")]:
+    for folder in [*MARKER_FOLDERS, str(course)]:
         assert not (Path(folder) / MARKER).exists(), f"a submission wrote {folder}/{MARKER}"
     left = list(graded["scratch"].iterdir())
     assert not left, f"the grader left temporary folders behind: {left}"

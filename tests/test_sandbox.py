@@ -1,6 +1,9 @@
-"""The sandbox's fallback: without bubblewrap, grading still runs, with resource limits and a loud warning."""
+"""Without a working sandbox, grading refuses to run student code; running without it is an explicit,
+logged opt-in that still applies the resource limits. And kernels started cold in bubblewrap hold."""
 import json
+import secrets
 import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -12,25 +15,89 @@ from grading_support import (MEMORY_HOG, BIN, add_cell, environment, feedback_ht
 ASSIGNMENT = "a2-losses"
 
 
+def without_bubblewrap(tmp_path, broken=False):
+    """The grader's environment on a machine with no bubblewrap, or (``broken``) with one that cannot
+    start a sandbox, as where user namespaces are turned off."""
+    env = environment()
+    env["PATH"] = str(BIN)  # no /usr/bin: bwrap cannot be found
+    if broken:
+        fake = tmp_path / "broken-bwrap"
+        fake.mkdir()
+        (fake / "bwrap").write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+        (fake / "bwrap").chmod(0o755)
+        env["PATH"] = f"{fake}:{BIN}:/usr/bin:/bin"
+    else:
+        assert shutil.which("bwrap", path=env["PATH"]) is None
+    return env
+
+
+def writes_a_file(honest, path):
+    """A submission whose first cell leaves a file behind: proof that its code ran."""
+    return add_cell(honest, f"open({str(path)!r}, 'w').write('student code ran')", position=2)
+
+
+def course_grade(course, env, *args):
+    return subprocess.run([str(BIN / "course"), "grade", ASSIGNMENT, "--no-progress", *args], cwd=course, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
 @pytest.mark.slow
-def test_without_bubblewrap_grading_runs_with_limits_and_a_loud_warning(tmp_path):
+@pytest.mark.parametrize("broken", [False, True], ids=["bubblewrap-missing", "bubblewrap-cannot-start"])
+def test_without_a_sandbox_grading_refuses_and_runs_no_student_code(tmp_path, broken):
+    course = make_course(tmp_path / "course")
+    ran = tmp_path / f"ran-{secrets.token_hex(4)}"
+    honest = student_version(solution_notebook(ASSIGNMENT))
+    submit(course, "student", ASSIGNMENT, writes_a_file(honest, ran))
+    env = without_bubblewrap(tmp_path, broken)
+
+    result = nbgrader(course, "autograde", ASSIGNMENT, env=env, check=False)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "refusing to run student code" in log and "apt-get install -y bubblewrap" in log, log[-3000:]
+    assert "use_bubblewrap = False" in log and ("cannot start" in log) == broken
+    assert not ran.exists(), "student code ran without the sandbox"
+    assert not any(s.get("_total") for s in scores(course, ASSIGNMENT).values())
+    assert not (course / "autograded" / "student" / ASSIGNMENT).exists()
+
+    result = course_grade(course, env)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "refusing to run student code" in result.stderr and "--no-sandbox" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not ran.exists(), "student code ran without the sandbox"
+    assert not (course / "autograded" / "student" / ASSIGNMENT).exists()
+
+
+@pytest.mark.slow
+def test_grading_without_the_sandbox_is_an_explicit_opt_in_with_limits_and_a_warning(tmp_path):
     course = make_course(tmp_path / "course", extra_config="c.SandboxedExecute.memory_limit_gib = 1.5")
     honest = student_version(solution_notebook(ASSIGNMENT))
     submit(course, "honest", ASSIGNMENT, honest)
     submit(course, "memory-hog", ASSIGNMENT, add_cell(honest, MEMORY_HOG, after_grade_id="test_softmax"))
-    env = environment()
-    env["PATH"] = str(BIN)  # no /usr/bin: bwrap cannot be found, as on a machine without bubblewrap
-    assert shutil.which("bwrap", path=env["PATH"]) is None
+    env = without_bubblewrap(tmp_path)
+    full = sum(max_points(ASSIGNMENT).values())
+
+    # nbgrader autograde: the configuration flag.
+    with open(course / "nbgrader_config.py", "a") as config:
+        config.write("\nc.SandboxedExecute.use_bubblewrap = False\n")
     result = nbgrader(course, "autograde", ASSIGNMENT, env=env)
     log = result.stdout + result.stderr
-    assert "SANDBOX NOT ENFORCED" in log and "bubblewrap" in log
+    assert "SANDBOX NOT ENFORCED" in log and "Not enforced: no network" in log and "Still enforced: memory" in log
     graded = scores(course, ASSIGNMENT)
-    full = sum(max_points(ASSIGNMENT).values())
     assert graded["honest"]["_total"] == full and graded["memory-hog"]["_total"] == full
     hog = nbformat.read(course / "autograded" / "memory-hog" / ASSIGNMENT / "losses.ipynb", as_version=4)
     assert "memory limit held" in json.dumps(hog)
     nbgrader(course, "generate_feedback", ASSIGNMENT, env=env)
     assert "graded without the bubblewrap sandbox" in feedback_html(course, "honest", ASSIGNMENT)
+
+    # course grade: the command-line option, with the configuration back to its default.
+    config = (course / "nbgrader_config.py").read_text().replace("c.SandboxedExecute.use_bubblewrap = False", "")
+    (course / "nbgrader_config.py").write_text(config)
+    assert course_grade(course, env, "--force").returncode == 2  # no flag: refused
+    result = course_grade(course, env, "--force", "--no-sandbox")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "SANDBOX NOT ENFORCED" in (course / "reports" / "grade.log").read_text()
+    graded = scores(course, ASSIGNMENT)
+    assert graded["honest"]["_total"] == full and graded["memory-hog"]["_total"] == full
 
 
 COLD_ATTACKS = ["reads-the-solutions", "writes-the-gradebook", "forged-results", "cpu-hog-ignoring-signals",
@@ -38,15 +105,18 @@ COLD_ATTACKS = ["reads-the-solutions", "writes-the-gradebook", "forged-results",
 
 
 @pytest.mark.slow
-def test_kernels_started_cold_in_bubblewrap_hold_against_the_same_attacks(tmp_path):
+def test_kernels_started_cold_in_bubblewrap_hold_against_the_same_attacks(tmp_path, request):
     """The adversarial suite grades through the fork server; this runs its worst attacks with
     ``fork_server = False``: every kernel started by bubblewrap itself, as where there is no root."""
     import psutil
 
-    from test_adversarial import ASSIGNMENT as ATTACKED, LIMITS, MARKER, LoopbackListener, attacks, correct, expected_points
+    from test_adversarial import (ASSIGNMENT as ATTACKED, LIMITS, MARKER, MARKER_FOLDERS, LoopbackListener, attacks, correct,
+                                  expected_points, remove_markers)
 
     course = make_course(tmp_path / "course", extra_config=LIMITS + "\nc.SandboxedExecute.fork_server = False\n")
     listener = LoopbackListener()
+    request.addfinalizer(listener.close)
+    request.addfinalizer(remove_markers)
     chosen = {s: v for s, v in attacks(course, listener.port).items() if s in COLD_ATTACKS}
     assert set(chosen) == set(COLD_ATTACKS)
     for student, (notebook, _) in chosen.items():
@@ -63,5 +133,5 @@ def test_kernels_started_cold_in_bubblewrap_hold_against_the_same_attacks(tmp_pa
     assert graded["honest"]["_total"] == sum(max_points(ATTACKED).values())
     assert listener.connections == 0
     assert not [p for p in psutil.process_iter(["cmdline"]) if MARKER in " ".join(p.info["cmdline"] or [])]
-    for folder in ["/tmp", "/var/tmp", "/dev/shm", str(course)]:
+    for folder in [*MARKER_FOLDERS, str(course)]:
         assert not (Path(folder) / MARKER).exists(), f"a submission wrote {folder}/{MARKER}"
