@@ -60,6 +60,42 @@ class UsageError(Exception):
     """The command cannot run at all (no course here, unknown assignment, no scheduler)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped the batch; what was recorded stays, the rest is graded next time."""
+
+
+class StopRequests:
+    """While grading, Ctrl-C and SIGTERM ask the batch to stop: the grader finishes the step in hand
+    (never half a recording), then stops the workers.  A second Ctrl-C stops at once."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self):
+        self.requested = False
+        self.previous = {}
+
+    def __enter__(self):
+        import signal
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name)
+                self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        import signal
+
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        return False
+
+
 class CourseGrade(Configurable):
     """Settings of ``course grade``, in ``nbgrader_config.py`` as ``c.CourseGrade.<name>``."""
 
@@ -186,6 +222,7 @@ class LocalPool:
         from .workers import initialize_worker
 
         self.workers = workers
+        self.others = {p.pid for p in multiprocessing.active_children()}  # not this pool's: never stopped here
         self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=initialize_worker, initargs=(warm,))
 
@@ -203,6 +240,21 @@ class LocalPool:
     def close(self):
         self.executor.shutdown(wait=True, cancel_futures=True)
 
+    def stop(self, grace: float = 5.0):
+        """End the workers now: each kills its kernels and fork servers and exits (``workers.stop_now``)."""
+        import multiprocessing
+
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        workers = [p for p in multiprocessing.active_children() if p.pid not in self.others]
+        for worker in workers:
+            worker.terminate()
+        deadline = time.monotonic() + grace
+        for worker in workers:
+            worker.join(max(0.1, deadline - time.monotonic()))
+            if worker.is_alive():
+                worker.kill()  # its sandboxes die with it (bubblewrap's --die-with-parent)
+                worker.join(1)
+
 
 class DaskPool:
     kind = "dask"
@@ -217,6 +269,7 @@ class DaskPool:
         except Exception as error:
             raise UsageError(f"cannot reach the Dask scheduler at {address}: {type(error).__name__}: {error}") from None
         self.address = address
+        self.futures = set()
 
     def describe(self):
         info = self.client.scheduler_info()
@@ -235,13 +288,26 @@ class DaskPool:
 
         from .workers import run_task
 
-        return self.client.submit(run_task, task, key=f"course-grade-{task['id']}-{uuid.uuid4().hex[:8]}", pure=False)
+        future = self.client.submit(run_task, task, key=f"course-grade-{task['id']}-{uuid.uuid4().hex[:8]}", pure=False)
+        self.futures.add(future)
+        return future
 
     def close(self):
         from .workers import drain
 
         try:
             self.client.run(drain)  # no warm kernel outlives the batch on any worker
+        except Exception:
+            pass
+        self.client.close()
+
+    def stop(self):
+        """Cancel what is queued and kill the kernels of the tasks in hand, on every worker."""
+        from .workers import kill_running
+
+        try:
+            self.client.cancel(list(self.futures))
+            self.client.run(kill_running)
         except Exception:
             pass
         self.client.close()
@@ -385,13 +451,22 @@ class GradeRun:
 
     # ---- incremental state ----------------------------------------------------------------
     def _load_state(self):
+        fresh = {"version": STATE_VERSION, "submissions": {}}
+        if not self.state_path.exists():
+            return fresh
         try:
             state = json.loads(self.state_path.read_text())
-            if state.get("version") == STATE_VERSION and isinstance(state.get("submissions"), dict):
+            if (isinstance(state, dict) and state.get("version") == STATE_VERSION
+                    and isinstance(state.get("submissions"), dict)
+                    and all(isinstance(k, str) and isinstance(v, str) for k, v in state["submissions"].items())):
                 return state
-        except (OSError, ValueError):
-            pass
-        return {"version": STATE_VERSION, "submissions": {}}
+            problem = "not a state file of this version"
+        except (OSError, ValueError) as error:
+            problem = f"{type(error).__name__}: {error}"
+        message = f"{self.state_path} is unreadable ({problem}); every submission is graded again"
+        self.log.warning(message)
+        self.say(f"WARNING: {message}")
+        return fresh
 
     def _save_state(self):
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
@@ -610,6 +685,7 @@ class GradeRun:
                    dynamic_ncols=True, smoothing=0.05)
         done = queue.Queue()
         failed = 0
+        stop = StopRequests().__enter__()
         try:
             ready = []
             if pool is not None:
@@ -621,6 +697,8 @@ class GradeRun:
                     submission.started = time.perf_counter()
                 # Each notebook goes to the workers as soon as it is sanitized, so they start at once.
                 for index, (submission, path) in enumerate(notebooks):
+                    if stop.requested:
+                        break
                     notebook = path.stem
                     try:
                         clock = time.perf_counter()
@@ -642,8 +720,8 @@ class GradeRun:
                 for submission in ready:
                     submission.started = time.perf_counter()
             remaining = len(todo)
-            while remaining:
-                while ready:
+            while remaining and not stop.requested:
+                while ready and not stop.requested:
                     submission = ready.pop(0)
                     if self._finish(submission):
                         failed += 1
@@ -651,11 +729,14 @@ class GradeRun:
                     bar.update(1)
                     if failed:
                         bar.set_postfix(failed=failed)
-                if not remaining:
+                if not remaining or stop.requested:
                     break
                 if done.empty() and len(self.feedback_queue) >= FEEDBACK_BATCH:
                     self._flush_feedback()  # while the workers are busy anyway
-                submission, notebook, digest, future = done.get()
+                try:
+                    submission, notebook, digest, future = done.get(timeout=0.2)
+                except queue.Empty:
+                    continue  # look at stop requests between results
                 try:
                     result = future.result()
                 except BaseException as error:  # noqa: BLE001 - the worker failed, not the submission
@@ -673,13 +754,28 @@ class GradeRun:
                 submission.tasks.pop(notebook, None)
                 if not submission.tasks:
                     ready.append(submission)
-        except KeyboardInterrupt:
-            self.say("interrupted: stopping the workers")
+        except BaseException:
+            stop.requested = True  # a second Ctrl-C, or a crash: the workers go at once
             raise
         finally:
+            stop.__exit__()
             bar.close()
             if pool is not None:
-                pool.close()
+                if stop.requested:
+                    self.say("interrupted: stopping the workers, their kernels and fork servers")
+                    pool.stop()
+                else:
+                    pool.close()
+        if stop.requested:
+            graded = sum(s.status == "graded" for s in todo)
+            failed = sum(s.status == "failed" for s in todo)
+            left = [s for s in todo if s.status == "pending"]
+            for submission in left:
+                submission.status = "interrupted"  # never recorded: graded again by the next run
+            message = (f"{graded} submission(s) graded and recorded, {failed} failed, {len(left)} left ungraded; "
+                       "run the same command again to grade the rest")
+            self.log.warning("interrupted: %s", message)
+            raise Interrupted(message)
         self._flush_feedback()
 
     def _dispatch(self, pool, submission, notebook, sanitized, runs, done, ready, following):

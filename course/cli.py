@@ -59,8 +59,8 @@ def main(argv=None):
         except UsageError as error:
             print(f"course grade: {error}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
-            print("course grade: interrupted", file=sys.stderr)
+        except KeyboardInterrupt as stopped:
+            print(f"course grade: interrupted{': ' + str(stopped) if str(stopped) else ''}", file=sys.stderr)
             return 130
         except Exception:  # a crash, not a bad submission: say so, with the traceback, and exit 2
             import traceback

@@ -69,6 +69,7 @@ def serve(control_fd, settings):
     def prctl(option, value):
         checked(libc.prctl(option, value, 0, 0, 0), f"prctl {option}")
 
+    INIT_IGNORES = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
     control = socket.socket(fileno=control_fd)
     staging = settings["staging"]
     scratch_staging = settings["scratch_staging"]
@@ -80,6 +81,8 @@ def serve(control_fd, settings):
     os.dup2(null, 0)
     os.dup2(2, 1)
     prctl(PR_SET_CHILD_SUBREAPER, 1)  # each kernel's init is re-parented here when its first parent exits
+    # Ctrl-C is the grader's to handle: a stray interrupt must not end every kernel of this server.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for module in settings["modules"]:
         try:
             __import__(module)
@@ -175,6 +178,9 @@ def serve(control_fd, settings):
         import random
 
         prctl(PR_SET_DUMPABLE, 1)  # like a freshly exec'd kernel (dropping privileges cleared it)
+        for number in INIT_IGNORES:  # the signal handling of a freshly started Python
+            signal.signal(number, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         gc.unfreeze()
         random.seed()
         if "numpy" in sys.modules:
@@ -218,6 +224,10 @@ def serve(control_fd, settings):
                 raise
             os.write(report, b'{"ready": true}\n')
             os.close(report)
+            # The init outlives its kernel only by being killed from outside (SIGKILL cannot be
+            # ignored), so a death by a signal tells the grader the kernel's end was not the student's.
+            for number in INIT_IGNORES:
+                signal.signal(number, signal.SIG_IGN)
             kernel = os.fork()
             if kernel == 0:
                 try:
@@ -229,8 +239,9 @@ def serve(control_fd, settings):
                     pid, status = os.wait()
                 except ChildProcessError:
                     os._exit(0)
-                if pid == kernel:
-                    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+                if pid == kernel:  # its status as bubblewrap gives it: 128 + the signal that killed it
+                    code = os.waitstatus_to_exitcode(status)
+                    os._exit(128 - code if code < 0 else code & 0xFF)
         except BaseException as error:  # noqa: BLE001
             try:
                 print(f"fork server: could not start the sandboxed kernel: {type(error).__name__}: {error}",

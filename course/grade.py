@@ -30,8 +30,8 @@ from traitlets import Bool, Float, Integer, List, Unicode
 from . import ROOT
 from .check import HiddenCheckError, Verdict, judge, load_hidden_checks, new_nonce, reply_from_outputs, request_for, harness_code
 from .harness import RESULT_MIME
-from .sandbox import (ForkServer, ForkServerError, Limits, SandboxedKernelManager, Watchdog, file_tail,
-                      require_sandbox, shared_fork_server, socket_folder, warn_unsandboxed)
+from .sandbox import (ForkServer, ForkServerError, GradingInterrupted, Limits, SandboxedKernelManager, Watchdog,
+                      file_tail, require_sandbox, shared_fork_server, socket_folder, warn_unsandboxed)
 
 SAFE_OUTPUT_TYPES = {"text/plain", "image/png", "image/jpeg"}
 TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
@@ -343,6 +343,7 @@ class SubmissionRun:
         self.kernel_log = scratch / "kernel.log"
         self.nonce = new_nonce()
         self.stopped = None  # why execution stopped early, if it did
+        self.interrupted = None  # why the run was cut short from outside: then there is no grade at all
 
     def execute(self):
         deadline = time.monotonic() + self.limits.notebook_seconds
@@ -358,6 +359,8 @@ class SubmissionRun:
                     if is_autograded_test(cell):
                         self.grade_cell(cell, index, deadline)
         except Exception as error:  # the kernel never started, or died in shutdown
+            if self.km.ended_from_outside():
+                self.interrupt(f"the kernel or its sandbox was stopped by a signal ({type(error).__name__})")
             self.stopped = self.stopped or f"the sandboxed kernel failed: {type(error).__name__}: {error}"
             self.log.error("%s: %s\n%s", self.where, self.stopped, self.kernel_log_tail())
             for index, cell in enumerate(self.nb.cells):
@@ -368,6 +371,9 @@ class SubmissionRun:
             self.km.kill_everything()
         for cell in self.nb.cells:
             cell.metadata.pop("course_graded", None)
+        if self.interrupted:
+            self.log.error("%s: grading was interrupted (%s); nothing is recorded for it", self.where, self.interrupted)
+            raise GradingInterrupted(f"{self.where}: {self.interrupted}; not graded, grade it again")
 
     def release(self):
         """Release the grader's side of the kernel: its sockets and their ZMQ context."""
@@ -392,11 +398,21 @@ class SubmissionRun:
         except CellTimeoutError:
             self.stop(f"cell {index + 1} ran past the time limit")
         except DeadKernelError:
+            if self.watchdog.violation is None and self.km.ended_from_outside():
+                self.interrupt(f"the kernel or its sandbox was stopped by a signal in cell {index + 1}")
             self.stop(f"the kernel died in cell {index + 1} (out of memory, killed, or exited)")
         except Exception as error:
             self.stop(f"cell {index + 1} could not be executed: {type(error).__name__}")
+        if any(o.get("output_type") == "error" and o.get("ename") == "KeyboardInterrupt" for o in cell.get("outputs", [])):
+            # An interrupt signal reached the kernel: from outside (a Ctrl-C meant for the grader, a
+            # kill -INT), or from the submission itself.  Either way the outputs after it are no grade.
+            self.interrupt(f"the kernel was interrupted (KeyboardInterrupt) in cell {index + 1}")
+            self.stop(self.interrupted)
         if time.monotonic() > deadline and self.stopped is None:
             self.stop("the notebook ran past its total time limit")
+
+    def interrupt(self, reason):
+        self.interrupted = self.interrupted or reason
 
     def stop(self, reason):
         reason = self.watchdog.violation or reason

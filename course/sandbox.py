@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,11 @@ class Limits:
 
 class SandboxUnavailable(RuntimeError):
     """bubblewrap is missing or cannot start a sandbox: student code must not run."""
+
+
+class GradingInterrupted(RuntimeError):
+    """A submission's grading was cut short from outside (a signal to its kernel, its sandbox or the
+    fork server, or the grader stopping): what it produced is not a grade and is never recorded."""
 
 
 class UnsandboxedGrading(UserWarning):
@@ -505,6 +511,19 @@ def close_fork_servers():
     return len(servers)
 
 
+_LIVE_SANDBOXES = weakref.WeakSet()  # every SandboxedKernelManager of this process, for kill_all_sandboxes()
+
+
+def kill_all_sandboxes():
+    """Kill every kernel this process started and remove its scratch folder (the process is stopping)."""
+    for km in list(_LIVE_SANDBOXES):
+        try:
+            km.kill_everything()
+        except Exception:
+            pass
+        shutil.rmtree(km.channel.parent, ignore_errors=True)
+
+
 class SandboxedKernelManager(AsyncKernelManager):
     """A kernel manager whose kernel runs in the sandbox described above."""
 
@@ -528,6 +547,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         context.setsockopt(zmq.MAXMSGSIZE, limits.max_message_bytes)
         super().__init__(kernel_name="python3", transport="ipc", ip=str(self.channel / "kernel"), context=context, **kwargs)
         self.connection_file = str(self.channel / "kernel.json")
+        _LIVE_SANDBOXES.add(self)
         if os.geteuid() == 0:
             os.chown(self.channel, self.sandbox_uid, self.sandbox_uid)
             os.chmod(self.channel, 0o700)
@@ -565,6 +585,26 @@ class SandboxedKernelManager(AsyncKernelManager):
         self.provisioner.pid = process.pid
         self.provisioner.pgid = None  # signals go through the fork server, which kills the whole sandbox
         self._reconcile_connection_info(self.provisioner.connection_info)
+
+    # Exit statuses of a sandbox whose kernel was stopped by an interrupt or termination signal
+    # (bubblewrap, and a forked kernel's init, exit with 128 + the signal that killed the kernel).
+    INTERRUPTED_STATUSES = {128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGHUP, 128 + signal.SIGQUIT}
+
+    def ended_from_outside(self, wait: float = 2.0):
+        """Whether the kernel's end says nothing about the submission: its sandbox (bubblewrap, or a
+        forked kernel's init) was killed by a signal, which nothing inside the sandbox can send (the
+        student's code runs as another user, and an init ignores signals from its own namespace),
+        or the kernel was stopped by an interrupt or termination signal (Ctrl-C meant for the grader,
+        a kill).  A submission that sends one to itself is not graded either: it fails, and says so.
+        Without bubblewrap there is no telling: never True."""
+        process = getattr(getattr(self, "provisioner", None), "process", None)
+        if not self.enforced or process is None:
+            return False
+        deadline = time.monotonic() + wait
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        code = process.poll()
+        return code is not None and (code < 0 or code in self.INTERRUPTED_STATUSES)
 
     def sandbox_processes(self):
         """Every process of this sandbox (by its user id, or the kernel's process tree)."""

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -236,6 +237,9 @@ def initialize_worker(warm=None):
     skip_slow_optional_imports()
     from .sandbox import close_fork_servers
 
+    # Ctrl-C is the grader's to handle: it stops the batch and then ends the workers (``stop_now``).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop_now)
     util.Finalize(None, drain, exitpriority=100)  # multiprocessing's workers skip atexit
     util.Finalize(None, close_fork_servers, exitpriority=90)
     atexit.register(drain)
@@ -244,6 +248,27 @@ def initialize_worker(warm=None):
         prepare_warm(Limits(**limits), use_bubblewrap, tuple(modules), fork_server)
     from . import grade  # noqa: F401 - nbgrader, nbclient: imported while the kernel starts
     logging.getLogger("traitlets").setLevel(logging.WARNING)
+
+
+def stop_now(*_):
+    """The batch is stopping: kill every kernel and fork server of this process, remove their
+    folders, and exit at once (the submission in hand is not finished, so it returns nothing)."""
+    from .sandbox import close_fork_servers, kill_all_sandboxes
+
+    try:
+        kill_all_sandboxes()
+        drain()
+        close_fork_servers()
+    finally:
+        os._exit(143)
+
+
+def kill_running():
+    """On a Dask worker, when the batch stops: kill the kernels of the tasks in hand and the warm ones."""
+    from .sandbox import kill_all_sandboxes
+
+    kill_all_sandboxes()
+    return drain()
 
 
 def skip_slow_optional_imports():
