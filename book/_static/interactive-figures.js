@@ -285,12 +285,14 @@
       el("path", {
         d: path(ps.map(function (q) { return [fl.sx(q), fl.sy(Math.min(-Math.log(q), 7))]; })), "class": "p2l-curve"
       }, svg);
-      // tangent line: slope dL/dp = -1/p, drawn over a short span around p
+      // tangent line: slope dL/dp = -1/p, drawn over a short span around p and cut
+      // where it leaves the plot (loss 7 above, 0 below), so both ends stay on the line
       var half = 0.12;
-      var t0 = Math.max(p - half, 0), t1 = Math.min(p + half, 1);
+      var t0 = Math.max(p - half, 0, p + (7 - loss) / dLdp);
+      var t1 = Math.min(p + half, 1, p - loss / dLdp);
       el("line", {
-        x1: fl.sx(t0), y1: fl.sy(Math.max(Math.min(loss + dLdp * (t0 - p), 7), 0)),
-        x2: fl.sx(t1), y2: fl.sy(Math.max(Math.min(loss + dLdp * (t1 - p), 7), 0)), "class": "p2l-tangent"
+        x1: fl.sx(t0), y1: fl.sy(loss + dLdp * (t0 - p)),
+        x2: fl.sx(t1), y2: fl.sy(loss + dLdp * (t1 - p)), "class": "p2l-tangent"
       }, svg);
       el("circle", { cx: fl.sx(p), cy: fl.sy(Math.min(loss, 7)), r: 5, "class": "p2l-point" }, svg);
 
