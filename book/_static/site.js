@@ -32,6 +32,27 @@
     });
   });
 
+  // Accessible names that say what the reader sees (WCAG 2.5.3, axe's label-content-name-mismatch
+  // and summary-name): the search buttons read "Search Ctrl+K", the colour-mode button names the
+  // mode it shows, and the arrow that opens a part of the navigation says which part.
+  ready(function () {
+    document.querySelectorAll("button.search-button-field").forEach(function (button) {
+      button.removeAttribute("aria-label");
+    });
+    document.querySelectorAll("button.theme-switch-button").forEach(function (button) {
+      button.querySelectorAll(".theme-switch[title]").forEach(function (icon) {
+        icon.setAttribute("data-p2l-title", icon.getAttribute("title"));
+        icon.removeAttribute("title");
+      });
+    });
+    document.querySelectorAll("nav details > summary").forEach(function (summary) {
+      if (summary.textContent.trim() || summary.getAttribute("aria-label")) return;
+      var link = summary.parentElement.parentElement.querySelector(":scope > a, :scope > p, :scope > span");
+      var name = link ? link.textContent.trim() : "this part";
+      summary.setAttribute("aria-label", "Show or hide the pages of " + name);
+    });
+  });
+
   var TEX_WORDS = {
     mathbb: "", mathrm: "", mathbf: "", text: "", operatorname: "", mathcal: "", boldsymbol: "",
     times: "×", cdot: "·", le: "≤", leq: "≤", ge: "≥", geq: "≥", ne: "≠", neq: "≠", approx: "≈",
