@@ -253,6 +253,8 @@ def test_configured_launch_buttons_open_notebooks_that_exist_in_the_repository(r
         jupyterhub_url="https://hub.some-university.edu",
     )
     config["execute"]["execute_notebooks"] = "off"  # the links are what is checked, not the outputs
+    extensions = config["sphinx"]["local_extensions"]  # relative to the config file, which moves
+    config["sphinx"]["local_extensions"] = {name: str(root / path) for name, path in extensions.items()}
     toc = yaml.safe_load((root / "_toc.yml").read_text())
     toc["parts"] = toc["parts"][:1]  # the chapters
     result = jupyter_book(root, config, toc, tmp_path)
