@@ -6,11 +6,12 @@ STAMP  := $(VENV)/.installed-stamp
 # Tools the course runs (nbgrader, alembic, jupyter-book) come from the virtual environment.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: book release test system-packages lock clean help
+.PHONY: book release notebooks test system-packages lock clean help
 
 help:
 	@echo "make book   - create .venv, install pinned dependencies, build the site into _build/html, release the assignments"
 	@echo "make test   - run the test suite (installs the Debian packages it needs and builds the site first)"
+	@echo "make notebooks - write book/NN-*.ipynb (what Colab and Binder open) from the chapters; commit them"
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version.split()[0]'
@@ -20,6 +21,11 @@ $(STAMP): pyproject.toml requirements.lock
 
 release: $(STAMP)
 	$(BIN)/course release
+
+# The chapters are the one source; their paired notebooks (no outputs) are what launch buttons
+# open. A test checks that they match the chapters.
+notebooks: $(STAMP)
+	$(BIN)/jupytext --quiet --update --to ipynb book/[0-9][0-9]-*.md
 
 book: $(STAMP) release
 	$(BIN)/course build

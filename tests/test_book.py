@@ -256,8 +256,9 @@ def test_one_notation_truth_p_model_q_and_one_meaning_per_symbol(root):
 
 def test_a_chapter_notebook_runs_without_course_and_myst_nb(root, tmp_path):
     """A chapter converted to .ipynb (as a reader downloads it) runs in a kernel whose Python lacks both."""
-    jupytext = pytest.importorskip("jupytext")
-    nbclient = pytest.importorskip("nbclient")
+    import jupytext
+    import nbclient
+
     # A site folder holding everything the environment has, except myst_nb and the course package.
     site_packages = Path(sysconfig.get_paths()["purelib"])
     filtered = tmp_path / "site-packages"
@@ -336,3 +337,17 @@ class PageParser(HTMLParser):
         self.text += data
         if self._heading is not None:
             self._heading += data
+
+
+@pytest.mark.parametrize("chapter_index", range(CHAPTER_COUNT))
+def test_a_chapter_imports_nothing_a_reader_lacks(root, chapter_index):
+    """A downloaded chapter runs in plain Jupyter or Colab: no `course` import, and `myst_nb` only with a fallback."""
+    import jupytext
+
+    chapter = sorted((root / "book").glob("[0-9][0-9]-*.md"))[chapter_index]
+    code = "\n".join(c.source for c in jupytext.read(chapter).cells if c.cell_type == "code")
+    assert not re.search(r"^\s*(from|import)\s+course\b", code, re.M), f"{chapter.name} imports the course package"
+    for match in re.finditer(r"^(\s*)(from myst_nb import|import myst_nb)", code, re.M):
+        before = code[:match.start()].rstrip().splitlines()
+        assert match.group(1) and before and before[-1].strip() == "try:", \
+            f"{chapter.name}: myst_nb is imported without a fallback"

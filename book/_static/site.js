@@ -1,0 +1,96 @@
+/*
+ * The theme, fixed for phones, keyboards and screen readers.
+ *
+ * Sidebar toggles: pydata-sphinx-theme 0.17.1 and sphinx-book-theme 1.3.0 each wire only the
+ * FIRST `.primary-toggle` (and `.secondary-toggle`) of the page, a navbar button that the book
+ * theme hides. The buttons a reader sees, in the article header, had no handler, so the menu
+ * could not be opened on a phone. Their clicks are forwarded to the wired button, which opens
+ * the navigation as a dialog below 992 px and hides or shows the sidebar from 992 px up.
+ *
+ * Search summaries: Sphinx builds each result's summary from the page's HTML, where formulas are
+ * still TeX source (MathJax typesets them in the browser). Formulas are turned into plain text.
+ */
+(function () {
+  "use strict";
+
+  function ready(callback) {
+    if (document.readyState !== "loading") callback();
+    else document.addEventListener("DOMContentLoaded", callback);
+  }
+
+  ready(function () {
+    ["primary-toggle", "secondary-toggle"].forEach(function (name) {
+      var buttons = document.querySelectorAll("button." + name);
+      var wired = buttons[0];
+      Array.prototype.slice.call(buttons, 1).forEach(function (button) {
+        button.addEventListener("click", function (event) {
+          event.preventDefault();
+          event.stopPropagation();
+          wired.click();
+        });
+      });
+    });
+  });
+
+  // Accessible names that say what the reader sees (WCAG 2.5.3, axe's label-content-name-mismatch
+  // and summary-name): the search buttons read "Search Ctrl+K", the colour-mode button names the
+  // mode it shows, and the arrow that opens a part of the navigation says which part.
+  ready(function () {
+    document.querySelectorAll("button.search-button-field").forEach(function (button) {
+      button.removeAttribute("aria-label");
+    });
+    document.querySelectorAll("button.theme-switch-button").forEach(function (button) {
+      button.querySelectorAll(".theme-switch[title]").forEach(function (icon) {
+        icon.setAttribute("data-p2l-title", icon.getAttribute("title"));
+        icon.removeAttribute("title");
+      });
+    });
+    document.querySelectorAll("nav details > summary").forEach(function (summary) {
+      if (summary.textContent.trim() || summary.getAttribute("aria-label")) return;
+      var link = summary.parentElement.parentElement.querySelector(":scope > a, :scope > p, :scope > span");
+      var name = link ? link.textContent.trim() : "this part";
+      summary.setAttribute("aria-label", "Show or hide the pages of " + name);
+    });
+  });
+
+  var TEX_WORDS = {
+    mathbb: "", mathrm: "", mathbf: "", text: "", operatorname: "", mathcal: "", boldsymbol: "",
+    times: "×", cdot: "·", le: "≤", leq: "≤", ge: "≥", geq: "≥", ne: "≠", neq: "≠", approx: "≈",
+    in: "∈", sum: "Σ", prod: "Π", infty: "∞", to: "→", mid: "|", log: "log", exp: "exp",
+    sigma: "σ", mu: "μ", theta: "θ", eta: "η", pi: "π", alpha: "α", beta: "β", lambda: "λ",
+    partial: "∂", nabla: "∇", frac: "", left: "", right: "", quad: " ", qquad: " ",
+  };
+
+  /** A formula's TeX as plain text: `\(W \in \mathbb{R}^{27 \times 27}\)` → `W ∈ R^27 × 27`. */
+  function texToText(tex) {
+    return tex
+      .replace(/^\s*(\\\(|\\\[|\$\$?)|(\\\)|\\\]|\$\$?)\s*$/g, "")
+      .replace(/\\begin\{[^}]*\}|\\end\{[^}]*\}/g, "")
+      .replace(/\\([A-Za-z]+)/g, function (match, word) {
+        return Object.prototype.hasOwnProperty.call(TEX_WORDS, word) ? TEX_WORDS[word] : word;
+      })
+      .replace(/\\[,;:! ]|&|\\\\/g, " ")
+      .replace(/[{}]/g, "")
+      .replace(/\s+/g, " ")
+      .trim();
+  }
+
+  function plainFormulas(htmlString) {
+    var parsed = new DOMParser().parseFromString(htmlString, "text/html");
+    parsed.querySelectorAll(".math").forEach(function (formula) {
+      formula.textContent = texToText(formula.textContent);
+    });
+    return parsed.documentElement.outerHTML;
+  }
+
+  // searchtools.js (search page only) loads after this file and declares `Search` with const.
+  ready(function () {
+    if (typeof Search === "undefined" || typeof Search.htmlToText !== "function") return;
+    var htmlToText = Search.htmlToText;
+    Search.htmlToText = function (htmlString, anchor) {
+      return htmlToText(plainFormulas(htmlString), anchor);
+    };
+  });
+
+  window.p2lTexToText = texToText;
+})();
