@@ -513,7 +513,8 @@ class _Export:
                 held = ", ".join(upload.members[:5]) + (f" and {len(upload.members) - 5} more" if len(upload.members) > 5 else "")
                 self.problem(where, f"an upload with no notebook of {self.assignment} (expected {_names(self.notebooks)}): "
                                     f"it holds {held or 'no file'}; nothing in it was collected", upload.student, "no-notebook")
-        for student in sorted(self.named - set(result.students) - undecided):
+        said = {p.student for p in self.problems if p.kind == "no-notebook"}  # their upload's problem says it
+        for student in sorted(self.named - set(result.students) - undecided - said):
             if SAFE_STUDENT_ID.fullmatch(student) and (self.roster is None or student in self.roster):
                 files = [p.where for p in self.problems if p.student == student]
                 self.problem(files[0] if files else "the export", f"no notebook for student {student}: expected "
