@@ -42,7 +42,6 @@ budget for the whole export, so memory stays flat whatever the export holds.
 import contextlib
 import os
 import re
-import shutil
 import stat
 import tempfile
 import zipfile
@@ -314,10 +313,11 @@ class _Export:
     def read_source(self, source):
         if source.is_file():
             if source.suffix.lower() == ".ipynb":
-                self.entry(str(source), source.name, None, None, 0, lambda: _read_no_follow(source, MAX_NOTEBOOK_BYTES),
-                           source.stat().st_size, lambda: self.open_file(source))
+                self.entry(str(source), source.name, None, None, 0, lambda: source.read_bytes(),
+                           source.stat().st_size, None)
             else:
-                self.read_archive(str(source), None, None, 1, lambda: self.open_file(source))
+                # The instructor's own argument: a link to it is followed, unlike links inside the export.
+                self.read_archive(str(source), None, None, 1, lambda: self.stack.enter_context(open(source, "rb")))
         else:
             self.read_folder(source)
 
@@ -398,10 +398,9 @@ class _Export:
                 self.uploads[upload].members.append(inner.name)
             self.entry(f"{where}:{info.filename}", inner.name, owner, upload, level,
                        lambda archive=archive, info=info: _read_member(archive, info),
-                       info.file_size, lambda archive=archive, info=info, member=f"{where}:{info.filename}":
-                       self.spool_member(archive, info, member))
+                       info.file_size, lambda archive=archive, info=info: self.spool_member(archive, info))
 
-    def spool_member(self, archive, info, where):
+    def spool_member(self, archive, info):
         """A nested archive, copied to a temporary file within the export's budget, opened for reading."""
         if info.file_size > self.budget_left:
             raise _OverBudget()

@@ -70,9 +70,12 @@ def test_a_zip_member_belongs_to_its_uploader_and_cannot_void_another_students_s
 
 def test_a_student_cannot_submit_for_a_student_who_submitted_nothing(tmp_path):
     source = export(tmp_path, {"attacker_12_22_work.zip": zip_bytes({"ghost_9_9_losses.ipynb": notebook("attacker")}),
-                               "other_1_2_losses.ipynb": notebook("other")})
+                               "other_1_2_losses.ipynb": notebook("other"),
+                               # Canvas puts the uploader's name first, whatever the file was called.
+                               "thief_late_7_7_ghost_9_9_losses-1.ipynb": notebook("thief")})
     result, collected = run(tmp_path, source)
     assert "ghost" not in collected and "attacker" not in collected and collected["other"] == [notebook("other")]
+    assert collected["thief"] == [notebook("thief")]
     assert not (tmp_path / "course" / "submitted" / "ghost").exists()
     kinds = {(p.kind, p.student) for p in result.problems}
     assert ("other-student", "attacker") in kinds and ("no-notebook", "attacker") in kinds
