@@ -180,8 +180,11 @@ def judge(case, reply):
     rtol, atol = case["rtol"], case["atol"]
     if close(got, want, rtol, atol):
         for other in case.get("also_expected", []):
-            if not close(got, array_from_reference(other["value"]), other["rtol"], other["atol"]):
-                return Verdict(False, f"{about}: matches the float64 reference but not {other['label']} within float32 tolerance")
+            value = array_from_reference(other["value"])
+            if not close(got, value, other["rtol"], other["atol"]):
+                mismatch = nonfinite_mismatch(got, value)
+                return Verdict(False, f"{about}: matches the float64 reference but not {other['label']} "
+                                      + (f"({mismatch})" if mismatch else "within float32 tolerance"))
         if case.get("grad"):
             return judge_gradient(case, reply, about)
         return Verdict(True, f"{about}: ok")
@@ -196,28 +199,62 @@ def judge_gradient(case, reply, about):
     want = array_from_reference(case["expected_grad"])
     tolerance = case.get("grad_tolerance", {"rtol": case["rtol"], "atol": case["atol"]})
     if grad.shape != want.shape or not close(grad, want, tolerance["rtol"], tolerance["atol"]):
+        mismatch = nonfinite_mismatch(grad, want) if grad.shape == want.shape else None
+        if mismatch:
+            return Verdict(False, f"{about}: the loss is right but its gradient is not: {mismatch}")
         return Verdict(False, f"{about}: the loss is right but its gradient is not softmax − one-hot (averaged over the batch)")
     return Verdict(True, f"{about}: ok, gradient too")
 
 
 def close(got, want, rtol, atol):
-    finite = np.isfinite(want)
-    if not np.array_equal(np.isfinite(got), finite):
+    """Whether ``got`` matches the reference ``want``.
+
+    NaN, +inf and -inf must be exactly where the reference has them (a NaN is not an
+    infinity, and +inf is not -inf); the finite entries must agree within the tolerances.
+    """
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape or nonfinite_mismatch(got, want):
         return False
+    finite = np.isfinite(want)
     return bool(np.allclose(got[finite], want[finite], rtol=rtol, atol=atol))
+
+
+def value_kinds(values):
+    """Each entry as "nan", "+inf", "-inf" or "a finite value"."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.select([np.isnan(values), np.isposinf(values), np.isneginf(values)],
+                     ["nan", "+inf", "-inf"], "a finite value")
+
+
+def nonfinite_mismatch(got, want):
+    """Where ``got`` and ``want`` (same shape) disagree about NaN and infinities, say how, else None.
+
+    Names the first disagreement, "expected -inf where you returned nan", and how many entries
+    disagree: that much the student needs to find the bug, and it reveals no hidden input and
+    no finite reference value.
+    """
+    got_kinds, want_kinds = value_kinds(got).ravel(), value_kinds(want).ravel()
+    differ = np.flatnonzero(got_kinds != want_kinds)
+    if differ.size == 0:
+        return None
+    first = differ[0]
+    count = "" if got_kinds.size == 1 else f" ({differ.size} of {got_kinds.size} entries)"
+    return f"expected {want_kinds[first]} where you returned {got_kinds[first]}{count}"
 
 
 def diagnose(case, got, want):
     """A student-facing reason; reveals neither inputs nor reference values."""
-    if np.isnan(got).any():
-        return f"gave nan{': ' + case['nan_hint'] if case.get('nan_hint') else ''}"
-    if np.isinf(got).any() and np.isfinite(want).all():
-        return f"gave inf{': ' + case['inf_hint'] if case.get('inf_hint') else ''}"
     for variant in case.get("variants", []):
         value = array_from_reference(variant["value"])
         if value.shape == got.shape and close(got, value, case["rtol"], case["atol"]):
             return variant["message"]
-    nonzero = np.abs(want) > 1e-12
+    mismatch = nonfinite_mismatch(got, want)
+    if mismatch:
+        wrongly_nan = np.isnan(got) & ~np.isnan(want)
+        wrongly_inf = np.isinf(got) & np.isfinite(want)
+        hint = case.get("nan_hint") if wrongly_nan.any() else case.get("inf_hint") if wrongly_inf.any() else None
+        return f"{mismatch}: {hint}" if hint else mismatch
+    nonzero = np.isfinite(want) & (np.abs(want) > 1e-12)  # NaN and infinities already agree here
     if nonzero.any():
         ratios = got[nonzero] / want[nonzero]
         ratio = float(np.median(ratios))

@@ -20,13 +20,30 @@ Two kinds of input are accepted:
   ``submitted/<student>/<assignment>/`` (and ``timestamp.txt`` when the name carries one),
   exactly where ``nbgrader zip_collect`` puts them.
 
-Nothing in the input stops the batch.  A file that is not a zip archive, cannot be read, names
-no student, names an unknown student (``--roster-only``), or is the second file for the same
-student and notebook, and a student with no notebook at all, each become a ``Problem`` that
-names the file and says what is wrong; the other submissions are collected as usual.
+A file belongs to the student who uploaded it.  The LMS names each uploaded file after its
+uploader (Canvas: ``<student>_[late_]<id>_<id>_<file name>``), so a file in the export is
+attributed by its name; an archive a student uploaded (``smithjane_12345_678_work.zip``) is
+attributed the same way, and everything in it belongs to that uploader, whatever the members
+are called.  A member whose own name says it is another student's file is reported and never
+collected: a student can neither submit for someone else nor, through the "two files" rule,
+void another student's submission.  An archive whose name names no student (an export zipped
+inside another) is read as part of the export.
+
+Nothing in the input stops the batch, and nothing is dropped without a word.  A file that is
+not a zip archive, cannot be read, names no student, names an unknown student
+(``--roster-only``), names a student other than its uploader, is the second file for the same
+student and notebook, an upload or a student with no notebook (a ``.py`` or ``.txt`` only), an
+archive nested deeper than ``MAX_ARCHIVE_LEVELS``, the archives past the export's total size
+budget, a symbolic link (never followed) and anything that is not a regular file each become
+a ``Problem`` that names the file and says what is wrong; the other submissions are collected
+as usual.  Nested archives are copied to a temporary file one at a time, within one size
+budget for the whole export, so memory stays flat whatever the export holds.
 """
-import io
+import contextlib
+import os
 import re
+import stat
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -34,7 +51,30 @@ from pathlib import Path, PurePosixPath
 DEFAULT_LMS_PATTERN = r"^(?P<student_id>[^_]+)_(?:.*_)?(?P<file_id>{notebooks})(?:-\d+)?\.ipynb$"
 SAFE_STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 MAX_NOTEBOOK_BYTES = 64 * 1024**2  # larger files are not notebooks a student wrote
-MAX_NESTED_ZIP_BYTES = 512 * 1024**2
+# Archives inside archives: an export zip and a student's zip in it, or a folder, a zip of the
+# export in it and a student's zip in that.  A zip a student put inside their own zip is deeper.
+MAX_ARCHIVE_LEVELS = 2
+# Bytes of nested archives copied out of one export, all archives together.
+EXPORT_ARCHIVE_BUDGET = 2 * 1024**3
+COPY_CHUNK = 1024**2
+
+# What each kind of problem means, for the report's tally; the reason says it for one file.
+PROBLEM_KINDS = {
+    "missing": "the input does not exist or holds no submission",
+    "unreadable": "a file or archive that cannot be read",
+    "unattributed": "a file whose name says no student",
+    "unknown-student": "a student id that is unusable or not in the roster",
+    "other-student": "a file in one student's upload that names another student (never collected)",
+    "wrong-notebook": "a notebook that is not one of the assignment's",
+    "duplicate": "two files for the same student and notebook",
+    "no-notebook": "an upload, or a student, with no notebook",
+    "too-large": "a file too large for a notebook",
+    "too-deep": "an archive nested deeper than supported",
+    "over-budget": "archives past the export's total size budget",
+    "symlink": "a symbolic link (never followed)",
+    "not-a-file": "something that is not a regular file",
+    "timestamp": "an unreadable timestamp",
+}
 
 
 @dataclass
@@ -44,6 +84,7 @@ class Problem:
     where: str
     reason: str
     student: str = ""
+    kind: str = "unreadable"  # a key of PROBLEM_KINDS
 
     def __str__(self):
         return f"{self.where}: {self.reason}"
@@ -57,40 +98,37 @@ class Collected:
     kind: str = ""  # "nbgrader" or "lms"
 
 
-@dataclass
-class _Candidate:
-    where: str  # how the user sees it: archive.zip:folder/name.ipynb
-    name: str  # base name, matched against the pattern
-    read: object  # () -> bytes
-
-
 def notebook_pattern(pattern, notebooks):
     """The LMS pattern with ``{notebooks}`` replaced by the assignment's notebook names."""
     names = "|".join(re.escape(n) for n in sorted(notebooks, key=len, reverse=True))
     return pattern.replace("{notebooks}", f"(?:{names})")
 
 
-def collect(source, assignment, coursedir, notebooks, pattern=DEFAULT_LMS_PATTERN, roster=None, log=None):
+def collect(source, assignment, coursedir, notebooks, pattern=DEFAULT_LMS_PATTERN, roster=None, log=None,
+            archive_budget=EXPORT_ARCHIVE_BUDGET):
     """Gather the submissions of ``assignment`` from ``source`` into ``coursedir``'s submitted/ folder.
 
     ``notebooks`` are the assignment's notebook names without ``.ipynb``; ``roster`` (a set of
-    student ids, or None) limits which students are accepted.  Returns a ``Collected``.
+    student ids, or None) limits which students are accepted; ``archive_budget`` is the number of
+    bytes of nested archives read from the whole export.  Returns a ``Collected``.
     """
     submitted = Path(coursedir.root) / coursedir.submitted_directory
     source = Path(source) if source else submitted
     result = Collected(source=str(source))
     if not source.exists():
-        result.problems.append(Problem(str(source), "no such file or folder"))
+        result.problems.append(Problem(str(source), "no such file or folder", kind="missing"))
         return result
     if source.is_dir() and (source.resolve() == submitted.resolve() or _is_nbgrader_layout(source, assignment)):
         result.kind = "nbgrader"
         _collect_nbgrader(source, submitted, assignment, notebooks, roster, result)
         if not result.students and not result.problems:
             result.problems.append(Problem(str(source), f"no submission of {assignment} here "
-                                                        f"(expected <student>/{assignment}/*.ipynb)"))
+                                                        f"(expected <student>/{assignment}/*.ipynb)", kind="missing"))
     else:
         result.kind = "lms"
-        _collect_lms(source, submitted, assignment, notebooks, pattern, roster, result, log)
+        with _Export(assignment, notebooks, pattern, roster, result.problems, archive_budget, log) as export:
+            export.read_source(source)
+            export.write(submitted, result)
     # Every student with a folder for this assignment in submitted/ is graded, including
     # those collected by an earlier run; those found now with problems are reported above.
     if result.kind == "lms" or source.resolve() != submitted.resolve():
@@ -99,7 +137,7 @@ def collect(source, assignment, coursedir, notebooks, pattern=DEFAULT_LMS_PATTER
 
 
 def _is_nbgrader_layout(folder, assignment):
-    return any(p.is_dir() for p in folder.glob(f"*/{glob_escape(assignment)}"))
+    return any(p.is_dir() and not p.is_symlink() for p in folder.glob(f"*/{glob_escape(assignment)}"))
 
 
 def glob_escape(text):
@@ -116,18 +154,29 @@ def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, 
         if not assignment_dir.is_dir() or (report_only_new and student in result.students):
             continue
         where = str(assignment_dir)
+        if student_dir.is_symlink() or assignment_dir.is_symlink():
+            link = student_dir if student_dir.is_symlink() else assignment_dir
+            result.problems.append(Problem(str(link), "a symbolic link; not followed, nothing in it was collected",
+                                           student, "symlink"))
+            continue
         if not SAFE_STUDENT_ID.fullmatch(student):
-            result.problems.append(Problem(where, f"{student!r} is not a usable student id (letters, digits and ._@+- only)", student))
+            result.problems.append(Problem(where, f"{student!r} is not a usable student id (letters, digits and ._@+- only)",
+                                           student, "unknown-student"))
             continue
         if roster is not None and student not in roster:
-            result.problems.append(Problem(where, f"unknown student {student!r}: not in the gradebook's roster", student))
+            result.problems.append(Problem(where, f"unknown student {student!r}: not in the gradebook's roster", student,
+                                           "unknown-student"))
             continue
-        found = sorted(p for p in assignment_dir.glob("*.ipynb") if p.is_file())
-        known = [p for p in found if p.stem in notebooks]
+        found = sorted(p for p in assignment_dir.glob("*.ipynb") if p.is_file() or p.is_symlink())
+        links = [p for p in found if p.is_symlink()]
+        for path in links:
+            result.problems.append(Problem(str(path), "a symbolic link; not followed, not collected", student, "symlink"))
+        known = [p for p in found if p.stem in notebooks and not p.is_symlink()]
         if not known:
             seen = ", ".join(p.name for p in sorted(assignment_dir.iterdir())) or "the folder is empty"
             result.problems.append(Problem(
-                where, f"no notebook for student {student}: expected {_names(notebooks)}, found {seen}", student))
+                where, f"no notebook for student {student}: expected {_names(notebooks)}, found {seen}", student,
+                "no-notebook"))
             continue
         unreadable = [p for p in known if not _readable(p)]
         if unreadable:
@@ -138,10 +187,14 @@ def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, 
             target = submitted / student / assignment
             target.mkdir(parents=True, exist_ok=True)
             for path in sorted(assignment_dir.rglob("*")):
-                if path.is_file():
+                if path.is_symlink():
+                    if path not in links:
+                        result.problems.append(Problem(str(path), "a symbolic link; not followed, not copied", student,
+                                                       "symlink"))
+                elif path.is_file():
                     destination = target / path.relative_to(assignment_dir)
                     destination.parent.mkdir(parents=True, exist_ok=True)
-                    _write_if_changed(destination, path.read_bytes())
+                    _write_if_changed(destination, _read_no_follow(path))
             known = [target / p.name for p in known]
         result.students[student] = known
 
@@ -155,153 +208,329 @@ def _readable(path):
         return False
 
 
+def _read_no_follow(path, limit=None):
+    """A regular file's bytes (at most ``limit`` + 1); a symbolic link raises OSError instead of being followed."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        return handle.read() if limit is None else handle.read(limit + 1)
+
+
 def _names(notebooks):
     return " or ".join(f"{n}.ipynb" for n in sorted(notebooks))
 
 
-def _collect_lms(source, submitted, assignment, notebooks, pattern, roster, result, log):
-    from nbgrader.plugins import FileNameCollectorPlugin
-    from nbgrader.utils import parse_utc
+def why_unreadable(error):
+    """Why a file or archive member cannot be read, in words: never the error's text, which can
+    quote the file's own bytes (zipfile's header messages do)."""
+    if isinstance(error, OSError):
+        return error.strerror or "an I/O error"
+    if isinstance(error, zipfile.BadZipFile):
+        return "the archive is damaged (a bad header or checksum)"
+    if isinstance(error, zipfile.LargeZipFile):
+        return "the archive needs ZIP64 support"
+    if isinstance(error, NotImplementedError):
+        return "it is compressed with a method that cannot be read here"
+    if isinstance(error, RuntimeError):
+        return "it is encrypted (password-protected)"
+    if isinstance(error, EOFError):
+        return "the archive is truncated"
+    return f"an error reading it ({type(error).__name__})"
 
-    candidates, others = [], {}
-    if source.is_file():
-        if source.suffix == ".ipynb":
-            candidates.append(_Candidate(str(source), source.name, source.read_bytes))
-        else:
-            _read_archive(source, str(source), candidates, others, result.problems, depth=0)
-    else:
-        for path in sorted(p for p in source.rglob("*") if p.is_file()):
-            shown = str(path)
-            if path.suffix.lower() == ".zip":
-                _read_archive(path, shown, candidates, others, result.problems, depth=0)
-            elif path.suffix == ".ipynb":
-                candidates.append(_Candidate(shown, path.name, path.read_bytes))
-            else:
-                others.setdefault(path.name, shown)
-    collector = FileNameCollectorPlugin(named_regexp=notebook_pattern(pattern, notebooks))
-    if log is not None:
-        collector.log = log
-    loose = re.compile(pattern.replace("{notebooks}", "[^/]+?"))
-    chosen = {}  # (student, notebook) -> (candidate, timestamp)
-    named = set()  # students that some file names, notebook or not
-    for candidate in candidates:
-        info = collector.collect(candidate.name)
-        if not info:
-            guess = loose.match(candidate.name)
-            if guess and guess.groupdict().get("student_id"):
-                named.add(guess.group("student_id"))
-                result.problems.append(Problem(
-                    candidate.where, f"not a notebook of {assignment} (expected {_names(notebooks)}); skipped",
-                    guess.group("student_id")))
-            else:
-                result.problems.append(Problem(
-                    candidate.where, "the file name does not say which student it belongs to "
-                    f"(it does not match the LMS pattern {pattern!r}); skipped"))
-            continue
-        student = info.get("student_id") or ""
-        notebook = Path(info.get("file_id") or "").stem
-        named.add(student)
+
+@dataclass
+class _Candidate:
+    """A notebook found in the export, and the student and notebook it is for."""
+
+    where: str  # how the user sees it: archive.zip:folder/name.ipynb
+    read: object  # () -> bytes, at most MAX_NOTEBOOK_BYTES + 1
+    student: str
+    notebook: str
+    timestamp: object = None
+
+
+@dataclass
+class _Upload:
+    """A file a student uploaded that holds other files: the notebooks found in it, and the rest."""
+
+    student: str
+    notebooks: int = 0
+    members: list = field(default_factory=list)  # base names of every file in it
+
+
+class _Export:
+    """One LMS export, read entry by entry: which notebook is whose, then the chosen ones written.
+
+    Each file is attributed to its uploader: by its own name at the export's level, by the
+    upload's name inside an archive a student uploaded.  Nested archives are copied, one at a
+    time, to a temporary folder (removed at the end), within one byte budget for the export.
+    """
+
+    def __init__(self, assignment, notebooks, pattern, roster, problems, archive_budget, log):
+        from nbgrader.plugins import FileNameCollectorPlugin
+
+        self.assignment, self.notebooks, self.pattern, self.roster = assignment, notebooks, pattern, roster
+        self.problems, self.budget_left, self.budget_total, self.log = problems, archive_budget, archive_budget, log
+        self.collector = FileNameCollectorPlugin(named_regexp=notebook_pattern(pattern, notebooks))
+        if log is not None:
+            self.collector.log = log
+        # The student an uploaded file's name names, whatever the file is: the pattern with any file name.
+        self.uploader_pattern = re.compile(pattern.replace("{notebooks}", "[^/]+?"))
+        self.candidates, self.uploads, self.named = [], {}, set()
+        self.stack = contextlib.ExitStack()
+        self.spool, self.spooled = None, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stack.close()
+
+    def problem(self, where, reason, student="", kind="unreadable"):
+        self.problems.append(Problem(where, reason, student, kind))
+
+    def uploader_of(self, name):
+        """The student a file's name names, read as the LMS names an upload (``.ipynb`` in place of its suffix)."""
+        stem = PurePosixPath(name).stem if PurePosixPath(name).suffix else name
+        match = self.uploader_pattern.match(stem + ".ipynb")
+        return (match.groupdict().get("student_id") or None) if match else None
+
+    def accept(self, student, where):
+        """Whether ``student`` may have files collected; says why not."""
+        self.named.add(student)
         if not SAFE_STUDENT_ID.fullmatch(student):
-            result.problems.append(Problem(candidate.where, f"{student!r} is not a usable student id; skipped", student))
-            continue
-        if roster is not None and student not in roster:
-            result.problems.append(Problem(candidate.where, f"unknown student {student!r}: not in the gradebook's roster; skipped", student))
-            continue
+            self.problem(where, f"{student!r} is not a usable student id; skipped", student, "unknown-student")
+            return False
+        if self.roster is not None and student not in self.roster:
+            self.problem(where, f"unknown student {student!r}: not in the gradebook's roster; skipped", student,
+                         "unknown-student")
+            return False
+        return True
+
+    # Reading the export ---------------------------------------------------------------------
+
+    def read_source(self, source):
+        if source.is_file():
+            if source.suffix.lower() == ".ipynb":
+                self.entry(str(source), source.name, None, None, 0, lambda: source.read_bytes(),
+                           source.stat().st_size, None)
+            else:
+                # The instructor's own argument: a link to it is followed, unlike links inside the export.
+                self.read_archive(str(source), None, None, 1, lambda: self.stack.enter_context(open(source, "rb")))
+        else:
+            self.read_folder(source)
+
+    def open_file(self, path):
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return self.stack.enter_context(os.fdopen(descriptor, "rb"))
+
+    def read_folder(self, folder):
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as error:
+            self.problem(str(folder), f"the folder cannot be read: {why_unreadable(error)}")
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.is_symlink():
+                student = self.uploader_of(entry.name) or ""
+                if student:
+                    self.named.add(student)
+                self.problem(str(path), "a symbolic link; not followed, nothing was collected from it", student, "symlink")
+            elif entry.is_dir(follow_symlinks=False):
+                self.read_folder(path)
+            elif entry.is_file(follow_symlinks=False):
+                size = entry.stat(follow_symlinks=False).st_size
+                self.entry(str(path), entry.name, None, None, 0, lambda path=path: _read_no_follow(path, MAX_NOTEBOOK_BYTES),
+                           size, lambda path=path: self.open_file(path))
+            else:
+                self.problem(str(path), "not a regular file (a device, socket or pipe); skipped",
+                             self.uploader_of(entry.name) or "", "not-a-file")
+
+    def entry(self, where, name, owner, upload, level, read, size, open_archive):
+        """One file of the export: ``owner`` is the uploader when it lies inside a student's upload."""
+        suffix = PurePosixPath(name).suffix.lower()
+        if suffix == ".zip":
+            self.read_archive(where, owner, upload, level + 1, open_archive, name)
+        elif suffix == ".ipynb":
+            self.notebook(where, name, owner, upload, read, size)
+        elif owner is None:
+            student = self.uploader_of(name)
+            if student and self.accept(student, where):
+                self.problem(where, f"not a notebook: only {_names(self.notebooks)} is graded; not collected",
+                             student, "no-notebook")
+            elif not student:
+                self.problem(where, "neither a notebook nor a zip archive, and its name says no student; skipped",
+                             kind="unattributed")
+
+    def read_archive(self, where, owner, upload, level, open_archive, name=None):
+        """Read a zip: the export's own (``name`` None), or one found in the export at ``level``."""
+        if owner is None and name is not None:
+            student = self.uploader_of(name)
+            if student:  # a student's upload: all of it is theirs
+                if not self.accept(student, where):
+                    return
+                owner, upload = student, where
+                self.uploads[upload] = _Upload(student)
+        if level > MAX_ARCHIVE_LEVELS:
+            self.problem(where, f"an archive inside {level - 1} others: deeper than the {MAX_ARCHIVE_LEVELS} levels "
+                                "read; nothing in it was collected", owner or "", "too-deep")
+            return
+        try:
+            archive = self.stack.enter_context(zipfile.ZipFile(open_archive()))
+            members = archive.infolist()
+        except _OverBudget:
+            self.problem(where, f"past the size budget of {_size(self.budget_total)} for all the archives "
+                                "inside this export together; nothing in it was collected", owner or "", "over-budget")
+            return
+        except zipfile.BadZipFile:
+            self.problem(where, "not a zip archive (or a damaged one); nothing in it was collected", owner or "")
+            return
+        except Exception as error:
+            self.problem(where, f"the archive cannot be read: {why_unreadable(error)}", owner or "")
+            return
+        for info in members:
+            inner = PurePosixPath(info.filename)
+            if info.is_dir() or "__MACOSX" in inner.parts or any(part.startswith(".") for part in inner.parts):
+                continue  # folders, and what macOS and Jupyter add (.DS_Store, .ipynb_checkpoints)
+            if upload is not None:
+                self.uploads[upload].members.append(inner.name)
+            self.entry(f"{where}:{info.filename}", inner.name, owner, upload, level,
+                       lambda archive=archive, info=info: _read_member(archive, info),
+                       info.file_size, lambda archive=archive, info=info: self.spool_member(archive, info))
+
+    def spool_member(self, archive, info):
+        """A nested archive, copied to a temporary file within the export's budget, opened for reading."""
+        if info.file_size > self.budget_left:
+            raise _OverBudget()
+        if self.spool is None:
+            self.spool = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="course-collect-")))
+        self.spooled += 1
+        path = self.spool / f"{self.spooled}.zip"
+        copied = 0
+        with archive.open(info) as member, open(path, "wb") as copy:
+            while chunk := member.read(COPY_CHUNK):
+                copied += len(chunk)
+                if copied > self.budget_left:  # a member larger than its header said
+                    copy.truncate(0)
+                    raise _OverBudget()
+                copy.write(chunk)
+        self.budget_left -= copied
+        return self.stack.enter_context(open(path, "rb"))
+
+    def notebook(self, where, name, owner, upload, read, size):
+        info = self.collector.collect(name) or {}
+        named = info.get("student_id") or self.uploader_of(name)
+        if owner is None:
+            if not info:
+                if named and self.accept(named, where):
+                    self.problem(where, f"not a notebook of {self.assignment} (expected {_names(self.notebooks)}); skipped",
+                                 named, "wrong-notebook")
+                elif not named:
+                    self.problem(where, "the file name does not say which student it belongs to "
+                                        f"(it does not match the LMS pattern {self.pattern!r}); skipped", kind="unattributed")
+                return
+            student = info["student_id"]
+            if not self.accept(student, where):
+                return
+        else:
+            student = owner
+            if named and named != owner:
+                self.problem(where, f"its name says it is {named}'s, but it is part of {owner}'s upload: a file counts "
+                                    f"only for the student who uploaded it; not collected", owner, "other-student")
+                return
+        notebook = Path(info.get("file_id") or "").stem if info else re.sub(r"-\d+$", "", PurePosixPath(name).stem)
+        if notebook not in self.notebooks:
+            self.problem(where, f"not a notebook of {self.assignment} (expected {_names(self.notebooks)}); skipped",
+                         student, "wrong-notebook")
+            return
+        if size > MAX_NOTEBOOK_BYTES:
+            self.problem(where, f"{size // 1024**2} MiB is too large for a notebook; skipped", student, "too-large")
+            return
         timestamp = None
         if info.get("timestamp"):
+            from nbgrader.utils import parse_utc
+
             try:
                 timestamp = parse_utc(info["timestamp"])
             except (ValueError, OverflowError):
-                result.problems.append(Problem(candidate.where, f"unreadable timestamp {info['timestamp']!r}; ignored", student))
-        key = (student, notebook)
-        if key in chosen:
-            previous, previous_time = chosen[key]
-            if timestamp is not None and previous_time is not None and timestamp != previous_time:
-                newer, older = (candidate, previous) if timestamp > previous_time else (previous, candidate)
-                result.problems.append(Problem(
-                    older.where, f"an older file for student {student}, {notebook}.ipynb; graded the newer {newer.where}", student))
-                chosen[key] = (newer, max(timestamp, previous_time))
+                self.problem(where, f"unreadable timestamp {info['timestamp']!r}; ignored", student, "timestamp")
+        if upload is not None:
+            self.uploads[upload].notebooks += 1
+        self.candidates.append(_Candidate(where, read, student, notebook, timestamp))
+
+    # Choosing and writing -------------------------------------------------------------------
+
+    def choose(self):
+        """(student, notebook) -> the candidate to collect, or None when two files leave it undecided."""
+        chosen = {}
+        for candidate in self.candidates:
+            key = (candidate.student, candidate.notebook)
+            previous = chosen.get(key, False)
+            if previous is False:
+                chosen[key] = candidate
+                continue
+            if previous is not None and candidate.timestamp is not None and previous.timestamp is not None \
+                    and candidate.timestamp != previous.timestamp:
+                newer, older = (candidate, previous) if candidate.timestamp > previous.timestamp else (previous, candidate)
+                self.problem(older.where, f"an older file for student {candidate.student}, {candidate.notebook}.ipynb; "
+                                          f"graded the newer {newer.where}", candidate.student, "duplicate")
+                chosen[key] = newer
             else:
-                chosen[key] = (None, None)
-                result.problems.append(Problem(
-                    candidate.where, f"two files for student {student}, {notebook}.ipynb: {previous.where if previous else 'another'} "
-                    "and this one; neither was collected (keep one and run again)", student))
-            continue
-        chosen[key] = (candidate, timestamp)
-    per_student = {}
-    for (student, notebook), (candidate, timestamp) in sorted(chosen.items()):
-        if candidate is None:
-            per_student.setdefault(student, {})
-            continue
-        try:
-            data = candidate.read()
-        except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, RuntimeError) as error:
-            result.problems.append(Problem(candidate.where, f"the file cannot be read: {type(error).__name__}: {error}", student))
-            per_student.setdefault(student, {})
-            continue
-        if len(data) > MAX_NOTEBOOK_BYTES:
-            result.problems.append(Problem(candidate.where, f"{len(data) // 1024**2} MiB is too large for a notebook; skipped", student))
-            per_student.setdefault(student, {})
-            continue
-        per_student.setdefault(student, {})[notebook] = (data, timestamp)
-    for student in sorted(named - set(per_student)):
-        if SAFE_STUDENT_ID.fullmatch(student) and not any(p.student == student and "two files" in p.reason for p in result.problems):
-            files = [p.where for p in result.problems if p.student == student]
-            result.problems.append(Problem(
-                files[0] if files else str(source), f"no notebook for student {student}: expected {_names(notebooks)}", student))
-    for student, files in sorted(per_student.items()):
-        if not files:
-            continue
-        folder = submitted / student / assignment
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for notebook, (data, timestamp) in sorted(files.items()):
-            path = folder / f"{notebook}.ipynb"
-            _write_if_changed(path, data)
-            paths.append(path)
-            if timestamp is not None:
-                _write_if_changed(folder / "timestamp.txt", timestamp.isoformat(" ").encode())
-        result.students[student] = paths
+                chosen[key] = None
+                self.problem(candidate.where, f"two files for student {candidate.student}, {candidate.notebook}.ipynb: "
+                             f"{previous.where if previous else 'another'} and this one; neither was collected "
+                             "(keep one and run again)", candidate.student, "duplicate")
+        return chosen
 
-
-def _read_archive(path_or_file, shown, candidates, others, problems, depth):
-    try:
-        archive = zipfile.ZipFile(path_or_file)
-    except zipfile.BadZipFile:
-        problems.append(Problem(shown, "not a zip archive (or a damaged one); nothing in it was collected"))
-        return
-    except OSError as error:
-        problems.append(Problem(shown, f"the file cannot be read: {error.strerror or error}"))
-        return
-    try:
-        members = archive.infolist()
-    except Exception as error:  # pragma: no cover - infolist reads the central directory already read above
-        problems.append(Problem(shown, f"the archive's index cannot be read: {error}"))
-        return
-    for info in members:
-        if info.is_dir():
-            continue
-        inner = PurePosixPath(info.filename)
-        where = f"{shown}:{info.filename}"
-        if inner.name.startswith(".") or "__MACOSX" in inner.parts:
-            continue
-        if inner.suffix.lower() == ".zip" and depth == 0:
-            if info.file_size > MAX_NESTED_ZIP_BYTES:
-                problems.append(Problem(where, "nested archive too large; skipped"))
+    def write(self, submitted, result):
+        undecided = set()
+        for (student, notebook), candidate in sorted(self.choose().items()):
+            if candidate is None:
+                undecided.add(student)
                 continue
             try:
-                data = archive.read(info)
-            except Exception as error:
-                problems.append(Problem(where, f"the file cannot be read: {type(error).__name__}: {error}"))
+                data = candidate.read()
+            except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, RuntimeError,
+                    NotImplementedError) as error:
+                self.problem(candidate.where, f"the file cannot be read: {why_unreadable(error)}", student)
                 continue
-            _read_archive(io.BytesIO(data), where, candidates, others, problems, depth + 1)
-        elif inner.suffix == ".ipynb":
-            if info.file_size > MAX_NOTEBOOK_BYTES:
-                problems.append(Problem(where, f"{info.file_size // 1024**2} MiB is too large for a notebook; skipped"))
+            if len(data) > MAX_NOTEBOOK_BYTES:
+                self.problem(candidate.where, f"more than {MAX_NOTEBOOK_BYTES // 1024**2} MiB is too large for a notebook; "
+                                              "skipped", student, "too-large")
                 continue
-            candidates.append(_Candidate(where, inner.name, lambda archive=archive, info=info: archive.read(info)))
-        else:
-            others.setdefault(inner.name, where)
+            folder = submitted / student / self.assignment
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{notebook}.ipynb"
+            _write_if_changed(path, data)
+            if candidate.timestamp is not None:
+                _write_if_changed(folder / "timestamp.txt", candidate.timestamp.isoformat(" ").encode())
+            result.students.setdefault(student, []).append(path)
+        for where, upload in self.uploads.items():
+            if upload.notebooks == 0:
+                held = ", ".join(upload.members[:5]) + (f" and {len(upload.members) - 5} more" if len(upload.members) > 5 else "")
+                self.problem(where, f"an upload with no notebook of {self.assignment} (expected {_names(self.notebooks)}): "
+                                    f"it holds {held or 'no file'}; nothing in it was collected", upload.student, "no-notebook")
+        said = {p.student for p in self.problems if p.kind == "no-notebook"}  # their upload's problem says it
+        for student in sorted(self.named - set(result.students) - undecided - said):
+            if SAFE_STUDENT_ID.fullmatch(student) and (self.roster is None or student in self.roster):
+                files = [p.where for p in self.problems if p.student == student]
+                self.problem(files[0] if files else "the export", f"no notebook for student {student}: expected "
+                                                                  f"{_names(self.notebooks)}", student, "no-notebook")
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def _size(count):
+    return f"{count / 1024**3:g} GiB" if count >= 1024**3 else f"{count / 1024**2:g} MiB" if count >= 1024**2 else f"{count} bytes"
+
+
+def _read_member(archive, info):
+    with archive.open(info) as member:
+        return member.read(MAX_NOTEBOOK_BYTES + 1)
 
 
 def _write_if_changed(path, data):

@@ -89,8 +89,7 @@ class ReadableNotebookExporter(NotebookExporter):
             nbformat.validate(nb)
         except Exception as error:
             name = (resources or {}).get("metadata", {}).get("name", "the notebook")
-            reason = (f"{name}.ipynb could not be read as a Jupyter notebook (nbformat 4): "
-                      f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}")
+            reason = f"{name}.ipynb could not be read as a Jupyter notebook (nbformat 4): {why_not_a_notebook(error)}"
             self.log.error("%s", reason)
             nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
                 "## Grading notes\n\n- " + reason + "\n- Every check scores 0. Submit the notebook file that "
@@ -98,6 +97,27 @@ class ReadableNotebookExporter(NotebookExporter):
             nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
             nb.cells[0]["id"] = "unreadable-notebook"  # the same placeholder on every read
         return self.from_notebook_node(nb, resources=resources, **kw)
+
+
+def why_not_a_notebook(error):
+    """Why a submission is not a notebook, in the grader's own words: never the error's text,
+    which quotes the file's bytes (nbformat's and jsonschema's messages do)."""
+    import json
+
+    import jsonschema
+
+    if isinstance(error, UnicodeDecodeError):
+        return f"it is not UTF-8 text (from byte {error.start} on)"
+    cause = error.__cause__ if isinstance(error.__cause__, json.JSONDecodeError) else error
+    if isinstance(cause, json.JSONDecodeError):
+        return f"it is not valid JSON (line {cause.lineno}, column {cause.colno})"
+    if isinstance(error, nbformat.reader.NotJSONError):
+        return "it is not valid JSON"
+    if isinstance(error, jsonschema.ValidationError):
+        path = list(error.absolute_path)
+        cell = f" (cell {path[1] + 1})" if len(path) > 1 and path[0] == "cells" and isinstance(path[1], int) else ""
+        return f"it does not follow the notebook format{cell}"
+    return f"it is not a notebook ({type(error).__name__})"
 
 
 class SanitizeStudentHTML(SanitizeHTML):

@@ -135,6 +135,18 @@ def _safe_url(url):
         return url.split("@")[-1]
 
 
+def _collection_tally(problems):
+    """How many files could not be collected, by kind of problem (the table above has each file)."""
+    from .collect import PROBLEM_KINDS
+
+    kinds = collections.Counter(problem.kind for problem in problems)
+    if not kinds:
+        return []
+    lines = ["Files and students not collected, by kind:", "", "| kind | count |", "|---|---:|"]
+    lines += [f"| {PROBLEM_KINDS.get(kind, kind)} | {count} |" for kind, count in sorted(kinds.items(), key=lambda k: -k[1])]
+    return lines + [""]
+
+
 def write_report(grade_run, run):
     """Write ``report.md`` and ``scores.png`` for one assignment of a ``course grade`` run; return report.md."""
     folder = grade_run.root / grade_run.settings.report_directory / run.name
@@ -193,6 +205,7 @@ def write_report(grade_run, run):
     else:
         lines.append("None: every submission found was graded.")
     lines.append("")
+    lines += _collection_tally(run.collected.problems)
 
     worker_notes = [(s.student, note) for s in run.submissions for note in s.worker_problems]
     grouped = {}

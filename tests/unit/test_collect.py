@@ -1,0 +1,216 @@
+"""LMS collection (course/collect.py) on its own: real zip files and folders, no kernel.
+
+A file belongs to the student who uploaded it.  Canvas names every file of its submission
+download after the uploader, ``<student>_[late_]<user id>_<submission id>_<file name>``, and an
+uploaded zip arrives whole under such a name (``smithjane_12345_678_work.zip``), its members
+named as the student chose.  So the names *inside* a student's zip prove nothing.
+"""
+import io
+import os
+import socket
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import pytest
+from nbgrader.coursedir import CourseDirectory
+
+from course.collect import DEFAULT_LMS_PATTERN, collect
+
+ASSIGNMENT = "a2-losses"
+NOTEBOOKS = {"losses"}
+
+
+def notebook(author):
+    """A small, valid notebook whose bytes say who wrote it."""
+    return ('{"cells": [{"cell_type": "markdown", "id": "a", "metadata": {}, "source": "by %s"}], '
+            '"metadata": {}, "nbformat": 4, "nbformat_minor": 5}' % author).encode()
+
+
+def zip_bytes(members, compression=zipfile.ZIP_DEFLATED):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def run(tmp_path, source, **options):
+    course = tmp_path / "course"
+    course.mkdir(exist_ok=True)
+    result = collect(source, ASSIGNMENT, CourseDirectory(root=str(course)), NOTEBOOKS, DEFAULT_LMS_PATTERN, **options)
+    collected = {student: [p.read_bytes() for p in paths] for student, paths in result.students.items()}
+    return result, collected
+
+
+def problems_about(result, text):
+    return [p for p in result.problems if text in p.where]
+
+
+def export(tmp_path, members, name="canvas-export.zip"):
+    path = tmp_path / name
+    path.write_bytes(zip_bytes(members))
+    return path
+
+
+def test_a_zip_member_belongs_to_its_uploader_and_cannot_void_another_students_submission(tmp_path):
+    source = export(tmp_path, {
+        "victim_11_21_losses.ipynb": notebook("victim"),
+        # The attacker's upload: the victim's name on a bad notebook, then their own work.
+        "attacker_12_22_work.zip": zip_bytes({"victim_11_21_losses.ipynb": notebook("attacker, as victim"),
+                                               "losses.ipynb": notebook("attacker")}),
+    })
+    result, collected = run(tmp_path, source)
+    assert collected == {"victim": [notebook("victim")], "attacker": [notebook("attacker")]}
+    [forged] = problems_about(result, "work.zip:victim_11_21_losses.ipynb")
+    assert forged.kind == "other-student" and forged.student == "attacker"
+    assert "victim" in forged.reason and "not collected" in forged.reason
+    assert not any("two files" in p.reason for p in result.problems)
+
+
+def test_a_student_cannot_submit_for_a_student_who_submitted_nothing(tmp_path):
+    source = export(tmp_path, {"attacker_12_22_work.zip": zip_bytes({"ghost_9_9_losses.ipynb": notebook("attacker")}),
+                               "other_1_2_losses.ipynb": notebook("other"),
+                               # Canvas puts the uploader's name first, whatever the file was called.
+                               "thief_late_7_7_ghost_9_9_losses-1.ipynb": notebook("thief")})
+    result, collected = run(tmp_path, source)
+    assert "ghost" not in collected and "attacker" not in collected and collected["other"] == [notebook("other")]
+    assert collected["thief"] == [notebook("thief")]
+    assert not (tmp_path / "course" / "submitted" / "ghost").exists()
+    kinds = {(p.kind, p.student) for p in result.problems}
+    assert ("other-student", "attacker") in kinds and ("no-notebook", "attacker") in kinds
+    assert not any(p.student == "ghost" for p in result.problems)
+
+
+def test_the_uploader_is_read_from_the_archives_canvas_name(tmp_path):
+    source = export(tmp_path, {
+        "smithjane_late_12345_678_Homework 2.zip": zip_bytes({"folder/losses-1.ipynb": notebook("jane"),
+                                                              "folder/.ipynb_checkpoints/losses-checkpoint.ipynb": b"x"}),
+        "doe-j_1_2_losses.ipynb": notebook("doe"),
+    })
+    result, collected = run(tmp_path, source)
+    assert collected == {"smithjane": [notebook("jane")], "doe-j": [notebook("doe")]}
+    assert result.problems == []
+
+
+def test_two_files_of_the_students_own_still_leave_the_choice_to_the_instructor(tmp_path):
+    source = export(tmp_path, {"smithjane_1_2_losses.ipynb": notebook("jane one"),
+                               "smithjane_1_3_work.zip": zip_bytes({"losses.ipynb": notebook("jane two")}),
+                               "attacker_5_6_work.zip": zip_bytes({"smithjane_1_2_losses.ipynb": notebook("attacker")})})
+    result, collected = run(tmp_path, source)
+    assert "smithjane" not in collected
+    assert [p.student for p in result.problems if p.kind == "duplicate"] == ["smithjane"]
+    assert any(p.kind == "other-student" and p.student == "attacker" for p in result.problems)
+
+
+def test_an_upload_with_no_notebook_is_reported_by_name(tmp_path):
+    source = export(tmp_path, {"smithjane_1_2_work.zip": zip_bytes({"losses.py": b"print(1)", "notes.txt": b"hi"}),
+                               "doejohn_3_4_losses.py": b"print(2)",
+                               "lee_5_6_losses.ipynb": notebook("lee")})
+    result, collected = run(tmp_path, source)
+    assert set(collected) == {"lee"}
+    [upload] = [p for p in result.problems if p.where.endswith(":smithjane_1_2_work.zip") and "upload" in p.reason]
+    assert upload.kind == "no-notebook" and "losses.py" in upload.reason and "notes.txt" in upload.reason
+    [script] = [p for p in result.problems if p.where.endswith(":doejohn_3_4_losses.py") and "not a notebook" in p.reason]
+    assert script.kind == "no-notebook" and script.student == "doejohn"
+    assert {p.student for p in result.problems if p.kind == "no-notebook"} == {"smithjane", "doejohn"}
+
+
+def test_an_archive_nested_deeper_than_supported_is_reported_by_name(tmp_path):
+    deep = zip_bytes({"inner.zip": zip_bytes({"losses.ipynb": notebook("jane")})})
+    source = export(tmp_path, {"smithjane_1_2_work.zip": deep})
+    result, collected = run(tmp_path, source)
+    assert collected == {}
+    [too_deep] = [p for p in result.problems if p.kind == "too-deep"]
+    assert too_deep.where.endswith(":smithjane_1_2_work.zip:inner.zip") and too_deep.student == "smithjane"
+    assert any(p.kind == "no-notebook" and p.student == "smithjane" for p in result.problems)
+
+
+def test_the_size_budget_is_for_the_whole_export_not_per_archive(tmp_path):
+    padding = os.urandom(200_000)  # incompressible: each upload is about 200 kB
+    uploads = {f"student{i}_1_{i}_work.zip": zip_bytes({"losses.ipynb": notebook(f"student{i}"), "data.bin": padding},
+                                                       zipfile.ZIP_STORED) for i in range(4)}
+    source = export(tmp_path, uploads)
+    result, collected = run(tmp_path, source, archive_budget=500_000)
+    assert set(collected) == {"student0", "student1"}
+    over = [p for p in result.problems if p.kind == "over-budget"]
+    assert [p.student for p in over] == ["student2", "student3"]
+    assert all("student2" in p.where or "student3" in p.where for p in over)
+
+
+def test_nested_archives_are_read_one_at_a_time_with_flat_memory(tmp_path):
+    size = 6 * 1024**2
+    uploads = {f"student{i}_1_{i}_work.zip": zip_bytes({f"student{i}_1_{i}_losses.ipynb": notebook(f"student{i}"),
+                                                        "data.bin": os.urandom(size)}, zipfile.ZIP_STORED)
+               for i in range(5)}
+    source = tmp_path / "export.zip"
+    with zipfile.ZipFile(source, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, data in uploads.items():
+            archive.writestr(name, data)
+    del uploads
+    tracemalloc.start()
+    try:
+        result, collected = run(tmp_path, source)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(collected) == 5 and result.problems == []
+    assert peak < size, f"collecting 5 uploads of {size >> 20} MiB peaked at {peak >> 20} MiB of Python memory"
+
+
+def test_symlinks_in_a_folder_export_are_reported_and_never_followed(tmp_path):
+    secret = tmp_path / "instructor-only"
+    secret.mkdir()
+    (secret / "solution.ipynb").write_bytes(notebook("the instructor"))
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "lee_5_6_losses.ipynb").write_bytes(notebook("lee"))
+    (folder / "victim_1_2_losses.ipynb").symlink_to(secret / "solution.ipynb")
+    (folder / "smithjane_3_4_submission").symlink_to(secret, target_is_directory=True)
+    (folder / "doe_7_8_work.zip").symlink_to(secret / "solution.ipynb")
+    result, collected = run(tmp_path, folder)
+    assert collected == {"lee": [notebook("lee")]}
+    links = {Path(p.where).name: p for p in result.problems if p.kind == "symlink"}
+    assert set(links) == {"victim_1_2_losses.ipynb", "smithjane_3_4_submission", "doe_7_8_work.zip"}
+    assert all("not followed" in p.reason for p in links.values())
+
+
+def test_a_symlinked_notebook_in_an_nbgrader_layout_is_not_copied(tmp_path):
+    secret = tmp_path / "solution.ipynb"
+    secret.write_bytes(notebook("the instructor"))
+    layout = tmp_path / "elsewhere"
+    (layout / "lee" / ASSIGNMENT).mkdir(parents=True)
+    (layout / "lee" / ASSIGNMENT / "losses.ipynb").write_bytes(notebook("lee"))
+    (layout / "mallory" / ASSIGNMENT).mkdir(parents=True)
+    (layout / "mallory" / ASSIGNMENT / "losses.ipynb").symlink_to(secret)
+    result, collected = run(tmp_path, layout)
+    assert collected == {"lee": [notebook("lee")]}
+    assert [(p.kind, p.student) for p in result.problems if p.kind == "symlink"] == [("symlink", "mallory")]
+    assert not (tmp_path / "course" / "submitted" / "mallory" / ASSIGNMENT / "losses.ipynb").exists()
+
+
+def test_a_pipe_or_socket_in_a_folder_export_is_reported_without_blocking(tmp_path, monkeypatch):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    os.mkfifo(folder / "smithjane_1_2_losses.ipynb")
+    monkeypatch.chdir(folder)  # a socket's path must be short
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind("doe_3_4_losses.ipynb")
+        result, collected = run(tmp_path, folder)
+    assert collected == {}
+    assert {Path(p.where).name for p in result.problems if p.kind == "not-a-file"} == {
+        "smithjane_1_2_losses.ipynb", "doe_3_4_losses.ipynb"}
+
+
+def test_a_damaged_member_is_reported_without_quoting_its_bytes(tmp_path):
+    source = tmp_path / "export.zip"
+    source.write_bytes(zip_bytes({"smithjane_1_2_losses.ipynb": notebook("jane")}, zipfile.ZIP_STORED))
+    data = bytearray(source.read_bytes())
+    header = data.index(b"smithjane_1_2_losses.ipynb")  # the local header's copy of the name
+    data[header:header + 8] = b"<script>"
+    source.write_bytes(bytes(data))
+    result, collected = run(tmp_path, source)
+    assert collected == {}
+    [damaged] = [p for p in problems_about(result, "smithjane_1_2_losses.ipynb") if p.kind == "unreadable"]
+    assert "cannot be read" in damaged.reason and "damaged" in damaged.reason
+    assert "<script>" not in damaged.reason and "b'" not in damaged.reason, damaged.reason
