@@ -330,7 +330,8 @@ class PageParser(HTMLParser):
 
     def handle_endtag(self, tag):
         if re.fullmatch(r"h[1-6]", tag) and self._heading is not None:
-            self.headings.add(self._heading.strip().rstrip("#").strip())
+            # Without the chapter and section numbers the numbered table of contents adds ("1.3. ").
+            self.headings.add(re.sub(r"^\d+(\.\d+)*\.?\s+", "", self._heading.strip().rstrip("#").strip()))
             self._heading = None
 
     def handle_data(self, data):

@@ -5,6 +5,7 @@ recorded and leaves the rest for the next run. A signal that reaches one kernel,
 fork server from outside makes that submission's run no grade at all: `course grade` grades it again,
 `nbgrader autograde` records nothing for it.
 """
+import contextlib
 import os
 import signal
 import subprocess
@@ -37,6 +38,29 @@ def start_course_grade(course, assignment, *args):
     (course.parent / "tmp").mkdir(exist_ok=True)
     return subprocess.Popen([str(BIN / "course"), "grade", assignment, "--no-progress", *args], cwd=course, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+@contextlib.contextmanager
+def killed_at_the_end(process):
+    """Whatever happens in the test, no grader it started outlives it."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+
+
+def only_right_grades_then_all(course, assignment, expected, workers, log=""):
+    """What the disturbed run recorded is right; the next run grades the rest, right too."""
+    recorded = {s: g["_total"] for s, g in scores(course, assignment).items()}
+    wrong = {s: (total, expected[s]) for s, total in recorded.items() if total != expected[s]}
+    assert not wrong, f"a disturbed run recorded wrong grades: {wrong}\n{log[-4000:]}"
+    grader = start_course_grade(course, assignment, "--workers", workers)
+    out, err = grader.communicate(timeout=900)
+    assert grader.returncode == 0, f"{out}\n{err}"
+    assert {s: g["_total"] for s, g in scores(course, assignment).items()} == expected
+    return recorded
 
 
 def wait_for(condition, what, timeout=600):
@@ -111,32 +135,19 @@ def test_ctrl_c_stops_course_grade_and_the_next_run_finishes_with_the_right_grad
     submit(course, "untouched", assignment, released_notebook(course, assignment))
     expected["untouched"] = 0.0
 
-    grader = start_course_grade(course, assignment, "--workers", "2")
-    try:
+    with killed_at_the_end(start_course_grade(course, assignment, "--workers", "2")) as grader:
         wait_for(lambda: "executed in" in grade_log(course) or grader.poll() is not None, "a first graded notebook")
         assert grader.poll() is None, grader.communicate()
         everything = descendants(grader.pid)
         assert fork_servers_under(grader.pid) and kernels_under(grader.pid), "nothing in flight to interrupt"
         os.killpg(grader.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         out, err = grader.communicate(timeout=120)
-    finally:
-        if grader.poll() is None:
-            os.killpg(grader.pid, signal.SIGKILL)
-            grader.communicate()
     assert grader.returncode == 130, f"{out}\n{err}"
     assert "interrupted:" in err and "left ungraded" in err and "run the same command again" in err, err
     left = wait_for(lambda: not alive(everything) or None, "every worker, kernel and fork server to end", timeout=30)
     assert left, [p.cmdline() for p in alive(everything)]
-
-    recorded = scores(course, assignment)
+    recorded = only_right_grades_then_all(course, assignment, expected, "2", grade_log(course))
     assert len(recorded) < len(expected), "the batch ran to the end instead of stopping"
-    wrong = {s: (g["_total"], expected[s]) for s, g in recorded.items() if g["_total"] != expected[s]}
-    assert not wrong, f"an interrupted run recorded wrong grades: {wrong}"
-
-    grader = start_course_grade(course, assignment, "--workers", "2")
-    out, err = grader.communicate(timeout=900)
-    assert grader.returncode == 0, f"{out}\n{err}"
-    assert {s: g["_total"] for s, g in scores(course, assignment).items()} == expected
 
 
 def test_a_signal_to_a_kernel_or_a_fork_server_never_becomes_a_grade_in_course_grade(tmp_path):
@@ -147,8 +158,7 @@ def test_a_signal_to_a_kernel_or_a_fork_server_never_becomes_a_grade_in_course_g
     submit(course, "honest", assignment, correct(assignment))
     expected = {student: full(assignment) for student in ("sleeper-a", "sleeper-b", "honest")}
 
-    grader = start_course_grade(course, assignment, "--workers", "1")
-    try:
+    with killed_at_the_end(start_course_grade(course, assignment, "--workers", "1")) as grader:
         wait_for(lambda: kernels_under(grader.pid), "the first sandboxed kernel")
         time.sleep(10.0)  # the first submission is in its 30-second sleep by now
         for kernel in kernels_under(grader.pid):  # it, and the idle kernel started ahead for the next one
@@ -163,21 +173,10 @@ def test_a_signal_to_a_kernel_or_a_fork_server_never_becomes_a_grade_in_course_g
         for server in servers:
             server.kill()  # the fork server dies, and the kernels it forked with it
         out, err = grader.communicate(timeout=900)
-    finally:
-        if grader.poll() is None:
-            os.killpg(grader.pid, signal.SIGKILL)
-            grader.communicate()
     assert grader.returncode in (0, 1), f"{out}\n{err}"
     log = grade_log(course)
     assert "KeyboardInterrupt" in log and "executing it here" in log, log[-4000:]
-    recorded = {s: g["_total"] for s, g in scores(course, assignment).items()}
-    wrong = {s: (total, expected[s]) for s, total in recorded.items() if total != expected[s]}
-    assert not wrong, f"a signal became a grade: {wrong}\n{log[-4000:]}"
-
-    grader = start_course_grade(course, assignment, "--workers", "1")  # what was not recorded is graded now
-    out, err = grader.communicate(timeout=900)
-    assert grader.returncode == 0, f"{out}\n{err}"
-    assert {s: g["_total"] for s, g in scores(course, assignment).items()} == expected
+    only_right_grades_then_all(course, assignment, expected, "1", log)
 
 
 def test_a_signal_to_a_kernel_records_nothing_in_nbgrader_autograde(tmp_path):
@@ -185,18 +184,14 @@ def test_a_signal_to_a_kernel_records_nothing_in_nbgrader_autograde(tmp_path):
     course = make_course(tmp_path / "course")
     submit(course, "interrupted", assignment, add_cell(correct(assignment), SLEEPS, position=2))
     env = environment()
-    grader = subprocess.Popen([str(BIN / "nbgrader"), "autograde", assignment], cwd=course, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    autograde = subprocess.Popen([str(BIN / "nbgrader"), "autograde", assignment], cwd=course, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    with killed_at_the_end(autograde) as grader:
         wait_for(lambda: kernels_under(grader.pid), "the sandboxed kernel")
         time.sleep(5.0)
         for kernel in kernels_under(grader.pid):
             kernel.send_signal(signal.SIGINT)
         out, err = grader.communicate(timeout=600)
-    finally:
-        if grader.poll() is None:
-            os.killpg(grader.pid, signal.SIGKILL)
-            grader.communicate()
     assert grader.returncode != 0
     assert "grading was interrupted" in out + err, (out + err)[-3000:]
     assert not (course / "autograded" / "interrupted" / assignment).exists()

@@ -622,19 +622,26 @@ def visit(browser, site_url):
         tab.close()
 
 
-@pytest.mark.browser
-def test_the_browser_check_catches_requests_to_other_hosts(browser, tmp_path):
-    (tmp_path / "page.html").write_text(
-        '<html><head><script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"></script>'
-        '<link rel="stylesheet" href="https://unpkg.com/thebe@0.8.2/lib/index.css"></head>'
-        '<body><script>console.error("broken")</script><img alt="x" src="missing.png"></body></html>'
-    )
-    with serve(tmp_path) as url:
+@contextlib.contextmanager
+def planted_page(browser, folder, markup):
+    """A page written for a test, open in the browser as the site's pages are."""
+    (folder / "page.html").write_text(markup)
+    with serve(folder) as url:
         tab = Visit(browser, url)
         try:
             tab.open(url + "page.html")
+            yield tab
         finally:
             tab.close()
+
+
+@pytest.mark.browser
+def test_the_browser_check_catches_requests_to_other_hosts(browser, tmp_path):
+    markup = ('<html><head><script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"></script>'
+              '<link rel="stylesheet" href="https://unpkg.com/thebe@0.8.2/lib/index.css"></head>'
+              '<body><script>console.error("broken")</script><img alt="x" src="missing.png"></body></html>')
+    with planted_page(browser, tmp_path, markup) as tab:
+        pass
     problems = "\n".join(tab.problems)
     assert "request to another host: https://cdn.jsdelivr.net/" in problems, problems
     assert "request to another host: https://unpkg.com/" in problems, problems
@@ -1274,17 +1281,10 @@ def test_every_page_passes_axe_wcag_21_aa(root, device, theme):
 
 @pytest.mark.browser
 def test_axe_audit_finds_a_planted_violation(browser, tmp_path):
-    (tmp_path / "page.html").write_text(
-        '<html lang="en"><head><title>t</title></head><body><main><img src="x.png">'
-        '<button></button><p style="color:#aaa;background:#fff">faint</p></main></body></html>'
-    )
-    with serve(tmp_path) as url:
-        tab = Visit(browser, url)
-        try:
-            tab.open(url + "page.html")
-            ids = {v["id"] for v in axe_audit(tab.page).response["violations"]}
-        finally:
-            tab.close()
+    markup = ('<html lang="en"><head><title>t</title></head><body><main><img src="x.png">'
+              '<button></button><p style="color:#aaa;background:#fff">faint</p></main></body></html>')
+    with planted_page(browser, tmp_path, markup) as tab:
+        ids = {v["id"] for v in axe_audit(tab.page).response["violations"]}
     assert {"image-alt", "button-name", "color-contrast"} <= ids, ids
 
 
