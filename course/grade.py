@@ -25,7 +25,6 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
 from nbconvert.exporters import NotebookExporter
 from nbconvert.preprocessors import Preprocessor
-from nbformat.v4 import output_from_msg
 from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
 from traitlets import Bool, Float, Integer, List, Unicode
@@ -126,10 +125,7 @@ class LimitedOutputClient(NotebookClient):
         data = content.get("data") if isinstance(content, dict) else None
         if self.probing and isinstance(data, dict) and RESULT_MIME in data:
             return self.keep_result(outs, data[RESULT_MIME])
-        try:
-            out = student_content.safe_output(output_from_msg(msg))
-        except (ValueError, KeyError, TypeError):
-            return None
+        out = student_content.safe_output(output_of(msg))
         if out is None:
             return None
         if self.clear_before_next_output:
@@ -164,11 +160,7 @@ class LimitedOutputClient(NotebookClient):
         """An update of an earlier output, through the same filter and the same budget as a new one."""
         if self.probing or display_id not in self._display_id_map:
             return
-        try:
-            update = student_content.safe_output(output_from_msg({**msg, "msg_type": "display_data",
-                                                                  "header": {**msg["header"], "msg_type": "display_data"}}))
-        except (ValueError, KeyError, TypeError):
-            return
+        update = student_content.safe_output({**output_of(msg), "output_type": "display_data"})
         if update is None:
             return
         for cell_index, output_indices in self._display_id_map[display_id].items():
@@ -183,6 +175,12 @@ class LimitedOutputClient(NotebookClient):
                 if used + output_size(update) > self.output_chars_per_cell:
                     continue
                 old["data"], old["metadata"] = update["data"], update["metadata"]
+
+
+def output_of(msg):
+    """The output a message describes, as the kernel sent it (``course.student_content`` decides what is kept)."""
+    content = msg.get("content")
+    return {**content, "output_type": msg.get("msg_type")} if isinstance(content, dict) else {}
 
 
 def output_size(output):

@@ -54,6 +54,13 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
 
 def safe_output(output):
     """The output as a student may show it, rebuilt field by field, or None if nothing is left."""
+    try:
+        return _safe_output(output)
+    except (nbformat.ValidationError, ValueError, TypeError):
+        return None
+
+
+def _safe_output(output):
     if not isinstance(output, dict):
         return None
     kind = output.get("output_type")
