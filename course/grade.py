@@ -20,7 +20,7 @@ from pathlib import Path
 
 import nbformat
 import zmq
-from jupyter_core.utils import ensure_async
+from jupyter_core.utils import ensure_async, run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
 from nbconvert.exporters import NotebookExporter
@@ -82,6 +82,8 @@ class LimitedOutputClient(NotebookClient):
             raise
         self.kc.allow_stdin = False
         return self.kc
+
+    start_new_kernel_client = run_sync(async_start_new_kernel_client)  # what nbclient's setup_kernel calls
 
     async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
         """nbclient's loop over output messages, counting each message's bytes before parsing it."""
