@@ -28,7 +28,9 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 
 # nbgrader's own pipeline, with three changes: tampered cell metadata is restored from the
 # gradebook (instead of aborting the whole batch), Execute is replaced by the sandboxed,
-# hidden-check executor, and what students wrote is HTML-sanitized before feedback shows it.
+# hidden-check executor, and everything a student controls (outputs, markdown and raw cells)
+# passes course/student_content.py before the feedback or the formgrader shows it (after
+# SaveAutoGrades, so that nbgrader's checksums see the cells as submitted).
 # A file that is not a valid notebook is graded as an empty notebook whose feedback says why.
 c.Autograde.exporter_class = ReadableNotebookExporter
 c.Autograde.sanitize_preprocessors = [
@@ -41,11 +43,11 @@ c.Autograde.sanitize_preprocessors = [
 ]
 c.Autograde.autograde_preprocessors = [
     SandboxedExecute,
-    SanitizeStudentHTML,
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,
     SaveAutoGrades,
+    SanitizeStudentHTML,
     AssignLatePenalties,
     CheckCellMetadata,
 ]

@@ -447,7 +447,9 @@ class GradeRun:
     def say(self, message=""):
         from tqdm import tqdm
 
-        tqdm.write(message, file=self.out)
+        from .student_content import log_text
+
+        tqdm.write(log_text(message, limit=10_000), file=self.out)  # one line each: names can carry newlines
 
     # ---- incremental state ----------------------------------------------------------------
     def _load_state(self):

@@ -19,22 +19,25 @@ import time
 from pathlib import Path
 
 import nbformat
+import zmq
+from jupyter_core.utils import ensure_async, run_sync
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
 from nbconvert.exporters import NotebookExporter
-from nbconvert.preprocessors.sanitize import SanitizeHTML
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbconvert.preprocessors import Preprocessor
 from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
 from traitlets import Bool, Float, Integer, List, Unicode
 
-from . import ROOT
-from .check import HiddenCheckError, Verdict, judge, load_hidden_checks, new_nonce, reply_from_outputs, request_for, harness_code
+from . import ROOT, student_content
+from .check import MAX_REPLY_CHARS, HiddenCheckError, Verdict, judge, load_hidden_checks, new_nonce, reply_from_outputs, request_for, harness_code
 from .harness import RESULT_MIME
 from .sandbox import (ForkServer, ForkServerError, GradingInterrupted, Limits, SandboxedKernelManager, Watchdog,
                       file_tail, require_sandbox, shared_fork_server, socket_folder, warn_unsandboxed)
 
-SAFE_OUTPUT_TYPES = {"text/plain", "image/png", "image/jpeg"}
 TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
+RESULTS_KEPT = 2  # one reply per case; a second is kept only to say "more than one result came back"
+RECEIVE_QUEUE_MESSAGES = 16  # messages the grader's sockets queue before the kernel's own queue fills
 
 
 def is_autograded_test(cell):
@@ -42,33 +45,144 @@ def is_autograded_test(cell):
 
 
 class LimitedOutputClient(NotebookClient):
-    """nbclient that stops keeping output once a cell has printed too much."""
+    """nbclient whose every output passes ``course.student_content``, within budgets counted as messages arrive.
+
+    Two budgets bound what the grader spends on a kernel's messages.  What is *kept* in the
+    graded notebook: ``output_chars_per_cell`` per cell, display updates included, and during a
+    hidden-check probe at most ``RESULTS_KEPT`` results of at most ``MAX_REPLY_CHARS``.  What is
+    *received*: the bytes of every message on the output channel, of any type (comms too), per
+    cell and per submission; past either budget the grader stops reading and kills the kernel,
+    and ``flooded`` says why.  Comms are refused: no widget state is stored and no output widget
+    captures output.
+    """
 
     output_chars_per_cell = 20_000
-    probing = False  # True while a hidden-check probe runs: its result is never truncated
+    received_bytes_per_cell = 32 * 1024**2
+    received_bytes_per_submission = 128 * 1024**2
+    probing = False  # True while a hidden-check probe runs: its result is kept apart from the student's output
+    store_widget_state = Bool(False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.comm_open_handlers = {}
+        self.received_bytes = 0
+        self.flooded = None  # why the grader stopped reading this kernel, if it did
+
+    async def async_start_new_kernel_client(self):
+        """nbclient's, with the client's sockets made by the kernel manager's context, so its limits
+        (largest message, receive queue) hold on every channel."""
+        context = self.km.context
+        context.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE_MESSAGES)
+        try:
+            self.kc = self.km.client(context=context)
+            await ensure_async(self.kc.start_channels())
+            await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
+        except Exception:
+            await self._async_cleanup_kernel()
+            raise
+        self.kc.allow_stdin = False
+        return self.kc
+
+    start_new_kernel_client = run_sync(async_start_new_kernel_client)  # what nbclient's setup_kernel calls
+
+    async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
+        """nbclient's loop over output messages, counting each message's bytes before parsing it."""
+        channel = self.kc.iopub_channel
+        received_in_cell = 0
+        while True:
+            frames = await channel.socket.recv_multipart()
+            size = sum(len(frame) for frame in frames)
+            received_in_cell += size
+            self.received_bytes += size
+            if received_in_cell > self.received_bytes_per_cell:
+                return self.stop_reading(f"cell {cell_index + 1} sent more than "
+                                         f"{self.received_bytes_per_cell // 1024**2} MiB of output")
+            if self.received_bytes > self.received_bytes_per_submission:
+                return self.stop_reading(f"the notebook sent more than "
+                                         f"{self.received_bytes_per_submission // 1024**2} MiB of output")
+            _, wire = channel.session.feed_identities(frames)
+            msg = channel.session.deserialize(wire)
+            if msg["parent_header"].get("msg_id") == parent_msg_id:
+                try:
+                    self.process_message(msg, cell, cell_index)
+                except CellExecutionComplete:
+                    return None
+
+    def stop_reading(self, reason):
+        self.flooded = reason
+        self.km.kill_everything()  # the kernel dies; nbclient then reports it dead
+
+    def process_message(self, msg, cell, cell_index):
+        try:
+            return super().process_message(msg, cell, cell_index)
+        finally:
+            if "execution_count" in cell:
+                cell["execution_count"] = student_content.safe_execution_count(cell.get("execution_count"))
+
+    def handle_comm_msg(self, outs, msg, cell_index):
+        """Comms are refused: the grader is no widget front end."""
 
     def output(self, outs, msg, display_id, cell_index):
         content = msg.get("content", {})
-        data = content.get("data")
+        data = content.get("data") if isinstance(content, dict) else None
         if self.probing and isinstance(data, dict) and RESULT_MIME in data:
-            return super().output(outs, msg, display_id, cell_index)
-        if isinstance(data, dict):
-            # Student output ends up in HTML that instructors open (feedback, formgrader):
-            # keep plain text and raster images only, never HTML, JavaScript or SVG.
-            content["data"] = {k: v for k, v in data.items() if k in SAFE_OUTPUT_TYPES}
-            if not content["data"]:
-                return None
+            return self.keep_result(outs, data[RESULT_MIME])
+        out = student_content.safe_output(output_of(msg))
+        if out is None:
+            return None
+        if self.clear_before_next_output:
+            outs[:] = []
+            self.clear_display_id_mapping(cell_index)
+            self.clear_before_next_output = False
         budget = self.output_chars_per_cell - sum(output_size(o) for o in outs)
-        size = output_size(content)
-        if size <= budget:
-            return super().output(outs, msg, display_id, cell_index)
-        if msg.get("msg_type") == "stream" and budget > 0:
-            content["text"] = content.get("text", "")[:budget]
-            super().output(outs, msg, display_id, cell_index)
-        if not (outs and "truncated by the grader" in str(outs[-1].get("text", ""))):
-            outs.append(nbformat.v4.new_output("stream", name="stdout",
-                                               text=TRUNCATED.format(limit=self.output_chars_per_cell)))
-        return None
+        if output_size(out) > budget:
+            if out.output_type == "stream" and budget > 0:
+                out.text = out.text[:budget]
+                outs.append(out)
+            if not (outs and "truncated by the grader" in str(outs[-1].get("text", ""))):
+                outs.append(nbformat.v4.new_output("stream", name="stdout",
+                                                   text=TRUNCATED.format(limit=self.output_chars_per_cell)))
+            return None
+        if display_id and not self.probing:
+            self._display_id_map.setdefault(display_id, {}).setdefault(cell_index, []).append(len(outs))
+        outs.append(out)
+        return out
+
+    def keep_result(self, outs, text):
+        """A hidden check's result: only the result, and only the first few (each of bounded size)."""
+        if sum(1 for o in outs if RESULT_MIME in o.get("data", {})) >= RESULTS_KEPT:
+            return None
+        if not isinstance(text, str) or len(text) > MAX_REPLY_CHARS:
+            text = None  # judged as "not plain JSON text or too large" without keeping it
+        out = nbformat.v4.new_output("display_data", data={RESULT_MIME: text})
+        outs.append(out)
+        return out
+
+    def _update_display_id(self, display_id, msg):
+        """An update of an earlier output, through the same filter and the same budget as a new one."""
+        if self.probing or display_id not in self._display_id_map:
+            return
+        update = student_content.safe_output({**output_of(msg), "output_type": "display_data"})
+        if update is None:
+            return
+        for cell_index, output_indices in self._display_id_map[display_id].items():
+            if not 0 <= cell_index < len(self.nb.cells):
+                continue
+            outputs = self.nb.cells[cell_index].get("outputs", [])
+            for output_index in output_indices:
+                if not 0 <= output_index < len(outputs) or "data" not in outputs[output_index]:
+                    continue
+                old = outputs[output_index]
+                used = sum(output_size(o) for o in outputs) - output_size(old)
+                if used + output_size(update) > self.output_chars_per_cell:
+                    continue
+                old["data"], old["metadata"] = update["data"], update["metadata"]
+
+
+def output_of(msg):
+    """The output a message describes, as the kernel sent it (``course.student_content`` decides what is kept)."""
+    content = msg.get("content")
+    return {**content, "output_type": msg.get("msg_type")} if isinstance(content, dict) else {}
 
 
 def output_size(output):
@@ -90,10 +204,9 @@ class ReadableNotebookExporter(NotebookExporter):
         except Exception as error:
             name = (resources or {}).get("metadata", {}).get("name", "the notebook")
             reason = f"{name}.ipynb could not be read as a Jupyter notebook (nbformat 4): {why_not_a_notebook(error)}"
-            self.log.error("%s", reason)
-            nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
-                "## Grading notes\n\n- " + reason + "\n- Every check scores 0. Submit the notebook file that "
-                "Jupyter saves, without editing it by hand.")])
+            self.log.error("%s", student_content.log_text(reason, limit=500))
+            note = reason + ". Every check scores 0. Submit the notebook file that Jupyter saves, without editing it by hand."
+            nb = nbformat.v4.new_notebook(cells=[student_content.grading_notes_cell([note])])
             nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
             nb.cells[0]["id"] = "unreadable-notebook"  # the same placeholder on every read
         return self.from_notebook_node(nb, resources=resources, **kw)
@@ -120,21 +233,21 @@ def why_not_a_notebook(error):
     return f"it is not a notebook ({type(error).__name__})"
 
 
-class SanitizeStudentHTML(SanitizeHTML):
-    """nbconvert's HTML sanitizer for what students wrote: their markdown cells and outputs.
+class SanitizeStudentHTML(Preprocessor):
+    """Every cell of a graded notebook through ``course.student_content``, the gate for what a student may show.
 
-    nbgrader's feedback and formgrader templates render markdown without
-    sanitizing it, so a ``<script>`` in a student's cell would run in the
-    instructor's browser.  Locked cells came from the gradebook (trusted) and
-    keep their LaTeX and HTML as written.
+    nbgrader's feedback and formgrader templates render markdown and raw cells as HTML, with
+    every link protocol allowed.  Student outputs were filtered as they arrived; here they pass
+    the same gate again with everything else a student controls: the markdown and raw cells
+    they wrote, cell metadata and prompts.  Locked cells came from the gradebook (trusted) and
+    keep their LaTeX and HTML as written.  It runs after ``SaveAutoGrades``, so nbgrader's
+    checksums see the student's cells as submitted.
     """
 
     enabled = Bool(True)  # nbconvert preprocessors are off unless enabled
 
     def preprocess_cell(self, cell, resources, cell_index):
-        if cell.cell_type == "markdown" and cell.metadata.get("nbgrader", {}).get("locked"):
-            return cell, resources
-        return super().preprocess_cell(cell, resources, cell_index)
+        return student_content.safe_cell(cell), resources
 
 
 class RestoreCellMetadata(NbGraderPreprocessor):
@@ -193,6 +306,10 @@ class SandboxedExecute(NbGraderPreprocessor):
     notebook_cpu_seconds = Integer(600, help="CPU seconds per sandbox process").tag(config=True)
     max_processes = Integer(64, help="processes/threads of one sandbox").tag(config=True)
     output_chars_per_cell = Integer(20_000, help="output kept per cell").tag(config=True)
+    output_bytes_per_cell = Integer(32 * 1024**2, help=(
+        "bytes of messages the grader reads from the kernel during one cell; past it the kernel is stopped")).tag(config=True)
+    output_bytes_per_submission = Integer(128 * 1024**2, help=(
+        "bytes of messages the grader reads from the kernel for one notebook; past it the kernel is stopped")).tag(config=True)
     use_bubblewrap = Bool(True, help=(
         "run kernels in bubblewrap; where it is missing or cannot start, grading refuses. False grades "
         "WITHOUT the sandbox (resource limits only, with a warning): only on a single-user machine")).tag(config=True)
@@ -207,7 +324,9 @@ class SandboxedExecute(NbGraderPreprocessor):
     def limits(self):
         return Limits(memory_bytes=int(self.memory_limit_gib * 1024**3), processes=self.max_processes,
                       notebook_cpu_seconds=self.notebook_cpu_seconds, cell_seconds=self.cell_timeout,
-                      notebook_seconds=self.notebook_timeout, output_chars_per_cell=self.output_chars_per_cell)
+                      notebook_seconds=self.notebook_timeout, output_chars_per_cell=self.output_chars_per_cell,
+                      output_bytes_per_cell=self.output_bytes_per_cell,
+                      output_bytes_per_submission=self.output_bytes_per_submission)
 
     def preprocess(self, nb, resources):
         info = resources.get("nbgrader", {})
@@ -241,7 +360,7 @@ class SandboxedExecute(NbGraderPreprocessor):
     @staticmethod
     def add_notes(nb, notes):
         if notes:
-            nb.cells.append(nbformat.v4.new_markdown_cell("## Grading notes\n\n" + "\n".join(f"- {n}" for n in notes)))
+            nb.cells.append(student_content.grading_notes_cell(notes))
         return nb
 
 
@@ -357,6 +476,8 @@ class SubmissionRun:
                                           interrupt_on_timeout=False, record_timing=False,
                                           kernel_name="python3", resources={"metadata": {"path": str(scratch)}})
         self.client.output_chars_per_cell = limits.output_chars_per_cell
+        self.client.received_bytes_per_cell = limits.output_bytes_per_cell
+        self.client.received_bytes_per_submission = limits.output_bytes_per_submission
         if warm is not None:
             self.client.kc = warm.kc
             self.client.kc.allow_stdin = False
@@ -435,7 +556,7 @@ class SubmissionRun:
         self.interrupted = self.interrupted or reason
 
     def stop(self, reason):
-        reason = self.watchdog.violation or reason
+        reason = self.client.flooded or self.watchdog.violation or reason
         self.stopped = reason
         self.log.warning("%s: %s; later checks score 0", self.where, reason)
         self.km.kill_everything()

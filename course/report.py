@@ -22,6 +22,8 @@ from pathlib import Path
 
 import nbformat
 
+from .student_content import grading_notes, markdown_text
+
 
 def assignment_scores(grade_run, assignment):
     """{student: (score, max_score)} for one assignment, from the gradebook."""
@@ -78,8 +80,8 @@ def _autograded_notes(grade_run, assignment, student, notebooks):
                 for output in cell.get("outputs", []):
                     if output.get("output_type") == "error":
                         reasons[(name, grade_id)] = first_reason(output.get("evalue", "") or output.get("ename", ""))
-            if cell.cell_type == "markdown" and cell.source.startswith("## Grading notes"):
-                notes.extend(line[2:].strip() for line in cell.source.splitlines() if line.startswith("- "))
+            if cell.cell_type == "markdown":
+                notes.extend(grading_notes(cell))
     return reasons, notes
 
 
@@ -100,7 +102,9 @@ def condense(notes):
 
 
 def _md(text):
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Any text in a table cell of the report: one line, HTML, link and table characters escaped (file
+    names, student ids and reasons can carry a student's bytes)."""
+    return markdown_text(text, limit=1000)
 
 
 def _histogram(path, totals, max_score, assignment):
@@ -201,7 +205,7 @@ def write_report(grade_run, run):
     failures += [(problem.where, problem.reason) for problem in run.collected.problems]
     if failures:
         lines += ["| submission or file | reason |", "|---|---|"]
-        lines += [f"| `{_md(where)}` | {_md(reason)} |" for where, reason in failures]
+        lines += [f"| {_md(where)} | {_md(reason)} |" for where, reason in failures]
     else:
         lines.append("None: every submission found was graded.")
     lines.append("")

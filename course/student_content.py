@@ -1,0 +1,290 @@
+"""What a student may show: the one gate between a student's bytes and a page a person opens.
+
+Student output and student-written cells end up in HTML that people open: the feedback, and
+nbgrader's formgrader, which runs in the instructor's logged-in session.  Everything a student
+controls passes through this module before it is stored in a graded notebook:
+
+* outputs, whatever message made them (``display_data``, ``execute_result``, ``stream``,
+  ``error``, and the ``update_display_data`` that rewrites an earlier one): each is rebuilt
+  from an allow-list of MIME types (plain text and raster images), with its metadata dropped
+  except image sizes that are plain numbers (``safe_output``);
+* markdown cells a student wrote, and raw cells: rendered here, with links to ``http``,
+  ``https``, ``mailto`` and fragments only, raw HTML reduced to an allow-list of tags, and
+  MathJax's HTML extensions (``\\href``, ``\\class``, ``\\style``, ...) disarmed (``safe_cell``);
+* student text that a grader sentence quotes, in Markdown (``markdown_text``), HTML
+  (``html_text``) or a log line (``log_text``).
+
+nbconvert's own markdown renderer allows every link protocol (``javascript:`` included) and
+passes raw HTML through; MathJax honours ``\\href``.  So a student's markdown cell is rendered
+here into one HTML block that nbconvert's renderer passes through unchanged.
+"""
+import base64
+import binascii
+import html
+import math
+import re
+
+import bleach
+import nbformat
+from bs4 import BeautifulSoup, NavigableString
+
+ALLOWED_MIME_TYPES = ("text/plain", "image/png", "image/jpeg")
+# Shown as their source text when a display has nothing else to show.
+TEXT_ONLY_MIME_TYPES = ("text/markdown", "text/latex")
+IMAGE_SIZE_LIMIT = 10_000  # pixels, width or height
+SAFE_LINK_PREFIXES = ("http:", "https:", "mailto:", "#")
+# MathJax commands that make links, set classes, styles, ids or data attributes, emit raw
+# HTML or Unicode from arbitrary fonts, load extensions, or open tooltips and actions.
+MATHJAX_HTML_COMMANDS = ("href", "class", "cssId", "style", "data", "require", "unicode", "bbox", "mmlToken",
+                         "texttip", "mathtip", "toggle", "actiontype", "tooltip", "html", "attr")
+_MATHJAX_COMMAND = re.compile(r"\\+\s*(?=(?:%s)(?![A-Za-z]))" % "|".join(MATHJAX_HTML_COMMANDS))
+ALLOWED_TAGS = ["a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "div", "dl", "dt", "em", "h1", "h2",
+                "h3", "h4", "h5", "h6", "hr", "i", "img", "input", "kbd", "li", "ol", "p", "pre", "s", "span",
+                "strong", "sub", "sup", "table", "tbody", "td", "th", "thead", "tr", "ul"]
+ALLOWED_ATTRIBUTES = {"a": ["href", "title"], "img": ["src", "alt", "title", "width", "height"],
+                      "input": ["type", "checked", "disabled"], "td": ["align"], "th": ["align"],
+                      "abbr": ["title"], "ol": ["start"]}
+BLOCK_CLASS = "course-student-markdown"
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def safe_output(output):
+    """The output as a student may show it, rebuilt field by field, or None if nothing is left."""
+    try:
+        return _safe_output(output)
+    except (nbformat.ValidationError, ValueError, TypeError):
+        return None
+
+
+def _safe_output(output):
+    if not isinstance(output, dict):
+        return None
+    kind = output.get("output_type")
+    if kind == "stream":
+        name = output.get("name") if output.get("name") in ("stdout", "stderr") else "stdout"
+        return nbformat.v4.new_output("stream", name=name, text=_text(output.get("text", "")))
+    if kind == "error":
+        traceback = output.get("traceback")
+        traceback = [_text(line) for line in traceback] if isinstance(traceback, list) else []
+        return nbformat.v4.new_output("error", ename=_text(output.get("ename", "")),
+                                      evalue=_text(output.get("evalue", "")), traceback=traceback)
+    if kind not in ("display_data", "execute_result"):
+        return None
+    data = safe_data(output.get("data"))
+    if not data:
+        return None
+    result = nbformat.v4.new_output(kind, data=data, metadata=safe_metadata(output.get("metadata"), data))
+    if kind == "execute_result":
+        result["execution_count"] = safe_execution_count(output.get("execution_count"))
+    return result
+
+
+def safe_data(data):
+    """A display's MIME bundle reduced to plain text and valid base64 raster images."""
+    if not isinstance(data, dict):
+        return {}
+    kept = {}
+    for mime in ALLOWED_MIME_TYPES:
+        value = data.get(mime)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = "".join(value)  # nbformat stores multi-line text as a list of lines
+        if not isinstance(value, str):
+            continue
+        if mime.startswith("image/"):
+            if not _is_base64(value):
+                continue
+        kept[mime] = value
+    if "text/plain" not in kept:
+        for mime in TEXT_ONLY_MIME_TYPES:
+            if isinstance(data.get(mime), str):
+                kept["text/plain"] = data[mime]
+                break
+    return kept
+
+
+def _is_base64(value):
+    if not _BASE64.fullmatch(value):
+        return False
+    try:
+        base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def safe_metadata(metadata, data):
+    """Only the width and height of images, and only as plain positive numbers."""
+    kept = {}
+    if not isinstance(metadata, dict):
+        return kept
+    for mime in data:
+        if not mime.startswith("image/") or not isinstance(metadata.get(mime), dict):
+            continue
+        sizes = {key: metadata[mime][key] for key in ("width", "height") if _is_size(metadata[mime].get(key))}
+        if sizes:
+            kept[mime] = sizes
+    return kept
+
+
+def _is_size(value):
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and 0 < value <= IMAGE_SIZE_LIMIT)
+
+
+def safe_execution_count(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9 else None
+
+
+def _text(value):
+    if isinstance(value, list):
+        value = "".join(str(v) for v in value)
+    return value if isinstance(value, str) else str(value)
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def is_trusted(cell):
+    """A locked cell's source and metadata come from the gradebook (nbgrader restores them)."""
+    meta = cell.get("metadata", {}).get("nbgrader")
+    return isinstance(meta, dict) and bool(meta.get("locked"))
+
+
+def safe_cell(cell):
+    """A cell as a student may show it (changed in place, and returned)."""
+    if cell.get("cell_type") == "code":
+        cell["outputs"] = [o for o in (safe_output(o) for o in cell.get("outputs", [])) if o is not None]
+        cell["execution_count"] = safe_execution_count(cell.get("execution_count"))
+    if is_trusted(cell):
+        return cell
+    cell.pop("attachments", None)
+    cell["metadata"] = _student_cell_metadata(cell.get("metadata", {}))
+    if cell.get("cell_type") == "markdown":
+        cell["source"] = safe_markdown_block(_text(cell.get("source", "")))
+    elif cell.get("cell_type") == "raw":
+        # Shown as text: a raw cell is otherwise pasted into the page as HTML.
+        cell["source"] = f'<pre class="{BLOCK_CLASS}">{html_text(cell.get("source", ""), single_line=False)}</pre>'
+        cell["metadata"]["raw_mimetype"] = "text/html"
+    return cell
+
+
+def _student_cell_metadata(metadata):
+    """nbgrader's metadata (restored from the gradebook) and the grader's notes; nothing a student wrote."""
+    kept = {}
+    if isinstance(metadata.get("nbgrader"), dict):
+        kept["nbgrader"] = metadata["nbgrader"]
+    notes = metadata.get("course", {}).get("grading_notes") if isinstance(metadata.get("course"), dict) else None
+    if isinstance(notes, list) and all(isinstance(n, str) for n in notes):
+        kept["course"] = {"grading_notes": notes}
+    return kept
+
+
+def safe_markdown_block(source):
+    """A student's markdown as one HTML block that nbconvert's markdown renderer passes through as it is."""
+    rendered = safe_markdown_html(source)
+    # A blank line would end the HTML block and hand the rest back to the markdown parser.
+    rendered = re.sub(r"\n(?=[ \t]*(\n|$))", "&#10;", rendered.replace("\r\n", "\n").replace("\r", "\n"))
+    return f'<div class="{BLOCK_CLASS}">\n{rendered}\n</div>'
+
+
+def safe_markdown_html(source):
+    """Markdown rendered with safe links only, allow-listed HTML, and no MathJax HTML extension."""
+    from nbconvert.filters.markdown_mistune import MarkdownWithMath
+
+    rendered = MarkdownWithMath(renderer=_StudentRenderer(escape=False, exclude_anchor_links=True)).render(source)
+    cleaned = bleach.clean(rendered, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES,
+                           protocols=["http", "https", "mailto"], strip=True, strip_comments=True)
+    return _disarm(cleaned)
+
+
+def _renderer_base():
+    from nbconvert.filters.markdown_mistune import IPythonRenderer
+
+    return IPythonRenderer
+
+
+class _StudentRenderer(_renderer_base()):
+    def sanitize_url(self, url):
+        return url if is_safe_link(url) else "#unsafe-link-removed"
+
+
+def is_safe_link(url):
+    """True for http, https, mailto and fragment links, however the URL is spelt."""
+    from urllib.parse import unquote
+
+    text = html.unescape(str(url))
+    for _ in range(3):
+        text = unquote(text)
+    text = re.sub(r"[\x00-\x20\x7f]", "", text).lower()  # browsers drop these inside a URL
+    return text.startswith(SAFE_LINK_PREFIXES)
+
+
+def _disarm(fragment):
+    """Second look at sanitized HTML, as a browser decodes it: links and MathJax commands."""
+    soup = BeautifulSoup(fragment, "html.parser")
+    for tag in soup.find_all(True):
+        for name in list(tag.attrs):
+            value = tag.attrs[name]
+            if name.lower().startswith("on") or (name in ("href", "src") and not is_safe_link(value)):
+                del tag.attrs[name]
+    for text in soup.find_all(string=True):
+        disarmed = neutralize_math(str(text))
+        if disarmed != str(text):
+            text.replace_with(NavigableString(disarmed))
+    return str(soup)
+
+
+def neutralize_math(text):
+    """Student text with MathJax's HTML-making commands turned into plain letters (``\\href`` -> ``href``)."""
+    return _MATHJAX_COMMAND.sub("", text)
+
+
+# --------------------------------------------------------------------------- student text in grader text
+
+
+def markdown_text(text, limit=500):
+    """Student text quoted in Markdown: one line; no HTML, link, code span, table cell or math can start in it,
+    and no MathJax command (emphasis characters are left: they only change how text looks)."""
+    text = neutralize_math(one_line(text, limit))
+    return re.sub(r"([\\`\[\]<>&|!$])", r"\\\1", text)
+
+
+def html_text(text, single_line=True):
+    """Student text quoted in HTML."""
+    text = one_line(text) if single_line else _text(text)
+    return html.escape(neutralize_math(text), quote=True)
+
+
+def log_text(text, limit=300):
+    """Student text quoted in a log line: one line, control characters shown as escapes."""
+    text = _text(text)
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return text.encode("unicode_escape").decode("ascii") if _CONTROL.search(text) or "\n" in text else text
+
+
+def one_line(text, limit=500):
+    text = _CONTROL.sub(" ", _text(text).replace("\r", " ").replace("\n", " "))
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# --------------------------------------------------------------------------- the grader's notes
+
+
+def grading_notes_cell(notes):
+    """The "Grading notes" markdown cell; the notes themselves also travel as plain text in its metadata."""
+    source = "## Grading notes\n\n" + "\n".join(f"- {markdown_text(note, limit=2000)}" for note in notes)
+    cell = nbformat.v4.new_markdown_cell(source)
+    cell.metadata["course"] = {"grading_notes": [one_line(note, limit=2000) for note in notes]}
+    return cell
+
+
+def grading_notes(cell):
+    """The notes a "Grading notes" cell carries (plain text), or []."""
+    course = cell.get("metadata", {}).get("course")
+    notes = course.get("grading_notes") if isinstance(course, dict) else None
+    return [n for n in notes if isinstance(n, str)] if isinstance(notes, list) else []
