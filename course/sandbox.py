@@ -600,7 +600,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         a kill).  A submission that sends one to itself is not graded either: it fails, and says so.
         Without bubblewrap there is no telling: never True."""
         process = getattr(getattr(self, "provisioner", None), "process", None)
-        if not self.enforced or process is None:
+        if not self.enforced or process is None or getattr(self, "killed_by_grader", False):
             return False
         deadline = time.monotonic() + wait
         while process.poll() is None and time.monotonic() < deadline:
@@ -626,6 +626,7 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     def kill_everything(self):
         """Kill the kernel and any process the submission left behind."""
+        self.killed_by_grader = True  # its end is the grader's doing, not a signal from outside
         leftovers = [] if os.geteuid() == 0 else self.sandbox_processes()
         process = getattr(getattr(self, "provisioner", None), "process", None)
         if process is not None and process.poll() is None:
