@@ -365,7 +365,7 @@ def _autograd(cross_entropy, logits, targets):
 def training():
     import torch
 
-    from course.data import load_names
+    import course.data
     from course.harness import call, plain, view
 
     c = Cases("a5-training")
@@ -396,7 +396,7 @@ def training():
 
         def in_place(x0, lr, steps):  # x -= ... on one array, appended every step
             x = np.array(x0, dtype=np.float64)
-            for _ in range(steps):
+            for _step in range(steps):
                 x -= lr * grad_fn(x)
             return np.stack([x] * (steps + 1))
 
@@ -568,7 +568,7 @@ def training():
                        "and cut it into consecutive batches")
 
     # The bigram network: trained in the kernel, judged here on held-out names.
-    words = load_names()
+    words = course.data.load_names()
     order = g.permutation(len(words))
     train_words = [words[i] for i in sorted(order[:TRAIN_NAMES])]
     heldout_words = [words[i] for i in sorted(order[TRAIN_NAMES:TRAIN_NAMES + HELDOUT_NAMES])]
@@ -629,15 +629,14 @@ def train_bigram_variant(xs, ys, steps, batch_size, lr, seed, wrong=None):
     g = torch.Generator().manual_seed(seed)
     W = torch.randn((27, 27), generator=g, dtype=torch.float64, requires_grad=True)
     losses = []
-    for _ in range(steps):
+    while len(losses) < steps:
         ix = torch.randint(0, len(xs), (batch_size,), generator=g)
         logits = F.one_hot(xs[ix], 27).double() @ W
         loss = F.cross_entropy(logits, ys[ix], reduction="sum" if wrong == "sum" else "mean")
         if wrong != "no reset":
             W.grad = None
         loss.backward()
-        with torch.no_grad():
-            W -= (lr * lr if wrong == "lr twice" else lr) * W.grad
+        W.data -= (lr * lr if wrong == "lr twice" else lr) * W.grad
         losses.append(loss.item())
     return W.detach(), losses
 
