@@ -1,13 +1,13 @@
 """Throughput of `course grade` against stock, serial `nbgrader autograde`, on the same submissions.
 
-Both grade identical copies of 60 submissions of the whole course (15 per assignment, all four
+Both grade identical copies of 75 submissions of the whole course (15 per assignment, all five
 assignments): correct ones, partly wrong ones (one function with a typical mistake) and broken
 ones (untouched stubs, a syntax error, an exception at the top, a file that is not a notebook).
 
 * stock        - nbgrader 0.9.6's own pipeline and Execute preprocessor (no sandbox, no hidden
                  checks; CONFIGS["stock"] of sandbox_overhead.py), one `nbgrader autograde` per
                  assignment, then `nbgrader generate_feedback` per assignment and `nbgrader export`;
-* course grade - `course grade a1-distributions a2-losses a3-bigram a4-torch-cross-entropy`: the
+* course grade - `course grade a1-distributions a2-losses a3-bigram a4-torch-cross-entropy a5-training`: the
                  trusted pipeline (bubblewrap sandbox, hidden checks) on a local pool, one worker
                  per core, kernels forked from a pre-warmed fork server; feedback, grades.csv and
                  reports included;
@@ -52,6 +52,8 @@ MISTAKES = {
                   "bigram_nll": "def bigram_nll(probs, words):\n    return 0.0"},
     "a4-torch-cross-entropy": {"cross_entropy_grad": "def cross_entropy_grad(logits, targets):\n    return logits * 0",
                                "cross_entropy": "def cross_entropy(logits, targets, reduction='mean'):\n    import torch\n    return torch.zeros(())"},
+    "a5-training": {"adam_step": "def adam_step(param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):\n    m = betas[0] * m + (1 - betas[0]) * grad\n    v = betas[1] * v + (1 - betas[1]) * grad**2\n    return param - lr * m / (v.sqrt() + eps), m, v",
+                    "minibatches": "def minibatches(n, batch_size, generator_seed):\n    import torch\n    return list(torch.arange(n).split(batch_size))"},
 }
 
 

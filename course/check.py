@@ -86,6 +86,10 @@ def request_for(case, nonce, device="cpu"):
         "grad": case.get("grad", False),
         "device": device,
         "grad_probe": wire_value(case.get("grad_probe")),
+        "view": case.get("view"),
+        "chain": case.get("chain") and {
+            "feed": case["chain"]["feed"],
+            "steps": [{k: wire_value(v) for k, v in step.items()} for step in case["chain"]["steps"]]},
     }
 
 
@@ -172,9 +176,15 @@ def judge(case, reply):
         got = decode_number_array(payload)
     except ValueError as reason:
         return Verdict(False, f"{about}: {reason}")
+    if "measure" in case:
+        try:
+            got = MEASURES[case["measure"]["kind"]](got, case["measure"])
+        except ValueError as reason:
+            return Verdict(False, f"{about}: {reason}")
     want = array_from_reference(expected).astype(np.float64)
     if got.shape != want.shape:
-        return Verdict(False, f"{about}: returned {describe_shape(got.shape)}, expected {describe_shape(want.shape)}")
+        hint = f": {case['shape_hint']}" if case.get("shape_hint") else ""
+        return Verdict(False, f"{about}: returned {describe_shape(got.shape)}, expected {describe_shape(want.shape)}{hint}")
     if case.get("integer") and payload.get("dtype", "")[:1] not in ("i", "u"):
         return Verdict(False, f"{about}: expected integer counts, got dtype {payload.get('dtype')}")
     rtol, atol = case["rtol"], case["atol"]
@@ -204,6 +214,26 @@ def judge_gradient(case, reply, about):
             return Verdict(False, f"{about}: the loss is right but its gradient is not: {mismatch}")
         return Verdict(False, f"{about}: the loss is right but its gradient is not softmax − one-hot (averaged over the batch)")
     return Verdict(True, f"{about}: ok, gradient too")
+
+
+BIGRAM_CHARS = ".abcdefghijklmnopqrstuvwxyz"
+
+
+def bigram_weights_nll(weights, measure):
+    """Mean NLL (nats) of the bigrams of ``measure["words"]`` (held-out names) under a one-hot @ W model,
+    computed here from the returned W."""
+    if weights.shape != (27, 27):
+        raise ValueError(f"W must have shape (27, 27), got {describe_shape(weights.shape)}")
+    pairs = [(BIGRAM_CHARS.index(a), BIGRAM_CHARS.index(b)) for w in measure["words"] for a, b in zip("." + w, w + ".")]
+    xs, ys = np.array(pairs, dtype=np.int64).T
+    logits = weights[xs]
+    with np.errstate(all="ignore"):  # a diverged W gives nan, which diagnose() names
+        top = logits.max(axis=1, keepdims=True)
+        log_norm = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+        return np.asarray(np.mean(log_norm - logits[np.arange(len(ys)), ys]))
+
+
+MEASURES = {"bigram_nll": bigram_weights_nll}  # a case's "measure": what the grader computes from the reply
 
 
 def close(got, want, rtol, atol):

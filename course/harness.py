@@ -35,6 +35,21 @@ def run_case(namespace, request):
             if spec["kind"] == "normal":
                 return torch.randn(spec["shape"], generator=generator, device=device, dtype=getattr(torch, spec["dtype"])) * spec["scale"]
             return torch.randint(0, spec["high"], spec["shape"], generator=generator, device=device)
+        if isinstance(value, dict) and "quadratic_gradient" in value:
+            # the gradient of sum(curvature * (x - minimum)**2 / 2): a grad_fn for gradient descent
+            spec = value["quadratic_gradient"]
+            curvature, minimum = numpy.asarray(spec["curvature"], float), numpy.asarray(spec["minimum"], float)
+            return lambda x: curvature * (x - minimum)
+        if isinstance(value, dict) and "bigram_indices" in value:
+            # the current (part 0) or next (part 1) character of every bigram of "." + word + "."
+            spec = value["bigram_indices"]
+            chars = ".abcdefghijklmnopqrstuvwxyz"
+            indices = [chars.index(pair[spec["part"]]) for w in spec["words"] for pair in zip("." + w, w + ".")]
+            if as_torch:
+                import torch
+
+                return torch.tensor(indices, dtype=torch.int64, device=device)
+            return numpy.array(indices, dtype=numpy.int64)
         if isinstance(value, list):
             return [decode(v, as_torch, device) for v in value]
         return value
@@ -49,7 +64,10 @@ def run_case(namespace, request):
             return {"strings": list(value), "type": kind}
         if isinstance(value, (bool, numpy.bool_)):
             return {"bool": bool(value), "type": kind}
-        array = numpy.asarray(value)
+        try:
+            array = numpy.asarray(plain(value))
+        except ValueError:  # parts of different shapes
+            return {"unsupported": kind + " of parts with different shapes", "dtype": "mixed"}
         if array.dtype.kind not in "biuf":
             return {"unsupported": kind, "dtype": str(array.dtype)}
         return {
@@ -71,8 +89,11 @@ def run_case(namespace, request):
         kwargs = {k: decode(v, as_torch, device) for k, v in request.get("kwargs", {}).items()}
         if request.get("grad"):
             args[0] = args[0].clone().requires_grad_(True)
-        result = function(*args, **kwargs)
-        reply["result"] = encode(result)
+        chain = request.get("chain")
+        if chain:
+            chain = dict(chain, steps=[{k: decode(v, as_torch, device) for k, v in step.items()} for step in chain["steps"]])
+        result = call(function, args, kwargs, chain)
+        reply["result"] = encode(view(result, request.get("view")))
         if request.get("grad"):
             result.backward()
             grad = args[0].grad
@@ -82,3 +103,49 @@ def run_case(namespace, request):
     except BaseException as error:  # the student's error is feedback, not a grader fault
         reply["error"] = f"{type(error).__name__}: {str(error)[:300]}"
     display({RESULT_MIME: json.dumps(reply)}, raw=True)
+
+
+def call(function, args, kwargs, chain=None):
+    """Call the function once, or, for a chain, once per step: several steps of an optimizer, where
+    ``chain["steps"]`` gives each step's new arguments ({position: value}) and ``chain["feed"]`` says
+    which outputs become which arguments of the next step ([[output, position], ...]).  A chain returns
+    the list of every step's result."""
+    if not chain:
+        return function(*args, **kwargs)
+    args, results = list(args), []
+    for step in chain["steps"]:
+        for position, value in step.items():
+            args[int(position)] = value
+        result = function(*args, **kwargs)
+        results.append(result)
+        for output, position in chain["feed"]:
+            args[position] = result[output]
+    return results
+
+
+def plain(value):
+    """Tensors (also inside tuples and lists, e.g. an optimizer step's (param, state)) as NumPy arrays."""
+    if type(value).__module__.split(".")[0] == "torch" and type(value).__name__ == "Tensor":
+        return value.detach().cpu().numpy()
+    if isinstance(value, (list, tuple)) and not all(isinstance(v, str) for v in value):
+        return [plain(v) for v in value]
+    return value
+
+
+def view(value, how):
+    """The part of a result a case judges: one item of a tuple, or a summary of a list of batches."""
+    import numpy
+
+    if how is None:
+        return value
+    if how.startswith("item:"):
+        return value[int(how[5:])]
+    parts = [numpy.asarray(plain(part)).ravel() for part in value]
+    if how == "lengths":
+        return numpy.array([len(part) for part in parts], dtype=numpy.int64)
+    joined = numpy.concatenate(parts) if parts else numpy.zeros(0, dtype=numpy.int64)
+    if how == "concatenate":
+        return joined
+    if how.startswith("coverage:"):  # how often each index 0..n-1 appears
+        return numpy.bincount(joined.astype(numpy.int64), minlength=int(how[9:]))
+    raise ValueError(f"unknown view {how!r}")

@@ -172,6 +172,41 @@ def distributions():
     c.add("test_mse", "mse", "a batch of 64", [y, mu], batch=64,
           variants=[("you took the square root: that is the RMSE", lambda r, a, b: math.sqrt(r["mse"](a, b)))])
     c.add("test_mse", "mse", "a (16, 3) batch", [g.normal(size=(16, 3)), g.normal(size=(16, 3))], batch=48)
+    unweighted = ("you averaged the values: weight each value by its probability", lambda r, x, p: float(np.mean(x)))
+    moments = [
+        ("12 values with random probabilities", g.normal(size=12) * 5, random_distribution(g, 12)),
+        ("all the probability on one value (p = 1, the others p = 0)", np.array([4.0, -2.5, 1e6, 7.0]), np.array([0.0, 1.0, 0.0, 0.0])),
+        ("100 values, some with probability 0", g.normal(size=100) * 3 + 2, random_distribution(g, 100, zeros=True)[::-1].copy()),
+    ]
+    for about, values, probs in moments:
+        c.add("test_expectation", "expectation", about, [values, probs], variants=[unweighted],
+              wrong_hint="E[X] is the sum of probability times value")
+    for about, values, probs in moments:
+        c.add("test_variance", "variance", about, [values, probs],
+              variants=[("you computed E[X]^2 - E[X^2]: the variance is E[X^2] - E[X]^2, never negative",
+                         lambda r, x, p: -r["variance"](x, p)),
+                        ("you returned the standard deviation: the variance is its square",
+                         lambda r, x, p: math.sqrt(r["variance"](x, p))),
+                        ("you ignored the probabilities: weight each squared deviation by its probability",
+                         lambda r, x, p: float(np.var(x))),
+                        ("that is E[X^2]: subtract E[X]^2 (or square the deviations from the mean)",
+                         lambda r, x, p: float(np.sum(p * x**2)))],
+              wrong_hint="Var[X] is the probability-weighted mean of (x - E[X])^2")
+    posterior_mistakes = [
+        ("that is the sensitivity P(+ | D): Bayes' rule turns it around with the prior",
+         lambda r, prior, s, f: np.broadcast_to(np.asarray(s, dtype=float), np.broadcast(prior, s, f).shape) + 0.0),
+        ("the false positives are missing from the denominator: P(+) = sens * prior + fpr * (1 - prior)",
+         lambda r, prior, s, f: _quietly(r["posterior"], prior, s, 0.0 * np.asarray(f))),
+        ("the prior is missing from the numerator: sensitivity * prior / P(+)",
+         lambda r, prior, s, f: np.asarray(s) / (np.asarray(s) * prior + np.asarray(f) * (1 - np.asarray(prior)))),
+    ]
+    c.add("test_posterior", "posterior", "priors from 0 to 1 (0 and 1 included) with one test",
+          [np.array([0.0, 1e-4, 0.01, 0.3, 0.9, 1.0]), 0.9, 0.02], variants=posterior_mistakes,
+          nan_hint="prior 0 and prior 1 must give 0 and 1, not nan")
+    c.add("test_posterior", "posterior", "20 random tests and priors",
+          [g.random(20) * 0.2, g.random(20) * 0.5 + 0.5, g.random(20) * 0.1 + 0.001], variants=posterior_mistakes)
+    c.add("test_posterior", "posterior", "a rare condition and a test without false positives",
+          [np.array([1e-6, 0.5]), np.array([0.7, 0.7]), np.array([0.0, 0.0])])
     return c
 
 
@@ -230,6 +265,11 @@ def losses():
     c.add("test_kl_divergence", "kl_divergence", "P with zeros", [pz, q], nan_hint=zero_hint, variants=[kl_swapped])
     c.add("test_kl_divergence", "kl_divergence", "KL of a distribution with itself", [q, q], nan_hint=zero_hint)
     return c
+
+
+def _quietly(function, *args):
+    with np.errstate(all="ignore"):
+        return function(*args)
 
 
 def bigram():
@@ -333,7 +373,299 @@ def _autograd(cross_entropy, logits, targets):
     return z.grad.numpy()
 
 
-BUILDERS = (distributions, losses, bigram, torch_cross_entropy)
+def training():
+    import torch
+
+    import course.data
+    from course.harness import call, plain, view
+
+    c = Cases("a5-training")
+    g = rng(5)
+    ref = c.ref
+
+    def add(grade_id, function, about, args, kwargs, expected, variants=(), tolerance=FLOAT64, **extra):
+        """A case whose expected value (and mistakes' values) were computed here, not by Cases.add."""
+        expected = np.asarray(plain(expected), dtype=np.float64)
+        case = {"case": f"{grade_id}-{len(c.checks.get(grade_id, [])) + 1}", "function": function, "about": about,
+                "args": [a if isinstance(a, dict) and "data" not in a else encode_arg(a) for a in args],
+                "kwargs": kwargs, "torch": extra.pop("torch", False), **tolerance, **extra,
+                "expected": encode(expected), "variants": []}
+        for message, value in variants:
+            value = np.asarray(plain(value), dtype=np.float64)
+            if value.shape == expected.shape and not np.allclose(value, expected, rtol=1e-6, equal_nan=True):
+                case["variants"].append({"message": message, "value": encode(value)})
+        c.checks.setdefault(grade_id, []).append(case)
+        return case
+
+    # Gradient descent on f(x) = sum(curvature * (x - minimum)**2 / 2), whose gradient the kernel builds.
+    def descent(about, curvature, minimum, x0, lr, steps):
+        curvature, minimum = np.asarray(curvature, float), np.asarray(minimum, float)
+        spec = {"quadratic_gradient": {"curvature": curvature.tolist(), "minimum": minimum.tolist()}}
+
+        def grad_fn(x):
+            return curvature * (x - minimum)
+
+        def in_place(x0, lr, steps):  # x -= ... on one array, appended every step
+            x = np.array(x0, dtype=np.float64)
+            for _step in range(steps):
+                x -= lr * grad_fn(x)
+            return np.stack([x] * (steps + 1))
+
+        add("test_gradient_descent", "gradient_descent", about, [spec, x0, lr, steps], {},
+            ref["gradient_descent"](grad_fn, x0, lr, steps),
+            variants=[("the learning rate was applied twice: x - lr * grad(x), once per step",
+                       ref["gradient_descent"](grad_fn, x0, lr * lr, steps)),
+                      ("you moved uphill: subtract lr * grad(x), do not add it",
+                       ref["gradient_descent"](grad_fn, x0, -lr, steps)),
+                      ("every row is the last point: you changed one array in place and appended it each step "
+                       "(write x = x - lr * grad_fn(x))", in_place(x0, lr, steps))],
+            shape_hint="the trajectory has steps + 1 rows: x0 first, then the point after each step")
+
+    descent("chapter 12's bowl from (3, 4), lr = 0.1, 20 steps", [2.0, 2.0], [0.0, 0.0], np.array([3.0, 4.0]), 0.1, 20)
+    descent("a narrow valley in 6 dimensions, 30 steps", g.uniform(0.5, 12.0, 6), g.normal(size=6), g.normal(size=6) * 3, 0.15, 30)
+    descent("a scalar start with overshooting steps (lr = 0.9)", 2.0, 0.5, 2.0, 0.9, 12)
+    descent("zero steps", [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], g.normal(size=3), 0.1, 0)
+
+    # Optimizer steps: several steps chained in the kernel, against torch.optim in float64.
+    def tensor(x):
+        return torch.tensor(np.asarray(x, dtype=np.float64))
+
+    def chained(step, start, grads, feed, extra_steps=(), kwargs=None):
+        steps = [{"1": tensor(grad), **extra} for grad, extra in zip(grads, extra_steps or [{}] * len(grads))]
+        return call(step, [tensor(a) if isinstance(a, np.ndarray) else a for a in start], kwargs or {}, {"steps": steps, "feed": feed})
+
+    def wire_chain(grads, extra_steps=()):
+        return {"steps": [{"1": encode(grad), **extra} for grad, extra in zip(grads, extra_steps or [{}] * len(grads))]}
+
+    def torch_sgd(param, velocity, grads, lr, momentum):
+        weights = tensor(param).requires_grad_(True)
+        optimizer = torch.optim.SGD([weights], lr=lr, momentum=momentum)
+        if np.any(velocity):
+            optimizer.state[weights]["momentum_buffer"] = tensor(velocity)
+        trajectory = []
+        for grad in grads:
+            weights.grad = tensor(grad)
+            optimizer.step()
+            # with momentum = 0 torch keeps no buffer: the velocity is then the gradient itself
+            velocity = optimizer.state[weights].get("momentum_buffer", weights.grad)
+            trajectory.append([weights.detach().clone(), velocity.clone()])
+        return trajectory
+
+    sgd_feed = [[0, 0], [1, 2]]
+    sgd_mistakes = [
+        ("the parameter moved with the OLD velocity: update the velocity first, then move by the new one",
+         lambda p, g, v, lr, momentum: (p - lr * v, momentum * v + g)),
+        ("momentum added with the wrong sign: param - lr * velocity, with velocity = momentum * velocity + grad",
+         lambda p, g, v, lr, momentum: (p + lr * (momentum * v + g), momentum * v + g)),
+        ("the learning rate was applied twice: torch keeps velocity = momentum * velocity + grad (no lr inside)",
+         lambda p, g, v, lr, momentum: (p - lr * (momentum * v + lr * g), momentum * v + lr * g)),
+        ("that is the other convention (velocity = momentum * velocity - lr * grad); torch's SGD keeps "
+         "velocity = momentum * velocity + grad and subtracts lr * velocity",
+         lambda p, g, v, lr, momentum: (p + (momentum * v - lr * g), momentum * v - lr * g)),
+        ("torch's SGD has no dampening: velocity = momentum * velocity + grad, not an average with (1 - momentum)",
+         lambda p, g, v, lr, momentum: (p - lr * (momentum * v + (1 - momentum) * g), momentum * v + (1 - momentum) * g)),
+        ("momentum multiplies the old velocity only: velocity = momentum * velocity + grad",
+         lambda p, g, v, lr, momentum: (p - lr * momentum * (v + g), momentum * (v + g))),
+    ]
+
+    def momentum_case(about, param, velocity, grads, lr, momentum):
+        expected = torch_sgd(param, velocity, grads, lr, momentum)
+        kwargs = {"lr": lr, "momentum": momentum}
+        start = [param, 0.0, velocity]
+        mine = chained(ref["sgd_momentum_step"], start, grads, sgd_feed, kwargs=kwargs)
+        assert np.allclose(plain(mine), plain(expected), rtol=1e-12, atol=1e-14), f"reference sgd_momentum_step != torch.optim.SGD ({about})"
+        add("test_sgd_momentum_step", "sgd_momentum_step", about, start, kwargs, expected, torch=True,
+            chain={**wire_chain(grads), "feed": sgd_feed},
+            variants=[(message, chained(wrong, start, grads, sgd_feed, kwargs=kwargs)) for message, wrong in sgd_mistakes],
+            wrong_hint="the steps differ from torch.optim.SGD(lr, momentum): velocity = momentum * velocity + grad, "
+                       "then param - lr * velocity")
+
+    n = 12
+    momentum_case("5 steps from rest on random tensors (t = 1 first), lr = 0.1, momentum = 0.9",
+                  g.normal(size=n), np.zeros(n), g.normal(size=(5, n)), 0.1, 0.9)
+    zero_grads = g.normal(size=(4, n))
+    zero_grads[1:3] = 0.0
+    momentum_case("4 steps from a running velocity, two of them with a zero gradient, lr = 0.05, momentum = 0.5",
+                  g.normal(size=n), g.normal(size=n), zero_grads, 0.05, 0.5)
+    momentum_case("3 steps of a (4, 3) matrix with momentum = 0 (plain SGD)",
+                  g.normal(size=(4, 3)), np.zeros((4, 3)), g.normal(size=(3, 4, 3)), 0.3, 0.0)
+
+    def torch_adam(param, m, v, first_t, grads, lr, betas, eps):
+        weights = tensor(param).requires_grad_(True)
+        optimizer = torch.optim.Adam([weights], lr=lr, betas=tuple(betas), eps=eps)
+        if first_t > 1:
+            optimizer.state[weights] = {"step": torch.tensor(float(first_t - 1)), "exp_avg": tensor(m), "exp_avg_sq": tensor(v)}
+        trajectory = []
+        for grad in grads:
+            weights.grad = tensor(grad)
+            optimizer.step()
+            state = optimizer.state[weights]
+            trajectory.append([weights.detach().clone(), state["exp_avg"].clone(), state["exp_avg_sq"].clone()])
+        return trajectory
+
+    adam_feed = [[0, 0], [1, 2], [2, 3]]
+
+    def adam_mistake(kind):
+        def step(p, g, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+            b1, b2 = betas
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            m_hat, v_hat = (m, v) if kind == "uncorrected" else (m / (1 - b1**t), v / (1 - b2**t))
+            if kind == "eps inside":
+                return p - lr * m_hat / (v_hat + eps).sqrt(), m, v
+            if kind == "lr twice":
+                return p - lr * lr * m_hat / (v_hat.sqrt() + eps), m, v
+            if kind == "no sqrt":
+                return p - lr * m_hat / (v_hat + eps), m, v
+            return p - lr * m_hat / (v_hat.sqrt() + eps), m, v
+        return step
+
+    adam_mistakes = [
+        ("Adam without bias correction: divide m by (1 - beta1**t) and v by (1 - beta2**t)", adam_mistake("uncorrected")),
+        ("eps goes outside the square root: sqrt(v_hat) + eps", adam_mistake("eps inside")),
+        ("the learning rate was applied twice", adam_mistake("lr twice")),
+        ("divide by the square ROOT of v_hat", adam_mistake("no sqrt")),
+    ]
+
+    def adam_case(about, param, m, v, first_t, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, pass_defaults=False):
+        expected = torch_adam(param, m, v, first_t, grads, lr, betas, eps)
+        kwargs = {"lr": lr, "betas": list(betas), "eps": eps} if pass_defaults else {}
+        start = [param, 0.0, m, v, 0]
+        ts = [{"4": first_t + k} for k in range(len(grads))]
+        mine = chained(ref["adam_step"], start, grads, adam_feed, ts, kwargs)
+        assert np.allclose(plain(mine), plain(expected), rtol=1e-12, atol=1e-15), f"reference adam_step != torch.optim.Adam ({about})"
+        add("test_adam_step", "adam_step", about, start, kwargs, expected, torch=True,
+            chain={**wire_chain(grads, ts), "feed": adam_feed},
+            variants=[(message, chained(wrong, start, grads, adam_feed, ts, kwargs)) for message, wrong in adam_mistakes],
+            wrong_hint="the steps differ from torch.optim.Adam: check the bias correction, the order of the updates "
+                       "and that eps is added after the square root")
+
+    n = 10
+    adam_case("5 steps from t = 1 on random tensors, default lr, betas and eps",
+              g.normal(size=n), np.zeros(n), np.zeros(n), 1, g.normal(size=(5, n)))
+    zero_grads = g.normal(size=(4, n))
+    zero_grads[0] = 0.0
+    zero_grads[2] = 0.0
+    adam_case("a zero gradient at t = 1 (no move) and later, lr = 0.01",
+              g.normal(size=n), np.zeros(n), np.zeros(n), 1, zero_grads, lr=0.01, pass_defaults=True)
+    adam_case("3 steps from t = 20 with running averages, lr = 0.05, betas = (0.8, 0.99), eps = 1e-6",
+              g.normal(size=(3, 4)), g.normal(size=(3, 4)) * 0.1, g.random((3, 4)) * 0.01, 20,
+              g.normal(size=(3, 3, 4)), lr=0.05, betas=(0.8, 0.99), eps=1e-6, pass_defaults=True)
+
+    # Minibatches: judged through views of the list of batches (coverage, sizes, order).
+    def batches_wrong(kind, n, batch_size, seed):
+        generator = torch.Generator().manual_seed(seed)
+        if kind == "with replacement":
+            return list(torch.randint(0, n, (n,), generator=generator).split(batch_size))
+        return [b for b in torch.randperm(n, generator=generator).split(batch_size) if len(b) == batch_size]
+
+    repeat_hint = ("an epoch must hold every index exactly once: your batches repeat or drop examples "
+                   "(shuffle with torch.randperm instead of sampling with replacement, and keep the last, smaller batch)")
+    for n, batch_size, seed in ((100, 32, 3), (64, 64, 11), (50, 7, 2026)):
+        batches = ref["minibatches"](n, batch_size, seed)
+        args = [n, batch_size, seed]
+        about = f"{n} examples in batches of {batch_size}"
+        add("test_minibatches", "minibatches", f"{about}: each index once", args, {},
+            view(batches, f"coverage:{n}"), tolerance=EXACT, integer=True, view=f"coverage:{n}", wrong_hint=repeat_hint,
+            shape_hint="every index must lie in 0, ..., n - 1")
+        add("test_minibatches", "minibatches", f"{about}: batch sizes", args, {}, view(batches, "lengths"),
+            tolerance=EXACT, integer=True, view="lengths",
+            variants=[(repeat_hint, view(batches_wrong("with replacement", n, batch_size, seed), "lengths"))],
+            wrong_hint="every batch holds batch_size indices except the last, which holds the rest",
+            shape_hint="there are ceil(n / batch_size) batches: keep the last, smaller one")
+        add("test_minibatches", "minibatches", f"{about}: the order for seed {seed}", args, {},
+            view(batches, "concatenate"), tolerance=EXACT, integer=True, view="concatenate",
+            wrong_hint="the order differs: use torch.randperm(n, generator=torch.Generator().manual_seed(seed)) "
+                       "and cut it into consecutive batches")
+
+    # The bigram network: trained in the kernel, judged here on held-out names.
+    words = course.data.load_names()
+    order = g.permutation(len(words))
+    train_words = [words[i] for i in sorted(order[:TRAIN_NAMES])]
+    heldout_words = [words[i] for i in sorted(order[TRAIN_NAMES:TRAIN_NAMES + HELDOUT_NAMES])]
+    xs, ys = (np.asarray(t.numpy()) for t in ref["bigrams"](train_words))
+    heldout_xs, heldout_ys = (np.asarray(t.numpy()) for t in ref["bigrams"](heldout_words))
+    settings = dict(steps=TRAIN_STEPS, batch_size=TRAIN_BATCH, lr=TRAIN_LR, seed=TRAIN_SEED)
+    # the kernel turns the names into xs and ys itself (a short list of words travels, not 2 x 20k indices)
+    args = [{"bigram_indices": {"words": train_words, "part": part}} for part in (0, 1)] + list(settings.values())
+
+    def train(wrong=None):
+        return train_bigram_variant(torch.from_numpy(xs), torch.from_numpy(ys), wrong=wrong, **settings)
+
+    W, losses = ref["train_bigram"](torch.from_numpy(xs), torch.from_numpy(ys), **settings)
+    assert torch.allclose(W, train()[0], rtol=1e-12, atol=1e-12), "train_bigram_variant() is not the reference recipe"
+    mistakes = [("sum instead of mean: the loss must be the MEAN cross-entropy over the batch", "sum"),
+                ("the learning rate was applied twice", "lr twice"),
+                ("W.grad was never reset: gradients accumulated over the steps (set W.grad = None each step)", "no reset")]
+    wrong_runs = {kind: train(kind) for _, kind in mistakes}
+    recipe_hint = ("W differs from the reference: follow the recipe exactly (one generator: W first, then one "
+                   "torch.randint batch per step; float64; W -= lr * W.grad)")
+    measure = {"kind": "bigram_nll", "words": heldout_words}
+    count_nll = _count_model_nll(xs, ys, heldout_xs, heldout_ys)
+    trained_nll = float(_weights_nll(W.numpy(), heldout_words))
+    assert trained_nll < count_nll + HELDOUT_MARGIN, (trained_nll, count_nll)
+    size = f"{len(train_words)} names, {TRAIN_STEPS} steps"
+    add("test_train_bigram", "train_bigram", f"W after training on {size}", args, {}, W, torch=True, view="item:0",
+        tolerance=TRAINED, variants=[(m, wrong_runs[k][0]) for m, k in mistakes], wrong_hint=recipe_hint)
+    add("test_train_bigram", "train_bigram", f"the loss curve on {size}", args, {}, losses, torch=True, view="item:1",
+        tolerance=TRAINED, variants=[(m, wrong_runs[k][1]) for m, k in mistakes],
+        wrong_hint="the recorded losses differ: record each minibatch's mean loss before its update",
+        shape_hint="return one loss per step")
+    add("test_train_bigram", "train_bigram", "the held-out NLL of your W against the reference's", args, {}, trained_nll,
+        torch=True, view="item:0", measure=measure, tolerance=TRAINED,
+        variants=[(m, _weights_nll(wrong_runs[k][0].numpy(), heldout_words)) for m, k in mistakes],
+        wrong_hint="the held-out NLL differs from the reference's: follow the recipe exactly")
+    add("test_train_bigram", "train_bigram",
+        f"the held-out NLL of your W within {HELDOUT_MARGIN} nats of the smoothed count model's", args, {}, count_nll,
+        torch=True, view="item:0", measure=measure, tolerance=dict(rtol=0.0, atol=HELDOUT_MARGIN),
+        wrong_hint=f"your trained model is more than {HELDOUT_MARGIN} nats from the count model on held-out names: "
+                   "is the loss the mean cross-entropy, and the step W -= lr * W.grad?")
+    return c
+
+
+# a5's training run: small enough that grading a correct notebook takes well under 10 s of CPU.
+TRAIN_NAMES, HELDOUT_NAMES = 3000, 1000
+TRAIN_STEPS, TRAIN_BATCH, TRAIN_LR, TRAIN_SEED = 500, 256, 20.0, 5
+HELDOUT_MARGIN = 0.05  # nats
+# The trained W goes through hundreds of float64 steps; honest implementations (W[xs] or one_hot @ W,
+# F.cross_entropy or a hand-written one) differ by rounding that grows to ~1e-12 relative; 1e-6 leaves room.
+TRAINED = dict(rtol=1e-6, atol=1e-9)
+
+
+def train_bigram_variant(xs, ys, steps, batch_size, lr, seed, wrong=None):
+    """The recipe of train_bigram, one-hot @ W, optionally with one typical mistake."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn((27, 27), generator=g, dtype=torch.float64, requires_grad=True)
+    losses = []
+    while len(losses) < steps:
+        ix = torch.randint(0, len(xs), (batch_size,), generator=g)
+        logits = F.one_hot(xs[ix], 27).double() @ W
+        loss = F.cross_entropy(logits, ys[ix], reduction="sum" if wrong == "sum" else "mean")
+        if wrong != "no reset":
+            W.grad = None
+        loss.backward()
+        W.data -= (lr * lr if wrong == "lr twice" else lr) * W.grad
+        losses.append(loss.item())
+    return W.detach(), losses
+
+
+def _weights_nll(W, words):
+    from course.check import bigram_weights_nll
+
+    return float(bigram_weights_nll(np.asarray(W), {"words": words}))
+
+
+def _count_model_nll(xs, ys, heldout_xs, heldout_ys):
+    counts = np.zeros((27, 27))
+    np.add.at(counts, (xs, ys), 1.0)
+    probs = (counts + 1) / (counts + 1).sum(axis=1, keepdims=True)
+    return float(-np.mean(np.log(probs[heldout_xs, heldout_ys])))
+
+
+BUILDERS = (distributions, losses, bigram, torch_cross_entropy, training)
 
 
 def differences(fresh, committed, where="$"):

@@ -26,6 +26,7 @@ ASSIGNMENTS = {
     "a2-losses": "losses.ipynb",
     "a3-bigram": "bigram.ipynb",
     "a4-torch-cross-entropy": "cross_entropy.ipynb",
+    "a5-training": "training.ipynb",
 }
 
 

@@ -445,3 +445,105 @@ def test_regrading_gives_the_same_grades(graded):
     regraded = scores(course, ASSIGNMENT)
     assert {s: regraded[s] for s in again} == {s: graded["scores"][s] for s in again}
     assert regraded == graded["scores"]  # nobody else's grade was touched
+
+
+# --- a5-training: attacks on the new machinery (optimizer chains, views of results, training in the kernel) ---
+A5 = "a5-training"
+A5_LIMITS = LIMITS.replace("cell_timeout = 10", "cell_timeout = 30")
+
+
+def a5_attacks(course):
+    stubs_a5 = released_notebook(course, A5)
+    correct_a5 = student_version(solution_notebook(A5))
+    references = str(course / "grader_tests" / "references" / f"{A5}.json")
+    all_but_training = {g: ("full" if g != "test_train_bigram" else 0) for g in max_points(A5)}
+    return {
+        # a kernel-side view forged: every index "seen once", yet the batches are not an epoch
+        "a5-patched-views": (first(stubs_a5, """
+import numpy as np, torch
+np.bincount = lambda x, minlength=0, **k: np.ones(minlength, dtype=np.int64)
+def minibatches(n, batch_size, generator_seed):
+    return list(torch.arange(n).split(batch_size))
+"""), "zero"),
+        "a5-equal-to-anything": (first(stubs_a5, """
+class Anything(float):
+    def __eq__(self, other): return True
+    def __getitem__(self, i): return self
+    def __array__(self, *a, **k): raise TypeError("no")
+def sgd_momentum_step(*a, **k): return (Anything(), Anything())
+def adam_step(*a, **k): return Anything(), Anything(), Anything()
+def gradient_descent(*a, **k): return [Anything()]
+def minibatches(*a, **k): return {"batches": Anything()}
+"""), "zero"),
+        "a5-reads-the-references": (first(stubs_a5, f"""
+import glob, json
+found = []
+course = {references!r}.rsplit("/grader_tests/", 1)[0]
+for path in [{references!r}] + glob.glob(course + "/grader_tests/**/*.json", recursive=True) + glob.glob("/*/*.json"):
+    try:
+        found.append(json.load(open(path)))
+    except Exception:
+        pass
+print("FOUND", len(found))
+"""), "zero"),
+        # the loss patched in the kernel: the grader measures the held-out NLL of W itself
+        "a5-fakes-the-loss": (after(correct_a5, "test_minibatches", """
+import torch.nn.functional as F
+F.cross_entropy = lambda logits, targets, **k: (logits * 0).sum() + 2.30
+"""), all_but_training),
+        "a5-training-never-ends": (after(correct_a5, "train_bigram", """
+def train_bigram(xs, ys, steps, batch_size, lr, seed):
+    while True:
+        pass
+"""), "partial-timeout"),
+        # honest: the steps computed by torch.optim itself
+        "a5-uses-torch-optim": (after(correct_a5, "adam_step", """
+def adam_step(param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    weights = param.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([weights], lr=lr, betas=tuple(betas), eps=eps)
+    if t > 1:
+        optimizer.state[weights] = {"step": torch.tensor(float(t - 1)), "exp_avg": m.clone(), "exp_avg_sq": v.clone()}
+    weights.grad = grad.clone()
+    optimizer.step()
+    state = optimizer.state[weights]
+    return weights.detach(), state["exp_avg"], state["exp_avg_sq"]
+"""), "full"),
+    }
+
+
+@pytest.fixture(scope="module")
+def graded_a5(tmp_path_factory):
+    course = make_course(tmp_path_factory.mktemp("adversarial-a5") / "course", extra_config=A5_LIMITS)
+    expectations = {}
+    for student, (notebook, expected) in a5_attacks(course).items():
+        submit(course, student, A5, notebook)
+        expectations[student] = expected
+    submit(course, "honest", A5, student_version(solution_notebook(A5)))
+    expectations["honest"] = "full"
+    result = nbgrader(course, "autograde", A5, check=False, timeout=1800)
+    nbgrader(course, "generate_feedback", A5, check=False)
+    yield dict(course=course, expectations=expectations, log=result.stdout + result.stderr, scores=scores(course, A5))
+
+
+def test_a5_submissions_score_as_an_honest_grader_would(graded_a5):
+    points = max_points(A5)
+    wrong = {}
+    for student, expected in graded_a5["expectations"].items():
+        got = {g: s for g, s in graded_a5["scores"].get(student, {}).items() if g != "_total"}
+        if expected == "zero":
+            want = {g: 0 for g in points}
+        elif expected == "full":
+            want = dict(points)
+        elif expected == "partial-timeout":  # every check before the endless training cell, none after
+            want = {**points, "test_train_bigram": 0}
+        else:
+            want = {g: (points[g] if v == "full" else v) for g, v in expected.items()}
+        if got != want:
+            wrong[student] = {"expected": want, "got": got}
+    assert not wrong, json.dumps(wrong, indent=1) + "\n" + graded_a5["log"][-4000:]
+    course = graded_a5["course"]
+    assert "ran past the time limit" in feedback_html(course, "a5-training-never-ends", A5)
+    assert "held-out NLL" in feedback_html(course, "a5-fakes-the-loss", A5)
+    notebook = nbformat.read(course / "autograded" / "a5-reads-the-references" / A5 / "training.ipynb", as_version=4)
+    printed = "".join(str(o.get("text", "")) for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+    assert "FOUND 0" in printed, printed

@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -148,6 +149,10 @@ def independent(function, args, kwargs):
         return z.grad.numpy()
     if function == "perplexity":
         return np.exp(args[0])
+    if function == "expectation":
+        return scipy.stats.rv_discrete(values=(args[0], args[1])).mean()
+    if function == "variance":
+        return scipy.stats.rv_discrete(values=(args[0], args[1])).var()
     return None
 
 
@@ -165,7 +170,7 @@ def test_float64_references_agree_with_torch_and_scipy():
                 want = array_from_reference(case["expected"])
                 assert np.allclose(want, other, rtol=1e-10, atol=1e-12, equal_nan=True), f"{assignment}/{case['case']} ({case['about']})"
                 checked += 1
-    assert checked >= 35
+    assert checked >= 41
 
 
 def test_bigram_references_agree_with_an_independent_count():
@@ -253,6 +258,59 @@ def cross_entropy(logits, targets, reduction="mean"):
 def gaussian_nll(y, mu, sigma=1.0):
     return float(np.sum(-gaussian_log_pdf(y, mu, sigma)))
 ''', "sum instead of mean"),
+    ("a1-distributions", "expectation", '''
+def expectation(values, probs):
+    return float(np.mean(values))
+''', "weight each value by its probability"),
+    ("a1-distributions", "variance", '''
+def variance(values, probs):
+    return float(np.sum(probs * values) ** 2 - np.sum(probs * values**2))
+''', "never negative"),
+    ("a1-distributions", "posterior", '''
+def posterior(prior, sensitivity, false_positive_rate):
+    return sensitivity + 0.0 * np.asarray(prior) * false_positive_rate
+''', "that is the sensitivity"),
+    ("a5-training", "gradient_descent", '''
+def gradient_descent(grad_fn, x0, lr, steps):
+    x = np.asarray(x0, dtype=np.float64)
+    path = [x]
+    for _ in range(steps):
+        x = x - lr * lr * grad_fn(x)
+        path.append(x)
+    return np.stack(path)
+''', "the learning rate was applied twice"),
+    ("a5-training", "sgd_momentum_step", '''
+def sgd_momentum_step(param, grad, velocity, lr, momentum):
+    new_param = param - lr * velocity
+    return new_param, momentum * velocity + grad
+''', "update the velocity first"),
+    ("a5-training", "adam_step", '''
+def adam_step(param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    beta1, beta2 = betas
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad**2
+    return param - lr * m / (torch.sqrt(v) + eps), m, v
+''', "Adam without bias correction"),
+    ("a5-training", "minibatches", '''
+def minibatches(n, batch_size, generator_seed):
+    g = torch.Generator().manual_seed(generator_seed)
+    return list(torch.randint(0, n, (n,), generator=g).split(batch_size))
+''', "your batches repeat or drop examples"),
+    ("a5-training", "train_bigram", '''
+def train_bigram(xs, ys, steps, batch_size, lr, seed):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn((27, 27), generator=g, dtype=torch.float64, requires_grad=True)
+    losses = []
+    for _ in range(steps):
+        ix = torch.randint(0, len(xs), (batch_size,), generator=g)
+        loss = F.cross_entropy(W[xs[ix]], ys[ix], reduction="sum")
+        W.grad = None
+        loss.backward()
+        with torch.no_grad():
+            W -= lr * W.grad
+        losses.append(loss.item())
+    return W.detach(), losses
+''', "sum instead of mean"),
 ]
 
 
@@ -305,7 +363,7 @@ def test_feedback_never_shows_hidden_inputs_or_reference_values(graded_course):
                     if isinstance(v, float) and len(repr(v)) >= 12:
                         values.add(repr(v)[:12])
                 for a in case.get("args", []):
-                    if isinstance(a, dict):
+                    if isinstance(a, dict) and "data" in a:  # not a5's generated inputs (a gradient, names)
                         values.update(repr(v)[:12] for v in a["data"][:50] if isinstance(v, float) and len(repr(v)) >= 12)
         for student in ["untouched"] + [f"mistake-{m[1]}" for m in MISTAKES if m[0] == assignment]:
             html = feedback_html(graded_course, student, assignment)
@@ -326,3 +384,137 @@ def test_export_writes_every_grade(graded_course):
     assert rows[0].startswith("assignment,duedate,timestamp,student_id")
     reference = [r.split(",") for r in rows[1:] if ",reference," in r]
     assert {r[0]: float(r[-2]) for r in reference} == {a: float(sum(max_points(a).values())) for a in ASSIGNMENTS}
+
+
+def solution_namespace(assignment):
+    """The solution notebook's non-test code cells, executed: the functions and data a student's notebook has."""
+    namespace = {}
+    for cell in solution_notebook(assignment).cells:
+        if cell.cell_type == "code" and not cell.metadata.get("nbgrader", {}).get("grade"):
+            exec(compile(cell.source, f"{assignment}:{cell.metadata.get('nbgrader', {}).get('grade_id')}", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("assignment", list(ASSIGNMENTS))
+def test_every_docstring_example_runs_as_a_doctest(assignment):
+    """The examples students read are exactly what the reference prints (NumPy 2 and torch reprs included)."""
+    import doctest
+
+    namespace = solution_namespace(assignment)
+    finder, runner = doctest.DocTestFinder(recurse=False), doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    examples = 0
+    for cell in solution_notebook(assignment).cells:
+        if not cell.metadata.get("nbgrader", {}).get("solution"):
+            continue
+        name = cell.metadata["nbgrader"]["grade_id"]
+        for test in finder.find(namespace[name], name, globs=dict(namespace)):
+            examples += len(test.examples)
+            runner.run(test)
+    summary = runner.summarize(verbose=False)
+    assert examples >= len([c for c in solution_notebook(assignment).cells if c.metadata.get("nbgrader", {}).get("solution")])
+    assert summary.failed == 0, f"{assignment}: {summary.failed} docstring example(s) print something else (see above)"
+
+
+def listed_points(text):
+    """{function: points} from a Markdown table row like  | `softmax` | ... | 2 |  (page) or `softmax` (2) (README)."""
+    rows = re.findall(r"^\| `(\w+)` \|[^\n]*\| (\d+) \|$", text, flags=re.M)
+    return {name: int(points) for name, points in rows}
+
+
+def test_pages_and_readme_list_every_graded_function_with_its_points():
+    readme = (ROOT / "README.md").read_text()
+    for assignment in ASSIGNMENTS:
+        points = {g.removeprefix("test_"): p for g, p in max_points(assignment).items()}
+        page = (ROOT / "book" / "assignments" / f"{assignment}.md").read_text()
+        assert listed_points(page) == points, f"book/assignments/{assignment}.md: the table of functions and points is stale"
+        assert f"**{sum(points.values())}**" in page, f"book/assignments/{assignment}.md: the total is stale"
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{assignment}` |"))
+        assert {n: int(p) for n, p in re.findall(r"`(\w+)` \((\d+)", row)} == points, f"README.md: the row of {assignment} is stale"
+        assert row.endswith(f"| {sum(points.values())} |"), f"README.md: the total of {assignment} is stale"
+
+
+def test_bigram_nll_visible_check_uses_the_chapters_value():
+    """a3's visible bound is chapter 11's count-model NLL (rounded as the chapter prints it)."""
+    from course.data import load_names
+
+    stoi = {c: i for i, c in enumerate(".abcdefghijklmnopqrstuvwxyz")}
+    pairs = np.array([(stoi[a], stoi[b]) for w in load_names() for a, b in zip("." + w, w + ".")])
+    counts = np.zeros((27, 27))
+    np.add.at(counts, tuple(pairs.T), 1)
+    probs = (counts + 1) / (counts + 1).sum(axis=1, keepdims=True)
+    chapter_value = round(float(-np.mean(np.log(probs[pairs[:, 0], pairs[:, 1]]))), 4)
+    cell = next(c for c in solution_notebook("a3-bigram").cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_bigram_nll")
+    assert f"abs(nll - {chapter_value}) < 1e-4" in cell.source
+
+
+def torch_optim_trajectory(case):
+    """Replay an optimizer case with torch.optim itself: [(param, state...), ...] per step, float64."""
+    args, kwargs = arrays(case)
+    steps = [{k: array_from_reference(v) if isinstance(v, dict) else v for k, v in step.items()} for step in case["chain"]["steps"]]
+    weights = t(args[0]).requires_grad_(True)
+    if case["function"] == "sgd_momentum_step":
+        optimizer = torch.optim.SGD([weights], lr=kwargs["lr"], momentum=kwargs["momentum"])
+        if np.any(args[2]):
+            optimizer.state[weights]["momentum_buffer"] = t(args[2])
+    else:
+        optimizer = torch.optim.Adam([weights], **{k: tuple(v) if k == "betas" else v for k, v in kwargs.items()})
+        if steps[0]["4"] > 1:
+            optimizer.state[weights] = {"step": torch.tensor(float(steps[0]["4"] - 1)), "exp_avg": t(args[2]), "exp_avg_sq": t(args[3])}
+    trajectory = []
+    for step in steps:
+        weights.grad = t(step["1"])
+        optimizer.step()
+        state = optimizer.state[weights]
+        if case["function"] == "sgd_momentum_step":
+            trajectory.append([weights.detach().clone(), state.get("momentum_buffer", weights.grad).clone()])
+        else:
+            assert state["step"].item() == step["4"], "the chain's t must count torch's steps"
+            trajectory.append([weights.detach().clone(), state["exp_avg"].clone(), state["exp_avg_sq"].clone()])
+    return np.array([[x.numpy() for x in row] for row in trajectory])
+
+
+def test_a5_optimizer_references_are_torch_optim_over_several_steps():
+    checks = load_hidden_checks("a5-training")
+    cases = checks["test_sgd_momentum_step"] + checks["test_adam_step"]
+    for case in cases:
+        want = array_from_reference(case["expected"])
+        assert len(case["chain"]["steps"]) >= 3, case["about"]
+        assert np.allclose(want, torch_optim_trajectory(case), rtol=1e-12, atol=1e-15), case["about"]
+    adam_firsts = [c["chain"]["steps"][0]["4"] for c in checks["test_adam_step"]]
+    assert 1 in adam_firsts, "an Adam case starts at t = 1"
+    zero_gradient = [c for c in cases if any(not np.any(array_from_reference(s["1"])) for s in c["chain"]["steps"])]
+    assert {c["function"] for c in zero_gradient} == {"sgd_momentum_step", "adam_step"}, "both optimizers meet a zero gradient"
+
+
+def test_a5_training_reference_beats_the_count_model_margin_on_held_out_names():
+    """An independent run of train_bigram's recipe (one-hot @ W, log-softmax by hand) and an independent count model."""
+    cases = load_hidden_checks("a5-training")["test_train_bigram"]
+    stoi = {c: i for i, c in enumerate(".abcdefghijklmnopqrstuvwxyz")}
+
+    def pairs(words):
+        return torch.tensor([(stoi[a], stoi[b]) for w in words for a, b in zip("." + w, w + ".")]).T
+
+    xs, ys = pairs(cases[0]["args"][0]["bigram_indices"]["words"])
+    steps, batch_size, lr, seed = cases[0]["args"][2:]
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn((27, 27), generator=g, dtype=torch.float64, requires_grad=True)
+    for _ in range(steps):
+        ix = torch.randint(0, len(xs), (batch_size,), generator=g)
+        logits = F.one_hot(xs[ix], 27).double() @ W
+        loss = -(logits.log_softmax(dim=1)[torch.arange(batch_size), ys[ix]]).mean()
+        W.grad = None
+        loss.backward()
+        with torch.no_grad():
+            W -= lr * W.grad
+    assert np.allclose(W.detach().numpy(), array_from_reference(cases[0]["expected"]), rtol=cases[0]["rtol"], atol=cases[0]["atol"])
+    heldout_xs, heldout_ys = pairs(cases[2]["measure"]["words"])
+    heldout_nll = F.cross_entropy(W.detach()[heldout_xs], heldout_ys).item()
+    assert math.isclose(heldout_nll, array_from_reference(cases[2]["expected"]).item(), rel_tol=1e-9)
+    counts = torch.zeros((27, 27), dtype=torch.float64).index_put_((xs, ys), torch.ones(len(xs), dtype=torch.float64), accumulate=True)
+    probs = (counts + 1) / (counts + 1).sum(dim=1, keepdim=True)
+    count_nll = -probs[heldout_xs, heldout_ys].log().mean().item()
+    margin_case = cases[3]
+    assert math.isclose(array_from_reference(margin_case["expected"]).item(), count_nll, rel_tol=1e-12)
+    assert margin_case["rtol"] == 0 and f"within {margin_case['atol']} nats" in margin_case["about"]
+    assert abs(heldout_nll - count_nll) < margin_case["atol"]
+    assert not set(cases[2]["measure"]["words"]) & set(cases[0]["args"][0]["bigram_indices"]["words"]), "held-out names are not trained on"

@@ -371,3 +371,32 @@ def test_a_result_that_does_not_match_its_input_is_not_trusted():
     _PRECOMPUTED[("s", ASSIGNMENT, "losses")] = (notebook_digest(stub), forged)  # made from exactly this input
     taken, _ = PrecomputedExecute(config=config).preprocess(nbformat.from_dict(stub), resources)
     assert taken == forged
+
+
+@pytest.mark.slow
+def test_a5_course_grade_equals_serial_autograde_and_names_each_mistake(tmp_path):
+    """a5-training (torch, optimizer chains, training in the kernel): the reference, the untouched release
+    and each typical mistake, graded by `course grade` and by serial `nbgrader autograde`."""
+    from test_assignments import MISTAKES
+
+    assignment = "a5-training"
+    mistakes = [(grade_id, wrong, words) for a, grade_id, wrong, words in MISTAKES if a == assignment]
+    template = make_course(tmp_path / "template" / "course")
+    reference = student_version(solution_notebook(assignment))
+    submit(template, "reference", assignment, reference)
+    submit(template, "untouched", assignment, released_notebook(template, assignment))
+    for grade_id, wrong, _ in mistakes:
+        submit(template, f"mistake-{grade_id}", assignment, replace_function(reference, grade_id, wrong.strip()))
+    serial_course = copy_course(template, tmp_path / "serial" / "course")
+    nbgrader(serial_course, "autograde", assignment)
+    parallel_course = copy_course(template, tmp_path / "parallel" / "course")
+    course_grade(parallel_course, assignment, "--workers", "2")
+    got = scores(parallel_course, assignment)
+    assert got == scores(serial_course, assignment)
+    points = max_points(assignment)
+    assert got["reference"]["_total"] == sum(points.values()) and got["untouched"]["_total"] == 0
+    for grade_id, _, words in mistakes:
+        assert {k: v for k, v in got[f"mistake-{grade_id}"].items() if k != "_total"} == {**points, f"test_{grade_id}": 0.0}
+        feedback = (parallel_course / "feedback" / f"mistake-{grade_id}" / assignment / "training.html").read_text()
+        assert words in feedback, f"the feedback for {grade_id} does not say {words!r}"
+    assert not sandbox_leftovers(marker=str(scratch_folder(parallel_course)))

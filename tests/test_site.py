@@ -85,7 +85,7 @@ def assignments(root):
 def practised_chapters(notebook):
     """The chapters an assignment's intro cell names, e.g. `book/05-softmax`."""
     intro = "".join(json.loads(notebook.read_text())["cells"][0]["source"])
-    return re.findall(r"`(book/\d\d-[\w-]+)`", intro)
+    return re.findall(r"`(book/\d\d-[\w-]+)(?:\.md)?`", intro)
 
 
 class Page(HTMLParser):
