@@ -1248,13 +1248,22 @@ def test_formulas_are_out_of_the_tab_order_but_read_to_screen_readers(device):
     assert all(f["tab"] < 0 for f in formulas), "formulas are Tab stops"
     assert all(f["mathml"] and f["hidden"] != "true" for f in formulas), "formulas lack MathML for screen readers"
     slider = page.get_by_label("p(true class)", exact=True)
-    for presses in range(1, 61):
+    for presses in range(1, 81):
         page.keyboard.press("Tab")
-        if page.evaluate("() => document.activeElement.id") == slider.get_attribute("id"):
+        focused = page.evaluate("() => ({id: document.activeElement.id, "
+                                "formula: !!document.activeElement.closest('mjx-container')})")
+        assert not focused["formula"], f"Tab press {presses} stopped on a formula"
+        if focused["id"] == slider.get_attribute("id"):
             break
     else:
-        pytest.fail("the first slider is not reached within 60 Tab presses")
-    assert presses <= 40, f"{presses} Tab presses to reach the first slider"
+        pytest.fail("the first slider is not reached within 80 Tab presses")
+    # Every press lands on a link or control before the slider: nothing else is a Tab stop.
+    stops = page.evaluate(
+        "(slider) => [...document.querySelectorAll('a[href], button, input, select, textarea, [tabindex]')]"
+        ".filter(e => e.tabIndex >= 0 && e.offsetParent !== null && !e.closest('mjx-container')"
+        " && (e.compareDocumentPosition(slider) & Node.DOCUMENT_POSITION_FOLLOWING)).length",
+        slider.element_handle())
+    assert presses <= stops + 1, f"{presses} Tab presses for {stops} links and controls before the slider"
 
 
 def axe_audit(page):
