@@ -52,6 +52,14 @@ c.Autograde.autograde_preprocessors = [
     CheckCellMetadata,
 ]
 c.SandboxedExecute.hidden_checks_directory = os.path.join(here, "grader_tests")
-c.SandboxedExecute.memory_limit_gib = float(os.environ.get("COURSE_MEMORY_GIB", 4))
-c.SandboxedExecute.cell_timeout = 120
-c.SandboxedExecute.notebook_timeout = 600
+# Limits of one submission.  Memory, processes and CPUs hold for all of its processes together,
+# in a cgroup per submission (course/cgroups.py: cgroup v2, else v1, made under the grader's own
+# cgroup), and memory, processes, CPU time, file size and open files also per process (rlimits).
+# Where the grader cannot make cgroups (not root, no writable memory and pids controllers), only
+# the per-process limits hold, and the grading log says so.
+c.SandboxedExecute.memory_limit_gib = float(os.environ.get("COURSE_MEMORY_GIB", 4))  # whole submission; each process too
+c.SandboxedExecute.max_processes = 64  # processes and threads, whole submission
+c.SandboxedExecute.cpus = 1.0  # CPUs it may keep busy at once (cgroup only)
+c.SandboxedExecute.notebook_cpu_seconds = 600  # CPU time, all its processes summed (watchdog), and each process
+c.SandboxedExecute.cell_timeout = 120  # wall clock of one cell
+c.SandboxedExecute.notebook_timeout = 600  # wall clock of the whole notebook

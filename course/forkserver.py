@@ -4,7 +4,8 @@ Importing torch costs over a second of CPU in every new process, more than runni
 submission.  So one interpreter per worker imports the heavy modules once (those the
 assignment's *source* notebooks import, never a student's choice), inside a bubblewrap sandbox
 of its own, and then only forks.  It never runs student code and never receives any: it gets a
-channel folder, a user id, limits and a log file descriptor, and answers with a process id.
+channel folder, a user id, limits, a log file descriptor and the submission's ``cgroup.procs``
+files (open for writing), and answers with a process id.
 
 Each fork enters the sandbox a cold kernel gets from bubblewrap, before any student code runs:
 
@@ -12,6 +13,8 @@ Each fork enters the sandbox a cold kernel gets from bubblewrap, before any stud
   tmpfs folders for ``/tmp``, ``/var/tmp``, ``/dev/shm`` and the home folder; the folder with every
   submission's channel hidden under an empty tmpfs, and only its own channel put back; no
   network but its own loopback;
+* the submission's cgroup (memory, processes and CPU of all its processes together), joined
+  first, so that everything the sandbox starts is in it;
 * the resource limits (memory, CPU, processes, file size, open files, no core dumps);
 * a throw-away user id, no supplementary groups, every capability gone (checked), and
   ``no_new_privs``;
@@ -28,8 +31,8 @@ ipykernel.
 
 Protocol, over a Unix ``SOCK_SEQPACKET`` socket (one JSON message per packet):
 
-    -> {"spawn": key, "channel": path, "arguments": [...], "uid": n, "limits": {...}}
-       with the kernel's log file as an attached file descriptor
+    -> {"spawn": key, "channel": path, "arguments": [...], "uid": n, "limits": {...}, "cgroups": n}
+       with the kernel's log file, then n cgroup.procs files, as attached file descriptors
     <- {"spawned": key, "pid": n}  or  {"failed": key, "error": text}
     -> {"kill": key}
     <- {"exited": key, "status": n}   (sent whenever a kernel's sandbox ends)
@@ -192,13 +195,19 @@ def serve(control_fd, settings):
 
         kernelapp.launch_new_instance()
 
-    def child(request, log_fd, report):
+    def child(request, log_fd, cgroup_fds, report):
         """Forked for one submission: never returns.
 
         Reports on ``report``, one JSON line each: the pid of the sandbox's init (from this
         process), then ``ready`` or the ``error`` that stopped the sandbox's set-up (from the init),
         so a failure here is the server's answer, and the grader can start that kernel cold."""
         try:
+            try:
+                for fd in cgroup_fds:  # "0": this process; the sandbox's init and kernel inherit the cgroup
+                    os.write(fd, b"0")
+            except OSError as error:
+                os.write(report, json.dumps({"error": f"could not join the submission's cgroup: {error}"}).encode() + b"\n")
+                raise
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.dup2(null, 0)
             os.dup2(log_fd, 1)
@@ -249,12 +258,12 @@ def serve(control_fd, settings):
             finally:
                 os._exit(127)
 
-    def spawn(request, log_fd):
+    def spawn(request, log_fd, cgroup_fds):
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            child(request, log_fd, write_end)
+            child(request, log_fd, cgroup_fds, write_end)
         os.close(write_end)
         answer = b""
         while chunk := os.read(read_end, 4096):
@@ -291,9 +300,9 @@ def serve(control_fd, settings):
             request = json.loads(data)
             if "spawn" in request:
                 try:
-                    if len(fds) != 1:
-                        raise ValueError("no log file descriptor came with the request")
-                    pid = spawn(request, fds[0])
+                    if len(fds) != 1 + request.get("cgroups", 0):
+                        raise ValueError("the file descriptors that came with the request are not a log and its cgroups")
+                    pid = spawn(request, fds[0], list(fds[1:]))
                     kernels[pid] = request["spawn"]
                     send({"spawned": request["spawn"], "pid": pid})
                 except Exception as error:  # noqa: BLE001

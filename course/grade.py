@@ -300,11 +300,14 @@ class SandboxedExecute(NbGraderPreprocessor):
     """Run a submission in the sandbox and grade its test cells by hidden checks."""
 
     hidden_checks_directory = Unicode(str(ROOT / "grader_tests"), help="grader_tests/ folder").tag(config=True)
-    memory_limit_gib = Float(4.0, help="memory (address space) per sandbox process, GiB").tag(config=True)
+    memory_limit_gib = Float(4.0, help=(
+        "memory of one submission, GiB: all its processes together (a cgroup, where the grader can make one) "
+        "and the address space of each")).tag(config=True)
     cell_timeout = Float(120.0, help="wall-clock seconds per cell").tag(config=True)
     notebook_timeout = Float(600.0, help="wall-clock seconds per notebook").tag(config=True)
     notebook_cpu_seconds = Integer(600, help="CPU seconds per sandbox process").tag(config=True)
-    max_processes = Integer(64, help="processes/threads of one sandbox").tag(config=True)
+    max_processes = Integer(64, help="processes and threads of one submission").tag(config=True)
+    cpus = Float(1.0, help="CPUs one submission may keep busy at once (a cgroup, where the grader can make one)").tag(config=True)
     output_chars_per_cell = Integer(20_000, help="output kept per cell").tag(config=True)
     output_bytes_per_cell = Integer(32 * 1024**2, help=(
         "bytes of messages the grader reads from the kernel during one cell; past it the kernel is stopped")).tag(config=True)
@@ -326,7 +329,7 @@ class SandboxedExecute(NbGraderPreprocessor):
                       notebook_cpu_seconds=self.notebook_cpu_seconds, cell_seconds=self.cell_timeout,
                       notebook_seconds=self.notebook_timeout, output_chars_per_cell=self.output_chars_per_cell,
                       output_bytes_per_cell=self.output_bytes_per_cell,
-                      output_bytes_per_submission=self.output_bytes_per_submission)
+                      output_bytes_per_submission=self.output_bytes_per_submission, cpus=self.cpus)
 
     def preprocess(self, nb, resources):
         info = resources.get("nbgrader", {})
@@ -539,7 +542,7 @@ class SubmissionRun:
         except CellTimeoutError:
             self.stop(f"cell {index + 1} ran past the time limit")
         except DeadKernelError:
-            if self.watchdog.violation is None and self.km.ended_from_outside():
+            if self.watchdog.check_memory() is None and self.km.ended_from_outside():
                 self.interrupt(f"the kernel or its sandbox was stopped by a signal in cell {index + 1}")
             self.stop(f"the kernel died in cell {index + 1} (out of memory, killed, or exited)")
         except Exception as error:
@@ -549,6 +552,8 @@ class SubmissionRun:
             # kill -INT), or from the submission itself.  Either way the outputs after it are no grade.
             self.interrupt(f"the kernel was interrupted (KeyboardInterrupt) in cell {index + 1}")
             self.stop(self.interrupted)
+        if self.stopped is None and self.watchdog.check_memory():  # a process of it was killed, the kernel lives on
+            self.stop(self.watchdog.violation)
         if time.monotonic() > deadline and self.stopped is None:
             self.stop("the notebook ran past its total time limit")
 
@@ -556,6 +561,7 @@ class SubmissionRun:
         self.interrupted = self.interrupted or reason
 
     def stop(self, reason):
+        self.watchdog.check_memory()  # a kernel that died of the submission's memory limit: say so
         reason = self.client.flooded or self.watchdog.violation or reason
         self.stopped = reason
         self.log.warning("%s: %s; later checks score 0", self.where, reason)

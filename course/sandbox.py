@@ -11,7 +11,9 @@ Inside it:
   size-limited home folder and ``/tmp`` that vanish with the sandbox, and
   the channel folder (watched for size);
 * the kernel runs as a throw-away user id, in its own PID, IPC, UTS and
-  network namespaces, with limits on memory, CPU time, processes, file size;
+  network namespaces, with limits on memory, CPU, processes, file size: for
+  the whole submission in a cgroup of its own (``course.cgroups``) where this
+  machine lets the grader make one, and per process (rlimits) always;
 * every process dies with the sandbox: bubblewrap's PID namespace is torn
   down when grading of that submission ends, and a sweep kills anything left
   under the throw-away user id.
@@ -58,8 +60,9 @@ FORK_SCRATCH_STAGING = "/run/course-scratch"
 
 @dataclass(frozen=True)
 class Limits:
-    memory_bytes: int = 4 * GIB  # address space of each process
-    processes: int = 64  # processes and threads of the sandbox user
+    memory_bytes: int = 4 * GIB  # memory of the whole submission (cgroup), and address space of each process
+    processes: int = 64  # processes and threads of the whole submission (cgroup), and of the sandbox user
+    cpus: float = 1.0  # CPUs' worth of time the whole submission may use at once (cgroup)
     notebook_cpu_seconds: int = 600  # CPU time of each process, whole notebook
     cell_seconds: float = 120.0  # wall clock of one cell
     notebook_seconds: float = 600.0  # wall clock of the whole notebook
@@ -94,7 +97,8 @@ UNSANDBOXED = (
     "hidden course files (it can read solutions/, grader_tests/ and the gradebook, and write anywhere this "
     "user can, the home folder included); process isolation (it can see and signal this user's processes; "
     "ones it detaches may outlive grading); a throw-away user id. Still enforced: memory, CPU time, file size "
-    "and open files per process, CPU time per cell and notebook, cell and notebook time limits, output "
+    "and open files per process (and memory, processes and CPUs of the whole submission where the grader can "
+    "make cgroups), CPU time per cell and notebook, cell and notebook time limits, output "
     "limits, and hidden checks judged in the grader's process. Use this only on a single-user machine.")
 HOW_TO_SANDBOX = (
     "Install bubblewrap (`apt-get install -y bubblewrap`), or, on a single-user machine where you accept "
@@ -378,10 +382,11 @@ class ForkServer:
     def alive(self):
         return self._ready and self.process.poll() is None
 
-    def spawn(self, channel: Path, arguments, uid: int, limits: Limits, log_fd: int):
+    def spawn(self, channel: Path, arguments, uid: int, limits: Limits, log_fd: int, cgroup_fds=()):
         """Fork a kernel in its own sandbox; returns a ``ForkedKernel`` (a Popen look-alike).
 
-        ``arguments``: the kernel's command-line arguments (``-f <connection file>`` ...)."""
+        ``arguments``: the kernel's command-line arguments (``-f <connection file>`` ...);
+        ``cgroup_fds``: ``cgroup.procs`` files open for writing, which the fork joins first."""
         import array
         import socket
         from dataclasses import asdict
@@ -397,9 +402,10 @@ class ForkServer:
             self._counter += 1
             key = self._counter
             message = json.dumps({"spawn": key, "channel": str(channel), "arguments": [str(a) for a in arguments],
-                                  "uid": uid, "limits": request_limits}).encode()
+                                  "uid": uid, "limits": request_limits, "cgroups": len(cgroup_fds)}).encode()
+            fds = array.array("i", [log_fd, *cgroup_fds])
             try:
-                self._control.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [log_fd]))])
+                self._control.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
             except OSError as error:
                 raise ForkServerError(f"the fork server is gone: {error}") from None
         with self._changed:
@@ -516,6 +522,32 @@ def close_fork_servers():
 _LIVE_SANDBOXES = weakref.WeakSet()  # every SandboxedKernelManager of this process, for kill_all_sandboxes()
 
 
+# The processes of a sandbox that are not the submission's: bubblewrap outside and its init, or a
+# forked kernel's init (and, for a moment, the fork that makes it).
+SANDBOX_OWN_PROCESSES = 2
+_NO_CGROUP_SAID = threading.Event()
+
+
+def submission_cgroup(limits: Limits, log):
+    """A fresh cgroup for one submission (``course.cgroups``), or None; where cgroups cannot be
+    used, say once per process that only the per-process limits hold."""
+    from .cgroups import give_up, grader_cgroups
+
+    grader, problem = grader_cgroups()
+    if grader is not None:
+        try:
+            return grader.new_submission(limits.memory_bytes, limits.processes + SANDBOX_OWN_PROCESSES, limits.cpus)
+        except OSError as error:
+            problem = f"a submission cgroup could not be made: {error}"
+            give_up(problem)
+    if not _NO_CGROUP_SAID.is_set():
+        _NO_CGROUP_SAID.set()
+        log.warning("no cgroup per submission (%s): memory, processes and CPU are limited per process only "
+                    "(rlimits), so several processes of one submission together can use more than %.3g GiB",
+                    problem, limits.memory_bytes / GIB)
+    return None
+
+
 def kill_all_sandboxes():
     """Kill every kernel this process started and remove its scratch folder (the process is stopping)."""
     for km in list(_LIVE_SANDBOXES):
@@ -543,6 +575,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         if use_bubblewrap:
             require_sandbox()  # never a silent fallback: no sandbox, no student code
         self.enforced = use_bubblewrap
+        self.cgroup = None  # the submission's cgroup, made when its command is (course.cgroups)
         self.channel.mkdir(parents=True, exist_ok=True)
         # The grader refuses oversized messages instead of parsing them.
         context = zmq.asyncio.Context()
@@ -562,25 +595,35 @@ class SandboxedKernelManager(AsyncKernelManager):
         self.kernel_arguments = command[launcher[0] + 1:] if launcher else None
         if os.geteuid() == 0:
             os.chown(self.connection_file, self.sandbox_uid, self.sandbox_uid)
+        if self.cgroup is None:
+            self.cgroup = submission_cgroup(self.limits, self.log)
+        # Joins the cgroup before anything else runs (a cold start; a forked kernel joins by itself).
+        join = self.cgroup.join_command() if self.cgroup is not None else []
         if not self.enforced:
             warn_unsandboxed(self.log)
-            return rlimit_only_arguments(self.limits) + command
-        return bubblewrap_arguments(self.channel, self.sandbox_uid, self.limits) + command
+            return join + rlimit_only_arguments(self.limits) + command
+        return join + bubblewrap_arguments(self.channel, self.sandbox_uid, self.limits) + command
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         if self.fork_server is None:
             return await super()._async_launch_kernel(kernel_cmd, **kw)
         log = kw.get("stdout")
         log_fd = log.fileno() if hasattr(log, "fileno") else os.open(os.devnull, os.O_WRONLY)
+        cgroup_fds = []
         try:
             if not getattr(self, "kernel_arguments", None):
                 raise ForkServerError(f"the kernel is not ipykernel_launcher ({kernel_cmd[-5:]})")
-            process = self.fork_server.spawn(self.channel, self.kernel_arguments, self.sandbox_uid, self.limits, log_fd)
-        except ForkServerError as error:  # costs time, never a grade: start this kernel cold instead
+            if self.cgroup is not None:
+                cgroup_fds = self.cgroup.open_procs()
+            process = self.fork_server.spawn(self.channel, self.kernel_arguments, self.sandbox_uid, self.limits, log_fd,
+                                             cgroup_fds)
+        except (ForkServerError, OSError) as error:  # costs time, never a grade: start this kernel cold instead
             self.log.warning("%s; starting the kernel cold", error)
             self.fork_server = None
-            return await super()._async_launch_kernel(kernel_cmd, **kw)
+            return await super()._async_launch_kernel(kernel_cmd, **kw)  # joins the cgroup by its command
         finally:
+            for fd in cgroup_fds:
+                os.close(fd)
             if not hasattr(log, "fileno"):
                 os.close(log_fd)
         self.provisioner.process = process
@@ -638,11 +681,24 @@ class SandboxedKernelManager(AsyncKernelManager):
                 leftover.kill()
             except Exception:
                 pass
+        if self.cgroup is not None:
+            if process is not None and hasattr(process, "args"):  # bubblewrap, our child: reaped, it leaves the cgroup
+                try:
+                    process.wait(timeout=1)
+                except Exception:
+                    pass
+            self.cgroup.remove()  # whatever is left in it dies, then the cgroup goes
+
+    def memory_exceeded(self):
+        """Whether the submission's processes together hit its memory limit: the out-of-memory killer
+        ended one of them in its cgroup."""
+        return self.cgroup is not None and not self.cgroup.removed and self.cgroup.oom_kills() > 0
 
 
 class Watchdog:
     """Enforces what rlimits cannot: CPU per cell and per notebook summed over all
-    the sandbox's processes, and the size of the host-side channel folder."""
+    the sandbox's processes, the size of the host-side channel folder (all of it, sub-folders
+    included), and the memory of the whole submission (its cgroup's out-of-memory kills)."""
 
     def __init__(self, km: "SandboxedKernelManager", interval: float = 0.25):
         self.km, self.interval = km, interval
@@ -674,16 +730,41 @@ class Watchdog:
                 pass
         return sum(self._seen.values())
 
-    def channel_bytes(self):
+    # What a file or folder costs at least, however small: a submission that makes millions of
+    # empty ones fills the host's disk (its inodes) as surely as one big file.
+    ENTRY_BYTES = 4096
+
+    def channel_bytes(self, stop_above=None):
+        """Bytes under the channel folder, every sub-folder included (links are not followed);
+        counting stops once past ``stop_above``."""
         total = 0
-        try:
-            with os.scandir(self.km.channel) as entries:
-                for entry in entries:
-                    if entry.is_file(follow_symlinks=False):
-                        total += entry.stat(follow_symlinks=False).st_size
-        except OSError:
-            pass
+        folders = [self.km.channel]
+        while folders:
+            try:
+                with os.scandir(folders.pop()) as entries:
+                    for entry in entries:
+                        try:
+                            size = entry.stat(follow_symlinks=False).st_size
+                            if entry.is_dir(follow_symlinks=False):
+                                folders.append(entry.path)
+                        except OSError:
+                            continue
+                        total += max(size, self.ENTRY_BYTES)
+                        if stop_above is not None and total > stop_above:
+                            return total
+            except OSError:
+                continue
         return total
+
+    def memory_violation(self):
+        return (f"the submission's processes together used more than its memory limit of "
+                f"{self.km.limits.memory_bytes / GIB:.3g} GiB (the out-of-memory killer ended one of them)")
+
+    def check_memory(self):
+        """Record a memory violation if the submission's cgroup saw one; return the violation."""
+        if self.violation is None and self.km.memory_exceeded():
+            self.violation = self.memory_violation()
+        return self.violation
 
     def _run(self):
         limits = self.km.limits
@@ -693,8 +774,10 @@ class Watchdog:
                 self._kill(f"a cell used more than {limits.cell_cpu_seconds:.0f} s of CPU time")
             elif used > limits.notebook_cpu_seconds:
                 self._kill(f"the notebook used more than {limits.notebook_cpu_seconds} s of CPU time")
-            elif self.channel_bytes() > limits.scratch_bytes:
+            elif self.channel_bytes(stop_above=limits.scratch_bytes) > limits.scratch_bytes:
                 self._kill(f"the submission wrote more than {limits.scratch_bytes // 1024**2} MiB")
+            elif self.km.memory_exceeded():
+                self._kill(self.memory_violation())
 
     def _kill(self, reason):
         if self.violation is None:
@@ -704,6 +787,8 @@ class Watchdog:
                 process.kill()
             except Exception:
                 pass
+        if self.km.cgroup is not None and not self.km.cgroup.removed:
+            self.km.cgroup.kill()
 
 
 def sweep_user(uid: int, rounds: int = 5):

@@ -21,6 +21,40 @@ except MemoryError:
     blocks.clear()
     print("memory limit held")
 """
+# A cell whose processes stay each within the per-process limit (2 GiB in the tests) but hold
+# 3 GiB together: four children of 768 MiB each, alive at the same time.
+MEMORY_IN_MANY_PROCESSES = """
+import os, time
+reader, writer = os.pipe()
+children = []
+for _ in range(4):
+    pid = os.fork()
+    if pid == 0:
+        block = bytearray(768 * 1024 * 1024)  # zero-filled: every page is touched
+        os.write(writer, b"1")
+        time.sleep(3)
+        os._exit(0)
+    children.append(pid)
+os.close(writer)
+held = 0
+while chunk := os.read(reader, 4):
+    held += len(chunk)
+for pid in children:
+    os.waitpid(pid, 0)
+print(f"{held * 768} MiB held by {held} processes at once")
+"""
+# A cell that writes 768 MiB into a sub-folder of its kernel's channel folder (the one host folder
+# the sandbox can write), 64 MiB per file: more than the 512 MiB a submission may write.
+FILLS_A_CHANNEL_SUB_FOLDER = """
+import os
+from ipykernel.connect import get_connection_file
+folder = os.path.join(os.path.dirname(get_connection_file()), "sub", "deeper")
+os.makedirs(folder)
+for i in range(12):
+    with open(os.path.join(folder, f"big-{i}"), "wb") as f:
+        f.write(b"x" * (64 * 1024 * 1024))
+print("wrote 768 MiB under the channel folder")
+"""
 ASSIGNMENTS = {
     "a1-distributions": "distributions.ipynb",
     "a2-losses": "losses.ipynb",
@@ -132,3 +166,55 @@ def max_points(assignment):
 
 def feedback_html(course: Path, student, assignment):
     return (course / "feedback" / student / assignment / ASSIGNMENTS[assignment].replace(".ipynb", ".html")).read_text()
+
+
+class CgroupWatcher:
+    """Samples, while grading runs, the submission cgroups the graders of this machine make under
+    our own cgroups (``course-grader-<pid>`` folders, ``course.cgroups``): which it saw, and which
+    are left when it stops."""
+
+    def __init__(self, interval=0.05):
+        import threading
+
+        from course.cgroups import PARENT_PREFIX, discover
+
+        layout, self.problem = discover()
+        self.prefix = PARENT_PREFIX
+        self.folders = sorted(set(layout.folders.values())) if layout else []
+        self.before = self.present()
+        self.seen = set()
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def present(self):
+        found = set()
+        for folder in self.folders:
+            try:
+                for parent in folder.iterdir():
+                    if parent.name.startswith(self.prefix) and parent.is_dir():
+                        found.add(str(parent))
+                        found.update(str(child) for child in parent.iterdir() if child.is_dir())
+            except OSError:
+                pass
+        return found
+
+    def _sample(self):
+        while not self._stop.wait(self.interval):
+            self.seen |= self.present() - self.before
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.left = self.present() - self.before
+        return False
+
+
+def cgroups_available():
+    from course.cgroups import discover
+
+    return os.geteuid() == 0 and discover()[0] is not None

@@ -20,7 +20,8 @@ import nbformat
 import psutil
 import pytest
 
-from grading_support import (MEMORY_HOG, add_cell, environment, feedback_html, make_course, max_points, nbgrader, released_notebook, scores,
+from grading_support import (FILLS_A_CHANNEL_SUB_FOLDER, MEMORY_HOG, MEMORY_IN_MANY_PROCESSES, CgroupWatcher, add_cell,
+                             cgroups_available, environment, feedback_html, make_course, max_points, nbgrader, released_notebook, scores,
                              solution_notebook, student_version, submit)
 
 pytestmark = [pytest.mark.slow]
@@ -230,6 +231,7 @@ while True:
         "kills-its-kernel": (after(correct(), "test_logsumexp", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"), partial),
         "exits-its-kernel": (after(correct(), "test_logsumexp", "import os\nos._exit(3)"), partial),
         "memory-hog": (after(correct(), "test_logsumexp", MEMORY_HOG), full),
+        "fills-a-channel-sub-folder": (after(correct(), "test_logsumexp", FILLS_A_CHANNEL_SUB_FOLDER), partial),
         "fork-bomb-and-detached-processes": (after(correct(), "test_logsumexp", f"""
 import os, subprocess, time
 children = 0
@@ -277,6 +279,8 @@ except OSError as error:
     print("space limit held", type(error).__name__)
 """), full),
     }
+    if cgroups_available():  # else only per-process limits hold, and the grading log says so
+        cases["memory-in-many-processes"] = (after(correct(), "test_logsumexp", MEMORY_IN_MANY_PROCESSES), partial)
     return cases
 
 
@@ -343,13 +347,14 @@ def graded(tmp_path_factory):
     expectations["honest"] = "full"
     try:
         started = time.time()
-        result = nbgrader(course, "autograde", ASSIGNMENT, check=False, timeout=1800, env=env)
+        with CgroupWatcher() as cgroups:
+            result = nbgrader(course, "autograde", ASSIGNMENT, check=False, timeout=1800, env=env)
         elapsed = time.time() - started
         feedback = nbgrader(course, "generate_feedback", ASSIGNMENT, check=False)
         listener.close()
         first_scores = scores(course, ASSIGNMENT)
         yield dict(course=course, expectations=expectations, log=result.stdout + result.stderr, scores=first_scores,
-                   listener=listener, before=before, elapsed=elapsed, feedback=feedback, scratch=scratch)
+                   listener=listener, before=before, elapsed=elapsed, feedback=feedback, scratch=scratch, cgroups=cgroups)
     finally:
         listener.close()
         remove_markers()
@@ -398,6 +403,23 @@ def test_faults_are_explained_in_the_feedback(graded):
     deleted = feedback_html(course, "deleted-test-cell", ASSIGNMENT)
     assert "test_kl_divergence" in deleted and "is missing from the submission" in deleted
     assert "no function named" in feedback_html(course, "reordered-cells", ASSIGNMENT)
+
+
+def test_limits_hold_for_the_whole_submission(graded):
+    """Memory over all its processes, and disk under every sub-folder of the channel."""
+    course = graded["course"]
+    assert "wrote more than 512 MiB" in feedback_html(course, "fills-a-channel-sub-folder", ASSIGNMENT)
+    if not cgroups_available():
+        pytest.skip(f"no cgroup per submission here ({graded['cgroups'].problem}): memory is limited per process")
+    assert "used more than its memory limit of 2 GiB" in feedback_html(course, "memory-in-many-processes", ASSIGNMENT)
+
+
+def test_each_submission_had_a_cgroup_and_none_is_left(graded):
+    if not cgroups_available():
+        pytest.skip(f"no cgroup per submission here ({graded['cgroups'].problem})")
+    seen = graded["cgroups"].seen
+    assert [f for f in seen if "/submission-" in f], "grading made no submission cgroup"
+    assert not graded["cgroups"].left, f"cgroups left behind: {sorted(graded['cgroups'].left)}"
 
 
 def test_nothing_escapes(graded):

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grading_support import (MEMORY_HOG, BIN, add_cell, environment, feedback_html, make_course, max_points, nbgrader, scores,
+from grading_support import (MEMORY_HOG, BIN, CgroupWatcher, add_cell, cgroups_available, environment, feedback_html, make_course, max_points, nbgrader, scores,
                              solution_notebook, student_version, submit)
 
 ASSIGNMENT = "a2-losses"
@@ -101,7 +101,8 @@ def test_grading_without_the_sandbox_is_an_explicit_opt_in_with_limits_and_a_war
 
 
 COLD_ATTACKS = ["reads-the-solutions", "writes-the-gradebook", "forged-results", "cpu-hog-ignoring-signals",
-                "memory-hog", "fork-bomb-and-detached-processes", "network", "writes-outside", "fills-the-disk"]
+                "memory-hog", "fork-bomb-and-detached-processes", "network", "writes-outside", "fills-the-disk",
+                "fills-a-channel-sub-folder", *(["memory-in-many-processes"] if cgroups_available() else [])]
 
 
 @pytest.mark.slow
@@ -122,7 +123,8 @@ def test_kernels_started_cold_in_bubblewrap_hold_against_the_same_attacks(tmp_pa
     for student, (notebook, _) in chosen.items():
         submit(course, student, ATTACKED, notebook)
     submit(course, "honest", ATTACKED, correct())
-    result = nbgrader(course, "autograde", ATTACKED, check=False, timeout=900)
+    with CgroupWatcher() as cgroups:
+        result = nbgrader(course, "autograde", ATTACKED, check=False, timeout=900)
     listener.close()
     log = result.stdout + result.stderr
     assert "kernels are started cold in bubblewrap" in log and "forked from" not in log
@@ -131,6 +133,12 @@ def test_kernels_started_cold_in_bubblewrap_hold_against_the_same_attacks(tmp_pa
              if {g: v for g, v in (graded.get(s) or {}).items() if g != "_total"} != expected_points(expected)}
     assert not wrong, f"{wrong}\n{log[-3000:]}"
     assert graded["honest"]["_total"] == sum(max_points(ATTACKED).values())
+    notes = {s: (course / "autograded" / s / ATTACKED / "losses.ipynb").read_text() for s in chosen}
+    assert "wrote more than 512 MiB" in notes["fills-a-channel-sub-folder"]
+    if cgroups_available():
+        assert "used more than its memory limit of 2 GiB" in notes["memory-in-many-processes"]
+        assert [f for f in cgroups.seen if "/submission-" in f], "grading made no submission cgroup"
+        assert not cgroups.left, f"cgroups left behind: {sorted(cgroups.left)}"
     assert listener.connections == 0
     assert not [p for p in psutil.process_iter(["cmdline"]) if MARKER in " ".join(p.info["cmdline"] or [])]
     for folder in [*MARKER_FOLDERS, str(course)]:
