@@ -244,8 +244,10 @@ def postgres():
     try:
         steps = [
             run(str(binaries / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8"),
+            # Shared memory in the data folder, not /dev/shm: an immediate stop leaves nothing behind.
             run(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
-                f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start"),
+                f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c dynamic_shared_memory_type=mmap", "start"),
         ]
         for step in steps:
             if step.returncode != 0:
