@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import sys
 import tempfile
 import threading
@@ -48,7 +49,7 @@ from traitlets.config import Configurable
 from .check import HiddenCheckError, load_hidden_checks
 from .collect import DEFAULT_LMS_PATTERN, collect
 from .grade import SandboxedExecute, source_imports, source_notebooks
-from .sandbox import UNSANDBOXED, SandboxUnavailable, require_sandbox
+from .sandbox import UNSANDBOXED, SandboxUnavailable, require_sandbox, socket_folder
 
 STATE_VERSION = 1
 FEEDBACK_BATCH = 4  # feedback is written in batches (templates compiled once per batch)
@@ -223,6 +224,12 @@ class LocalPool:
 
         self.workers = workers
         self.others = {p.pid for p in multiprocessing.active_children()}  # not this pool's: never stopped here
+        # The workers' sockets, scratch folders and fork servers go in one folder of this pool's, which
+        # goes with it, whatever happens to the workers (a worker killed mid-task cleans up nothing).
+        tempfile.gettempdir()  # this process keeps its own temporary folder (read once, then cached)
+        self.scratch = Path(tempfile.mkdtemp(prefix="course-grade-", dir=socket_folder()))
+        self.previous_tmpdir = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = str(self.scratch)  # workers start when tasks come, and inherit it then
         self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=initialize_worker, initargs=(warm,))
 
@@ -239,6 +246,14 @@ class LocalPool:
 
     def close(self):
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self._remove_scratch()
+
+    def _remove_scratch(self):
+        if self.previous_tmpdir is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = self.previous_tmpdir
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def stop(self, grace: float = 5.0):
         """End the workers now: each kills its kernels and fork servers and exits (``workers.stop_now``)."""
@@ -254,6 +269,7 @@ class LocalPool:
             if worker.is_alive():
                 worker.kill()  # its sandboxes die with it (bubblewrap's --die-with-parent)
                 worker.join(1)
+        self._remove_scratch()
 
 
 class DaskPool:

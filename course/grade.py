@@ -488,6 +488,7 @@ class SubmissionRun:
         self.nonce = new_nonce()
         self.stopped = None  # why execution stopped early, if it did
         self.interrupted = None  # why the run was cut short from outside: then there is no grade at all
+        self.cells_run = 0
 
     def execute(self):
         deadline = time.monotonic() + self.limits.notebook_seconds
@@ -505,6 +506,8 @@ class SubmissionRun:
         except Exception as error:  # the kernel never started, or died in shutdown
             if self.km.ended_from_outside():
                 self.interrupt(f"the kernel or its sandbox was stopped by a signal ({type(error).__name__})")
+            elif not self.cells_run:  # no student code ran: the grader's failure, never the student's grade
+                self.interrupt(f"the sandboxed kernel did not start ({type(error).__name__}: {error})")
             self.stopped = self.stopped or f"the sandboxed kernel failed: {type(error).__name__}: {error}"
             self.log.error("%s: %s\n%s", self.where, self.stopped, self.kernel_log_tail())
             for index, cell in enumerate(self.nb.cells):
@@ -536,6 +539,7 @@ class SubmissionRun:
 
     def run_cell(self, cell, index, deadline):
         self.client.timeout = max(1.0, min(self.limits.cell_seconds, deadline - time.monotonic()))
+        self.cells_run += 1
         self.watchdog.cell_started()
         try:
             self.client.execute_cell(cell, index)

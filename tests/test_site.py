@@ -29,24 +29,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-default-apps",
-    "--disable-sync",
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--metrics-recording-only",
-    "--dns-prefetch-disable",
-    "--no-pings",
-    # Belt and braces: the tests abort every request to another host before it is sent, and
-    # chromium could not resolve one anyway.
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-]
+from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402,F401 - one browser for the whole run
 
 
 # --------------------------------------------------------------------------- the book's structure
@@ -512,28 +495,6 @@ def serve(folder):
 def site_url(built_site):
     with serve(built_site / "html") as url:
         yield url
-
-
-@pytest.fixture(scope="session")
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(
-            f"chromium not found at {CHROMIUM}: install Debian's browser with `apt-get install -y chromium` "
-            "(.ci/run does), or point CHROMIUM at a chromium binary"
-        )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the playwright Python package is missing: run `make book` (it installs .[test])")
-    playwright = sync_playwright().start()
-    try:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-    except Exception as error:  # noqa: BLE001 - report why the browser did not start
-        playwright.stop()
-        pytest.fail(f"could not start {CHROMIUM} headless: {error}")
-    yield browser
-    browser.close()
-    playwright.stop()
 
 
 class Visit:

@@ -32,7 +32,6 @@ pytestmark = [pytest.mark.slow]
 
 ASSIGNMENT = "a2-losses"
 NOTEBOOK = "losses.ipynb"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 LIMITS = """
 c.SandboxedExecute.cell_timeout = 60
 c.SandboxedExecute.notebook_timeout = 240
@@ -286,21 +285,6 @@ def submission_id(course, student):
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         return gradebook.find_submission_notebook(NOTEBOOK[:-6], ASSIGNMENT, student).id
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"chromium not found at {CHROMIUM}: `apt-get install -y chromium`, or set CHROMIUM")
-    from playwright.sync_api import sync_playwright
-
-    playwright = sync_playwright().start()
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                         args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                                               "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"])
-    yield browser
-    browser.close()
-    playwright.stop()
 
 
 DOM_WALK = r"""() => {
