@@ -227,7 +227,7 @@ class LocalPool:
         # The workers' sockets, scratch folders and fork servers go in one folder of this pool's, which
         # goes with it, whatever happens to the workers (a worker killed mid-task cleans up nothing).
         tempfile.gettempdir()  # this process keeps its own temporary folder (read once, then cached)
-        self.scratch = Path(tempfile.mkdtemp(prefix="course-grade-", dir=socket_folder()))
+        self.scratch = Path(tempfile.mkdtemp(prefix="cg-", dir=socket_folder()))  # short: sockets live under it
         self.previous_tmpdir = os.environ.get("TMPDIR")
         os.environ["TMPDIR"] = str(self.scratch)  # workers start when tasks come, and inherit it then
         self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),

@@ -648,7 +648,7 @@ def train_bigram_variant(xs, ys, steps, batch_size, lr, seed, wrong=None):
             W.grad = None
         loss.backward()
         W.data -= (lr * lr if wrong == "lr twice" else lr) * W.grad
-        losses.append(loss.item())
+        losses.append(float(loss))
     return W.detach(), losses
 
 

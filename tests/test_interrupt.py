@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import tempfile
 import time
 
 import psutil
@@ -32,23 +33,28 @@ def full(assignment):
 
 
 def start_course_grade(course, assignment, *args):
-    """`course grade` as a terminal starts it: its own process group, which Ctrl-C signals as a whole."""
+    """`course grade` as a terminal starts it: its own process group, which Ctrl-C signals as a whole.
+    Its temporary folder is a short one of this run's (a long one sends Unix sockets to /tmp)."""
     env = environment()
-    env["TMPDIR"] = str(course.parent / "tmp")
-    (course.parent / "tmp").mkdir(exist_ok=True)
+    env["TMPDIR"] = tempfile.mkdtemp(prefix="g")
     return subprocess.Popen([str(BIN / "course"), "grade", assignment, "--no-progress", *args], cwd=course, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 @contextlib.contextmanager
 def killed_at_the_end(process):
-    """Whatever happens in the test, no grader it started outlives it."""
+    """Whatever happens in the test, no grader it started outlives it: first stopped as Ctrl-C does
+    (it then removes what it made), killed only if that does not end it."""
     try:
         yield process
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.communicate()
 
 
 def only_right_grades_then_all(course, assignment, expected, workers, log=""):
@@ -114,13 +120,17 @@ def kernels_under(pid):
 
 
 def fork_servers_under(pid):
+    """The fork servers' own interpreters (not the bubblewrap processes around them)."""
     found = []
     for process in descendants(pid):
         try:
-            if "forkserver.py" in " ".join(process.cmdline()) and not sandbox_uid(process) \
-                    and not any("forkserver.py" in " ".join(p.cmdline()) for p in process.parents()):
+            command = process.cmdline()
+            if command and "forkserver.py" in " ".join(command) and not sandbox_uid(process) \
+                    and "bwrap" not in os.path.basename(command[0]) \
+                    and not any("forkserver.py" in " ".join(p.cmdline()) and "bwrap" not in (p.cmdline() or [""])[0]
+                                for p in process.parents()):
                 found.append(process)
-        except psutil.Error:
+        except (psutil.Error, IndexError):
             pass
     return found
 
