@@ -3,7 +3,7 @@
 The repository root is the nbgrader course directory: instructor notebooks in
 solutions/, released student notebooks in assignments/.  Autograding runs
 student code in a bubblewrap sandbox and scores test cells by hidden checks
-judged in the grader's process (course/grade.py); the stock nbgrader commands
+judged in the grader's process (course/execute.py); the stock nbgrader commands
 (generate_assignment, autograde, generate_feedback, export, formgrader) all
 go through this file.
 """
@@ -13,7 +13,8 @@ from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds, IgnorePattern,
                                     LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades)
 
-from course.grade import ReadableNotebookExporter, RestoreCellMetadata, SandboxedExecute, SanitizeStudentHTML
+from course.execute import SandboxedExecute
+from course.sanitize import ReadableNotebookExporter, RestoreCellMetadata, SanitizeStudentHTML
 
 here = os.path.dirname(os.path.abspath(__file__))
 c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)
@@ -29,7 +30,7 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 # nbgrader's own pipeline, with three changes: tampered cell metadata is restored from the
 # gradebook (instead of aborting the whole batch), Execute is replaced by the sandboxed,
 # hidden-check executor, and everything a student controls (outputs, markdown and raw cells)
-# passes course/student_content.py before the feedback or the formgrader shows it (after
+# passes course/sanitize.py before the feedback or the formgrader shows it (after
 # SaveAutoGrades, so that nbgrader's checksums see the cells as submitted).
 # A file that is not a valid notebook is graded as an empty notebook whose feedback says why.
 c.Autograde.exporter_class = ReadableNotebookExporter

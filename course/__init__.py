@@ -1,8 +1,17 @@
 """Tooling for the course "From probability to loss functions".
 
-One module per verb an instructor knows: ``build`` (the site), ``release``
-(student notebooks), ``grade`` (trusted autograding), ``sandbox`` (where
-student code runs) and ``report`` (what the grades say).
+The commands an instructor knows, one module each: ``build`` (the site), ``release`` (student
+notebooks) and ``grade`` (``course grade``), all reached through ``cli``.
+
+Grading is a pipeline, one stage per module, in this order:
+
+* ``collect``: submissions from nbgrader's folders or an LMS export;
+* ``sanitize``: the one gate for what a student may show, and nbgrader's side of it;
+* ``execute``: the notebook run cell by cell in the sandbox (``sandbox``, ``forkserver``,
+  ``cgroups``; ``workers`` for ``course grade``'s pool), the hidden checks sent in
+  (``harness``, ``parity``);
+* ``judge``: each reply judged against its float64 reference, in the grader's process;
+* ``record``, ``report``: grades into the gradebook, feedback and the report.
 """
 from pathlib import Path
 

@@ -48,7 +48,7 @@ def main(argv=None):
     elif args.verb == "grade":
         from .workers import skip_slow_optional_imports
         skip_slow_optional_imports()
-        from .batch import UsageError, grade
+        from .grade import UsageError, grade
         if args.workers is not None and args.workers < 1:
             parser.error("--workers must be at least 1")
         try:

@@ -1,643 +1,941 @@
-"""Trusted autograding, wired into nbgrader through ``nbgrader_config.py``.
+"""``course grade``: from submissions (or an LMS export) to grades, feedback, a CSV and a report.
 
-``SandboxedExecute`` replaces nbgrader's ``Execute`` preprocessor.  It runs the
-student's notebook cell by cell in a sandboxed kernel (``course.sandbox``).
-At each autograded test cell it runs that cell's hidden check: the inputs go
-to the kernel, plain JSON comes back, and ``course.check`` judges it here, in
-the grader's process.  The kernel's own outputs never decide a grade: the
-graded cell's outputs are rewritten by the grader, an error output for a
-failed check and a plain message for a passed one, and nbgrader's own
-``SaveAutoGrades`` turns those into points.  Everything else nbgrader does
-(restoring test cells from the gradebook, checksums, late penalties,
-feedback, export) is unchanged.
+    course grade <assignment>... [--submissions PATH] [--workers N] [--scheduler tcp://HOST:8786]
+                                 [--db URL] [--force]
+
+The grades are nbgrader's own, computed by the trusted pipeline that ``nbgrader autograde``
+runs (``nbgrader_config.py``); only its expensive, pure part runs in parallel:
+
+1. *collect* (``course.collect``): the nbgrader layout, or a zip/folder exported from an LMS;
+2. *sanitize*, in this process: nbgrader's sanitize preprocessors (``ClearOutput``,
+   ``RestoreCellMetadata``, ``OverwriteCells``, ...) on each submitted notebook;
+3. *execute*, in parallel: the sanitized notebook and the hidden checks go, as plain data, to a
+   worker (a local process pool, one worker per core, or a Dask cluster), which runs it in a
+   fresh bubblewrap sandbox (``course.execute.execute_submission``) and sends back the executed
+   notebook;
+4. *record*, in this process, one submission at a time: nbgrader's ``Autograde`` converter, the
+   same code as ``nbgrader autograde --force`` for that student, with ``SandboxedExecute``
+   replaced by ``PrecomputedExecute``, which hands over the executed notebook if, and only if,
+   its input is byte-for-byte the notebook this run sanitized (a SHA-256 of the notebook's JSON);
+   otherwise it executes the notebook here, in the sandbox, exactly as ``SandboxedExecute``
+   would.  So nbgrader writes the gradebook from a single process (SQLite is safe), and the
+   grades are those of ``nbgrader autograde`` by construction;
+5. *feedback* (nbgrader's ``GenerateFeedback``), the grades CSV (nbgrader's
+   ``CsvExportPlugin``) and a report per assignment (``course.report``).
+
+Unchanged submissions are not graded again: a SHA-256 of the submission's files, the hidden
+checks, the assignment's source notebooks, ``nbgrader_config.py``, the limits and the grader's
+own code is kept per submission and gradebook in ``.course/grade-state.json``; ``--force``
+regrades everything.
 """
-import functools
+import copy
+import hashlib
+import json
+import logging
+import os
+import queue
 import shutil
-import subprocess
+import sys
 import tempfile
+import threading
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
-import zmq
-from jupyter_core.utils import ensure_async, run_sync
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
-from nbconvert.exporters import NotebookExporter
-from nbconvert.preprocessors import Preprocessor
-from nbgrader.preprocessors import NbGraderPreprocessor
-from nbgrader.utils import is_grade, is_solution
-from traitlets import Bool, Float, Integer, List, Unicode
+from traitlets import Bool, Integer, Unicode
+from traitlets.config import Configurable
 
-from . import ROOT, student_content
-from .check import MAX_REPLY_CHARS, HiddenCheckError, Verdict, judge, load_hidden_checks, new_nonce, reply_from_outputs, request_for, harness_code
-from .harness import RESULT_MIME
-from .sandbox import (ForkServer, ForkServerError, GradingInterrupted, Limits, SandboxedKernelManager, Watchdog,
-                      file_tail, require_sandbox, shared_fork_server, socket_folder, warn_unsandboxed)
+from .judge import HiddenCheckError, load_hidden_checks
+from .collect import DEFAULT_LMS_PATTERN, collect
+from .execute import SandboxedExecute, source_imports, source_notebooks
+from .sandbox import UNSANDBOXED, SandboxUnavailable, require_sandbox, socket_folder
 
-TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
-RESULTS_KEPT = 2  # one reply per case; a second is kept only to say "more than one result came back"
-RECEIVE_QUEUE_MESSAGES = 16  # messages the grader's sockets queue before the kernel's own queue fills
+STATE_VERSION = 1
+FEEDBACK_BATCH = 4  # feedback is written in batches (templates compiled once per batch)
+FEEDBACK_TEMPLATE = "feedback"
 
 
-def is_autograded_test(cell):
-    return cell.cell_type == "code" and is_grade(cell) and not is_solution(cell)
+class UsageError(Exception):
+    """The command cannot run at all (no course here, unknown assignment, no scheduler)."""
 
 
-class LimitedOutputClient(NotebookClient):
-    """nbclient whose every output passes ``course.student_content``, within budgets counted as messages arrive.
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped the batch; what was recorded stays, the rest is graded next time."""
 
-    Two budgets bound what the grader spends on a kernel's messages.  What is *kept* in the
-    graded notebook: ``output_chars_per_cell`` per cell, display updates included, and during a
-    hidden-check probe at most ``RESULTS_KEPT`` results of at most ``MAX_REPLY_CHARS``.  What is
-    *received*: the bytes of every message on the output channel, of any type (comms too), per
-    cell and per submission; past either budget the grader stops reading and kills the kernel,
-    and ``flooded`` says why.  Comms are refused: no widget state is stored and no output widget
-    captures output.
+
+class StopRequests:
+    """While grading, Ctrl-C and SIGTERM ask the batch to stop: the grader finishes the step in hand
+    (never half a recording), then stops the workers.  A second Ctrl-C stops at once."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self):
+        self.requested = False
+        self.previous = {}
+
+    def __enter__(self):
+        import signal
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name)
+                self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        import signal
+
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        return False
+
+
+class CourseGrade(Configurable):
+    """Settings of ``course grade``, in ``nbgrader_config.py`` as ``c.CourseGrade.<name>``."""
+
+    lms_pattern = Unicode(DEFAULT_LMS_PATTERN, help=(
+        "Regular expression for file names in an LMS export, matched against the base name; named groups "
+        "student_id and file_id (and optionally timestamp); {notebooks} stands for the assignment's notebook names."
+    )).tag(config=True)
+    workers = Integer(0, help="local worker processes (0: one per core)").tag(config=True)
+    prewarm = Bool(True, help="start each worker's next sandboxed kernel while it grades the current one").tag(config=True)
+    report_directory = Unicode("reports", help="where reports go, relative to the course root").tag(config=True)
+    csv = Unicode("grades.csv", help="the grades CSV (nbgrader export), relative to the course root").tag(config=True)
+    state_file = Unicode(os.path.join(".course", "grade-state.json"), help="what was graded, for incremental runs").tag(config=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The preprocessor that takes a notebook executed elsewhere.
+
+_PRECOMPUTED = {}  # (student, assignment, notebook) -> (sha256 of the sanitized input, executed notebook)
+_PRECOMPUTED_LOCK = threading.Lock()
+
+
+def notebook_digest(nb):
+    """SHA-256 of a notebook's JSON (keys sorted): the identity of a sanitized notebook."""
+    text = json.dumps(nb, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class PrecomputedExecute(SandboxedExecute):
+    """``SandboxedExecute`` whose work was done by a worker of ``course grade``.
+
+    The executed notebook is used only if it was made from exactly this input (same SHA-256);
+    otherwise, or when the worker failed, the notebook is executed here, in the sandbox, as
+    ``SandboxedExecute`` does: a mismatch can cost time, never a wrong grade.
     """
-
-    output_chars_per_cell = 20_000
-    received_bytes_per_cell = 32 * 1024**2
-    received_bytes_per_submission = 128 * 1024**2
-    probing = False  # True while a hidden-check probe runs: its result is kept apart from the student's output
-    store_widget_state = Bool(False)
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.comm_open_handlers = {}
-        self.received_bytes = 0
-        self.flooded = None  # why the grader stopped reading this kernel, if it did
-
-    async def async_start_new_kernel_client(self):
-        """nbclient's, with the client's sockets made by the kernel manager's context, so its limits
-        (largest message, receive queue) hold on every channel."""
-        context = self.km.context
-        context.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE_MESSAGES)
-        try:
-            self.kc = self.km.client(context=context)
-            await ensure_async(self.kc.start_channels())
-            await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
-        except Exception:
-            await self._async_cleanup_kernel()
-            raise
-        self.kc.allow_stdin = False
-        return self.kc
-
-    start_new_kernel_client = run_sync(async_start_new_kernel_client)  # what nbclient's setup_kernel calls
-
-    async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
-        """nbclient's loop over output messages, counting each message's bytes before parsing it."""
-        channel = self.kc.iopub_channel
-        received_in_cell = 0
-        while True:
-            frames = await channel.socket.recv_multipart()
-            size = sum(len(frame) for frame in frames)
-            received_in_cell += size
-            self.received_bytes += size
-            if received_in_cell > self.received_bytes_per_cell:
-                return self.stop_reading(f"cell {cell_index + 1} sent more than "
-                                         f"{self.received_bytes_per_cell // 1024**2} MiB of output")
-            if self.received_bytes > self.received_bytes_per_submission:
-                return self.stop_reading(f"the notebook sent more than "
-                                         f"{self.received_bytes_per_submission // 1024**2} MiB of output")
-            _, wire = channel.session.feed_identities(frames)
-            msg = channel.session.deserialize(wire)
-            if msg["parent_header"].get("msg_id") == parent_msg_id:
-                try:
-                    self.process_message(msg, cell, cell_index)
-                except CellExecutionComplete:
-                    return None
-
-    def stop_reading(self, reason):
-        self.flooded = reason
-        self.km.kill_everything()  # the kernel dies; nbclient then reports it dead
-
-    def process_message(self, msg, cell, cell_index):
-        try:
-            return super().process_message(msg, cell, cell_index)
-        finally:
-            if "execution_count" in cell:
-                cell["execution_count"] = student_content.safe_execution_count(cell.get("execution_count"))
-
-    def handle_comm_msg(self, outs, msg, cell_index):
-        """Comms are refused: the grader is no widget front end."""
-
-    def output(self, outs, msg, display_id, cell_index):
-        content = msg.get("content", {})
-        data = content.get("data") if isinstance(content, dict) else None
-        if self.probing and isinstance(data, dict) and RESULT_MIME in data:
-            return self.keep_result(outs, data[RESULT_MIME])
-        out = student_content.safe_output(output_of(msg))
-        if out is None:
-            return None
-        if self.clear_before_next_output:
-            outs[:] = []
-            self.clear_display_id_mapping(cell_index)
-            self.clear_before_next_output = False
-        budget = self.output_chars_per_cell - sum(output_size(o) for o in outs)
-        if output_size(out) > budget:
-            if out.output_type == "stream" and budget > 0:
-                out.text = out.text[:budget]
-                outs.append(out)
-            if not (outs and "truncated by the grader" in str(outs[-1].get("text", ""))):
-                outs.append(nbformat.v4.new_output("stream", name="stdout",
-                                                   text=TRUNCATED.format(limit=self.output_chars_per_cell)))
-            return None
-        if display_id and not self.probing:
-            self._display_id_map.setdefault(display_id, {}).setdefault(cell_index, []).append(len(outs))
-        outs.append(out)
-        return out
-
-    def keep_result(self, outs, text):
-        """A hidden check's result: only the result, and only the first few (each of bounded size)."""
-        if sum(1 for o in outs if RESULT_MIME in o.get("data", {})) >= RESULTS_KEPT:
-            return None
-        if not isinstance(text, str) or len(text) > MAX_REPLY_CHARS:
-            text = None  # judged as "not plain JSON text or too large" without keeping it
-        out = nbformat.v4.new_output("display_data", data={RESULT_MIME: text})
-        outs.append(out)
-        return out
-
-    def _update_display_id(self, display_id, msg):
-        """An update of an earlier output, through the same filter and the same budget as a new one."""
-        if self.probing or display_id not in self._display_id_map:
-            return
-        update = student_content.safe_output({**output_of(msg), "output_type": "display_data"})
-        if update is None:
-            return
-        for cell_index, output_indices in self._display_id_map[display_id].items():
-            if not 0 <= cell_index < len(self.nb.cells):
-                continue
-            outputs = self.nb.cells[cell_index].get("outputs", [])
-            for output_index in output_indices:
-                if not 0 <= output_index < len(outputs) or "data" not in outputs[output_index]:
-                    continue
-                old = outputs[output_index]
-                used = sum(output_size(o) for o in outputs) - output_size(old)
-                if used + output_size(update) > self.output_chars_per_cell:
-                    continue
-                old["data"], old["metadata"] = update["data"], update["metadata"]
-
-
-def output_of(msg):
-    """The output a message describes, as the kernel sent it (``course.student_content`` decides what is kept)."""
-    content = msg.get("content")
-    return {**content, "output_type": msg.get("msg_type")} if isinstance(content, dict) else {}
-
-
-def output_size(output):
-    return len(str(output.get("text", ""))) + len(str(output.get("data", ""))) + len(str(output.get("traceback", "")))
-
-
-class ReadableNotebookExporter(NotebookExporter):
-    """Reads a submission that is not a valid notebook as an empty one that says why.
-
-    Stock nbgrader gives such a submission no autograded notebook and so no
-    feedback; here it is graded like a notebook with every cell deleted (all
-    checks 0), and the reason reaches both the log and the student's feedback.
-    """
-
-    def from_file(self, file_stream, resources=None, **kw):
-        try:
-            nb = nbformat.reads(file_stream.read(), as_version=4)
-            nbformat.validate(nb)
-        except Exception as error:
-            name = (resources or {}).get("metadata", {}).get("name", "the notebook")
-            reason = f"{name}.ipynb could not be read as a Jupyter notebook (nbformat 4): {why_not_a_notebook(error)}"
-            self.log.error("%s", student_content.log_text(reason, limit=500))
-            note = reason + ". Every check scores 0. Submit the notebook file that Jupyter saves, without editing it by hand."
-            nb = nbformat.v4.new_notebook(cells=[student_content.grading_notes_cell([note])])
-            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-            nb.cells[0]["id"] = "unreadable-notebook"  # the same placeholder on every read
-        return self.from_notebook_node(nb, resources=resources, **kw)
-
-
-def why_not_a_notebook(error):
-    """Why a submission is not a notebook, in the grader's own words: never the error's text,
-    which quotes the file's bytes (nbformat's and jsonschema's messages do)."""
-    import json
-
-    import jsonschema
-
-    if isinstance(error, UnicodeDecodeError):
-        return f"it is not UTF-8 text (from byte {error.start} on)"
-    cause = error.__cause__ if isinstance(error.__cause__, json.JSONDecodeError) else error
-    if isinstance(cause, json.JSONDecodeError):
-        return f"it is not valid JSON (line {cause.lineno}, column {cause.colno})"
-    if isinstance(error, nbformat.reader.NotJSONError):
-        return "it is not valid JSON"
-    if isinstance(error, jsonschema.ValidationError):
-        path = list(error.absolute_path)
-        cell = f" (cell {path[1] + 1})" if len(path) > 1 and path[0] == "cells" and isinstance(path[1], int) else ""
-        return f"it does not follow the notebook format{cell}"
-    return f"it is not a notebook ({type(error).__name__})"
-
-
-class SanitizeStudentHTML(Preprocessor):
-    """Every cell of a graded notebook through ``course.student_content``, the gate for what a student may show.
-
-    nbgrader's feedback and formgrader templates render markdown and raw cells as HTML, with
-    every link protocol allowed.  Student outputs were filtered as they arrived; here they pass
-    the same gate again with everything else a student controls: the markdown and raw cells
-    they wrote, cell metadata and prompts.  Locked cells came from the gradebook (trusted) and
-    keep their LaTeX and HTML as written.  It runs after ``SaveAutoGrades``, so nbgrader's
-    checksums see the student's cells as submitted.
-    """
-
-    enabled = Bool(True)  # nbconvert preprocessors are off unless enabled
-
-    def preprocess_cell(self, cell, resources, cell_index):
-        return student_content.safe_cell(cell), resources
-
-
-class RestoreCellMetadata(NbGraderPreprocessor):
-    """Make every cell's nbgrader metadata what the gradebook says it is.
-
-    Runs after nbgrader's ``DeduplicateIds`` and before ``OverwriteCells``.
-    Stock nbgrader aborts the whole batch when a student's edited metadata
-    fails validation (a duplicated cell, say), and rejects a notebook whose
-    test cell lost its ``grade`` flag ("Inconsistent checksums").  Here a cell
-    the gradebook knows gets its metadata back from the gradebook, and any
-    other nbgrader metadata is dropped with a warning, so one tampered
-    notebook grades on its merits and never stops the others.
-    """
-
-    def preprocess(self, nb, resources):
-        from nbgrader.api import Gradebook
-
-        info = resources["nbgrader"]
-        with Gradebook(info["db_url"]) as gradebook:
-            source = gradebook.find_notebook(info["notebook"], info["assignment"])
-            known = {c.name: (c.cell_type, c.locked, c.checksum) for c in source.source_cells}
-            points = {c.name: c.max_score for c in source.grade_cells}
-            solutions = {c.name for c in source.solution_cells}
-        where = f"{info.get('student')}/{info['assignment']}/{info['notebook']}"
-        for cell in nb.cells:
-            if "nbgrader" not in cell.metadata:
-                continue
-            meta = cell.metadata["nbgrader"]
-            grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
-            if grade_id not in known:
-                if meta:
-                    self.log.warning("%s: ignoring nbgrader metadata of a cell the gradebook does not know (%r)", where, grade_id)
-                del cell.metadata["nbgrader"]
-                continue
-            cell_type, locked, checksum = known[grade_id]
-            restored = {"grade": grade_id in points, "solution": grade_id in solutions, "locked": locked,
-                        "grade_id": grade_id, "schema_version": 3, "cell_type": cell_type}
-            if checksum:
-                restored["checksum"] = checksum
-            if grade_id in points:
-                restored["points"] = points[grade_id]
-            semantic = ("grade", "solution", "locked", "grade_id", "points")
-            if any(meta.get(k) != restored.get(k) for k in semantic):
-                self.log.warning("%s: restored the nbgrader metadata of cell %r from the gradebook", where, grade_id)
-            cell.metadata["nbgrader"] = restored
-        return nb, resources
-
-
-class SandboxedExecute(NbGraderPreprocessor):
-    """Run a submission in the sandbox and grade its test cells by hidden checks."""
-
-    hidden_checks_directory = Unicode(str(ROOT / "grader_tests"), help="grader_tests/ folder").tag(config=True)
-    memory_limit_gib = Float(4.0, help=(
-        "memory of one submission, GiB: all its processes together (a cgroup, where the grader can make one) "
-        "and the address space of each")).tag(config=True)
-    cell_timeout = Float(120.0, help="wall-clock seconds per cell").tag(config=True)
-    notebook_timeout = Float(600.0, help="wall-clock seconds per notebook").tag(config=True)
-    notebook_cpu_seconds = Integer(600, help="CPU seconds per sandbox process").tag(config=True)
-    max_processes = Integer(64, help="processes and threads of one submission").tag(config=True)
-    cpus = Float(1.0, help="CPUs one submission may keep busy at once (a cgroup, where the grader can make one)").tag(config=True)
-    output_chars_per_cell = Integer(20_000, help="output kept per cell").tag(config=True)
-    output_bytes_per_cell = Integer(32 * 1024**2, help=(
-        "bytes of messages the grader reads from the kernel during one cell; past it the kernel is stopped")).tag(config=True)
-    output_bytes_per_submission = Integer(128 * 1024**2, help=(
-        "bytes of messages the grader reads from the kernel for one notebook; past it the kernel is stopped")).tag(config=True)
-    use_bubblewrap = Bool(True, help=(
-        "run kernels in bubblewrap; where it is missing or cannot start, grading refuses. False grades "
-        "WITHOUT the sandbox (resource limits only, with a warning): only on a single-user machine")).tag(config=True)
-    fork_server = Bool(True, help=(
-        "fork each kernel from a pre-warmed interpreter that imported the assignment's heavy modules once "
-        "(course.forkserver; needs root and bubblewrap, else kernels start cold)")).tag(config=True)
-    preload_modules = List(Unicode(), ["numpy", "scipy", "torch", "pandas", "matplotlib", "sklearn"], help=(
-        "modules the fork server imports ahead, if the assignment's source notebooks import them")).tag(config=True)
-
-    _announced = set()  # how kernels start, said once per process
-
-    def limits(self):
-        return Limits(memory_bytes=int(self.memory_limit_gib * 1024**3), processes=self.max_processes,
-                      notebook_cpu_seconds=self.notebook_cpu_seconds, cell_seconds=self.cell_timeout,
-                      notebook_seconds=self.notebook_timeout, output_chars_per_cell=self.output_chars_per_cell,
-                      output_bytes_per_cell=self.output_bytes_per_cell,
-                      output_bytes_per_submission=self.output_bytes_per_submission, cpus=self.cpus)
 
     def preprocess(self, nb, resources):
         info = resources.get("nbgrader", {})
-        assignment, student = info.get("assignment"), info.get("student")
-        where = f"{student}/{assignment}/{info.get('notebook')}"
-        if self.use_bubblewrap:
-            require_sandbox()  # fails this submission, unrecorded, before any of its code runs
-        else:
-            warn_unsandboxed(self.log)
-        try:
-            checks = load_hidden_checks(assignment, root=Path(self.hidden_checks_directory).parent)
-        except HiddenCheckError as problem:
-            self.log.error("%s: %s", where, problem)
-            checks = {}
-        server = None
-        has_code = any(c.cell_type == "code" for c in nb.cells)  # else nothing will run: no server needed
-        if has_code and self.fork_server and self.use_bubblewrap and ForkServer.available():
-            modules = source_imports(source_notebooks(self.config, assignment), self.preload_modules)
-            try:
-                server = shared_fork_server(modules)
-            except ForkServerError as error:
-                self.log.warning("%s: no fork server (%s); starting the kernel cold", where, error)
-        how = ("forked from a pre-warmed sandboxed interpreter (" + (", ".join(server.modules) or "no modules") + " imported)"
-               if server is not None else "started cold" + (" in bubblewrap" if self.use_bubblewrap else ""))
-        if how not in SandboxedExecute._announced:
-            SandboxedExecute._announced.add(how)
-            self.log.info("kernels are %s", how)
-        return execute_submission(nb, checks, self.limits(), self.log, where, self.use_bubblewrap,
-                                  fork_server=server), resources
-
-    @staticmethod
-    def add_notes(nb, notes):
-        if notes:
-            nb.cells.append(student_content.grading_notes_cell(notes))
-        return nb
+        key = (info.get("student"), info.get("assignment"), info.get("notebook"))
+        with _PRECOMPUTED_LOCK:
+            entry = _PRECOMPUTED.pop(key, None)
+        if entry is not None and entry[0] == notebook_digest(nb):
+            return nbformat.from_dict(entry[1]), resources
+        if entry is None and not any(c.cell_type == "code" for c in nb.cells):
+            return super().preprocess(nb, resources)  # nothing to execute: not sent to a worker
+        reason = ("no executed notebook came back from the workers" if entry is None
+                  else "the sanitized notebook differs from the one the worker executed")
+        self.log.warning("%s/%s/%s: %s; executing it here", key[0], key[1], key[2], reason)
+        return super().preprocess(nb, resources)
 
 
-# Modules that import numpy themselves: what a notebook importing them has loaded anyway.
-IMPLIED_IMPORTS = {"torch": {"numpy"}, "scipy": {"numpy"}, "pandas": {"numpy"}, "matplotlib": {"numpy"},
-                   "sklearn": {"numpy", "scipy"}}
+class nbgrader_speedups:
+    """Two caches for nbgrader internals while ``course grade`` runs; behaviour is unchanged.
 
-
-def source_notebooks(config, assignment):
-    """The instructor's source notebooks of an assignment (``solutions/<assignment>/*.ipynb``)."""
-    from nbgrader.coursedir import CourseDirectory
-
-    coursedir = CourseDirectory(config=config)
-    folder = Path(coursedir.format_path(coursedir.source_directory, ".", assignment))
-    return sorted(folder.glob("*.ipynb")) if folder.is_dir() else []
-
-
-def source_imports(paths, allowed):
-    """The ``allowed`` modules that these notebooks import at top level: the instructor's code, never a student's."""
-    found = set()
-    for path in paths:
-        try:
-            found |= _modules_imported_by(str(path), Path(path).stat().st_mtime_ns)
-        except OSError:
-            continue
-    modules = found & set(allowed)
-    for module in list(modules):
-        modules |= IMPLIED_IMPORTS.get(module, set()) & set(allowed)
-    return tuple(sorted(modules))
-
-
-@functools.lru_cache(maxsize=64)
-def _modules_imported_by(path, mtime_ns):
-    """Top-level names of the modules a notebook imports; read once per version of the file
-    (``nbgrader autograde`` asks again for every submission)."""
-    import ast
-
-    try:
-        notebook = nbformat.read(path, as_version=4)
-    except Exception:
-        return frozenset()
-    found = set()
-    for cell in notebook.cells:
-        if cell.cell_type != "code":
-            continue
-        try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                found.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                found.add(node.module.split(".")[0])
-    return frozenset(found)
-
-
-def execute_submission(nb, checks, limits, log, where="submission", use_bubblewrap=True, warm=None, fork_server=None):
-    """Run one sanitized notebook in a fresh sandbox and grade its test cells by the hidden checks.
-
-    Pure with respect to the course: it needs no gradebook and no course file, only its
-    arguments (a notebook, as a dict or NotebookNode; ``{grade_id: [case, ...]}``; ``Limits``),
-    so it runs alike inside ``nbgrader autograde`` (``SandboxedExecute``), in a worker process
-    of ``course grade`` or on a Dask worker.  ``warm`` is a kernel started ahead for this
-    submission (``course.workers.WarmKernel``), used once; otherwise the kernel is forked from
-    ``fork_server`` (``course.sandbox.ForkServer``) if given, or started cold.  Returns the
-    executed notebook.
+    * nbgrader opens a new SQLAlchemy engine for every ``Gradebook(...)`` (dozens per submission),
+      so every query is compiled again; here the engine of a URL is made once and kept, with its
+      compiled-statement cache (each ``Gradebook`` still has its own session, and closing one still
+      returns the pool's connections).
+    * nbgrader validates each cell's metadata with ``jsonschema.validate``, which checks the
+      schema itself against the metaschema on every call; here a validator is made once per schema
+      and used the same way (``best_match`` of its errors raised, as ``jsonschema.validate`` does).
     """
-    nb = nbformat.from_dict(nb)
-    present = {c.metadata["nbgrader"].get("grade_id") for c in nb.cells if is_autograded_test(c)}
-    notes = [f"The test cell `{grade_id}` is missing from the submission, so its check scores 0."
-             for grade_id in checks if grade_id not in present]
-    for note in notes:
-        log.error("%s: %s", where, note)
-    if not any(c.cell_type == "code" for c in nb.cells):
-        log.error("%s: the submission has no code cells; every check scores 0", where)
-        if warm is not None:
-            warm.discard()
-        return SandboxedExecute.add_notes(nb, notes)
-    scratch = warm.scratch if warm is not None else new_scratch(fork_server)
-    run = None
-    try:
-        run = SubmissionRun(nb, checks, scratch, limits, log, where, use_bubblewrap, warm=warm, fork_server=fork_server)
-        run.execute()
-    finally:
-        if run is not None:
-            run.release()
-        shutil.rmtree(scratch, ignore_errors=True)
-    if run.stopped:
-        notes.append(f"Execution stopped early: {run.stopped}. Checks after that point score 0.")
-    if run.km.enforced is False:
-        notes.append("This notebook was graded without the bubblewrap sandbox (resource limits only).")
-    return SandboxedExecute.add_notes(nb, notes)
+
+    def __enter__(self):
+        import jsonschema
+        import nbgrader.api
+        import nbgrader.nbgraderformat.common as metadata_format
+
+        self.api, self.format = nbgrader.api, metadata_format
+        self.create_engine, self.jsonschema = nbgrader.api.create_engine, metadata_format.jsonschema
+        engines = {}
+        create_engine = self.create_engine
+
+        def cached_create_engine(url, *args, **kwargs):
+            key = (str(url), args, tuple(sorted(kwargs.items())))
+            if key not in engines:
+                engines[key] = create_engine(url, *args, **kwargs)
+            return engines[key]
+
+        self.api.create_engine = cached_create_engine
+        self.format.jsonschema = _CachedJsonschema(jsonschema)
+        return self
+
+    def __exit__(self, *exc):
+        self.api.create_engine = self.create_engine
+        self.format.jsonschema = self.jsonschema
+        return False
 
 
-def new_scratch(fork_server=None):
-    """A fresh host folder for one submission's channel and kernel log (under the fork server's, if any)."""
-    if fork_server is not None:
-        return Path(tempfile.mkdtemp(prefix="", dir=fork_server.root))
-    return Path(tempfile.mkdtemp(prefix="course-sandbox-", dir=socket_folder()))
+class _CachedJsonschema:
+    def __init__(self, module):
+        self._module, self._validators = module, {}
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+    def validate(self, instance, schema, *args, **kwargs):
+        if args or kwargs:
+            return self._module.validate(instance, schema, *args, **kwargs)
+        key = json.dumps(schema, sort_keys=True)
+        validator = self._validators.get(key)
+        if validator is None:
+            cls = self._module.validators.validator_for(schema)
+            cls.check_schema(schema)
+            validator = self._validators[key] = cls(schema)
+        error = self._module.exceptions.best_match(validator.iter_errors(instance))
+        if error is not None:
+            raise error
 
 
-class SubmissionRun:
-    """One notebook, one sandbox, one kernel: executed top to bottom, checks at test cells."""
+def _is_sandboxed_execute(item):
+    return item is SandboxedExecute or item in ("course.execute.SandboxedExecute", "SandboxedExecute")
 
-    def __init__(self, nb, checks, scratch, limits, log, where, use_bubblewrap=True, warm=None, fork_server=None):
-        self.nb, self.checks, self.limits, self.log, self.where = nb, checks, limits, log, where
-        self.warm = warm  # a kernel already started in its own fresh sandbox for this submission, or None
-        self.km = warm.km if warm is not None else SandboxedKernelManager(
-            scratch / "channel", limits, use_bubblewrap=use_bubblewrap, fork_server=fork_server)
-        self.watchdog = Watchdog(self.km)
-        self.client = LimitedOutputClient(nb, km=self.km, timeout=limits.cell_seconds, allow_errors=True,
-                                          interrupt_on_timeout=False, record_timing=False,
-                                          kernel_name="python3", resources={"metadata": {"path": str(scratch)}})
-        self.client.output_chars_per_cell = limits.output_chars_per_cell
-        self.client.received_bytes_per_cell = limits.output_bytes_per_cell
-        self.client.received_bytes_per_submission = limits.output_bytes_per_submission
-        if warm is not None:
-            self.client.kc = warm.kc
-            self.client.kc.allow_stdin = False
-        self.kernel_log = scratch / "kernel.log"
-        self.nonce = new_nonce()
-        self.stopped = None  # why execution stopped early, if it did
-        self.interrupted = None  # why the run was cut short from outside: then there is no grade at all
-        self.cells_run = 0
 
-    def execute(self):
-        deadline = time.monotonic() + self.limits.notebook_seconds
-        self.watchdog.start()
-        try:
-            with open(self.kernel_log, "ab" if self.warm is not None else "wb") as kernel_output, \
-                    self.client.setup_kernel(stdout=kernel_output, stderr=subprocess.STDOUT):
-                for index, cell in enumerate(self.nb.cells):
-                    if cell.cell_type != "code":
-                        continue
-                    if self.stopped is None:
-                        self.run_cell(cell, index, deadline)
-                    if is_autograded_test(cell):
-                        self.grade_cell(cell, index, deadline)
-        except Exception as error:  # the kernel never started, or died in shutdown
-            if self.km.ended_from_outside():
-                self.interrupt(f"the kernel or its sandbox was stopped by a signal ({type(error).__name__})")
-            elif not self.cells_run:  # no student code ran: the grader's failure, never the student's grade
-                self.interrupt(f"the sandboxed kernel did not start ({type(error).__name__}: {error})")
-            self.stopped = self.stopped or f"the sandboxed kernel failed: {type(error).__name__}: {error}"
-            self.log.error("%s: %s\n%s", self.where, self.stopped, self.kernel_log_tail())
-            for index, cell in enumerate(self.nb.cells):
-                if is_autograded_test(cell) and not cell.metadata.get("course_graded"):
-                    self.record(cell, [Verdict(False, self.stopped)], None)
-        finally:
-            self.watchdog.stop()
-            self.km.kill_everything()
-        for cell in self.nb.cells:
-            cell.metadata.pop("course_graded", None)
-        if self.interrupted:
-            self.log.error("%s: grading was interrupted (%s); nothing is recorded for it", self.where, self.interrupted)
-            raise GradingInterrupted(f"{self.where}: {self.interrupted}; not graded, grade it again")
+# --------------------------------------------------------------------------------------------
+# Worker pools: the same interface over a local process pool and a Dask cluster.
 
-    def release(self):
-        """Release the grader's side of the kernel: its sockets and their ZMQ context."""
-        try:
-            if self.client.kc is not None:
-                self.client.kc.stop_channels()
-        except Exception:
-            pass
-        try:
-            self.km.context.destroy(linger=0)
-        except Exception:
-            pass
+class LocalPool:
+    kind = "local"
 
-    def kernel_log_tail(self):
-        return file_tail(self.kernel_log)
+    def __init__(self, workers, warm=None):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    def run_cell(self, cell, index, deadline):
-        self.client.timeout = max(1.0, min(self.limits.cell_seconds, deadline - time.monotonic()))
-        self.cells_run += 1
-        self.watchdog.cell_started()
-        try:
-            self.client.execute_cell(cell, index)
-        except CellTimeoutError:
-            self.stop(f"cell {index + 1} ran past the time limit")
-        except DeadKernelError:
-            if self.watchdog.check_memory() is None and self.km.ended_from_outside():
-                self.interrupt(f"the kernel or its sandbox was stopped by a signal in cell {index + 1}")
-            self.stop(f"the kernel died in cell {index + 1} (out of memory, killed, or exited)")
-        except Exception as error:
-            self.stop(f"cell {index + 1} could not be executed: {type(error).__name__}")
-        if any(o.get("output_type") == "error" and o.get("ename") == "KeyboardInterrupt" for o in cell.get("outputs", [])):
-            # An interrupt signal reached the kernel: from outside (a Ctrl-C meant for the grader, a
-            # kill -INT), or from the submission itself.  Either way the outputs after it are no grade.
-            self.interrupt(f"the kernel was interrupted (KeyboardInterrupt) in cell {index + 1}")
-            self.stop(self.interrupted)
-        if self.stopped is None and self.watchdog.check_memory():  # a process of it was killed, the kernel lives on
-            self.stop(self.watchdog.violation)
-        if time.monotonic() > deadline and self.stopped is None:
-            self.stop("the notebook ran past its total time limit")
+        from .workers import initialize_worker
 
-    def interrupt(self, reason):
-        self.interrupted = self.interrupted or reason
+        self.workers = workers
+        self.others = {p.pid for p in multiprocessing.active_children()}  # not this pool's: never stopped here
+        # The workers' sockets, scratch folders and fork servers go in one folder of this pool's, which
+        # goes with it, whatever happens to the workers (a worker killed mid-task cleans up nothing).
+        tempfile.gettempdir()  # this process keeps its own temporary folder (read once, then cached)
+        self.scratch = Path(tempfile.mkdtemp(prefix="cg-", dir=socket_folder()))  # short: sockets live under it
+        self.previous_tmpdir = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = str(self.scratch)  # workers start when tasks come, and inherit it then
+        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=initialize_worker, initargs=(warm,))
 
-    def stop(self, reason):
-        self.watchdog.check_memory()  # a kernel that died of the submission's memory limit: say so
-        reason = self.client.flooded or self.watchdog.violation or reason
-        self.stopped = reason
-        self.log.warning("%s: %s; later checks score 0", self.where, reason)
-        self.km.kill_everything()
+    def describe(self):
+        return f"{self.workers} local worker process{'es' if self.workers != 1 else ''}"
 
-    def grade_cell(self, cell, index, deadline):
-        grade_id = cell.metadata["nbgrader"].get("grade_id")
-        cases = self.checks.get(grade_id)
-        if not cases:
-            self.log.error("%s: no hidden check for test cell %r: it scores 0", self.where, grade_id)
-            self.record(cell, [Verdict(False, f"the grader has no hidden check for {grade_id!r}")], None)
-            return
-        if self.stopped:
-            self.record(cell, [Verdict(False, f"not checked: {self.stopped}")], None)
-            return
-        device = preferred_device() if any(c.get("parity") for c in cases) else "cpu"
-        verdicts = []
-        for case in cases:
-            verdicts.append(self.run_case(case, index, deadline, device))
-            if self.stopped:
-                break
-        self.record(cell, verdicts, device if any(c.get("torch") for c in cases) else None)
+    def slots(self):
+        return self.workers
 
-    def run_case(self, case, index, deadline, device):
-        if case.get("parity"):
-            from .parity import parity_case
-            case = parity_case(case, device)
-        probe = nbformat.v4.new_code_cell(harness_code(request_for(case, self.nonce, device)))
-        graded_cell = self.nb.cells[index]
-        self.client.probing = True
-        try:
-            self.run_cell(probe, index, deadline)
-        finally:
-            self.client.probing = False
-            self.nb.cells[index] = graded_cell  # nbclient stores the executed cell at its index
-        if self.stopped:
-            return Verdict(False, f"{case.get('about', case['case'])}: {self.stopped}")
-        reply, problem = reply_from_outputs(probe.outputs, self.nonce, case["case"])
-        if reply is None:
-            return Verdict(False, f"{case.get('about', case['case'])}: {problem}")
-        return judge(case, reply)
+    def submit(self, task):
+        from .workers import run_task
 
-    def record(self, cell, verdicts, device):
-        """Replace the graded cell's outputs with the grader's own verdict."""
-        student_text = "".join(stream_text(o) for o in cell.get("outputs", []))
-        outputs = []
-        if student_text.strip():
-            outputs.append(nbformat.v4.new_output(
-                "stream", name="stdout", text="Output of the visible tests (not graded):\n" + student_text[-4000:] + "\n"))
-        where = f" [ran on {device}]" if device else ""
-        failed = [v for v in verdicts if not v.passed]
-        if verdicts and not failed:
-            outputs.append(nbformat.v4.new_output(
-                "stream", name="stdout", text=f"Hidden checks passed ({len(verdicts)} cases){where}.\n"))
+        return self.executor.submit(run_task, task)
+
+    def close(self):
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self._remove_scratch()
+
+    def _remove_scratch(self):
+        if self.previous_tmpdir is None:
+            os.environ.pop("TMPDIR", None)
         else:
-            message = "; ".join(v.message for v in failed[:3]) or "no case was checked"
-            outputs.append(nbformat.v4.new_output(
-                "error", ename="HiddenCheckFailed", evalue=message + where,
-                traceback=[f"HiddenCheckFailed: {message}{where}"]))
-        cell.outputs = outputs
-        cell.metadata["course_graded"] = True
+            os.environ["TMPDIR"] = self.previous_tmpdir
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def stop(self, grace: float = 5.0):
+        """End the workers now: each kills its kernels and fork servers and exits (``workers.stop_now``)."""
+        import multiprocessing
+
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        workers = [p for p in multiprocessing.active_children() if p.pid not in self.others]
+        for worker in workers:
+            worker.terminate()
+        deadline = time.monotonic() + grace
+        for worker in workers:
+            worker.join(max(0.1, deadline - time.monotonic()))
+            if worker.is_alive():
+                worker.kill()  # its sandboxes die with it (bubblewrap's --die-with-parent)
+                worker.join(1)
+        self._remove_scratch()
 
 
-def stream_text(output):
-    if output.get("output_type") == "stream":
-        return output.get("text", "")
-    if output.get("output_type") == "error":
-        return f"{output.get('ename')}: {output.get('evalue')}\n"
-    return ""
+class DaskPool:
+    kind = "dask"
+
+    def __init__(self, address):
+        try:
+            from distributed import Client
+        except ImportError as error:  # pragma: no cover - distributed is a dependency
+            raise UsageError(f"--scheduler needs dask.distributed: {error}") from None
+        try:
+            self.client = Client(address, timeout="20s", set_as_default=False)
+        except Exception as error:
+            raise UsageError(f"cannot reach the Dask scheduler at {address}: {type(error).__name__}: {error}") from None
+        self.address = address
+        self.futures = set()
+
+    def describe(self):
+        info = self.client.scheduler_info()
+        workers = info.get("workers", {})
+        threads = sum(w.get("nthreads", 1) for w in workers.values())
+        return f"Dask scheduler {self.address} ({len(workers)} workers, {threads} threads)"
+
+    def slots(self):
+        try:
+            return max(1, sum(w.get("nthreads", 1) for w in self.client.scheduler_info().get("workers", {}).values()))
+        except Exception:
+            return 1
+
+    def submit(self, task):
+        import uuid
+
+        from .workers import run_task
+
+        future = self.client.submit(run_task, task, key=f"course-grade-{task['id']}-{uuid.uuid4().hex[:8]}", pure=False)
+        self.futures.add(future)
+        return future
+
+    def close(self):
+        from .workers import drain
+
+        try:
+            self.client.run(drain)  # no warm kernel outlives the batch on any worker
+        except Exception:
+            pass
+        self.client.close()
+
+    def stop(self):
+        """Cancel what is queued and kill the kernels of the tasks in hand, on every worker."""
+        from .workers import kill_running
+
+        try:
+            self.client.cancel(list(self.futures))
+            self.client.run(kill_running)
+        except Exception:
+            pass
+        self.client.close()
 
 
-def preferred_device():
-    import torch
+# --------------------------------------------------------------------------------------------
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+@dataclass
+class Submission:
+    assignment: str
+    student: str
+    notebooks: list  # submitted notebook paths (those the gradebook knows)
+    digest: str = ""
+    status: str = "pending"  # graded | unchanged | failed
+    reason: str = ""
+    score: float = None
+    max_score: float = None
+    seconds: float = 0.0
+    tasks: dict = field(default_factory=dict)  # notebook name -> task id still running
+    worker_problems: list = field(default_factory=list)
+
+    @property
+    def where(self):
+        return f"{self.student}/{self.assignment}"
+
+
+@dataclass
+class AssignmentRun:
+    name: str
+    notebooks: list
+    checks: dict
+    fingerprint: bytes
+    modules: tuple  # heavy modules the source notebooks import: the fork server or a warm kernel imports them ahead
+    collected: object = None
+    submissions: list = field(default_factory=list)
+    report: Path = None
+
+
+def gradebook_url(url):
+    """The URL with a driver SQLAlchemy can load: ``postgresql://`` means psycopg 3 to SQLAlchemy 2.1,
+    but the driver installed here is psycopg2 (``psycopg2-binary``)."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
+def load_config(root: Path, db_url=None):
+    from traitlets.config.loader import PyFileConfigLoader
+
+    if not (root / "nbgrader_config.py").is_file():
+        raise UsageError(f"{root} is not a course directory: it has no nbgrader_config.py (use --course)")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    if "root" not in config.CourseDirectory:
+        config.CourseDirectory.root = str(root)
+    if db_url:
+        config.CourseDirectory.db_url = db_url
+    if "db_url" in config.CourseDirectory:
+        config.CourseDirectory.db_url = gradebook_url(config.CourseDirectory.db_url)
+    return config
+
+
+class GradeRun:
+    """One ``course grade`` invocation."""
+
+    def __init__(self, root=None, db_url=None, workers=None, scheduler=None, force=False, pattern=None,
+                 roster_only=False, progress=True, feedback=True, out=None, sandbox=True):
+        from nbgrader.coursedir import CourseDirectory
+
+        tools = str(Path(sys.executable).parent)  # nbgrader runs `alembic` when it creates a gradebook
+        if tools not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = tools + os.pathsep + os.environ.get("PATH", "")
+        self.root = Path(root or os.getcwd()).resolve()
+        self.config = load_config(self.root, db_url)
+        if not sandbox:  # --no-sandbox: the explicit opt-in, logged in full by the executor
+            self.config.SandboxedExecute.use_bubblewrap = False
+        self.coursedir = CourseDirectory(config=self.config)
+        self.settings = CourseGrade(config=self.config)
+        self.db_url = self.coursedir.db_url
+        self.force, self.roster_only, self.progress, self.make_feedback = force, roster_only, progress, feedback
+        self.pattern = pattern or self.settings.lms_pattern
+        self.scheduler = scheduler
+        self.workers = workers or self.settings.workers or os.cpu_count() or 1
+        self.out = out or sys.stdout
+        import warnings
+
+        from sqlalchemy.exc import SAWarning
+
+        warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's own session use, harmless and noisy
+        self.executor_settings = SandboxedExecute(config=self.config)
+        if self.executor_settings.use_bubblewrap:
+            # Before anything is collected or graded: no sandbox here, no grading at all.
+            try:
+                require_sandbox()
+            except SandboxUnavailable as error:
+                raise UsageError(str(error)) from None
+        self.limits = self.executor_settings.limits()
+        self.log = self._logger()
+        if not self.executor_settings.use_bubblewrap:
+            self.log.warning(UNSANDBOXED)
+            self.say(f"WARNING: {UNSANDBOXED}")
+        self.finish_config = copy.deepcopy(self.config)
+        pipeline = list(self.config.Autograde.get("autograde_preprocessors", []))
+        self.parallel = any(_is_sandboxed_execute(p) for p in pipeline)
+        if self.parallel:
+            self.finish_config.Autograde.autograde_preprocessors = [
+                PrecomputedExecute if _is_sandboxed_execute(p) else p for p in pipeline]
+        self.state_path = self.root / self.settings.state_file
+        self.state = self._load_state()
+        self.db_key = hashlib.sha256(self.db_url.encode()).hexdigest()[:16]
+        self.pool_description = ""
+        self._task_count = 0
+        self.feedback_queue = []
+        self.timing = dict.fromkeys(("sanitize", "record", "feedback", "report"), 0.0)
+
+    # ---- logging ------------------------------------------------------------------------
+    def _logger(self):
+        reports = self.root / self.settings.report_directory
+        reports.mkdir(parents=True, exist_ok=True)
+        self.log_path = reports / "grade.log"
+        handler = logging.FileHandler(self.log_path, mode="w", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s"))
+        nbgrader_log = logging.getLogger("traitlets")
+        for old in [h for h in nbgrader_log.handlers if getattr(h, "_course_grade", False)]:
+            nbgrader_log.removeHandler(old)
+        handler._course_grade = True
+        nbgrader_log.addHandler(handler)
+        nbgrader_log.setLevel(logging.INFO)
+        nbgrader_log.propagate = False
+        return nbgrader_log
+
+    def say(self, message=""):
+        from tqdm import tqdm
+
+        from .sanitize import log_text
+
+        tqdm.write(log_text(message, limit=10_000), file=self.out)  # one line each: names can carry newlines
+
+    # ---- incremental state ----------------------------------------------------------------
+    def _load_state(self):
+        fresh = {"version": STATE_VERSION, "submissions": {}}
+        if not self.state_path.exists():
+            return fresh
+        try:
+            state = json.loads(self.state_path.read_text())
+            if (isinstance(state, dict) and state.get("version") == STATE_VERSION
+                    and isinstance(state.get("submissions"), dict)
+                    and all(isinstance(k, str) and isinstance(v, str) for k, v in state["submissions"].items())):
+                return state
+            problem = "not a state file of this version"
+        except (OSError, ValueError) as error:
+            problem = f"{type(error).__name__}: {error}"
+        message = f"{self.state_path} is unreadable ({problem}); every submission is graded again"
+        self.log.warning(message)
+        self.say(f"WARNING: {message}")
+        return fresh
+
+    def _save_state(self):
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.state, indent=1, sort_keys=True))
+        temporary.replace(self.state_path)
+
+    def _state_key(self, submission):
+        return f"{self.db_key}:{submission.assignment}:{submission.student}"
+
+    # ---- preparing an assignment ------------------------------------------------------------
+    def gradebook(self):
+        from nbgrader.api import Gradebook
+
+        return Gradebook(self.db_url, self.coursedir.course_id)
+
+    def ensure_in_gradebook(self, assignment):
+        """The assignment's notebook names; generates it into the gradebook if the gradebook lacks it."""
+        from nbgrader.api import MissingEntry
+
+        with self.gradebook() as gradebook:
+            try:
+                names = [n.name for n in gradebook.find_assignment(assignment).notebooks]
+            except MissingEntry:
+                names = []
+        if names:
+            return names
+        source = Path(self.coursedir.format_path(self.coursedir.source_directory, ".", assignment))
+        if not source.is_dir():
+            raise UsageError(f"assignment {assignment!r} is neither in the gradebook ({self.db_url}) nor in {source}")
+        from nbgrader.converters import GenerateAssignment
+        from nbgrader.coursedir import CourseDirectory
+        from nbgrader.utils import capture_log
+
+        self.say(f"{assignment}: not in the gradebook yet; adding it (nbgrader generate_assignment, into a temporary folder)")
+        with tempfile.TemporaryDirectory(prefix="course-release-") as release:
+            coursedir = CourseDirectory(config=self.config)
+            coursedir.release_directory = release
+            coursedir.assignment_id = assignment
+            converter = GenerateAssignment(coursedir=coursedir, config=self.config)
+            converter.force = True
+            result = capture_log(converter)
+        if not result["success"]:
+            raise UsageError(f"could not add {assignment} to the gradebook:\n{result.get('log', '')[-2000:]}{result.get('error', '')[-2000:]}")
+        with self.gradebook() as gradebook:
+            return [n.name for n in gradebook.find_assignment(assignment).notebooks]
+
+    def prepare(self, assignment, submissions_path):
+        notebooks = self.ensure_in_gradebook(assignment)
+        try:
+            checks = load_hidden_checks(assignment, root=Path(self.executor_settings.hidden_checks_directory).parent)
+        except HiddenCheckError as problem:
+            self.log.error("%s: %s", assignment, problem)
+            self.say(f"{assignment}: WARNING {problem}; every check scores 0")
+            checks = {}
+        modules = source_imports(source_notebooks(self.config, assignment), self.executor_settings.preload_modules)
+        run = AssignmentRun(assignment, notebooks, checks, self._fingerprint(assignment), modules)
+        roster = None
+        if self.roster_only:
+            with self.gradebook() as gradebook:
+                roster = {s.id for s in gradebook.students}
+        run.collected = collect(submissions_path, assignment, self.coursedir, set(notebooks), self.pattern, roster, self.log)
+        for problem in run.collected.problems:
+            self.log.warning("%s: %s", assignment, problem)
+        with self.gradebook() as gradebook:
+            recorded = {s.student.id for s in gradebook.assignment_submissions(assignment)}
+        for student, paths in sorted(run.collected.students.items()):
+            submission = Submission(assignment, student, paths)
+            submission.digest = self._digest(run, submission)
+            autograded = Path(self.coursedir.format_path(self.coursedir.autograded_directory, student, assignment))
+            fresh = (self.state["submissions"].get(self._state_key(submission)) == submission.digest
+                     and student in recorded and all((autograded / p.name).is_file() for p in paths))
+            if fresh and not self.force:
+                submission.status = "unchanged"
+            run.submissions.append(submission)
+        return run
+
+    def _fingerprint(self, assignment):
+        import nbgrader
+
+        digest = hashlib.sha256()
+        parts = [json.dumps({"limits": asdict(self.limits), "bubblewrap": self.executor_settings.use_bubblewrap,
+                             "nbgrader": nbgrader.__version__, "db": self.db_url, "course": self.coursedir.course_id},
+                            sort_keys=True).encode()]
+        checks = Path(self.executor_settings.hidden_checks_directory) / "references" / f"{assignment}.json"
+        files = [checks, self.root / "nbgrader_config.py"]
+        source = Path(self.coursedir.format_path(self.coursedir.source_directory, ".", assignment))
+        files += sorted(source.rglob("*")) if source.is_dir() else []
+        files += sorted(Path(__file__).parent.glob("*.py"))  # any change to the grader regrades
+        for path in files:
+            if path.is_file():
+                parts.append(str(path.name).encode() + b"\0" + path.read_bytes())
+        for part in parts:
+            digest.update(hashlib.sha256(part).digest())
+        return digest.digest()
+
+    def _digest(self, run, submission):
+        digest = hashlib.sha256(run.fingerprint)
+        folder = Path(self.coursedir.format_path(self.coursedir.submitted_directory, submission.student, run.name))
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                digest.update(str(path.relative_to(folder)).encode() + b"\0")
+                try:
+                    digest.update(hashlib.sha256(path.read_bytes()).digest())
+                except OSError:
+                    digest.update(b"unreadable")
+        return digest.hexdigest()
+
+    # ---- the two nbgrader phases ------------------------------------------------------------
+    def sanitize(self, submission, path):
+        """nbgrader's sanitize step for one notebook, as ``Autograde`` runs it; returns the notebook."""
+        from nbgrader.converters import Autograde
+
+        converter = Autograde(coursedir=self.coursedir, config=self.config)
+        converter.exporter = converter.exporter_class(parent=converter, config=converter.config)
+        converter._sanitizing = True
+        converter._init_preprocessors()
+        resources = converter.init_single_notebook_resources(str(path))
+        output, _ = converter.exporter.from_filename(str(path), resources=resources)
+        return nbformat.reads(output, as_version=4)
+
+    def record(self, submission):
+        """nbgrader's Autograde for one student (``nbgrader autograde --force --student``)."""
+        from nbgrader.converters import Autograde
+        from nbgrader.utils import capture_log, temp_attrs
+
+        with temp_attrs(self.coursedir, assignment_id=submission.assignment, student_id=submission.student):
+            converter = Autograde(coursedir=self.coursedir, config=self.finish_config if self.parallel else self.config)
+            converter.force = True
+            converter.create_student = True
+            return capture_log(converter)
+
+    def feedback(self, assignment, students):
+        """nbgrader's GenerateFeedback for some students of one assignment, in one converter run
+        (one HTML exporter, its templates compiled once)."""
+        from nbgrader.utils import capture_log, temp_attrs
+        from traitlets.config import Config
+
+        with temp_attrs(self.coursedir, assignment_id=assignment, student_id="*"):
+            converter = selected_feedback_class()(coursedir=self.coursedir, config=self.config)
+            converter.students = set(students)
+            extra = Config()
+            extra.HTMLExporter.template_name = FEEDBACK_TEMPLATE
+            converter.update_config(extra)
+            converter.force = True
+            return capture_log(converter)
+
+    def feedback_is_current(self, submission):
+        for path in submission.notebooks:
+            autograded = Path(self.coursedir.format_path(self.coursedir.autograded_directory, submission.student,
+                                                         submission.assignment)) / path.name
+            html = Path(self.coursedir.format_path(self.coursedir.feedback_directory, submission.student,
+                                                   submission.assignment)) / (path.stem + ".html")
+            if not html.is_file() or (autograded.is_file() and html.stat().st_mtime < autograded.stat().st_mtime):
+                return False
+        return True
+
+    # ---- the run ----------------------------------------------------------------------------
+    def run(self, assignments, submissions_path=None):
+        try:
+            with nbgrader_speedups():
+                return self._run(assignments, submissions_path)
+        finally:
+            self._save_state()  # what was graded stays known, even after an interruption
+            for handler in [h for h in self.log.handlers if getattr(h, "_course_grade", False)]:
+                self.log.removeHandler(handler)
+                handler.close()
+
+    def _run(self, assignments, submissions_path):
+        started = time.perf_counter()
+        runs = []
+        for assignment in assignments:
+            runs.append(self.prepare(assignment, submissions_path))
+            run = runs[-1]
+            if run.collected.problems:
+                self.say(f"{assignment}: {len(run.collected.problems)} problem(s) collecting {run.collected.source}:")
+                for problem in run.collected.problems:
+                    self.say(f"  - {problem}")
+        todo = [s for run in runs for s in run.submissions if s.status == "pending"]
+        by_name = {run.name: run for run in runs}
+        if todo:
+            self._grade(todo, by_name)
+        for run in runs:
+            self._feedback_for_unchanged(run)
+        self.csv_path = self._export()
+        from .report import write_report
+
+        clock = time.perf_counter()
+        for run in runs:
+            run.report = write_report(self, run)
+        self.timing["report"] += time.perf_counter() - clock
+        self.seconds = time.perf_counter() - started
+        self.log.info("course grade: %.1f s in all; in this process: %s", self.seconds,
+                      ", ".join(f"{k} {v:.1f} s" for k, v in self.timing.items()))
+        self._summary(runs)
+        failed = any(s.status == "failed" for run in runs for s in run.submissions)
+        problems = any(run.collected.problems for run in runs)
+        return 1 if failed or problems else 0
+
+    def _grade(self, todo, runs):
+        from tqdm import tqdm
+
+        pool = None
+        order = sorted(todo, key=lambda s: (runs[s.assignment].modules, s.assignment, s.student))
+        fork = self.executor_settings.fork_server
+        if self.parallel:
+            first = runs[order[0].assignment].modules
+            warm = (asdict(self.limits), self.executor_settings.use_bubblewrap, first, fork) if self.settings.prewarm else None
+            pool = DaskPool(self.scheduler) if self.scheduler else LocalPool(min(self.workers, len(todo)), warm)
+            self.pool_description = pool.describe() if pool.kind == "local" else ""
+        else:
+            self.say("WARNING: the autograde pipeline in nbgrader_config.py has no SandboxedExecute; "
+                     "grading one submission at a time with nbgrader's own pipeline")
+            self.pool_description = "serial (nbgrader's own pipeline)"
+        bar = tqdm(total=len(todo), desc="grading", unit="submission", file=sys.stderr, disable=not self.progress,
+                   dynamic_ncols=True, smoothing=0.05)
+        done = queue.Queue()
+        failed = 0
+        stop = StopRequests().__enter__()
+        try:
+            ready = []
+            if pool is not None:
+                if self.scheduler:
+                    self.pool_description = pool.describe()
+                slots = pool.slots()
+                notebooks = [(submission, path) for submission in order for path in submission.notebooks]
+                for submission in order:
+                    submission.started = time.perf_counter()
+                # Each notebook goes to the workers as soon as it is sanitized, so they start at once.
+                for index, (submission, path) in enumerate(notebooks):
+                    if stop.requested:
+                        break
+                    notebook = path.stem
+                    try:
+                        clock = time.perf_counter()
+                        sanitized = self.sanitize(submission, path)
+                        self.timing["sanitize"] += time.perf_counter() - clock
+                    except Exception as error:  # the record step meets it again and reports it
+                        self.log.warning("%s/%s: sanitizing failed (%s: %s); nbgrader will handle it",
+                                         submission.where, notebook, type(error).__name__, error)
+                        sanitized = None
+                    if sanitized is not None and any(c.cell_type == "code" for c in sanitized.cells):
+                        self._dispatch(pool, submission, notebook, sanitized, runs, done, ready,
+                                       following=notebooks[index + 1][0] if index + slots < len(notebooks) else None)
+                    # else: nothing to execute (an unreadable notebook, say): recorded here
+                    last_of_submission = index + 1 == len(notebooks) or notebooks[index + 1][0] is not submission
+                    if last_of_submission and not submission.tasks and submission not in ready:
+                        ready.append(submission)
+            else:
+                ready = list(todo)
+                for submission in ready:
+                    submission.started = time.perf_counter()
+            remaining = len(todo)
+            while remaining and not stop.requested:
+                while ready and not stop.requested:
+                    submission = ready.pop(0)
+                    if self._finish(submission):
+                        failed += 1
+                    remaining -= 1
+                    bar.update(1)
+                    if failed:
+                        bar.set_postfix(failed=failed)
+                if not remaining or stop.requested:
+                    break
+                if done.empty() and len(self.feedback_queue) >= FEEDBACK_BATCH:
+                    self._flush_feedback()  # while the workers are busy anyway
+                try:
+                    submission, notebook, digest, future = done.get(timeout=0.2)
+                except queue.Empty:
+                    continue  # look at stop requests between results
+                try:
+                    result = future.result()
+                except BaseException as error:  # noqa: BLE001 - the worker failed, not the submission
+                    reason = f"{type(error).__name__}: {error}"
+                    submission.worker_problems.append(f"{notebook}: the worker failed ({reason}); executed here instead")
+                    self.log.error("%s/%s: the worker failed: %s; executing it here", submission.where, notebook, reason)
+                else:
+                    for level, message in result.get("log", []):
+                        self.log.log(level, "[worker %s] %s", result.get("host", "?"), message)
+                    self.log.info("[worker %s:%s] %s/%s executed in %.2f s (%s kernel)", result.get("host", "?"),
+                                  result.get("pid", "?"), submission.where, notebook, result.get("seconds", 0.0),
+                                  "pre-warmed" if result.get("warm") else "cold")
+                    with _PRECOMPUTED_LOCK:
+                        _PRECOMPUTED[(submission.student, submission.assignment, notebook)] = (digest, result["notebook"])
+                submission.tasks.pop(notebook, None)
+                if not submission.tasks:
+                    ready.append(submission)
+        except BaseException:
+            stop.requested = True  # a second Ctrl-C, or a crash: the workers go at once
+            raise
+        finally:
+            stop.__exit__()
+            bar.close()
+            if pool is not None:
+                if stop.requested:
+                    self.say("interrupted: stopping the workers, their kernels and fork servers")
+                    pool.stop()
+                else:
+                    pool.close()
+        if stop.requested:
+            graded = sum(s.status == "graded" for s in todo)
+            failed = sum(s.status == "failed" for s in todo)
+            left = [s for s in todo if s.status == "pending"]
+            for submission in left:
+                submission.status = "interrupted"  # never recorded: graded again by the next run
+            message = (f"{graded} submission(s) graded and recorded, {failed} failed, {len(left)} left ungraded; "
+                       "run the same command again to grade the rest")
+            self.log.warning("interrupted: %s", message)
+            raise Interrupted(message)
+        self._flush_feedback()
+
+    def _dispatch(self, pool, submission, notebook, sanitized, runs, done, ready, following):
+        """Send one sanitized notebook to the workers; its result comes back through ``done``."""
+        run = runs[submission.assignment]
+        fork = self.executor_settings.fork_server
+        task_id = f"{self._task_count}"
+        self._task_count += 1
+        # The last few tasks start no kernel ahead: no worker has a next task to use it.
+        task = {"id": task_id, "where": f"{submission.where}/{notebook}",
+                "notebook": sanitized, "checks": run.checks, "limits": asdict(self.limits),
+                "use_bubblewrap": self.executor_settings.use_bubblewrap,
+                "modules": run.modules, "fork_server": fork, "prewarm": self.settings.prewarm,
+                "prewarm_next": (runs[following.assignment].modules
+                                 if following is not None and self.settings.prewarm else None)}
+        digest = notebook_digest(sanitized)
+        submission.tasks[notebook] = task_id
+        try:
+            future = pool.submit(task)
+        except Exception as error:  # cannot even send it: executed here when recorded
+            submission.worker_problems.append(f"{notebook}: not sent to a worker ({type(error).__name__}: "
+                                              f"{error}); executed here instead")
+            self.log.error("%s/%s: could not send to a worker: %s", submission.where, notebook, error)
+            submission.tasks.pop(notebook, None)
+            return
+        future.add_done_callback(lambda f, s=submission, n=notebook, d=digest: done.put((s, n, d, f)))
+
+    def _finish(self, submission):
+        """Record one submission in the gradebook and write its feedback; True if it failed."""
+        clock = time.perf_counter()
+        result = self.record(submission)
+        self.timing["record"] += time.perf_counter() - clock
+        with _PRECOMPUTED_LOCK:
+            for notebook in [k for k in _PRECOMPUTED if k[0] == submission.student and k[1] == submission.assignment]:
+                _PRECOMPUTED.pop(notebook, None)
+        submission.seconds = time.perf_counter() - getattr(submission, "started", time.perf_counter())
+        key = self._state_key(submission)
+        if not result["success"]:
+            submission.status = "failed"
+            submission.reason = failure_reason(result)
+            self.state["submissions"].pop(key, None)
+            self.say(f"FAILED {submission.where}: {submission.reason}")
+            return True
+        submission.status = "graded"
+        self.state["submissions"][key] = submission.digest
+        if self.make_feedback:
+            self.feedback_queue.append(submission)
+        return False
+
+    def _flush_feedback(self):
+        """nbgrader generate_feedback for the queued submissions, one converter per assignment."""
+        queued, self.feedback_queue = self.feedback_queue, []
+        for assignment in dict.fromkeys(s.assignment for s in queued):
+            batch = [s for s in queued if s.assignment == assignment]
+            clock = time.perf_counter()
+            result = self.feedback(assignment, {s.student for s in batch})
+            self.timing["feedback"] += time.perf_counter() - clock
+            if not result["success"]:
+                log = result.get("log", "")
+                for submission in batch:
+                    if f"for student '{submission.student}'" in log:
+                        submission.reason = "feedback failed (see reports/grade.log)"
+                        self.say(f"WARNING {submission.where}: {submission.reason}")
+
+    def _feedback_for_unchanged(self, run):
+        if not self.make_feedback:
+            return
+        self.feedback_queue.extend(s for s in run.submissions if s.status == "unchanged" and not self.feedback_is_current(s))
+        self._flush_feedback()
+
+    def _export(self):
+        from nbgrader.plugins import CsvExportPlugin
+
+        path = self.root / self.settings.csv
+        plugin = CsvExportPlugin(config=self.config)
+        plugin.to = str(path)
+        with self.gradebook() as gradebook:
+            plugin.export(gradebook)
+        return path
+
+    def _summary(self, runs):
+        rows = []
+        from .report import assignment_scores
+
+        for run in runs:
+            scores = assignment_scores(self, run.name)
+            graded = [s for s in run.submissions if s.status == "graded"]
+            unchanged = [s for s in run.submissions if s.status == "unchanged"]
+            failed = [s for s in run.submissions if s.status == "failed"]
+            totals = [score for score, _ in scores.values()]
+            maximum = max((m for _, m in scores.values()), default=0.0)
+            mean = f"{sum(totals) / len(totals):.1f} / {maximum:g}" if totals else "-"
+            rows.append([run.name, len(run.submissions), len(graded), len(unchanged), len(failed),
+                         len(run.collected.problems), mean, os.path.relpath(run.report, self.root)])
+        header = ["assignment", "found", "graded", "unchanged", "failed", "problems", "mean score", "report"]
+        widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+        graded = sum(r[2] for r in rows)
+        self.say("")
+        self.say(f"course grade: {graded} submission(s) graded in {self.seconds:.1f} s"
+                 + (f" ({self.seconds / graded:.2f} s per submission, {self.pool_description})" if graded else ""))
+        self.say("  ".join(h.ljust(w) if i in (0, 6, 7) else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
+        for row in rows:
+            self.say("  ".join(str(v).ljust(w) if i in (0, 6, 7) else str(v).rjust(w)
+                               for i, (v, w) in enumerate(zip(row, widths))))
+        feedback = os.path.relpath(self.coursedir.format_path(self.coursedir.feedback_directory, "*", "*"), self.root)
+        self.say(f"grades: {os.path.relpath(self.csv_path, self.root)}"
+                 + (f"   feedback: {feedback}" if self.make_feedback else "")
+                 + f"   log: {os.path.relpath(self.log_path, self.root)}")
+        for run in runs:
+            for submission in run.submissions:
+                if submission.status == "failed":
+                    self.say(f"failed: {submission.where}: {submission.reason}")
+
+
+def selected_feedback_class():
+    """nbgrader's GenerateFeedback, limited to a set of students (``students``)."""
+    import re
+
+    from nbgrader.converters import GenerateFeedback
+
+    class SelectedFeedback(GenerateFeedback):
+        students = set()
+
+        def init_notebooks(self):
+            super().init_notebooks()
+            pattern = self._format_source("(?P<assignment_id>.*)", "(?P<student_id>.*)", escape=True)
+            self.assignments = {folder: notebooks for folder, notebooks in self.assignments.items()
+                                if (match := re.match(pattern, folder)) and match.group("student_id") in self.students}
+
+    return SelectedFeedback
+
+
+def failure_reason(result):
+    """The first lines that say why an nbgrader step failed, from its captured log."""
+    lines = [line for line in result.get("log", "").splitlines() if line.startswith(("[ERROR]", "[CRITICAL]"))]
+    useful = [line.split("]", 1)[1].strip() for line in lines
+              if "Please see" not in line and "There was an error processing" not in line and "Traceback" not in line]
+    if useful:
+        return "; ".join(dict.fromkeys(useful))[:500]
+    error = result.get("error", "").strip().splitlines()
+    return (error[-1] if error else "unknown error")[:500]
+
+
+def grade(assignments, root=None, submissions=None, **options):
+    """Python entry point of ``course grade``; returns the process exit code."""
+    return GradeRun(root=root, **options).run(assignments, submissions)

@@ -8,7 +8,7 @@ NaN and inf included), strings and integers as JSON.  The grader parses that
 JSON in its own process and decides; a kernel that lies can only send data,
 and data is compared against references it never sees.
 """
-RESULT_MIME = "application/vnd.course.check-result+json"
+RESULT_MIME = "application/vnd.course.judge-result+json"
 
 
 def run_case(namespace, request):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import nbformat
 
-from .student_content import grading_notes, markdown_text
+from .sanitize import grading_notes, markdown_text
 
 
 def assignment_scores(grade_run, assignment):

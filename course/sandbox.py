@@ -72,7 +72,7 @@ class Limits:
     open_files: int = 1024
     scratch_bytes: int = 512 * 1024**2  # writable space: the home/work folder and /tmp each
     max_message_bytes: int = 64 * 1024**2  # largest message the kernel may send the grader
-    output_bytes_per_cell: int = 32 * 1024**2  # messages the grader reads during one cell (course.grade)
+    output_bytes_per_cell: int = 32 * 1024**2  # messages the grader reads during one cell (course.execute)
     output_bytes_per_submission: int = 128 * 1024**2  # ... and for the whole notebook
 
 

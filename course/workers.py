@@ -3,7 +3,7 @@
 ``run_task`` is what a worker process of the local pool, or a Dask worker, runs for each
 notebook.  It needs no gradebook and no course files: the task carries the sanitized notebook,
 the hidden checks and the limits as plain data, and the result is the executed notebook, the
-same one ``SandboxedExecute`` would give (``course.grade.execute_submission`` does the work
+same one ``SandboxedExecute`` would give (``course.execute.execute_submission`` does the work
 in both cases), with the log records made on the way.
 
 Fork servers and pre-warmed kernels
@@ -44,7 +44,7 @@ class WarmKernel:
     """A sandboxed kernel started ahead of time for one future submission."""
 
     def __init__(self, limits: Limits, use_bubblewrap: bool, modules, fork_server=None):
-        from .grade import new_scratch
+        from .execute import new_scratch
 
         self.limits, self.use_bubblewrap, self.modules = limits, use_bubblewrap, tuple(modules)
         self.key = warm_key(limits, use_bubblewrap, self.modules)
@@ -60,7 +60,7 @@ class WarmKernel:
         """Start the kernel process now (its boot and imports overlap what this worker does next)."""
         import nbformat
 
-        from .grade import LimitedOutputClient
+        from .execute import LimitedOutputClient
 
         # The same client settings SubmissionRun uses, so the kernel starts exactly as a cold one would.
         self.client = LimitedOutputClient(nbformat.v4.new_notebook(), km=self.km, timeout=self.limits.cell_seconds,
@@ -246,7 +246,7 @@ def initialize_worker(warm=None):
     if warm is not None:
         limits, use_bubblewrap, modules, fork_server = warm
         prepare_warm(Limits(**limits), use_bubblewrap, tuple(modules), fork_server)
-    from . import grade  # noqa: F401 - nbgrader, nbclient: imported while the kernel starts
+    from . import execute  # noqa: F401 - nbgrader, nbclient: imported while the kernel starts
     logging.getLogger("traitlets").setLevel(logging.WARNING)
 
 
@@ -304,7 +304,7 @@ def run_task(task):
     pre-warmed interpreter where possible), ``prewarm`` (take the kernel started ahead, if any)
     and ``prewarm_next`` (modules for the kernel started ahead for the next task, or None).
     """
-    from .grade import execute_submission
+    from .execute import execute_submission
 
     started = time.perf_counter()
     handler = _Records()

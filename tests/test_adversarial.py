@@ -135,7 +135,7 @@ def forge(lines):
     request = json.loads(json.loads(re.search(r"loads\((.*)\)\)", code).group(1)))
     fake = {"base64": base64.b64encode(np.full(10, 0.1).tobytes()).decode(), "shape": [10], "dtype": "float64"}
     reply = json.dumps({"nonce": request["nonce"], "case": request["case"], "result": fake})
-    return [f"from IPython.display import display\ndisplay({{'application/vnd.course.check-result+json': {reply!r}}}, raw=True)\n"] * 1
+    return [f"from IPython.display import display\ndisplay({{'application/vnd.course.judge-result+json': {reply!r}}}, raw=True)\n"] * 1
 get_ipython().input_transformers_post.append(forge)
 '''), zero),
         "duplicated-results": (first(correct(), r'''
@@ -150,7 +150,7 @@ IPython.display.display = twice
 from IPython.display import display
 import json
 for case in range(30):
-    display({"application/vnd.course.check-result+json": json.dumps({"nonce": "0" * 32, "case": f"test_softmax-{case}", "result": {"bool": True}})}, raw=True)
+    display({"application/vnd.course.judge-result+json": json.dumps({"nonce": "0" * 32, "case": f"test_softmax-{case}", "result": {"bool": True}})}, raw=True)
 '''), zero),
         "broken-harness-modules": (first(stubs(course), """
 import sys, types

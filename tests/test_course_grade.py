@@ -75,7 +75,7 @@ def scratch_folder(course):
 def scores_at(url, assignment):
     from nbgrader.api import Gradebook
 
-    from course.batch import gradebook_url
+    from course.grade import gradebook_url
 
     result = {}
     with Gradebook(gradebook_url(url), "prob2loss") as gradebook:
@@ -352,7 +352,7 @@ def test_the_lms_pattern_reads_canvas_file_names():
 @pytest.mark.slow
 def test_a_result_that_does_not_match_its_input_is_not_trusted():
     """PrecomputedExecute takes a worker's notebook only for the exact input; otherwise it grades itself."""
-    from course.batch import _PRECOMPUTED, PrecomputedExecute, notebook_digest
+    from course.grade import _PRECOMPUTED, PrecomputedExecute, notebook_digest
     from traitlets.config import Config
 
     from grading_support import ROOT

@@ -10,7 +10,7 @@ import nbformat
 import psutil
 import pytest
 
-from course.grade import new_scratch
+from course.execute import new_scratch
 from course.sandbox import ForkServer, ForkServerError, Limits, SandboxedKernelManager
 from nbclient import NotebookClient
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from course.grade import ReadableNotebookExporter
+from course.sanitize import ReadableNotebookExporter
 
 MARK = "RAW-BYTES-7c1"
 FILES = {

@@ -1,4 +1,4 @@
-"""The judge (course/check.py) on its own: no kernel, no sandbox, milliseconds per test.
+"""The judge (course/judge.py) on its own: no kernel, no sandbox, milliseconds per test.
 
 A reply is built exactly as the kernel-side harness builds one (float64 bytes in base64), and
 judged against hand-made cases and the course's real hidden checks.  NaN, +inf and -inf must be
@@ -10,7 +10,7 @@ import base64
 import numpy as np
 import pytest
 
-from course.check import close, judge, load_hidden_checks, nonfinite_mismatch
+from course.judge import close, judge, load_hidden_checks, nonfinite_mismatch
 
 NAN, INF = float("nan"), float("inf")
 

@@ -128,7 +128,7 @@ def softmax(*args, **kwargs):
     from IPython.display import display
     big = {megabyte}
     for i in range(400):
-        display({{"application/vnd.course.check-result+json": big + str(i)}}, raw=True)
+        display({{"application/vnd.course.judge-result+json": big + str(i)}}, raw=True)
     return _honest_softmax(*args, **kwargs)
 """,
     }

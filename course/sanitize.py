@@ -27,6 +27,10 @@ import re
 import bleach
 import nbformat
 from bs4 import BeautifulSoup, NavigableString
+from nbconvert.exporters import NotebookExporter
+from nbconvert.preprocessors import Preprocessor
+from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import Bool
 
 ALLOWED_MIME_TYPES = ("text/plain", "image/png", "image/jpeg")
 # Shown as their source text when a display has nothing else to show.
@@ -288,3 +292,112 @@ def grading_notes(cell):
     course = cell.get("metadata", {}).get("course")
     notes = course.get("grading_notes") if isinstance(course, dict) else None
     return [n for n in notes if isinstance(n, str)] if isinstance(notes, list) else []
+
+
+# nbgrader's side of the gate: the preprocessors nbgrader_config.py puts in its pipeline.
+
+class ReadableNotebookExporter(NotebookExporter):
+    """Reads a submission that is not a valid notebook as an empty one that says why.
+
+    Stock nbgrader gives such a submission no autograded notebook and so no
+    feedback; here it is graded like a notebook with every cell deleted (all
+    checks 0), and the reason reaches both the log and the student's feedback.
+    """
+
+    def from_file(self, file_stream, resources=None, **kw):
+        try:
+            nb = nbformat.reads(file_stream.read(), as_version=4)
+            nbformat.validate(nb)
+        except Exception as error:
+            name = (resources or {}).get("metadata", {}).get("name", "the notebook")
+            reason = f"{name}.ipynb could not be read as a Jupyter notebook (nbformat 4): {why_not_a_notebook(error)}"
+            self.log.error("%s", log_text(reason, limit=500))
+            note = reason + ". Every check scores 0. Submit the notebook file that Jupyter saves, without editing it by hand."
+            nb = nbformat.v4.new_notebook(cells=[grading_notes_cell([note])])
+            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+            nb.cells[0]["id"] = "unreadable-notebook"  # the same placeholder on every read
+        return self.from_notebook_node(nb, resources=resources, **kw)
+
+
+def why_not_a_notebook(error):
+    """Why a submission is not a notebook, in the grader's own words: never the error's text,
+    which quotes the file's bytes (nbformat's and jsonschema's messages do)."""
+    import json
+
+    import jsonschema
+
+    if isinstance(error, UnicodeDecodeError):
+        return f"it is not UTF-8 text (from byte {error.start} on)"
+    cause = error.__cause__ if isinstance(error.__cause__, json.JSONDecodeError) else error
+    if isinstance(cause, json.JSONDecodeError):
+        return f"it is not valid JSON (line {cause.lineno}, column {cause.colno})"
+    if isinstance(error, nbformat.reader.NotJSONError):
+        return "it is not valid JSON"
+    if isinstance(error, jsonschema.ValidationError):
+        path = list(error.absolute_path)
+        cell = f" (cell {path[1] + 1})" if len(path) > 1 and path[0] == "cells" and isinstance(path[1], int) else ""
+        return f"it does not follow the notebook format{cell}"
+    return f"it is not a notebook ({type(error).__name__})"
+
+
+class SanitizeStudentHTML(Preprocessor):
+    """Every cell of a graded notebook through this module's gate for what a student may show.
+
+    nbgrader's feedback and formgrader templates render markdown and raw cells as HTML, with
+    every link protocol allowed.  Student outputs were filtered as they arrived; here they pass
+    the same gate again with everything else a student controls: the markdown and raw cells
+    they wrote, cell metadata and prompts.  Locked cells came from the gradebook (trusted) and
+    keep their LaTeX and HTML as written.  It runs after ``SaveAutoGrades``, so nbgrader's
+    checksums see the student's cells as submitted.
+    """
+
+    enabled = Bool(True)  # nbconvert preprocessors are off unless enabled
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        return safe_cell(cell), resources
+
+
+class RestoreCellMetadata(NbGraderPreprocessor):
+    """Make every cell's nbgrader metadata what the gradebook says it is.
+
+    Runs after nbgrader's ``DeduplicateIds`` and before ``OverwriteCells``.
+    Stock nbgrader aborts the whole batch when a student's edited metadata
+    fails validation (a duplicated cell, say), and rejects a notebook whose
+    test cell lost its ``grade`` flag ("Inconsistent checksums").  Here a cell
+    the gradebook knows gets its metadata back from the gradebook, and any
+    other nbgrader metadata is dropped with a warning, so one tampered
+    notebook grades on its merits and never stops the others.
+    """
+
+    def preprocess(self, nb, resources):
+        from nbgrader.api import Gradebook
+
+        info = resources["nbgrader"]
+        with Gradebook(info["db_url"]) as gradebook:
+            source = gradebook.find_notebook(info["notebook"], info["assignment"])
+            known = {c.name: (c.cell_type, c.locked, c.checksum) for c in source.source_cells}
+            points = {c.name: c.max_score for c in source.grade_cells}
+            solutions = {c.name for c in source.solution_cells}
+        where = f"{info.get('student')}/{info['assignment']}/{info['notebook']}"
+        for cell in nb.cells:
+            if "nbgrader" not in cell.metadata:
+                continue
+            meta = cell.metadata["nbgrader"]
+            grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+            if grade_id not in known:
+                if meta:
+                    self.log.warning("%s: ignoring nbgrader metadata of a cell the gradebook does not know (%r)", where, grade_id)
+                del cell.metadata["nbgrader"]
+                continue
+            cell_type, locked, checksum = known[grade_id]
+            restored = {"grade": grade_id in points, "solution": grade_id in solutions, "locked": locked,
+                        "grade_id": grade_id, "schema_version": 3, "cell_type": cell_type}
+            if checksum:
+                restored["checksum"] = checksum
+            if grade_id in points:
+                restored["points"] = points[grade_id]
+            semantic = ("grade", "solution", "locked", "grade_id", "points")
+            if any(meta.get(k) != restored.get(k) for k in semantic):
+                self.log.warning("%s: restored the nbgrader metadata of cell %r from the gradebook", where, grade_id)
+            cell.metadata["nbgrader"] = restored
+        return nb, resources

@@ -1,0 +1,534 @@
+"""Trusted autograding, wired into nbgrader through ``nbgrader_config.py``.
+
+``SandboxedExecute`` replaces nbgrader's ``Execute`` preprocessor.  It runs the
+student's notebook cell by cell in a sandboxed kernel (``course.sandbox``).
+At each autograded test cell it runs that cell's hidden check: the inputs go
+to the kernel, plain JSON comes back, and ``course.judge`` judges it here, in
+the grader's process.  The kernel's own outputs never decide a grade: the
+graded cell's outputs are rewritten by the grader, an error output for a
+failed check and a plain message for a passed one, and nbgrader's own
+``SaveAutoGrades`` turns those into points.  Everything else nbgrader does
+(restoring test cells from the gradebook, checksums, late penalties,
+feedback, export) is unchanged.
+"""
+import functools
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+import zmq
+from jupyter_core.utils import ensure_async, run_sync
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
+from nbgrader.preprocessors import NbGraderPreprocessor
+from nbgrader.utils import is_grade, is_solution
+from traitlets import Bool, Float, Integer, List, Unicode
+
+from . import ROOT, sanitize
+from .judge import MAX_REPLY_CHARS, HiddenCheckError, Verdict, judge, load_hidden_checks, new_nonce, reply_from_outputs, request_for, harness_code
+from .harness import RESULT_MIME
+from .sandbox import (ForkServer, ForkServerError, GradingInterrupted, Limits, SandboxedKernelManager, Watchdog,
+                      file_tail, require_sandbox, shared_fork_server, socket_folder, warn_unsandboxed)
+
+TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
+RESULTS_KEPT = 2  # one reply per case; a second is kept only to say "more than one result came back"
+RECEIVE_QUEUE_MESSAGES = 16  # messages the grader's sockets queue before the kernel's own queue fills
+
+
+def is_autograded_test(cell):
+    return cell.cell_type == "code" and is_grade(cell) and not is_solution(cell)
+
+
+class LimitedOutputClient(NotebookClient):
+    """nbclient whose every output passes ``course.sanitize``, within budgets counted as messages arrive.
+
+    Two budgets bound what the grader spends on a kernel's messages.  What is *kept* in the
+    graded notebook: ``output_chars_per_cell`` per cell, display updates included, and during a
+    hidden-check probe at most ``RESULTS_KEPT`` results of at most ``MAX_REPLY_CHARS``.  What is
+    *received*: the bytes of every message on the output channel, of any type (comms too), per
+    cell and per submission; past either budget the grader stops reading and kills the kernel,
+    and ``flooded`` says why.  Comms are refused: no widget state is stored and no output widget
+    captures output.
+    """
+
+    output_chars_per_cell = 20_000
+    received_bytes_per_cell = 32 * 1024**2
+    received_bytes_per_submission = 128 * 1024**2
+    probing = False  # True while a hidden-check probe runs: its result is kept apart from the student's output
+    store_widget_state = Bool(False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.comm_open_handlers = {}
+        self.received_bytes = 0
+        self.flooded = None  # why the grader stopped reading this kernel, if it did
+
+    async def async_start_new_kernel_client(self):
+        """nbclient's, with the client's sockets made by the kernel manager's context, so its limits
+        (largest message, receive queue) hold on every channel."""
+        context = self.km.context
+        context.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE_MESSAGES)
+        try:
+            self.kc = self.km.client(context=context)
+            await ensure_async(self.kc.start_channels())
+            await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
+        except Exception:
+            await self._async_cleanup_kernel()
+            raise
+        self.kc.allow_stdin = False
+        return self.kc
+
+    start_new_kernel_client = run_sync(async_start_new_kernel_client)  # what nbclient's setup_kernel calls
+
+    async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
+        """nbclient's loop over output messages, counting each message's bytes before parsing it."""
+        channel = self.kc.iopub_channel
+        received_in_cell = 0
+        while True:
+            frames = await channel.socket.recv_multipart()
+            size = sum(len(frame) for frame in frames)
+            received_in_cell += size
+            self.received_bytes += size
+            if received_in_cell > self.received_bytes_per_cell:
+                return self.stop_reading(f"cell {cell_index + 1} sent more than "
+                                         f"{self.received_bytes_per_cell // 1024**2} MiB of output")
+            if self.received_bytes > self.received_bytes_per_submission:
+                return self.stop_reading(f"the notebook sent more than "
+                                         f"{self.received_bytes_per_submission // 1024**2} MiB of output")
+            _, wire = channel.session.feed_identities(frames)
+            msg = channel.session.deserialize(wire)
+            if msg["parent_header"].get("msg_id") == parent_msg_id:
+                try:
+                    self.process_message(msg, cell, cell_index)
+                except CellExecutionComplete:
+                    return None
+
+    def stop_reading(self, reason):
+        self.flooded = reason
+        self.km.kill_everything()  # the kernel dies; nbclient then reports it dead
+
+    def process_message(self, msg, cell, cell_index):
+        try:
+            return super().process_message(msg, cell, cell_index)
+        finally:
+            if "execution_count" in cell:
+                cell["execution_count"] = sanitize.safe_execution_count(cell.get("execution_count"))
+
+    def handle_comm_msg(self, outs, msg, cell_index):
+        """Comms are refused: the grader is no widget front end."""
+
+    def output(self, outs, msg, display_id, cell_index):
+        content = msg.get("content", {})
+        data = content.get("data") if isinstance(content, dict) else None
+        if self.probing and isinstance(data, dict) and RESULT_MIME in data:
+            return self.keep_result(outs, data[RESULT_MIME])
+        out = sanitize.safe_output(output_of(msg))
+        if out is None:
+            return None
+        if self.clear_before_next_output:
+            outs[:] = []
+            self.clear_display_id_mapping(cell_index)
+            self.clear_before_next_output = False
+        budget = self.output_chars_per_cell - sum(output_size(o) for o in outs)
+        if output_size(out) > budget:
+            if out.output_type == "stream" and budget > 0:
+                out.text = out.text[:budget]
+                outs.append(out)
+            if not (outs and "truncated by the grader" in str(outs[-1].get("text", ""))):
+                outs.append(nbformat.v4.new_output("stream", name="stdout",
+                                                   text=TRUNCATED.format(limit=self.output_chars_per_cell)))
+            return None
+        if display_id and not self.probing:
+            self._display_id_map.setdefault(display_id, {}).setdefault(cell_index, []).append(len(outs))
+        outs.append(out)
+        return out
+
+    def keep_result(self, outs, text):
+        """A hidden check's result: only the result, and only the first few (each of bounded size)."""
+        if sum(1 for o in outs if RESULT_MIME in o.get("data", {})) >= RESULTS_KEPT:
+            return None
+        if not isinstance(text, str) or len(text) > MAX_REPLY_CHARS:
+            text = None  # judged as "not plain JSON text or too large" without keeping it
+        out = nbformat.v4.new_output("display_data", data={RESULT_MIME: text})
+        outs.append(out)
+        return out
+
+    def _update_display_id(self, display_id, msg):
+        """An update of an earlier output, through the same filter and the same budget as a new one."""
+        if self.probing or display_id not in self._display_id_map:
+            return
+        update = sanitize.safe_output({**output_of(msg), "output_type": "display_data"})
+        if update is None:
+            return
+        for cell_index, output_indices in self._display_id_map[display_id].items():
+            if not 0 <= cell_index < len(self.nb.cells):
+                continue
+            outputs = self.nb.cells[cell_index].get("outputs", [])
+            for output_index in output_indices:
+                if not 0 <= output_index < len(outputs) or "data" not in outputs[output_index]:
+                    continue
+                old = outputs[output_index]
+                used = sum(output_size(o) for o in outputs) - output_size(old)
+                if used + output_size(update) > self.output_chars_per_cell:
+                    continue
+                old["data"], old["metadata"] = update["data"], update["metadata"]
+
+
+def output_of(msg):
+    """The output a message describes, as the kernel sent it (``course.sanitize`` decides what is kept)."""
+    content = msg.get("content")
+    return {**content, "output_type": msg.get("msg_type")} if isinstance(content, dict) else {}
+
+
+def output_size(output):
+    return len(str(output.get("text", ""))) + len(str(output.get("data", ""))) + len(str(output.get("traceback", "")))
+
+
+class SandboxedExecute(NbGraderPreprocessor):
+    """Run a submission in the sandbox and grade its test cells by hidden checks."""
+
+    hidden_checks_directory = Unicode(str(ROOT / "grader_tests"), help="grader_tests/ folder").tag(config=True)
+    memory_limit_gib = Float(4.0, help=(
+        "memory of one submission, GiB: all its processes together (a cgroup, where the grader can make one) "
+        "and the address space of each")).tag(config=True)
+    cell_timeout = Float(120.0, help="wall-clock seconds per cell").tag(config=True)
+    notebook_timeout = Float(600.0, help="wall-clock seconds per notebook").tag(config=True)
+    notebook_cpu_seconds = Integer(600, help="CPU seconds per sandbox process").tag(config=True)
+    max_processes = Integer(64, help="processes and threads of one submission").tag(config=True)
+    cpus = Float(1.0, help="CPUs one submission may keep busy at once (a cgroup, where the grader can make one)").tag(config=True)
+    output_chars_per_cell = Integer(20_000, help="output kept per cell").tag(config=True)
+    output_bytes_per_cell = Integer(32 * 1024**2, help=(
+        "bytes of messages the grader reads from the kernel during one cell; past it the kernel is stopped")).tag(config=True)
+    output_bytes_per_submission = Integer(128 * 1024**2, help=(
+        "bytes of messages the grader reads from the kernel for one notebook; past it the kernel is stopped")).tag(config=True)
+    use_bubblewrap = Bool(True, help=(
+        "run kernels in bubblewrap; where it is missing or cannot start, grading refuses. False grades "
+        "WITHOUT the sandbox (resource limits only, with a warning): only on a single-user machine")).tag(config=True)
+    fork_server = Bool(True, help=(
+        "fork each kernel from a pre-warmed interpreter that imported the assignment's heavy modules once "
+        "(course.forkserver; needs root and bubblewrap, else kernels start cold)")).tag(config=True)
+    preload_modules = List(Unicode(), ["numpy", "scipy", "torch", "pandas", "matplotlib", "sklearn"], help=(
+        "modules the fork server imports ahead, if the assignment's source notebooks import them")).tag(config=True)
+
+    _announced = set()  # how kernels start, said once per process
+
+    def limits(self):
+        return Limits(memory_bytes=int(self.memory_limit_gib * 1024**3), processes=self.max_processes,
+                      notebook_cpu_seconds=self.notebook_cpu_seconds, cell_seconds=self.cell_timeout,
+                      notebook_seconds=self.notebook_timeout, output_chars_per_cell=self.output_chars_per_cell,
+                      output_bytes_per_cell=self.output_bytes_per_cell,
+                      output_bytes_per_submission=self.output_bytes_per_submission, cpus=self.cpus)
+
+    def preprocess(self, nb, resources):
+        info = resources.get("nbgrader", {})
+        assignment, student = info.get("assignment"), info.get("student")
+        where = f"{student}/{assignment}/{info.get('notebook')}"
+        if self.use_bubblewrap:
+            require_sandbox()  # fails this submission, unrecorded, before any of its code runs
+        else:
+            warn_unsandboxed(self.log)
+        try:
+            checks = load_hidden_checks(assignment, root=Path(self.hidden_checks_directory).parent)
+        except HiddenCheckError as problem:
+            self.log.error("%s: %s", where, problem)
+            checks = {}
+        server = None
+        has_code = any(c.cell_type == "code" for c in nb.cells)  # else nothing will run: no server needed
+        if has_code and self.fork_server and self.use_bubblewrap and ForkServer.available():
+            modules = source_imports(source_notebooks(self.config, assignment), self.preload_modules)
+            try:
+                server = shared_fork_server(modules)
+            except ForkServerError as error:
+                self.log.warning("%s: no fork server (%s); starting the kernel cold", where, error)
+        how = ("forked from a pre-warmed sandboxed interpreter (" + (", ".join(server.modules) or "no modules") + " imported)"
+               if server is not None else "started cold" + (" in bubblewrap" if self.use_bubblewrap else ""))
+        if how not in SandboxedExecute._announced:
+            SandboxedExecute._announced.add(how)
+            self.log.info("kernels are %s", how)
+        return execute_submission(nb, checks, self.limits(), self.log, where, self.use_bubblewrap,
+                                  fork_server=server), resources
+
+    @staticmethod
+    def add_notes(nb, notes):
+        if notes:
+            nb.cells.append(sanitize.grading_notes_cell(notes))
+        return nb
+
+
+# Modules that import numpy themselves: what a notebook importing them has loaded anyway.
+IMPLIED_IMPORTS = {"torch": {"numpy"}, "scipy": {"numpy"}, "pandas": {"numpy"}, "matplotlib": {"numpy"},
+                   "sklearn": {"numpy", "scipy"}}
+
+
+def source_notebooks(config, assignment):
+    """The instructor's source notebooks of an assignment (``solutions/<assignment>/*.ipynb``)."""
+    from nbgrader.coursedir import CourseDirectory
+
+    coursedir = CourseDirectory(config=config)
+    folder = Path(coursedir.format_path(coursedir.source_directory, ".", assignment))
+    return sorted(folder.glob("*.ipynb")) if folder.is_dir() else []
+
+
+def source_imports(paths, allowed):
+    """The ``allowed`` modules that these notebooks import at top level: the instructor's code, never a student's."""
+    found = set()
+    for path in paths:
+        try:
+            found |= _modules_imported_by(str(path), Path(path).stat().st_mtime_ns)
+        except OSError:
+            continue
+    modules = found & set(allowed)
+    for module in list(modules):
+        modules |= IMPLIED_IMPORTS.get(module, set()) & set(allowed)
+    return tuple(sorted(modules))
+
+
+@functools.lru_cache(maxsize=64)
+def _modules_imported_by(path, mtime_ns):
+    """Top-level names of the modules a notebook imports; read once per version of the file
+    (``nbgrader autograde`` asks again for every submission)."""
+    import ast
+
+    try:
+        notebook = nbformat.read(path, as_version=4)
+    except Exception:
+        return frozenset()
+    found = set()
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module.split(".")[0])
+    return frozenset(found)
+
+
+def execute_submission(nb, checks, limits, log, where="submission", use_bubblewrap=True, warm=None, fork_server=None):
+    """Run one sanitized notebook in a fresh sandbox and grade its test cells by the hidden checks.
+
+    Pure with respect to the course: it needs no gradebook and no course file, only its
+    arguments (a notebook, as a dict or NotebookNode; ``{grade_id: [case, ...]}``; ``Limits``),
+    so it runs alike inside ``nbgrader autograde`` (``SandboxedExecute``), in a worker process
+    of ``course grade`` or on a Dask worker.  ``warm`` is a kernel started ahead for this
+    submission (``course.workers.WarmKernel``), used once; otherwise the kernel is forked from
+    ``fork_server`` (``course.sandbox.ForkServer``) if given, or started cold.  Returns the
+    executed notebook.
+    """
+    nb = nbformat.from_dict(nb)
+    present = {c.metadata["nbgrader"].get("grade_id") for c in nb.cells if is_autograded_test(c)}
+    notes = [f"The test cell `{grade_id}` is missing from the submission, so its check scores 0."
+             for grade_id in checks if grade_id not in present]
+    for note in notes:
+        log.error("%s: %s", where, note)
+    if not any(c.cell_type == "code" for c in nb.cells):
+        log.error("%s: the submission has no code cells; every check scores 0", where)
+        if warm is not None:
+            warm.discard()
+        return SandboxedExecute.add_notes(nb, notes)
+    scratch = warm.scratch if warm is not None else new_scratch(fork_server)
+    run = None
+    try:
+        run = SubmissionRun(nb, checks, scratch, limits, log, where, use_bubblewrap, warm=warm, fork_server=fork_server)
+        run.execute()
+    finally:
+        if run is not None:
+            run.release()
+        shutil.rmtree(scratch, ignore_errors=True)
+    if run.stopped:
+        notes.append(f"Execution stopped early: {run.stopped}. Checks after that point score 0.")
+    if run.km.enforced is False:
+        notes.append("This notebook was graded without the bubblewrap sandbox (resource limits only).")
+    return SandboxedExecute.add_notes(nb, notes)
+
+
+def new_scratch(fork_server=None):
+    """A fresh host folder for one submission's channel and kernel log (under the fork server's, if any)."""
+    if fork_server is not None:
+        return Path(tempfile.mkdtemp(prefix="", dir=fork_server.root))
+    return Path(tempfile.mkdtemp(prefix="course-sandbox-", dir=socket_folder()))
+
+
+class SubmissionRun:
+    """One notebook, one sandbox, one kernel: executed top to bottom, checks at test cells."""
+
+    def __init__(self, nb, checks, scratch, limits, log, where, use_bubblewrap=True, warm=None, fork_server=None):
+        self.nb, self.checks, self.limits, self.log, self.where = nb, checks, limits, log, where
+        self.warm = warm  # a kernel already started in its own fresh sandbox for this submission, or None
+        self.km = warm.km if warm is not None else SandboxedKernelManager(
+            scratch / "channel", limits, use_bubblewrap=use_bubblewrap, fork_server=fork_server)
+        self.watchdog = Watchdog(self.km)
+        self.client = LimitedOutputClient(nb, km=self.km, timeout=limits.cell_seconds, allow_errors=True,
+                                          interrupt_on_timeout=False, record_timing=False,
+                                          kernel_name="python3", resources={"metadata": {"path": str(scratch)}})
+        self.client.output_chars_per_cell = limits.output_chars_per_cell
+        self.client.received_bytes_per_cell = limits.output_bytes_per_cell
+        self.client.received_bytes_per_submission = limits.output_bytes_per_submission
+        if warm is not None:
+            self.client.kc = warm.kc
+            self.client.kc.allow_stdin = False
+        self.kernel_log = scratch / "kernel.log"
+        self.nonce = new_nonce()
+        self.stopped = None  # why execution stopped early, if it did
+        self.interrupted = None  # why the run was cut short from outside: then there is no grade at all
+        self.cells_run = 0
+
+    def execute(self):
+        deadline = time.monotonic() + self.limits.notebook_seconds
+        self.watchdog.start()
+        try:
+            with open(self.kernel_log, "ab" if self.warm is not None else "wb") as kernel_output, \
+                    self.client.setup_kernel(stdout=kernel_output, stderr=subprocess.STDOUT):
+                for index, cell in enumerate(self.nb.cells):
+                    if cell.cell_type != "code":
+                        continue
+                    if self.stopped is None:
+                        self.run_cell(cell, index, deadline)
+                    if is_autograded_test(cell):
+                        self.grade_cell(cell, index, deadline)
+        except Exception as error:  # the kernel never started, or died in shutdown
+            if self.km.ended_from_outside():
+                self.interrupt(f"the kernel or its sandbox was stopped by a signal ({type(error).__name__})")
+            elif not self.cells_run:  # no student code ran: the grader's failure, never the student's grade
+                self.interrupt(f"the sandboxed kernel did not start ({type(error).__name__}: {error})")
+            self.stopped = self.stopped or f"the sandboxed kernel failed: {type(error).__name__}: {error}"
+            self.log.error("%s: %s\n%s", self.where, self.stopped, self.kernel_log_tail())
+            for index, cell in enumerate(self.nb.cells):
+                if is_autograded_test(cell) and not cell.metadata.get("course_graded"):
+                    self.record(cell, [Verdict(False, self.stopped)], None)
+        finally:
+            self.watchdog.stop()
+            self.km.kill_everything()
+        for cell in self.nb.cells:
+            cell.metadata.pop("course_graded", None)
+        if self.interrupted:
+            self.log.error("%s: grading was interrupted (%s); nothing is recorded for it", self.where, self.interrupted)
+            raise GradingInterrupted(f"{self.where}: {self.interrupted}; not graded, grade it again")
+
+    def release(self):
+        """Release the grader's side of the kernel: its sockets and their ZMQ context."""
+        try:
+            if self.client.kc is not None:
+                self.client.kc.stop_channels()
+        except Exception:
+            pass
+        try:
+            self.km.context.destroy(linger=0)
+        except Exception:
+            pass
+
+    def kernel_log_tail(self):
+        return file_tail(self.kernel_log)
+
+    def run_cell(self, cell, index, deadline):
+        self.client.timeout = max(1.0, min(self.limits.cell_seconds, deadline - time.monotonic()))
+        self.cells_run += 1
+        self.watchdog.cell_started()
+        try:
+            self.client.execute_cell(cell, index)
+        except CellTimeoutError:
+            self.stop(f"cell {index + 1} ran past the time limit")
+        except DeadKernelError:
+            if self.watchdog.check_memory() is None and self.km.ended_from_outside():
+                self.interrupt(f"the kernel or its sandbox was stopped by a signal in cell {index + 1}")
+            self.stop(f"the kernel died in cell {index + 1} (out of memory, killed, or exited)")
+        except Exception as error:
+            self.stop(f"cell {index + 1} could not be executed: {type(error).__name__}")
+        if any(o.get("output_type") == "error" and o.get("ename") == "KeyboardInterrupt" for o in cell.get("outputs", [])):
+            # An interrupt signal reached the kernel: from outside (a Ctrl-C meant for the grader, a
+            # kill -INT), or from the submission itself.  Either way the outputs after it are no grade.
+            self.interrupt(f"the kernel was interrupted (KeyboardInterrupt) in cell {index + 1}")
+            self.stop(self.interrupted)
+        if self.stopped is None and self.watchdog.check_memory():  # a process of it was killed, the kernel lives on
+            self.stop(self.watchdog.violation)
+        if time.monotonic() > deadline and self.stopped is None:
+            self.stop("the notebook ran past its total time limit")
+
+    def interrupt(self, reason):
+        self.interrupted = self.interrupted or reason
+
+    def stop(self, reason):
+        self.watchdog.check_memory()  # a kernel that died of the submission's memory limit: say so
+        reason = self.client.flooded or self.watchdog.violation or reason
+        self.stopped = reason
+        self.log.warning("%s: %s; later checks score 0", self.where, reason)
+        self.km.kill_everything()
+
+    def grade_cell(self, cell, index, deadline):
+        grade_id = cell.metadata["nbgrader"].get("grade_id")
+        cases = self.checks.get(grade_id)
+        if not cases:
+            self.log.error("%s: no hidden check for test cell %r: it scores 0", self.where, grade_id)
+            self.record(cell, [Verdict(False, f"the grader has no hidden check for {grade_id!r}")], None)
+            return
+        if self.stopped:
+            self.record(cell, [Verdict(False, f"not checked: {self.stopped}")], None)
+            return
+        device = preferred_device() if any(c.get("parity") for c in cases) else "cpu"
+        verdicts = []
+        for case in cases:
+            verdicts.append(self.run_case(case, index, deadline, device))
+            if self.stopped:
+                break
+        self.record(cell, verdicts, device if any(c.get("torch") for c in cases) else None)
+
+    def run_case(self, case, index, deadline, device):
+        if case.get("parity"):
+            from .parity import parity_case
+            case = parity_case(case, device)
+        probe = nbformat.v4.new_code_cell(harness_code(request_for(case, self.nonce, device)))
+        graded_cell = self.nb.cells[index]
+        self.client.probing = True
+        try:
+            self.run_cell(probe, index, deadline)
+        finally:
+            self.client.probing = False
+            self.nb.cells[index] = graded_cell  # nbclient stores the executed cell at its index
+        if self.stopped:
+            return Verdict(False, f"{case.get('about', case['case'])}: {self.stopped}")
+        reply, problem = reply_from_outputs(probe.outputs, self.nonce, case["case"])
+        if reply is None:
+            return Verdict(False, f"{case.get('about', case['case'])}: {problem}")
+        return judge(case, reply)
+
+    def record(self, cell, verdicts, device):
+        """Replace the graded cell's outputs with the grader's own verdict."""
+        student_text = "".join(stream_text(o) for o in cell.get("outputs", []))
+        outputs = []
+        if student_text.strip():
+            outputs.append(nbformat.v4.new_output(
+                "stream", name="stdout", text="Output of the visible tests (not graded):\n" + student_text[-4000:] + "\n"))
+        where = f" [ran on {device}]" if device else ""
+        failed = [v for v in verdicts if not v.passed]
+        if verdicts and not failed:
+            outputs.append(nbformat.v4.new_output(
+                "stream", name="stdout", text=f"Hidden checks passed ({len(verdicts)} cases){where}.\n"))
+        else:
+            message = "; ".join(v.message for v in failed[:3]) or "no case was checked"
+            outputs.append(nbformat.v4.new_output(
+                "error", ename="HiddenCheckFailed", evalue=message + where,
+                traceback=[f"HiddenCheckFailed: {message}{where}"]))
+        cell.outputs = outputs
+        cell.metadata["course_graded"] = True
+
+
+def stream_text(output):
+    if output.get("output_type") == "stream":
+        return output.get("text", "")
+    if output.get("output_type") == "error":
+        return f"{output.get('ename')}: {output.get('evalue')}\n"
+    return ""
+
+
+def preferred_device():
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
