@@ -6,11 +6,12 @@ STAMP  := $(VENV)/.installed-stamp
 # Tools the course runs (nbgrader, alembic, jupyter-book) come from the virtual environment.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: book release notebooks test system-packages lock clean help
+.PHONY: book release notebooks test unit system-packages lock clean help
 
 help:
 	@echo "make book   - create .venv, install pinned dependencies, build the site into _build/html, release the assignments"
 	@echo "make test   - run the test suite (installs the Debian packages it needs and builds the site first)"
+	@echo "make unit   - the fast unit layer only (tests/unit: no kernel, no sandbox, no browser; seconds)"
 	@echo "make notebooks - write book/NN-*.ipynb (what Colab and Binder open) from the chapters; commit them"
 
 $(STAMP): pyproject.toml requirements.lock
@@ -33,6 +34,10 @@ book: $(STAMP) release
 # The system packages come first: a missing one stops the run at once, before a long build.
 test: system-packages book
 	$(BIN)/python -m pytest
+
+# The fast layer: judge, parsers, schemas, reports; no kernel. `make test` runs it too.
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
 
 system-packages:
 	@sh scripts/system-packages.sh

@@ -653,7 +653,7 @@ def train_bigram_variant(xs, ys, steps, batch_size, lr, seed, wrong=None):
 
 
 def _weights_nll(W, words):
-    from course.check import bigram_weights_nll
+    from course.judge import bigram_weights_nll
 
     return float(bigram_weights_nll(np.asarray(W), {"words": words}))
 
