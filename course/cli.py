@@ -1,4 +1,4 @@
-"""The ``course`` command: ``course build``, ``course release``, ``course grade``."""
+"""The ``course`` command: ``course build``, ``course release``, ``course grade``, ``course similarity``."""
 import argparse
 import sys
 
@@ -35,6 +35,17 @@ def main(argv=None):
     grade.add_argument("--no-sandbox", action="store_true",
                        help="grade WITHOUT the bubblewrap sandbox (resource limits only; student code can read "
                             "the course files and use the network): only on a single-user machine")
+    similar = verbs.add_parser(
+        "similarity", help="rank pairs of students by how similar their answers are (flags, never grades)",
+        description="Compare the students' answer cells pairwise with copydetect (MOSS-style fingerprints; the "
+                    "released starter code and docstrings excluded) and write reports/<assignment>/similarity.html "
+                    "(the most similar pairs, matching lines highlighted) and similarity.csv (every pair that shares "
+                    "code). Nothing is graded and the gradebook is not touched.")
+    similar.add_argument("assignment", help="assignment id")
+    similar.add_argument("--submissions", metavar="PATH",
+                         help="a folder in nbgrader's layout, or an LMS export (default: submitted/)")
+    similar.add_argument("--course", metavar="DIR", help="the course directory (default: the current folder)")
+    similar.add_argument("--top", type=int, metavar="N", help="pairs shown side by side in the HTML report")
     args = parser.parse_args(argv)
 
     if args.verb == "build":
@@ -66,6 +77,14 @@ def main(argv=None):
             import traceback
             traceback.print_exc()
             print("course grade: failed (see the traceback above)", file=sys.stderr)
+            return 2
+    elif args.verb == "similarity":
+        from .grade import UsageError
+        from .similarity import SHOWN_PAIRS, SimilarityError, similarity
+        try:
+            similarity(args.assignment, root=args.course, submissions=args.submissions, top=args.top or SHOWN_PAIRS)
+        except (SimilarityError, UsageError) as error:
+            print(f"course similarity: {error}", file=sys.stderr)
             return 2
     return 0
 
