@@ -1,4 +1,4 @@
-"""The ``course`` command: ``course build``, ``course release``, ``course grade``, ``course similarity``."""
+"""The ``course`` command: ``course build``, ``course release``, ``course grade``, ``course similarity``, ``course export``."""
 import argparse
 import sys
 
@@ -46,6 +46,21 @@ def main(argv=None):
                          help="a folder in nbgrader's layout, or an LMS export (default: submitted/)")
     similar.add_argument("--course", metavar="DIR", help="the course directory (default: the current folder)")
     similar.add_argument("--top", type=int, metavar="N", help="pairs shown side by side in the HTML report")
+    export = verbs.add_parser(
+        "export", help="write the grades as a CSV that Canvas or Moodle imports as it is",
+        description="Write the gradebook's scores (less late penalties) as the LMS's grade import CSV, for the "
+                    "students of the LMS's own gradebook export (--roster). Enrolled students with no submission get "
+                    "0 (or a blank) and are listed; graded students missing from the roster are listed and left out. "
+                    "Exit status: 0 every student accounted for, 1 some graded students left out, 2 could not run.")
+    export.add_argument("--lms", choices=("canvas", "moodle"), required=True, help="the LMS that imports the file")
+    export.add_argument("--roster", required=True, metavar="CSV", help="the LMS's gradebook export (who is enrolled)")
+    export.add_argument("--to", metavar="CSV", help="the file to write (default: canvas-grades.csv or moodle-grades.csv)")
+    export.add_argument("--assignment", action="append", default=[], metavar="ID",
+                        help="only this assignment (repeat for more; default: every assignment in the gradebook)")
+    export.add_argument("--missing", choices=("zero", "blank"),
+                        help="the score of an enrolled student with no submission (default: c.LmsExportPlugin.missing, zero)")
+    export.add_argument("--db", metavar="URL", help="gradebook URL (default: nbgrader_config.py)")
+    export.add_argument("--course", metavar="DIR", help="the course directory (default: the current folder)")
     args = parser.parse_args(argv)
 
     if args.verb == "build":
@@ -85,6 +100,15 @@ def main(argv=None):
             similarity(args.assignment, root=args.course, submissions=args.submissions, top=args.top or SHOWN_PAIRS)
         except (SimilarityError, UsageError) as error:
             print(f"course similarity: {error}", file=sys.stderr)
+            return 2
+    elif args.verb == "export":
+        from .export import RosterError, export
+        from .grade import UsageError
+        try:
+            return export(args.lms, args.roster, root=args.course, to=args.to, assignments=args.assignment,
+                          missing=args.missing, db_url=args.db)
+        except (RosterError, UsageError) as error:
+            print(f"course export: {error}", file=sys.stderr)
             return 2
     return 0
 

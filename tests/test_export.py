@@ -1,0 +1,151 @@
+"""Grades back into the LMS: `course export` and `nbgrader export --exporter course.export.*` against a real
+nbgrader gradebook (SQLite) and roster files in the formats Canvas and Moodle export."""
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nbgrader.api import Gradebook
+
+from course.export import RosterError, read_canvas_roster, read_moodle_roster
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Canvas: Grades > Export > Export Entire Gradebook (a "Manual Posting" row, then "Points Possible", quoted
+# "Last, First" names, read-only score columns, and Canvas's own test student).
+CANVAS_ROSTER = """\ufeffStudent,ID,SIS User ID,SIS Login ID,Section,a2-losses (40012),Reading quiz 1 (40013),Current Score,Unposted Current Score,Final Score
+    Manual Posting,,,,,,,,,
+    Points Possible,,,,,10.00,5.00,(read only),(read only),(read only)
+"Smith, Jane",5001,S1001,smithjane,Section 1,,4.00,80.00,80.00,40.00
+"Doe, John",5002,S1002,jd77,Section 1,,5.00,100.00,100.00,50.00
+"O'Brien, Mary",5003,S1003,mobrien,Section 2,,3.00,60.00,60.00,30.00
+"Nguyen, Late",5004,S1004,nguyenlate,Section 2,,,,,
+"Student, Test",5999,,,Section 1,,,,,
+"""
+
+# Moodle: Grades > Export > Plain text file (comma separated).
+MOODLE_ROSTER = """First name,Last name,ID number,Institution,Department,Email address,Assignment: a2-losses (Real),Quiz: Reading quiz 1 (Real),Last downloaded from this course
+Jane,Smith,S1001,Uni,Maths,smithjane@example.edu,-,4.00,1700000000
+John,Doe,S1002,Uni,Maths,doejohn@example.edu,-,5.00,1700000000
+Mary,O'Brien,S1003,Uni,Maths,mobrien@example.edu,-,3.00,1700000000
+Late,Nguyen,S1004,Uni,Maths,nguyenlate@example.edu,-,-,1700000000
+"""
+
+
+@pytest.fixture(scope="module")
+def graded_course(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("graded")
+    shutil.copy2(ROOT / "nbgrader_config.py", folder / "nbgrader_config.py")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # nbgrader runs alembic
+        make_gradebook(folder / "gradebook.db")
+    return folder
+
+
+@pytest.fixture
+def course(graded_course, tmp_path):
+    shutil.copytree(graded_course, tmp_path, dirs_exist_ok=True)
+    return tmp_path
+
+
+def make_gradebook(path):
+    with Gradebook(f"sqlite:///{path}") as gradebook:
+        gradebook.add_assignment("a2-losses")
+        gradebook.add_notebook("losses", "a2-losses")
+        gradebook.add_grade_cell("check", "losses", "a2-losses", max_score=8, cell_type="code")
+        gradebook.add_grade_cell("why", "losses", "a2-losses", max_score=2, cell_type="markdown")
+        # smithjane (the Canvas file-name id), doejohn (the sortable name of "Doe, John"), nguyenlate (late),
+        # mobrien enrolled but never submitted, ghost graded but not enrolled.
+        for student, auto, manual, penalty in (("smithjane", 6.5, 2.0, 0.0), ("doejohn", 8.0, 1.0, 0.0),
+                                               ("nguyenlate", 8.0, 2.0, 1.5), ("ghost", 3.0, 0.0, 0.0)):
+            gradebook.update_or_create_student(student)
+            submission = gradebook.add_submission("a2-losses", student)
+            gradebook.find_grade("check", "losses", "a2-losses", student).auto_score = auto
+            gradebook.find_grade("why", "losses", "a2-losses", student).manual_score = manual
+            submission.notebooks[0].late_submission_penalty = penalty
+        gradebook.update_or_create_student("mobrien")
+        gradebook.db.commit()
+
+
+def run(*args, cwd):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def rows(path):
+    return list(csv.reader(open(path, encoding="utf-8")))
+
+
+def test_canvas_file_imports_as_it_is_and_accounts_for_everyone(course):
+    (course / "roster.csv").write_text(CANVAS_ROSTER, encoding="utf-8")
+    result = run("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
+    assert result.returncode == 1, result.stderr  # ghost was left out, so a script notices
+    table = rows(course / "canvas-grades.csv")
+    assert table[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "a2-losses (40012)"]
+    assert table[1] == ["Points Possible", "", "", "", "", "10"]
+    by_name = {row[0]: row for row in table[2:]}
+    assert set(by_name) == {"Smith, Jane", "Doe, John", "O'Brien, Mary", "Nguyen, Late"}  # no test student
+    assert by_name["Smith, Jane"][1:] == ["5001", "S1001", "smithjane", "Section 1", "8.5"]
+    assert by_name["Doe, John"][-1] == "9"  # matched by the sortable name, as Canvas names uploads
+    assert by_name["Nguyen, Late"][-1] == "8.5"  # 10 less the 1.5 late penalty
+    assert by_name["O'Brien, Mary"][-1] == "0"
+    assert "no submission: O'Brien, Mary, a2-losses (0)" in result.stdout
+    assert "NOT IN THE ROSTER, left out: ghost" in result.stdout
+
+
+def test_blank_for_no_submission_and_a_new_assignment_keeps_its_id(course):
+    (course / "roster.csv").write_text(CANVAS_ROSTER.replace("a2-losses (40012)", "Homework 9 (40012)"), encoding="utf-8")
+    result = run("course", "export", "--lms", "canvas", "--roster", "roster.csv", "--missing", "blank",
+                 "--to", "out.csv", cwd=course)
+    table = rows(course / "out.csv")
+    assert table[0][-1] == "a2-losses"  # Canvas creates the assignment
+    assert {row[0]: row[-1] for row in table[2:]}["O'Brien, Mary"] == ""
+    assert result.returncode == 1
+
+
+def test_plain_nbgrader_export_writes_the_same_file(course):
+    (course / "roster.csv").write_text(CANVAS_ROSTER, encoding="utf-8")
+    run("course", "export", "--lms", "canvas", "--roster", "roster.csv", "--to", "course.csv", cwd=course)
+    result = run("nbgrader", "export", "--exporter", "course.export.CanvasExportPlugin",
+                 "--CanvasExportPlugin.roster=roster.csv", "--to", "nbgrader.csv", cwd=course)
+    assert result.returncode == 0, result.stderr
+    assert rows(course / "nbgrader.csv") == rows(course / "course.csv")
+    assert "ghost is not in the roster" in result.stderr
+
+
+def test_moodle_file_matches_by_email_and_names_columns_as_the_grade_items(course):
+    (course / "moodle.csv").write_text(MOODLE_ROSTER, encoding="utf-8")
+    result = run("course", "export", "--lms", "moodle", "--roster", "moodle.csv", cwd=course)
+    table = rows(course / "moodle-grades.csv")
+    assert table[0] == ["First name", "Last name", "ID number", "Email address", "Assignment: a2-losses (Real)"]
+    scores = {row[3]: row[-1] for row in table[1:]}
+    assert scores == {"smithjane@example.edu": "8.5", "doejohn@example.edu": "9", "mobrien@example.edu": "0",
+                      "nguyenlate@example.edu": "8.5"}
+    assert result.returncode == 1 and "ghost" in result.stdout
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("", "empty"),
+    ("Name,Score\nJane,3\n", "not a Canvas gradebook export: no column 'Student'"),
+])
+def test_a_bad_roster_is_named_with_what_is_wrong(tmp_path, text, problem):
+    path = tmp_path / "roster.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(RosterError, match=problem) as error:
+        read_canvas_roster(path, ["a2-losses"])
+    assert str(path) in str(error.value)
+    with pytest.raises(RosterError, match="not a Moodle grade export"):
+        read_moodle_roster(path, ["a2-losses"])
+
+
+def test_a_roster_that_is_not_text_or_missing_stops_the_command_with_its_name(course):
+    (course / "roster.csv").write_bytes(b"\xff\xfe\x00binary")
+    result = run("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
+    assert result.returncode == 2 and "roster.csv: not UTF-8 text" in result.stderr
+    result = run("course", "export", "--lms", "canvas", "--roster", "nowhere.csv", cwd=course)
+    assert result.returncode == 2 and "nowhere.csv: no such file" in result.stderr
+    assert not (course / "canvas-grades.csv").exists()
