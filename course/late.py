@@ -1,0 +1,142 @@
+"""Late work: the course's late policy, applied by nbgrader's own late-penalty step.
+
+nbgrader computes how late a submission is (its ``timestamp.txt``, or the time in the LMS file name that
+collection read, against the assignment's due date in the gradebook) and asks a ``LateSubmissionPlugin`` for the
+penalty.  ``LatePolicy`` is that plug-in, configured in ``nbgrader_config.py``; ``ApplyLatePolicy`` replaces
+nbgrader's ``AssignLatePenalties`` in the autograde pipeline, so plain ``nbgrader autograde`` and ``course grade``
+apply the same policy:
+
+* ``due``: the due date of each assignment (``{"a2-losses": "2026-10-05 23:59 UTC"}``), written into the
+  gradebook when a submission is graded; an assignment not listed keeps the gradebook's own due date, if any;
+* ``grace_minutes``: a submission at most this late is on time;
+* ``penalty_percent`` per started ``period`` (``"day"`` or ``"hour"``) after the due date, of the score earned,
+  up to ``cap_percent``;
+* ``zero_after_hours``: later than this, the score is 0 (None: no cutoff);
+* ``without_timestamp``: a submission with no time when its assignment has a due date is graded ``"on-time"``
+  or gets ``"zero"``, and is reported either way.
+
+What was decided is kept as data in the graded notebook (``metadata["course"]["late"]``: due, submitted, how
+late, the penalty and the rule), for the student's feedback and the report.
+"""
+import math
+from datetime import timezone
+
+from nbgrader.plugins import LateSubmissionPlugin
+from nbgrader.preprocessors import AssignLatePenalties
+from nbgrader.utils import parse_utc
+from traitlets import Dict, Enum, Float, Unicode, default
+
+PERIOD_SECONDS = {"day": 24 * 3600, "hour": 3600}
+
+
+class LatePolicy(LateSubmissionPlugin):
+    """The course's late policy (see the module's documentation)."""
+
+    due = Dict(Unicode(), {}, help="assignment id -> due date, e.g. '2026-10-05 23:59 UTC'").tag(config=True)
+    grace_minutes = Float(0, help="a submission at most this late counts as on time").tag(config=True)
+    penalty_percent = Float(0, help="percent of the score lost per started period after the due date").tag(config=True)
+    period = Enum(list(PERIOD_SECONDS), "day", help="the unit of lateness the penalty counts").tag(config=True)
+    cap_percent = Float(100, help="the largest penalty, in percent of the score").tag(config=True)
+    zero_after_hours = Float(None, allow_none=True, help="later than this many hours: score 0").tag(config=True)
+    without_timestamp = Enum(["on-time", "zero"], "on-time",
+                             help="a submission with no time, for an assignment with a due date").tag(config=True)
+
+    @default("penalty_method")
+    def _penalty_method_default(self):
+        return "none"  # nbgrader's own setting, unused: the rule is this class's
+
+    def late_submission_penalty(self, student_id, score, total_seconds_late):
+        return self.penalty(score, total_seconds_late)
+
+    def penalty(self, score, seconds_late):
+        """Points taken from ``score`` for a submission ``seconds_late`` after the due date."""
+        score = max(0.0, float(score or 0.0))
+        if seconds_late <= self.grace_minutes * 60:
+            return 0.0
+        if self.zero_after_hours is not None and seconds_late > self.zero_after_hours * 3600:
+            return score
+        periods = math.ceil(seconds_late / PERIOD_SECONDS[self.period])
+        return score * min(periods * self.penalty_percent, self.cap_percent) / 100
+
+    def rule(self):
+        """The policy in one sentence, for the feedback."""
+        parts = []
+        if self.grace_minutes:
+            parts.append(f"{self.grace_minutes:g} minutes of grace")
+        if self.penalty_percent:
+            parts.append(f"{self.penalty_percent:g}% of the score per started {self.period} late, "
+                         f"at most {self.cap_percent:g}%")
+        if self.zero_after_hours is not None:
+            parts.append(f"0 after {self.zero_after_hours:g} hours")
+        return "; ".join(parts) or "no penalty for late work"
+
+
+def describe_lateness(seconds):
+    days, rest = divmod(int(round(seconds)), 24 * 3600)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    parts = [f"{n} {unit}{'s' if n != 1 else ''}" for n, unit in ((days, "day"), (hours, "hour"), (minutes, "minute")) if n]
+    return ", ".join(parts) or "less than a minute"
+
+
+class ApplyLatePolicy(AssignLatePenalties):
+    """nbgrader's late-penalty step with the course's policy: due dates from the config, no-timestamp rule, and
+    the decision kept in the notebook's metadata."""
+
+    @default("plugin_class")
+    def _plugin_class_default(self):
+        return LatePolicy
+
+    def preprocess(self, nb, resources):
+        from nbgrader.api import Gradebook
+
+        info = resources["nbgrader"]
+        self.init_plugin()
+        policy = self.plugin_inst
+        due_text = policy.due.get(info["assignment"]) if isinstance(policy, LatePolicy) else None
+        if due_text:
+            with Gradebook(info["db_url"]) as gradebook:
+                assignment = gradebook.find_assignment(info["assignment"])
+                due = parse_utc(due_text)
+                if assignment.duedate != due:
+                    assignment.duedate = due
+                    gradebook.db.commit()
+        nb, resources = super().preprocess(nb, resources)
+        with Gradebook(info["db_url"]) as gradebook:
+            submission = gradebook.find_submission(info["assignment"], info["student"])
+            notebook = gradebook.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
+            due = submission.duedate
+            if due is None:
+                return nb, resources
+            late = {"due": _iso(due), "submitted": _iso(submission.timestamp),
+                    "seconds_late": submission.total_seconds_late, "penalty": notebook.late_submission_penalty or 0.0,
+                    "rule": policy.rule() if isinstance(policy, LatePolicy) else policy.penalty_method}
+            if submission.timestamp is None:
+                rule = policy.without_timestamp if isinstance(policy, LatePolicy) else "on-time"
+                late["without_timestamp"] = rule
+                self.log.warning("%s/%s has no submission time: graded as %s", info["student"], info["assignment"],
+                                 "on time" if rule == "on-time" else "late (score 0)")
+                if rule == "zero":
+                    notebook.late_submission_penalty = late["penalty"] = float(notebook.score or 0.0)
+                    gradebook.db.commit()
+        nb.metadata.setdefault("course", {})["late"] = late
+        return nb, resources
+
+
+def _iso(moment):
+    return moment.replace(tzinfo=timezone.utc).isoformat() if moment is not None else None
+
+
+def lateness_note(late):
+    """The feedback's sentence about lateness, from the data ``ApplyLatePolicy`` kept; None when on time."""
+    if not late:
+        return None
+    if late.get("without_timestamp"):
+        if late["without_timestamp"] == "zero":
+            return "This submission has no submission time, and the course's late policy scores such work 0."
+        return "This submission has no submission time; it was graded as on time."
+    if late["seconds_late"] <= 0:
+        return None
+    penalty = f"a penalty of {late['penalty']:g} points" if late["penalty"] else "no penalty"
+    return (f"Submitted {describe_lateness(late['seconds_late'])} after the due date ({late['due']}): "
+            f"{penalty} (late policy: {late['rule']}).")
