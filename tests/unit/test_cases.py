@@ -40,6 +40,16 @@ def test_a_parity_case_made_for_a_run_fits_the_format(reduction, grad):
     assert problems({"assignment": "a4-torch-cross-entropy", "checks": {"test_cross_entropy": [concrete]}}) == []
 
 
+def write_changed_references(root, change):
+    """a2's references with one change, written under ``root`` as the grader finds them; returns the path."""
+    data = json.loads(references_path("a2-losses").read_text())
+    change(data)
+    path = references_path("a2-losses", root)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
 def softmax_case(data):
     return data["checks"]["test_softmax"][1]
 
@@ -76,11 +86,7 @@ BROKEN = {
 
 @pytest.mark.parametrize("change, words", BROKEN.values(), ids=list(BROKEN))
 def test_a_broken_case_is_refused_naming_file_check_and_case(tmp_path, change, words):
-    data = json.loads(references_path("a2-losses").read_text())
-    change(data)
-    path = references_path("a2-losses", tmp_path)
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(data))
+    path = write_changed_references(tmp_path, change)
     with pytest.raises(HiddenCheckError) as refused:
         load_hidden_checks("a2-losses", root=tmp_path)
     message = str(refused.value)
@@ -101,11 +107,7 @@ FILE_PROBLEMS = {
 
 @pytest.mark.parametrize("change, words", FILE_PROBLEMS.values(), ids=list(FILE_PROBLEMS))
 def test_a_broken_file_is_refused_naming_the_file(tmp_path, change, words):
-    data = json.loads(references_path("a2-losses").read_text())
-    change(data)
-    path = references_path("a2-losses", tmp_path)
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(data))
+    path = write_changed_references(tmp_path, change)
     with pytest.raises(HiddenCheckError, match="^" + str(path)) as refused:
         load_hidden_checks("a2-losses", root=tmp_path)
     assert words in str(refused.value)
@@ -129,3 +131,24 @@ def test_every_problem_is_counted_and_a_huge_value_is_not_quoted_whole():
     found = problems(copy.deepcopy(data))
     assert len(found) == len(data["checks"]["test_softmax"]) + 1
     assert max(len(line) for line in found) < 400
+
+
+def test_a_broken_file_fails_the_submission_before_any_of_its_code_runs(tmp_path, monkeypatch):
+    """nbgrader autograde's preprocessor: the instructor's error stops the submission, unrecorded; no kernel starts."""
+    import logging
+
+    import nbformat
+
+    import course.execute
+    from course.execute import SandboxedExecute
+
+    monkeypatch.setattr(course.execute, "require_sandbox", lambda: None)  # whether bubblewrap works here is not the point
+
+    path = write_changed_references(tmp_path, lambda data: softmax_case(data).pop("expected"))
+    ran = tmp_path / "ran"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"open({str(ran)!r}, 'w').close()")])
+    executor = SandboxedExecute(hidden_checks_directory=str(path.parent.parent), log=logging.getLogger("test"))
+    resources = {"nbgrader": {"assignment": "a2-losses", "student": "someone", "notebook": "losses"}}
+    with pytest.raises(HiddenCheckError, match="'expected' is a required property"):
+        executor.preprocess(notebook, resources)
+    assert not ran.exists()
