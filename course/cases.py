@@ -40,10 +40,6 @@ def array_from_reference(value):
     return np.asarray(value["data"], dtype=value["dtype"]).reshape(value["shape"])
 
 
-def _is_stored_array(value):
-    return isinstance(value, dict) and "data" in value
-
-
 TOLERANCE = {"type": "number", "minimum": 0}
 TEXT = {"type": "string", "minLength": 1}
 WORDS = {"type": "array", "items": {"type": "string"}}

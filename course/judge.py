@@ -1,7 +1,7 @@
 """Hidden checks, judged in the grader's own process.
 
 A hidden check is a list of cases stored in ``grader_tests/references/<assignment>.json``
-(made by ``grader_tests/make_references.py``).  For each case the grader sends
+(made by ``grader_tests/make_references.py``; their format, checked as they load: ``course.cases``).  For each case the grader sends
 the *inputs* to the student's kernel, receives plain JSON back (see
 ``course.harness``) and compares it here against the float64 reference, which
 never leaves this process.  Anything other than a single well-formed reply
