@@ -10,7 +10,8 @@ Grading is a pipeline, one stage per module, in this order:
 * ``execute``: the notebook run cell by cell in the sandbox (``sandbox``, ``forkserver``,
   ``cgroups``; ``workers`` for ``course grade``'s pool), the hidden checks sent in
   (``harness``, ``parity``);
-* ``judge``: each reply judged against its float64 reference, in the grader's process;
+* ``judge``: each reply judged against its float64 reference, in the grader's process (the
+  hidden checks' format, a JSON Schema checked as they load: ``cases``);
 * ``record``, ``report``: grades into the gradebook, feedback and the report.
 """
 from pathlib import Path

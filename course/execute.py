@@ -230,11 +230,11 @@ class SandboxedExecute(NbGraderPreprocessor):
             require_sandbox()  # fails this submission, unrecorded, before any of its code runs
         else:
             warn_unsandboxed(self.log)
-        try:
+        try:  # broken hidden checks are the instructor's to fix: this submission fails, unrecorded, before it runs
             checks = load_hidden_checks(assignment, root=Path(self.hidden_checks_directory).parent)
         except HiddenCheckError as problem:
-            self.log.error("%s: %s", where, problem)
-            checks = {}
+            self.log.error("%s: not graded: %s", where, problem)
+            raise
         server = None
         has_code = any(c.cell_type == "code" for c in nb.cells)  # else nothing will run: no server needed
         if has_code and self.fork_server and self.use_bubblewrap and ForkServer.available():

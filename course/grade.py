@@ -535,10 +535,8 @@ class GradeRun:
         notebooks = self.ensure_in_gradebook(assignment)
         try:
             checks = load_hidden_checks(assignment, root=Path(self.executor_settings.hidden_checks_directory).parent)
-        except HiddenCheckError as problem:
-            self.log.error("%s: %s", assignment, problem)
-            self.say(f"{assignment}: WARNING {problem}; every check scores 0")
-            checks = {}
+        except HiddenCheckError as problem:  # before any submission is graded; nothing is recorded
+            raise UsageError(f"{assignment}: the hidden checks are broken, nothing graded: {problem}") from None
         modules = source_imports(source_notebooks(self.config, assignment), self.executor_settings.preload_modules)
         run = AssignmentRun(assignment, notebooks, checks, self._fingerprint(assignment), modules)
         roster = None

@@ -1,40 +1,74 @@
-"""Kernel-side half of a hidden check.  Its *source text* is sent to the
-student's kernel; nothing here is trusted by the grader.
+"""Kernel-side half of a hidden check, and the wire format both halves use.
 
-``run_case`` decodes the inputs of one case, calls the student's function
-from the notebook's namespace, and displays the result as plain JSON under
-``RESULT_MIME``: floats travel as base64 little-endian float64 bytes (exact,
-NaN and inf included), strings and integers as JSON.  The grader parses that
-JSON in its own process and decides; a kernel that lies can only send data,
-and data is compared against references it never sees.
+Its *source text* is sent to the student's kernel, so it imports nothing from ``course``; the
+grader imports the same module for ``encode_array`` and ``decode_array``.  Nothing the kernel
+sends is trusted by the grader.
+
+``run_case`` decodes the inputs of one case, calls the student's function from the notebook's
+namespace, and displays the result as plain JSON under ``RESULT_MIME``.  Arrays travel both
+ways as ``encode_array`` writes them: their values as base64 little-endian float64 bytes (exact,
+NaN, infinities and -0.0 included), their shape, and their dtype's name; strings and plain
+numbers travel as JSON.  The grader parses the reply in its own process and decides; a kernel
+that lies can only send data, and data is compared against references it never sees.
 """
+import base64
+import binascii
+import math
+
+import numpy
+
 RESULT_MIME = "application/vnd.course.judge-result+json"
+MAX_DIMENSIONS, MAX_EXTENT = 8, 10**8
+
+
+def encode_array(value):
+    """An array (or number) on the wire: float64 bytes in base64, shape, and the dtype it had."""
+    array = numpy.asarray(value)
+    return {"base64": base64.b64encode(numpy.ascontiguousarray(array, dtype="<f8").tobytes()).decode("ascii"),
+            "shape": list(array.shape), "dtype": str(array.dtype)}
+
+
+def decode_array(payload, what="result"):
+    """The float64 array ``encode_array`` wrote, or ValueError saying what is malformed about it."""
+    shape = payload.get("shape")
+    if not (isinstance(shape, list) and all(isinstance(n, int) and 0 <= n < MAX_EXTENT for n in shape)
+            and len(shape) <= MAX_DIMENSIONS):
+        raise ValueError(f"the {what} had a malformed shape")
+    try:
+        raw = base64.b64decode(payload.get("base64", ""), validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise ValueError(f"the {what} was not valid base64 data") from None
+    if len(raw) != 8 * math.prod(shape):
+        raise ValueError(f"the {what} data does not match its shape")
+    return numpy.frombuffer(raw, dtype="<f8").reshape(shape)
+
+
+def generated(spec, device):
+    """The tensor a "generate" input stands for, drawn from its seed on ``device``: the kernel and the
+    grader (``course.parity``) draw the same one."""
+    import torch
+
+    generator = torch.Generator(device=device).manual_seed(spec["seed"])
+    if spec["kind"] == "normal":
+        return torch.randn(spec["shape"], generator=generator, device=device, dtype=getattr(torch, spec["dtype"])) * spec["scale"]
+    return torch.randint(0, spec["high"], spec["shape"], generator=generator, device=device)
 
 
 def run_case(namespace, request):
-    import base64
     import json
 
-    import numpy
     from IPython.display import display
 
     def decode(value, as_torch, device):
         if isinstance(value, dict) and "base64" in value:
-            raw = base64.b64decode(value["base64"])
-            array = numpy.frombuffer(raw, dtype=value["dtype"]).reshape(value["shape"]).copy()
+            array = decode_array(value, "input").astype(value["dtype"])
             if as_torch:
                 import torch
 
                 return torch.from_numpy(array).to(device)
             return array
         if isinstance(value, dict) and "generate" in value:
-            import torch
-
-            spec = value["generate"]
-            generator = torch.Generator(device=device).manual_seed(spec["seed"])
-            if spec["kind"] == "normal":
-                return torch.randn(spec["shape"], generator=generator, device=device, dtype=getattr(torch, spec["dtype"])) * spec["scale"]
-            return torch.randint(0, spec["high"], spec["shape"], generator=generator, device=device)
+            return generated(value["generate"], device)
         if isinstance(value, dict) and "quadratic_gradient" in value:
             # the gradient of sum(curvature * (x - minimum)**2 / 2): a grad_fn for gradient descent
             spec = value["quadratic_gradient"]
@@ -70,13 +104,7 @@ def run_case(namespace, request):
             return {"unsupported": kind + " of parts with different shapes", "dtype": "mixed"}
         if array.dtype.kind not in "biuf":
             return {"unsupported": kind, "dtype": str(array.dtype)}
-        return {
-            "base64": base64.b64encode(numpy.ascontiguousarray(array, dtype="<f8").tobytes()).decode("ascii"),
-            "shape": list(array.shape),
-            "dtype": str(array.dtype),
-            "type": kind,
-            "device": device,
-        }
+        return dict(encode_array(array), type=kind, device=device)
 
     reply = {"nonce": request["nonce"], "case": request["case"]}
     try:
@@ -134,8 +162,6 @@ def plain(value):
 
 def view(value, how):
     """The part of a result a case judges: one item of a tuple, or a summary of a list of batches."""
-    import numpy
-
     if how is None:
         return value
     if how.startswith("item:"):

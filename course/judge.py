@@ -1,7 +1,7 @@
 """Hidden checks, judged in the grader's own process.
 
 A hidden check is a list of cases stored in ``grader_tests/references/<assignment>.json``
-(made by ``grader_tests/make_references.py``).  For each case the grader sends
+(made by ``grader_tests/make_references.py``; their format, checked as they load: ``course.cases``).  For each case the grader sends
 the *inputs* to the student's kernel, receives plain JSON back (see
 ``course.harness``) and compares it here against the float64 reference, which
 never leaves this process.  Anything other than a single well-formed reply
@@ -10,8 +10,6 @@ that matches earns nothing.
 Feedback names the case ("logits of ±1000") and the likely mistake, never the
 hidden inputs or the reference values.
 """
-import base64
-import binascii
 import json
 import math
 import secrets
@@ -20,14 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ROOT
-from .harness import RESULT_MIME
+from .cases import HiddenCheckError, array_from_reference, load_hidden_checks  # noqa: F401 (the judge's API)
+from .harness import RESULT_MIME, decode_array, encode_array
 
 MAX_REPLY_CHARS = 8_000_000
-
-
-class HiddenCheckError(Exception):
-    """The hidden checks themselves are broken: an instructor problem, not a student's."""
 
 
 @dataclass
@@ -36,35 +30,10 @@ class Verdict:
     message: str
 
 
-def references_path(assignment, root=ROOT):
-    return Path(root) / "grader_tests" / "references" / f"{assignment}.json"
-
-
-def load_hidden_checks(assignment, root=ROOT):
-    """``{grade_id: [case, ...]}`` for one assignment, validated."""
-    path = references_path(assignment, root)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HiddenCheckError(f"{path}: no hidden checks for assignment {assignment!r}") from None
-    except json.JSONDecodeError as error:
-        raise HiddenCheckError(f"{path}: not valid JSON ({error})") from None
-    checks = data.get("checks")
-    if not isinstance(checks, dict) or not all(isinstance(c, list) and c for c in checks.values()):
-        raise HiddenCheckError(f"{path}: 'checks' must map each grade id to a non-empty list of cases")
-    return checks
-
-
-def array_from_reference(value):
-    return np.asarray(value["data"], dtype=value["dtype"]).reshape(value["shape"])
-
-
 def wire_value(value):
     """A reference input as it travels to the kernel (exact float bytes)."""
     if isinstance(value, dict) and "data" in value:
-        array = array_from_reference(value)
-        return {"base64": base64.b64encode(array.tobytes()).decode("ascii"),
-                "dtype": array.dtype.str, "shape": list(array.shape)}
+        return encode_array(array_from_reference(value))
     if isinstance(value, list):
         return [wire_value(v) for v in value]
     return value
@@ -140,16 +109,7 @@ def decode_number_array(payload, what="result"):
         raise ValueError(f"the {what} was not an array or a number")
     if "unsupported" in payload:
         raise ValueError(f"the {what} has type {payload['unsupported']} (dtype {payload.get('dtype')}): return numbers")
-    shape = payload.get("shape")
-    if not (isinstance(shape, list) and all(isinstance(n, int) and 0 <= n < 10**8 for n in shape) and len(shape) <= 8):
-        raise ValueError(f"the {what} had a malformed shape")
-    try:
-        raw = base64.b64decode(payload.get("base64", ""), validate=True)
-    except (binascii.Error, TypeError, ValueError):
-        raise ValueError(f"the {what} was not valid base64 data") from None
-    if len(raw) != 8 * math.prod(shape):
-        raise ValueError(f"the {what} data does not match its shape")
-    return np.frombuffer(raw, dtype="<f8").reshape(shape)
+    return decode_array(payload, what)
 
 
 def describe_shape(shape):

@@ -11,6 +11,9 @@ a smaller one.  The feedback always says which device ran.
 """
 import secrets
 
+from .cases import stored_array
+from .harness import generated
+
 SIZES = {"cuda": (4096, 50257), "cpu": (512, 2000)}
 LOGIT_SCALE = 3.0
 # float32 log-sum-exp over C classes carries a relative error of a few
@@ -24,9 +27,8 @@ LOSS_TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 GRAD_RTOL = 1e-3
 
 
-def _array(tensor):
-    array = tensor.detach().double().cpu().numpy()
-    return {"data": array.ravel().tolist(), "dtype": "float64", "shape": list(array.shape)}
+def stored(tensor):
+    return stored_array(tensor.detach().cpu().numpy())
 
 
 def parity_case(case, device):
@@ -40,27 +42,21 @@ def parity_case(case, device):
     targets_spec = {"generate": {"kind": "randint", "shape": [rows], "seed": seed + 1, "high": classes}}
     probe_spec = {"generate": {"kind": "normal", "shape": [classes], "seed": seed + 2, "dtype": "float64", "scale": 1.0}}
 
-    def draw(spec):
-        spec = spec["generate"]
-        generator = torch.Generator(device=device).manual_seed(spec["seed"])
-        if spec["kind"] == "normal":
-            return torch.randn(spec["shape"], generator=generator, device=device, dtype=getattr(torch, spec["dtype"])) * spec["scale"]
-        return torch.randint(0, spec["high"], spec["shape"], generator=generator, device=device)
-
-    logits, targets, probe = draw(logits_spec), draw(targets_spec), draw(probe_spec)
+    logits, targets, probe = (generated(spec["generate"], device) for spec in (logits_spec, targets_spec, probe_spec))
     reduction = case["reduction"]
-    concrete = dict(case, args=[logits_spec, targets_spec], kwargs={"reduction": reduction}, torch=True,
+    template = {k: v for k, v in case.items() if k not in ("parity", "reduction")}
+    concrete = dict(template, args=[logits_spec, targets_spec], kwargs={"reduction": reduction}, torch=True,
                     about=f"{case['about']} ({rows} x {classes}, float32, on {device})", **LOSS_TOLERANCE)
     same_device = F.cross_entropy(logits, targets, reduction=reduction)
     float64 = F.cross_entropy(logits.double(), targets, reduction=reduction)
-    concrete["expected"] = _array(float64)
-    concrete["also_expected"] = [{"value": _array(same_device), "label": f"F.cross_entropy on {device}", **LOSS_TOLERANCE}]
+    concrete["expected"] = stored(float64)
+    concrete["also_expected"] = [{"value": stored(same_device), "label": f"F.cross_entropy on {device}", **LOSS_TOLERANCE}]
     if case.get("grad"):
         leaf = logits.double().requires_grad_(True)
         F.cross_entropy(leaf, targets).backward()
         projected = leaf.grad @ probe
         scale = float(projected.abs().max())
         concrete["grad_probe"] = probe_spec
-        concrete["expected_grad"] = _array(projected)
+        concrete["expected_grad"] = stored(projected)
         concrete["grad_tolerance"] = {"rtol": GRAD_RTOL, "atol": GRAD_RTOL * scale}
     return concrete

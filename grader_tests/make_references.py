@@ -25,6 +25,8 @@ from pathlib import Path
 import nbformat
 import numpy as np
 
+from course.cases import problems, stored_array
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "references"
 SEED = 20261121
@@ -49,19 +51,12 @@ REPRODUCIBLE_RTOL = 1e-12
 REPRODUCIBLE_ATOL = 1e-15
 
 
-def encode(value):
-    array = np.asarray(value)
-    dtype = "int64" if array.dtype.kind in "iub" else "float64"
-    array = array.astype(dtype)
-    return {"data": array.ravel().tolist(), "dtype": dtype, "shape": list(array.shape)}
-
-
 def encode_arg(value):
     if isinstance(value, list) and value and isinstance(value[0], str):
         return value
     if isinstance(value, (int, float, str)) and not isinstance(value, bool):
         return value
-    return encode(value)
+    return stored_array(value)
 
 
 def reference_namespace(assignment):
@@ -103,12 +98,12 @@ class Cases:
         if isinstance(expected, list) and all(isinstance(s, str) for s in expected):
             case["expected"] = {"strings": expected}
         else:
-            case["expected"] = encode(self.numpy(expected))
+            case["expected"] = stored_array(self.numpy(expected))
         case["variants"] = []
         for message, wrong in variants:
             value = self.numpy(wrong(self.ref, *call_args, **call_kwargs))
             if value.shape == self.numpy(expected).shape and not np.allclose(value, self.numpy(expected), rtol=1e-6, equal_nan=True):
-                case["variants"].append({"message": message, "value": encode(value)})
+                case["variants"].append({"message": message, "value": stored_array(value)})
         self.checks.setdefault(grade_id, []).append(case)
         return case
 
@@ -127,7 +122,10 @@ class Cases:
     def write(self, folder=OUT):
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{self.assignment}.json"
-        path.write_text(json.dumps({"assignment": self.assignment, "checks": self.checks}, sort_keys=True, indent=1) + "\n")
+        references = {"assignment": self.assignment, "checks": self.checks}
+        found = problems(references)
+        assert not found, f"{self.assignment}: the cases break the format of course/cases.py: " + "; ".join(found[:5])
+        path.write_text(json.dumps(references, sort_keys=True, indent=1) + "\n")
         return path
 
 
@@ -346,7 +344,7 @@ def torch_cross_entropy():
           torch=True, tolerance=TORCH_FLOAT64, nan_hint=nan_hint, inf_hint=nan_hint)
     c.add("test_cross_entropy", "cross_entropy", "the mean loss and its gradient (autograd)", [logits, targets], torch=True,
           tolerance=TORCH_FLOAT64, grad=True, batch=64,
-          expected_grad=encode(_autograd(c.ref["cross_entropy"], logits, targets)))
+          expected_grad=stored_array(_autograd(c.ref["cross_entropy"], logits, targets)))
     # GPU parity: concrete inputs are drawn per grading run on the grader's device (course/parity.py).
     for reduction, grad in (("none", False), ("mean", True)):
         c.checks["test_cross_entropy"].append({
@@ -389,11 +387,11 @@ def training():
         case = {"case": f"{grade_id}-{len(c.checks.get(grade_id, [])) + 1}", "function": function, "about": about,
                 "args": [a if isinstance(a, dict) and "data" not in a else encode_arg(a) for a in args],
                 "kwargs": kwargs, "torch": extra.pop("torch", False), **tolerance, **extra,
-                "expected": encode(expected), "variants": []}
+                "expected": stored_array(expected), "variants": []}
         for message, value in variants:
             value = np.asarray(plain(value), dtype=np.float64)
             if value.shape == expected.shape and not np.allclose(value, expected, rtol=1e-6, equal_nan=True):
-                case["variants"].append({"message": message, "value": encode(value)})
+                case["variants"].append({"message": message, "value": stored_array(value)})
         c.checks.setdefault(grade_id, []).append(case)
         return case
 
@@ -435,7 +433,7 @@ def training():
         return call(step, [tensor(a) if isinstance(a, np.ndarray) else a for a in start], kwargs or {}, {"steps": steps, "feed": feed})
 
     def wire_chain(grads, extra_steps=()):
-        return {"steps": [{"1": encode(grad), **extra} for grad, extra in zip(grads, extra_steps or [{}] * len(grads))]}
+        return {"steps": [{"1": stored_array(grad), **extra} for grad, extra in zip(grads, extra_steps or [{}] * len(grads))]}
 
     def torch_sgd(param, velocity, grads, lr, momentum):
         weights = tensor(param).requires_grad_(True)

@@ -1,0 +1,264 @@
+"""The hidden-check case: its format, defined once as a JSON Schema, and the form of stored arrays.
+
+``grader_tests/references/<assignment>.json`` (written by ``grader_tests/make_references.py``)
+holds ``{"assignment": id, "checks": {grade_id: [case, ...]}}``.  A case names the function to
+call, its hidden inputs, the float64 reference and its tolerance, and what the feedback may say:
+the outputs of known mistakes, hints for NaN and infinities, the case's plain-words name.  A
+parity case is a template instead: ``course.parity`` draws its inputs and references on the
+grading machine's device at every run.
+
+The file is checked against ``REFERENCES_SCHEMA`` when the checks are loaded, before any
+submission is graded: a case the judge could not read is the instructor's error, named by file,
+check and case, never a student's failure half-way through a run.  Arrays are stored as
+``{"data": [...], "dtype": "float64" | "int64", "shape": [...]}``, NaN and infinities as the
+JSON constants Python writes; on the way to and from the kernel they travel as base64 float64
+bytes (``course.harness``).
+"""
+import json
+import math
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+
+from . import ROOT
+
+
+class HiddenCheckError(Exception):
+    """The hidden checks themselves are broken: an instructor problem, not a student's."""
+
+
+def stored_array(value):
+    """An array (or number) as a references file stores it: integers as int64, everything else float64."""
+    array = np.asarray(value)
+    dtype = "int64" if array.dtype.kind in "iub" else "float64"
+    array = array.astype(dtype)
+    return {"data": array.ravel().tolist(), "dtype": dtype, "shape": list(array.shape)}
+
+
+def array_from_reference(value):
+    return np.asarray(value["data"], dtype=value["dtype"]).reshape(value["shape"])
+
+
+TOLERANCE = {"type": "number", "minimum": 0}
+TEXT = {"type": "string", "minLength": 1}
+WORDS = {"type": "array", "items": {"type": "string"}}
+
+REFERENCES_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["assignment", "checks"],
+    "additionalProperties": False,
+    "properties": {
+        "assignment": TEXT,
+        "checks": {
+            "description": "each graded test cell's grade id, and the cases the grader runs for it",
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/stored_case"}},
+        },
+    },
+    "$defs": {
+        "array": {
+            "description": "numbers of one dtype, row-major; NaN and infinities as JSON's NaN, Infinity, -Infinity",
+            "type": "object",
+            "required": ["data", "dtype", "shape"],
+            "additionalProperties": False,
+            "properties": {
+                "data": {"type": "array", "items": {"type": "number"}},
+                "dtype": {"enum": ["float64", "int64"]},
+                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            },
+            "sizeMatchesShape": True,
+        },
+        "input": {
+            "description": ("an input: a number, string, boolean or null, a stored array, a list of inputs, "
+                            "or a quadratic_gradient, bigram_indices or generate object"),
+            "anyOf": [
+                {"type": ["number", "string", "boolean", "null"]},
+                {"$ref": "#/$defs/array"},
+                {"type": "array", "items": {"$ref": "#/$defs/input"}},
+                {"description": "the gradient function of sum(curvature * (x - minimum)**2 / 2), built in the kernel",
+                 "type": "object", "required": ["quadratic_gradient"], "additionalProperties": False,
+                 "properties": {"quadratic_gradient": {
+                     "type": "object", "required": ["curvature", "minimum"], "additionalProperties": False,
+                     "properties": {"curvature": {"$ref": "#/$defs/numbers"}, "minimum": {"$ref": "#/$defs/numbers"}}}}},
+                {"description": "the current (part 0) or next (part 1) character index of every bigram of the words",
+                 "type": "object", "required": ["bigram_indices"], "additionalProperties": False,
+                 "properties": {"bigram_indices": {
+                     "type": "object", "required": ["words", "part"], "additionalProperties": False,
+                     "properties": {"words": WORDS, "part": {"enum": [0, 1]}}}}},
+                {"description": "a tensor drawn in the kernel from a seed (parity cases, made at grading time)",
+                 "type": "object", "required": ["generate"], "additionalProperties": False,
+                 "properties": {"generate": {
+                     "type": "object", "required": ["kind", "shape", "seed"], "additionalProperties": False,
+                     "properties": {"kind": {"enum": ["normal", "randint"]},
+                                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                                    "seed": {"type": "integer"}, "dtype": {"enum": ["float32", "float64"]},
+                                    "scale": {"type": "number"}, "high": {"type": "integer", "minimum": 1}}}}},
+            ],
+        },
+        "numbers": {"description": "a number or a (nested) list of numbers", "anyOf": [{"type": "number"}, {"type": "array", "items": {"$ref": "#/$defs/numbers"}}]},
+        "stored_case": {
+            "description": "a parity template, or a case judged as it is stored",
+            "if": {"type": "object", "required": ["parity"]},
+            "then": {"$ref": "#/$defs/parity_template"},
+            "else": {"$ref": "#/$defs/case"},
+        },
+        "parity_template": {
+            "description": "cross_entropy against F.cross_entropy on the grading device; course.parity makes the case",
+            "type": "object",
+            "required": ["case", "function", "about", "parity", "reduction", "grad"],
+            "additionalProperties": False,
+            "properties": {
+                "case": TEXT, "function": TEXT, "about": TEXT,
+                "parity": {"const": True},
+                "reduction": {"enum": ["none", "mean", "sum"]},
+                "grad": {"type": "boolean"},
+                "batch": {"type": ["integer", "null"], "minimum": 1},
+                "nan_hint": TEXT, "inf_hint": TEXT, "wrong_hint": TEXT,
+            },
+        },
+        "case": {
+            "description": "one call of the student's function (or a chain of calls) and what its result must be",
+            "type": "object",
+            "required": ["case", "function", "args", "expected", "rtol", "atol"],
+            "additionalProperties": False,
+            "properties": {
+                "case": {**TEXT, "description": "the case's id; a reply names it"},
+                "function": TEXT,
+                "about": {**TEXT, "description": "the case in the feedback's words; never a hidden input"},
+                "args": {"type": "array", "items": {"$ref": "#/$defs/input"}},
+                "kwargs": {"type": "object", "additionalProperties": {"$ref": "#/$defs/input"}},
+                "torch": {"type": "boolean", "description": "arrays reach the function as torch tensors"},
+                "chain": {
+                    "description": "several calls: each step's new arguments by position, and which outputs feed which arguments",
+                    "type": "object", "required": ["steps", "feed"], "additionalProperties": False,
+                    "properties": {
+                        "steps": {"type": "array", "minItems": 1, "items": {
+                            "type": "object", "propertyNames": {"pattern": "^[0-9]+$"},
+                            "additionalProperties": {"$ref": "#/$defs/input"}}},
+                        "feed": {"type": "array", "items": {
+                            "type": "array", "prefixItems": [{"type": "integer", "minimum": 0}] * 2,
+                            "minItems": 2, "maxItems": 2}},
+                    },
+                },
+                "view": {"type": "string", "pattern": "^(item:[0-9]+|lengths|concatenate|coverage:[0-9]+)$",
+                         "description": "the part of the result judged"},
+                "measure": {
+                    "description": "what the grader computes from the result before comparing it",
+                    "type": "object", "required": ["kind", "words"], "additionalProperties": False,
+                    "properties": {"kind": {"enum": ["bigram_nll"]}, "words": WORDS},
+                },
+                "expected": {"description": "a stored array, or {\"strings\": [...]}", "anyOf": [
+                    {"$ref": "#/$defs/array"},
+                    {"type": "object", "required": ["strings"], "additionalProperties": False,
+                     "properties": {"strings": WORDS}}]},
+                "rtol": TOLERANCE,
+                "atol": TOLERANCE,
+                "integer": {"type": "boolean", "description": "the result must have an integer dtype"},
+                "also_expected": {"type": "array", "items": {
+                    "type": "object", "required": ["value", "label", "rtol", "atol"], "additionalProperties": False,
+                    "properties": {"value": {"$ref": "#/$defs/array"}, "label": TEXT, "rtol": TOLERANCE, "atol": TOLERANCE}}},
+                "grad": {"type": "boolean", "description": "the loss's gradient with respect to the first argument is judged too"},
+                "expected_grad": {"$ref": "#/$defs/array"},
+                "grad_probe": {"$ref": "#/$defs/input"},
+                "grad_tolerance": {"type": "object", "required": ["rtol", "atol"], "additionalProperties": False,
+                                   "properties": {"rtol": TOLERANCE, "atol": TOLERANCE}},
+                "variants": {"type": "array", "items": {
+                    "type": "object", "required": ["message", "value"], "additionalProperties": False,
+                    "properties": {"message": TEXT, "value": {"$ref": "#/$defs/array"}}}},
+                "batch": {"type": ["integer", "null"], "minimum": 1},
+                "nan_hint": TEXT, "inf_hint": TEXT, "wrong_hint": TEXT, "shape_hint": TEXT, "mismatch_hint": TEXT,
+            },
+            "if": {"required": ["grad"], "properties": {"grad": {"const": True}}},
+            "then": {"required": ["expected_grad"]},
+        },
+    },
+}
+
+
+def _size_matches_shape(validator, wanted, instance, schema):
+    data, shape = (instance.get("data"), instance.get("shape")) if isinstance(instance, dict) else (None, None)
+    if wanted and isinstance(data, list) and isinstance(shape, list) and all(isinstance(n, int) for n in shape):
+        if len(data) != math.prod(shape):
+            yield jsonschema.ValidationError(f"{len(data)} numbers do not fill the shape {shape}")
+
+
+# JSON Schema counts 2.0 as an integer; a shape or a seed must be a true int (bool is not one either).
+ReferencesValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator, {"sizeMatchesShape": _size_matches_shape},
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool)))
+
+
+def problems(data):
+    """Every way ``data`` (a parsed references file) breaks the format, as readable lines, most relevant first."""
+    errors = sorted(ReferencesValidator(REFERENCES_SCHEMA).iter_errors(data), key=jsonschema.exceptions.relevance)
+    lines = [_describe(data, error) for error in errors]
+    lines += [f"case id {name!r} is used by {count} cases: ids must be unique"
+              for name, count in _duplicate_ids(data).items()]
+    return lines
+
+
+def _meant(error):
+    """The error to report.  A value that fits none of an ``anyOf``'s forms was most likely meant as the one
+    whose type and required keys it has: report what is wrong inside that one, else say which forms there are."""
+    while error.validator == "anyOf":
+        forms = {}
+        for inner in error.context:
+            forms.setdefault(inner.relative_schema_path[0], []).append(inner)
+        meant = [inner for inner in forms.values()
+                 if not any(e.validator in ("type", "required") and not e.relative_path for e in inner)]
+        if len(meant) != 1:
+            return jsonschema.ValidationError(f"not {error.schema.get('description', 'of a known form')}",
+                                             path=list(error.absolute_path))
+        error = jsonschema.exceptions.best_match(meant[0])
+    return error
+
+
+def _describe(data, error):
+    error = _meant(error)
+    path = list(error.absolute_path)
+    if len(path) >= 3 and path[0] == "checks":
+        grade_id, index, inside = path[1], path[2], path[3:]
+        case = data["checks"][grade_id][index]
+        name = case.get("case") if isinstance(case, dict) else None
+        where = f"check {grade_id!r}, case {index}" + (f" ({name!r})" if isinstance(name, str) else "")
+    else:
+        where, inside = "the file", path
+    at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in inside).lstrip(".")
+    message = error.message if len(error.message) <= 200 else error.message[:200] + "..."  # it may quote a whole array
+    return f"{where}: {at + ': ' if at else ''}{message}"
+
+
+def _duplicate_ids(data):
+    counts = {}
+    checks = data.get("checks") if isinstance(data, dict) else None
+    for cases in (checks.values() if isinstance(checks, dict) else []):
+        for case in (cases if isinstance(cases, list) else []):
+            if isinstance(case, dict) and isinstance(case.get("case"), str):
+                counts[case["case"]] = counts.get(case["case"], 0) + 1
+    return {name: count for name, count in counts.items() if count > 1}
+
+
+def references_path(assignment, root=ROOT):
+    return Path(root) / "grader_tests" / "references" / f"{assignment}.json"
+
+
+def load_hidden_checks(assignment, root=ROOT):
+    """``{grade_id: [case, ...]}`` for one assignment, every case checked against the schema."""
+    path = references_path(assignment, root)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HiddenCheckError(f"{path}: no hidden checks for assignment {assignment!r}") from None
+    except json.JSONDecodeError as error:
+        raise HiddenCheckError(f"{path}: not valid JSON ({error})") from None
+    found = problems(data)
+    if not found and data["assignment"] != assignment:
+        found = [f"the file: assignment: {data['assignment']!r} is not {assignment!r}, the file's name"]
+    if found:
+        more = f" (and {len(found) - 1} more problem{'s' * (len(found) > 2)})" if len(found) > 1 else ""
+        raise HiddenCheckError(f"{path}: {found[0]}{more}; fix the file or rerun grader_tests/make_references.py")
+    return data["checks"]
