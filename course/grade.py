@@ -410,7 +410,10 @@ class GradeRun:
         self.seconds = time.perf_counter() - started
         self.log.info("course grade: %.1f s in all; in this process: %s", self.seconds,
                       ", ".join(f"{k} {v:.1f} s" for k, v in self.timing.items()))
-        self._summary(runs)
+        from .report import summary_lines
+
+        for line in summary_lines(self, runs):
+            self.say(line)
         failed = any(s.status == "failed" for run in runs for s in run.submissions)
         problems = any(run.collected.problems for run in runs)
         return 1 if failed or problems else 0
@@ -602,39 +605,6 @@ class GradeRun:
         with self.gradebook() as gradebook:
             plugin.export(gradebook)
         return path
-
-    def _summary(self, runs):
-        rows = []
-        from .report import assignment_scores
-
-        for run in runs:
-            scores = assignment_scores(self, run.name)
-            graded = [s for s in run.submissions if s.status == "graded"]
-            unchanged = [s for s in run.submissions if s.status == "unchanged"]
-            failed = [s for s in run.submissions if s.status == "failed"]
-            totals = [score for score, _ in scores.values()]
-            maximum = max((m for _, m in scores.values()), default=0.0)
-            mean = f"{sum(totals) / len(totals):.1f} / {maximum:g}" if totals else "-"
-            rows.append([run.name, len(run.submissions), len(graded), len(unchanged), len(failed),
-                         len(run.collected.problems), mean, os.path.relpath(run.report, self.root)])
-        header = ["assignment", "found", "graded", "unchanged", "failed", "problems", "mean score", "report"]
-        widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-        graded = sum(r[2] for r in rows)
-        self.say("")
-        self.say(f"course grade: {graded} submission(s) graded in {self.seconds:.1f} s"
-                 + (f" ({self.seconds / graded:.2f} s per submission, {self.pool_description})" if graded else ""))
-        self.say("  ".join(h.ljust(w) if i in (0, 6, 7) else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
-        for row in rows:
-            self.say("  ".join(str(v).ljust(w) if i in (0, 6, 7) else str(v).rjust(w)
-                               for i, (v, w) in enumerate(zip(row, widths))))
-        feedback = os.path.relpath(self.coursedir.format_path(self.coursedir.feedback_directory, "*", "*"), self.root)
-        self.say(f"grades: {os.path.relpath(self.csv_path, self.root)}"
-                 + (f"   feedback: {feedback}" if self.make_feedback else "")
-                 + f"   log: {os.path.relpath(self.log_path, self.root)}")
-        for run in runs:
-            for submission in run.submissions:
-                if submission.status == "failed":
-                    self.say(f"failed: {submission.where}: {submission.reason}")
 
 
 def selected_feedback_class():

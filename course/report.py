@@ -18,6 +18,7 @@ in the gradebook, including those an earlier run graded.
 """
 import collections
 import datetime
+import os
 import statistics
 from pathlib import Path
 
@@ -231,3 +232,36 @@ def write_report(grade_run, run):
     path = folder / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def summary_lines(grade_run, runs):
+    """The table that ends a ``course grade`` run: per assignment, what was found, graded, unchanged,
+    failed, the collection problems, the mean score and the report; then where the outputs are and
+    every submission that failed, with the reason."""
+    rows = []
+    for run in runs:
+        scores = assignment_scores(grade_run, run.name)
+        status = collections.Counter(s.status for s in run.submissions)
+        totals = [score for score, _ in scores.values()]
+        maximum = max((m for _, m in scores.values()), default=0.0)
+        mean = f"{sum(totals) / len(totals):.1f} / {maximum:g}" if totals else "-"
+        rows.append([run.name, len(run.submissions), status["graded"], status["unchanged"], status["failed"],
+                     len(run.collected.problems), mean, os.path.relpath(run.report, grade_run.root)])
+    header = ["assignment", "found", "graded", "unchanged", "failed", "problems", "mean score", "report"]
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+
+    def aligned(values):
+        return "  ".join(str(v).ljust(w) if i in (0, 6, 7) else str(v).rjust(w)
+                         for i, (v, w) in enumerate(zip(values, widths)))
+
+    graded, seconds = sum(r[2] for r in rows), grade_run.seconds
+    lines = ["", f"course grade: {graded} submission(s) graded in {seconds:.1f} s"
+             + (f" ({seconds / graded:.2f} s per submission, {grade_run.pool_description})" if graded else "")]
+    lines += [aligned(header)] + [aligned(row) for row in rows]
+    coursedir, root = grade_run.coursedir, grade_run.root
+    feedback = os.path.relpath(coursedir.format_path(coursedir.feedback_directory, "*", "*"), root)
+    lines.append(f"grades: {os.path.relpath(grade_run.csv_path, root)}"
+                 + (f"   feedback: {feedback}" if grade_run.make_feedback else "")
+                 + f"   log: {os.path.relpath(grade_run.log_path, root)}")
+    lines += [f"failed: {s.where}: {s.reason}" for run in runs for s in run.submissions if s.status == "failed"]
+    return lines
