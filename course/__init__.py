@@ -1,7 +1,8 @@
 """Tooling for the course "From probability to loss functions".
 
 The commands an instructor knows, one module each: ``build`` (the site), ``release`` (student
-notebooks) and ``grade`` (``course grade``), all reached through ``cli``.
+notebooks) and ``grade`` (``course grade``: its worker ``pools`` and ``incremental`` regrading),
+all reached through ``cli``.
 
 Grading is a pipeline, one stage per module, in this order:
 
@@ -12,7 +13,9 @@ Grading is a pipeline, one stage per module, in this order:
   (``harness``, ``parity``);
 * ``judge``: each reply judged against its float64 reference, in the grader's process (the
   hidden checks' format, a JSON Schema checked as they load: ``cases``);
-* ``record``, ``report``: grades into the gradebook, feedback and the report.
+* ``record``: grades into the gradebook (nbgrader's ``Autograde``, for ``course grade``);
+* ``feedback``, ``report``: what the student reads, rendered from the grader's verdicts and
+  notes (data in the graded notebook), and the report read from the same data.
 """
 from pathlib import Path
 

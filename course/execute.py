@@ -27,7 +27,7 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
 from traitlets import Bool, Float, Integer, List, Unicode
 
-from . import ROOT, sanitize
+from . import ROOT, feedback, sanitize
 from .judge import MAX_REPLY_CHARS, HiddenCheckError, Verdict, judge, load_hidden_checks, new_nonce, reply_from_outputs, request_for, harness_code
 from .harness import RESULT_MIME
 from .sandbox import (ForkServer, ForkServerError, GradingInterrupted, Limits, SandboxedKernelManager, Watchdog,
@@ -251,11 +251,13 @@ class SandboxedExecute(NbGraderPreprocessor):
         return execute_submission(nb, checks, self.limits(), self.log, where, self.use_bubblewrap,
                                   fork_server=server), resources
 
-    @staticmethod
-    def add_notes(nb, notes):
-        if notes:
-            nb.cells.append(sanitize.grading_notes_cell(notes))
-        return nb
+
+def add_grading_notes(nb, notes):
+    """The notes into the notebook's grader data, and a "Grading notes" cell rendered from them."""
+    if notes:
+        feedback.add_notes(nb, notes)
+        nb.cells.append(sanitize.grading_notes_cell(notes))
+    return nb
 
 
 # Modules that import numpy themselves: what a notebook importing them has loaded anyway.
@@ -324,16 +326,17 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
     executed notebook.
     """
     nb = nbformat.from_dict(nb)
+    for cell in nb.cells:  # verdicts are the grader's alone (sanitizing dropped a submission's already)
+        cell.metadata.pop("course", None)
     present = {c.metadata["nbgrader"].get("grade_id") for c in nb.cells if is_autograded_test(c)}
-    notes = [f"The test cell `{grade_id}` is missing from the submission, so its check scores 0."
-             for grade_id in checks if grade_id not in present]
+    notes = [feedback.missing_test_cell(grade_id) for grade_id in checks if grade_id not in present]
     for note in notes:
-        log.error("%s: %s", where, note)
+        log.error("%s: %s", where, feedback.note_text(note))
     if not any(c.cell_type == "code" for c in nb.cells):
         log.error("%s: the submission has no code cells; every check scores 0", where)
         if warm is not None:
             warm.discard()
-        return SandboxedExecute.add_notes(nb, notes)
+        return add_grading_notes(nb, notes)
     scratch = warm.scratch if warm is not None else new_scratch(fork_server)
     run = None
     try:
@@ -344,10 +347,10 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
             run.release()
         shutil.rmtree(scratch, ignore_errors=True)
     if run.stopped:
-        notes.append(f"Execution stopped early: {run.stopped}. Checks after that point score 0.")
+        notes.append(feedback.stopped_early(run.stopped))
     if run.km.enforced is False:
-        notes.append("This notebook was graded without the bubblewrap sandbox (resource limits only).")
-    return SandboxedExecute.add_notes(nb, notes)
+        notes.append(feedback.unsandboxed())
+    return add_grading_notes(nb, notes)
 
 
 def new_scratch(fork_server=None):
@@ -402,13 +405,11 @@ class SubmissionRun:
             self.stopped = self.stopped or f"the sandboxed kernel failed: {type(error).__name__}: {error}"
             self.log.error("%s: %s\n%s", self.where, self.stopped, self.kernel_log_tail())
             for index, cell in enumerate(self.nb.cells):
-                if is_autograded_test(cell) and not cell.metadata.get("course_graded"):
-                    self.record(cell, [Verdict(False, self.stopped)], None)
+                if is_autograded_test(cell) and feedback.read_verdict(cell) is None:
+                    self.write_verdict(cell, [Verdict(False, self.stopped)], None)
         finally:
             self.watchdog.stop()
             self.km.kill_everything()
-        for cell in self.nb.cells:
-            cell.metadata.pop("course_graded", None)
         if self.interrupted:
             self.log.error("%s: grading was interrupted (%s); nothing is recorded for it", self.where, self.interrupted)
             raise GradingInterrupted(f"{self.where}: {self.interrupted}; not graded, grade it again")
@@ -467,10 +468,10 @@ class SubmissionRun:
         cases = self.checks.get(grade_id)
         if not cases:
             self.log.error("%s: no hidden check for test cell %r: it scores 0", self.where, grade_id)
-            self.record(cell, [Verdict(False, f"the grader has no hidden check for {grade_id!r}")], None)
+            self.write_verdict(cell, [Verdict(False, f"the grader has no hidden check for {grade_id!r}")], None)
             return
         if self.stopped:
-            self.record(cell, [Verdict(False, f"not checked: {self.stopped}")], None)
+            self.write_verdict(cell, [Verdict(False, f"not checked: {self.stopped}")], None)
             return
         device = preferred_device() if any(c.get("parity") for c in cases) else "cpu"
         verdicts = []
@@ -478,7 +479,7 @@ class SubmissionRun:
             verdicts.append(self.run_case(case, index, deadline, device))
             if self.stopped:
                 break
-        self.record(cell, verdicts, device if any(c.get("torch") for c in cases) else None)
+        self.write_verdict(cell, verdicts, device if any(c.get("torch") for c in cases) else None)
 
     def run_case(self, case, index, deadline, device):
         if case.get("parity"):
@@ -499,33 +500,9 @@ class SubmissionRun:
             return Verdict(False, f"{case.get('about', case['case'])}: {problem}")
         return judge(case, reply)
 
-    def record(self, cell, verdicts, device):
-        """Replace the graded cell's outputs with the grader's own verdict."""
-        student_text = "".join(stream_text(o) for o in cell.get("outputs", []))
-        outputs = []
-        if student_text.strip():
-            outputs.append(nbformat.v4.new_output(
-                "stream", name="stdout", text="Output of the visible tests (not graded):\n" + student_text[-4000:] + "\n"))
-        where = f" [ran on {device}]" if device else ""
-        failed = [v for v in verdicts if not v.passed]
-        if verdicts and not failed:
-            outputs.append(nbformat.v4.new_output(
-                "stream", name="stdout", text=f"Hidden checks passed ({len(verdicts)} cases){where}.\n"))
-        else:
-            message = "; ".join(v.message for v in failed[:3]) or "no case was checked"
-            outputs.append(nbformat.v4.new_output(
-                "error", ename="HiddenCheckFailed", evalue=message + where,
-                traceback=[f"HiddenCheckFailed: {message}{where}"]))
-        cell.outputs = outputs
-        cell.metadata["course_graded"] = True
-
-
-def stream_text(output):
-    if output.get("output_type") == "stream":
-        return output.get("text", "")
-    if output.get("output_type") == "error":
-        return f"{output.get('ename')}: {output.get('evalue')}\n"
-    return ""
+    def write_verdict(self, cell, verdicts, device):
+        """The grader's verdict on a graded cell: stored as data, its outputs rendered from it."""
+        feedback.write_verdict(cell, feedback.CellVerdict.of(verdicts, device))
 
 
 def preferred_device():

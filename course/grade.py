@@ -7,51 +7,47 @@ The grades are nbgrader's own, computed by the trusted pipeline that ``nbgrader 
 runs (``nbgrader_config.py``); only its expensive, pure part runs in parallel:
 
 1. *collect* (``course.collect``): the nbgrader layout, or a zip/folder exported from an LMS;
-2. *sanitize*, in this process: nbgrader's sanitize preprocessors (``ClearOutput``,
-   ``RestoreCellMetadata``, ``OverwriteCells``, ...) on each submitted notebook;
+2. *sanitize*, in this process, once per notebook: nbgrader's sanitize preprocessors
+   (``ClearOutput``, ``RestoreCellMetadata``, ``OverwriteCells``, ...) on each submitted notebook;
 3. *execute*, in parallel: the sanitized notebook and the hidden checks go, as plain data, to a
    worker (a local process pool, one worker per core, or a Dask cluster), which runs it in a
    fresh bubblewrap sandbox (``course.execute.execute_submission``) and sends back the executed
    notebook;
-4. *record*, in this process, one submission at a time: nbgrader's ``Autograde`` converter, the
-   same code as ``nbgrader autograde --force`` for that student, with ``SandboxedExecute``
-   replaced by ``PrecomputedExecute``, which hands over the executed notebook if, and only if,
-   its input is byte-for-byte the notebook this run sanitized (a SHA-256 of the notebook's JSON);
-   otherwise it executes the notebook here, in the sandbox, exactly as ``SandboxedExecute``
-   would.  So nbgrader writes the gradebook from a single process (SQLite is safe), and the
-   grades are those of ``nbgrader autograde`` by construction;
+4. *record*, in this process, one submission at a time (``course.record``): nbgrader's
+   ``Autograde`` converter, the same code as ``nbgrader autograde --force`` for that student,
+   with ``SandboxedExecute`` replaced by ``PrecomputedExecute``, which hands over the executed
+   notebook if, and only if, its input is byte-for-byte the notebook this run sanitized (a
+   SHA-256 of the notebook's JSON); otherwise it executes the notebook here, in the sandbox,
+   exactly as ``SandboxedExecute`` would.  So nbgrader writes the gradebook from a single
+   process (SQLite is safe), and the grades are those of ``nbgrader autograde`` by construction;
 5. *feedback* (nbgrader's ``GenerateFeedback``), the grades CSV (nbgrader's
    ``CsvExportPlugin``) and a report per assignment (``course.report``).
 
-Unchanged submissions are not graded again: a SHA-256 of the submission's files, the hidden
-checks, the assignment's source notebooks, ``nbgrader_config.py``, the limits and the grader's
-own code is kept per submission and gradebook in ``.course/grade-state.json``; ``--force``
-regrades everything.
+Unchanged submissions are not graded again (``course.incremental``); ``--force`` regrades
+everything.
 """
+import contextlib
 import copy
-import hashlib
 import json
 import logging
 import os
 import queue
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import nbformat
 from traitlets import Bool, Integer, Unicode
 from traitlets.config import Configurable
 
-from .judge import HiddenCheckError, load_hidden_checks
 from .collect import DEFAULT_LMS_PATTERN, collect
 from .execute import SandboxedExecute, source_imports, source_notebooks
-from .sandbox import UNSANDBOXED, SandboxUnavailable, require_sandbox, socket_folder
-
-STATE_VERSION = 1
+from .incremental import GradeState, assignment_fingerprint, grader_files, submission_digest
+from .judge import HiddenCheckError, load_hidden_checks
+from .pools import DaskPool, LocalPool, PoolUnavailable
+from .record import NotInGradebook, PrecomputedExecute, ensure_in_gradebook, gradebook_url, record, sanitize_notebook
+from .sandbox import UNSANDBOXED, SandboxUnavailable, require_sandbox
 FEEDBACK_BATCH = 4  # feedback is written in batches (templates compiled once per batch)
 FEEDBACK_TEMPLATE = "feedback"
 
@@ -108,42 +104,6 @@ class CourseGrade(Configurable):
     report_directory = Unicode("reports", help="where reports go, relative to the course root").tag(config=True)
     csv = Unicode("grades.csv", help="the grades CSV (nbgrader export), relative to the course root").tag(config=True)
     state_file = Unicode(os.path.join(".course", "grade-state.json"), help="what was graded, for incremental runs").tag(config=True)
-
-
-# --------------------------------------------------------------------------------------------
-# The preprocessor that takes a notebook executed elsewhere.
-
-_PRECOMPUTED = {}  # (student, assignment, notebook) -> (sha256 of the sanitized input, executed notebook)
-_PRECOMPUTED_LOCK = threading.Lock()
-
-
-def notebook_digest(nb):
-    """SHA-256 of a notebook's JSON (keys sorted): the identity of a sanitized notebook."""
-    text = json.dumps(nb, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-class PrecomputedExecute(SandboxedExecute):
-    """``SandboxedExecute`` whose work was done by a worker of ``course grade``.
-
-    The executed notebook is used only if it was made from exactly this input (same SHA-256);
-    otherwise, or when the worker failed, the notebook is executed here, in the sandbox, as
-    ``SandboxedExecute`` does: a mismatch can cost time, never a wrong grade.
-    """
-
-    def preprocess(self, nb, resources):
-        info = resources.get("nbgrader", {})
-        key = (info.get("student"), info.get("assignment"), info.get("notebook"))
-        with _PRECOMPUTED_LOCK:
-            entry = _PRECOMPUTED.pop(key, None)
-        if entry is not None and entry[0] == notebook_digest(nb):
-            return nbformat.from_dict(entry[1]), resources
-        if entry is None and not any(c.cell_type == "code" for c in nb.cells):
-            return super().preprocess(nb, resources)  # nothing to execute: not sent to a worker
-        reason = ("no executed notebook came back from the workers" if entry is None
-                  else "the sanitized notebook differs from the one the worker executed")
-        self.log.warning("%s/%s/%s: %s; executing it here", key[0], key[1], key[2], reason)
-        return super().preprocess(nb, resources)
 
 
 class nbgrader_speedups:
@@ -210,125 +170,6 @@ def _is_sandboxed_execute(item):
 
 
 # --------------------------------------------------------------------------------------------
-# Worker pools: the same interface over a local process pool and a Dask cluster.
-
-class LocalPool:
-    kind = "local"
-
-    def __init__(self, workers, warm=None):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        from .workers import initialize_worker
-
-        self.workers = workers
-        self.others = {p.pid for p in multiprocessing.active_children()}  # not this pool's: never stopped here
-        # The workers' sockets, scratch folders and fork servers go in one folder of this pool's, which
-        # goes with it, whatever happens to the workers (a worker killed mid-task cleans up nothing).
-        tempfile.gettempdir()  # this process keeps its own temporary folder (read once, then cached)
-        self.scratch = Path(tempfile.mkdtemp(prefix="cg-", dir=socket_folder()))  # short: sockets live under it
-        self.previous_tmpdir = os.environ.get("TMPDIR")
-        os.environ["TMPDIR"] = str(self.scratch)  # workers start when tasks come, and inherit it then
-        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=initialize_worker, initargs=(warm,))
-
-    def describe(self):
-        return f"{self.workers} local worker process{'es' if self.workers != 1 else ''}"
-
-    def slots(self):
-        return self.workers
-
-    def submit(self, task):
-        from .workers import run_task
-
-        return self.executor.submit(run_task, task)
-
-    def close(self):
-        self.executor.shutdown(wait=True, cancel_futures=True)
-        self._remove_scratch()
-
-    def _remove_scratch(self):
-        if self.previous_tmpdir is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = self.previous_tmpdir
-        shutil.rmtree(self.scratch, ignore_errors=True)
-
-    def stop(self, grace: float = 5.0):
-        """End the workers now: each kills its kernels and fork servers and exits (``workers.stop_now``)."""
-        import multiprocessing
-
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        workers = [p for p in multiprocessing.active_children() if p.pid not in self.others]
-        for worker in workers:
-            worker.terminate()
-        deadline = time.monotonic() + grace
-        for worker in workers:
-            worker.join(max(0.1, deadline - time.monotonic()))
-            if worker.is_alive():
-                worker.kill()  # its sandboxes die with it (bubblewrap's --die-with-parent)
-                worker.join(1)
-        self._remove_scratch()
-
-
-class DaskPool:
-    kind = "dask"
-
-    def __init__(self, address):
-        try:
-            from distributed import Client
-        except ImportError as error:  # pragma: no cover - distributed is a dependency
-            raise UsageError(f"--scheduler needs dask.distributed: {error}") from None
-        try:
-            self.client = Client(address, timeout="20s", set_as_default=False)
-        except Exception as error:
-            raise UsageError(f"cannot reach the Dask scheduler at {address}: {type(error).__name__}: {error}") from None
-        self.address = address
-        self.futures = set()
-
-    def describe(self):
-        info = self.client.scheduler_info()
-        workers = info.get("workers", {})
-        threads = sum(w.get("nthreads", 1) for w in workers.values())
-        return f"Dask scheduler {self.address} ({len(workers)} workers, {threads} threads)"
-
-    def slots(self):
-        try:
-            return max(1, sum(w.get("nthreads", 1) for w in self.client.scheduler_info().get("workers", {}).values()))
-        except Exception:
-            return 1
-
-    def submit(self, task):
-        import uuid
-
-        from .workers import run_task
-
-        future = self.client.submit(run_task, task, key=f"course-grade-{task['id']}-{uuid.uuid4().hex[:8]}", pure=False)
-        self.futures.add(future)
-        return future
-
-    def close(self):
-        from .workers import drain
-
-        try:
-            self.client.run(drain)  # no warm kernel outlives the batch on any worker
-        except Exception:
-            pass
-        self.client.close()
-
-    def stop(self):
-        """Cancel what is queued and kill the kernels of the tasks in hand, on every worker."""
-        from .workers import kill_running
-
-        try:
-            self.client.cancel(list(self.futures))
-            self.client.run(kill_running)
-        except Exception:
-            pass
-        self.client.close()
-
-
-# --------------------------------------------------------------------------------------------
 
 @dataclass
 class Submission:
@@ -342,6 +183,7 @@ class Submission:
     max_score: float = None
     seconds: float = 0.0
     tasks: dict = field(default_factory=dict)  # notebook name -> task id still running
+    precomputed: dict = field(default_factory=dict)  # notebook name -> course.record.Precomputed
     worker_problems: list = field(default_factory=list)
 
     @property
@@ -359,18 +201,6 @@ class AssignmentRun:
     collected: object = None
     submissions: list = field(default_factory=list)
     report: Path = None
-
-
-def gradebook_url(url):
-    """The URL with a driver SQLAlchemy can load: ``postgresql://`` means psycopg 3 to SQLAlchemy 2.1,
-    but the driver installed here is psycopg2 (``psycopg2-binary``)."""
-    import importlib.util
-
-    scheme, sep, rest = url.partition("://")
-    if sep and scheme in ("postgresql", "postgres") and importlib.util.find_spec("psycopg") is None \
-            and importlib.util.find_spec("psycopg2") is not None:
-        return f"postgresql+psycopg2://{rest}"
-    return url
 
 
 def load_config(root: Path, db_url=None):
@@ -435,9 +265,7 @@ class GradeRun:
         if self.parallel:
             self.finish_config.Autograde.autograde_preprocessors = [
                 PrecomputedExecute if _is_sandboxed_execute(p) else p for p in pipeline]
-        self.state_path = self.root / self.settings.state_file
-        self.state = self._load_state()
-        self.db_key = hashlib.sha256(self.db_url.encode()).hexdigest()[:16]
+        self.state = GradeState(self.root / self.settings.state_file, self.db_url, self.warn)
         self.pool_description = ""
         self._task_count = 0
         self.feedback_queue = []
@@ -466,33 +294,9 @@ class GradeRun:
 
         tqdm.write(log_text(message, limit=10_000), file=self.out)  # one line each: names can carry newlines
 
-    # ---- incremental state ----------------------------------------------------------------
-    def _load_state(self):
-        fresh = {"version": STATE_VERSION, "submissions": {}}
-        if not self.state_path.exists():
-            return fresh
-        try:
-            state = json.loads(self.state_path.read_text())
-            if (isinstance(state, dict) and state.get("version") == STATE_VERSION
-                    and isinstance(state.get("submissions"), dict)
-                    and all(isinstance(k, str) and isinstance(v, str) for k, v in state["submissions"].items())):
-                return state
-            problem = "not a state file of this version"
-        except (OSError, ValueError) as error:
-            problem = f"{type(error).__name__}: {error}"
-        message = f"{self.state_path} is unreadable ({problem}); every submission is graded again"
+    def warn(self, message):
         self.log.warning(message)
         self.say(f"WARNING: {message}")
-        return fresh
-
-    def _save_state(self):
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.state_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.state, indent=1, sort_keys=True))
-        temporary.replace(self.state_path)
-
-    def _state_key(self, submission):
-        return f"{self.db_key}:{submission.assignment}:{submission.student}"
 
     # ---- preparing an assignment ------------------------------------------------------------
     def gradebook(self):
@@ -500,39 +304,11 @@ class GradeRun:
 
         return Gradebook(self.db_url, self.coursedir.course_id)
 
-    def ensure_in_gradebook(self, assignment):
-        """The assignment's notebook names; generates it into the gradebook if the gradebook lacks it."""
-        from nbgrader.api import MissingEntry
-
-        with self.gradebook() as gradebook:
-            try:
-                names = [n.name for n in gradebook.find_assignment(assignment).notebooks]
-            except MissingEntry:
-                names = []
-        if names:
-            return names
-        source = Path(self.coursedir.format_path(self.coursedir.source_directory, ".", assignment))
-        if not source.is_dir():
-            raise UsageError(f"assignment {assignment!r} is neither in the gradebook ({self.db_url}) nor in {source}")
-        from nbgrader.converters import GenerateAssignment
-        from nbgrader.coursedir import CourseDirectory
-        from nbgrader.utils import capture_log
-
-        self.say(f"{assignment}: not in the gradebook yet; adding it (nbgrader generate_assignment, into a temporary folder)")
-        with tempfile.TemporaryDirectory(prefix="course-release-") as release:
-            coursedir = CourseDirectory(config=self.config)
-            coursedir.release_directory = release
-            coursedir.assignment_id = assignment
-            converter = GenerateAssignment(coursedir=coursedir, config=self.config)
-            converter.force = True
-            result = capture_log(converter)
-        if not result["success"]:
-            raise UsageError(f"could not add {assignment} to the gradebook:\n{result.get('log', '')[-2000:]}{result.get('error', '')[-2000:]}")
-        with self.gradebook() as gradebook:
-            return [n.name for n in gradebook.find_assignment(assignment).notebooks]
-
     def prepare(self, assignment, submissions_path):
-        notebooks = self.ensure_in_gradebook(assignment)
+        try:
+            notebooks = ensure_in_gradebook(self.coursedir, self.config, assignment, self.say)
+        except NotInGradebook as problem:
+            raise UsageError(str(problem)) from None
         try:
             checks = load_hidden_checks(assignment, root=Path(self.executor_settings.hidden_checks_directory).parent)
         except HiddenCheckError as problem:  # before any submission is graded; nothing is recorded
@@ -550,9 +326,10 @@ class GradeRun:
             recorded = {s.student.id for s in gradebook.assignment_submissions(assignment)}
         for student, paths in sorted(run.collected.students.items()):
             submission = Submission(assignment, student, paths)
-            submission.digest = self._digest(run, submission)
+            submission.digest = submission_digest(
+                run.fingerprint, self.coursedir.format_path(self.coursedir.submitted_directory, student, assignment))
             autograded = Path(self.coursedir.format_path(self.coursedir.autograded_directory, student, assignment))
-            fresh = (self.state["submissions"].get(self._state_key(submission)) == submission.digest
+            fresh = (self.state.is_current(assignment, student, submission.digest)
                      and student in recorded and all((autograded / p.name).is_file() for p in paths))
             if fresh and not self.force:
                 submission.status = "unchanged"
@@ -562,61 +339,15 @@ class GradeRun:
     def _fingerprint(self, assignment):
         import nbgrader
 
-        digest = hashlib.sha256()
-        parts = [json.dumps({"limits": asdict(self.limits), "bubblewrap": self.executor_settings.use_bubblewrap,
-                             "nbgrader": nbgrader.__version__, "db": self.db_url, "course": self.coursedir.course_id},
-                            sort_keys=True).encode()]
+        settings = {"limits": asdict(self.limits), "bubblewrap": self.executor_settings.use_bubblewrap,
+                    "nbgrader": nbgrader.__version__, "db": self.db_url, "course": self.coursedir.course_id}
         checks = Path(self.executor_settings.hidden_checks_directory) / "references" / f"{assignment}.json"
-        files = [checks, self.root / "nbgrader_config.py"]
         source = Path(self.coursedir.format_path(self.coursedir.source_directory, ".", assignment))
-        files += sorted(source.rglob("*")) if source.is_dir() else []
-        files += sorted(Path(__file__).parent.glob("*.py"))  # any change to the grader regrades
-        for path in files:
-            if path.is_file():
-                parts.append(str(path.name).encode() + b"\0" + path.read_bytes())
-        for part in parts:
-            digest.update(hashlib.sha256(part).digest())
-        return digest.digest()
-
-    def _digest(self, run, submission):
-        digest = hashlib.sha256(run.fingerprint)
-        folder = Path(self.coursedir.format_path(self.coursedir.submitted_directory, submission.student, run.name))
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                digest.update(str(path.relative_to(folder)).encode() + b"\0")
-                try:
-                    digest.update(hashlib.sha256(path.read_bytes()).digest())
-                except OSError:
-                    digest.update(b"unreadable")
-        return digest.hexdigest()
-
-    # ---- the two nbgrader phases ------------------------------------------------------------
-    def sanitize(self, submission, path):
-        """nbgrader's sanitize step for one notebook, as ``Autograde`` runs it; returns the notebook."""
-        from nbgrader.converters import Autograde
-
-        converter = Autograde(coursedir=self.coursedir, config=self.config)
-        converter.exporter = converter.exporter_class(parent=converter, config=converter.config)
-        converter._sanitizing = True
-        converter._init_preprocessors()
-        resources = converter.init_single_notebook_resources(str(path))
-        output, _ = converter.exporter.from_filename(str(path), resources=resources)
-        return nbformat.reads(output, as_version=4)
-
-    def record(self, submission):
-        """nbgrader's Autograde for one student (``nbgrader autograde --force --student``)."""
-        from nbgrader.converters import Autograde
-        from nbgrader.utils import capture_log, temp_attrs
-
-        with temp_attrs(self.coursedir, assignment_id=submission.assignment, student_id=submission.student):
-            converter = Autograde(coursedir=self.coursedir, config=self.finish_config if self.parallel else self.config)
-            converter.force = True
-            converter.create_student = True
-            return capture_log(converter)
+        return assignment_fingerprint(settings, grader_files(checks, self.root / "nbgrader_config.py", source))
 
     def feedback(self, assignment, students):
         """nbgrader's GenerateFeedback for some students of one assignment, in one converter run
-        (one HTML exporter, its templates compiled once)."""
+        (one HTML exporter, its templates compiled once); returns the students it failed for."""
         from nbgrader.utils import capture_log, temp_attrs
         from traitlets.config import Config
 
@@ -627,7 +358,8 @@ class GradeRun:
             extra.HTMLExporter.template_name = FEEDBACK_TEMPLATE
             converter.update_config(extra)
             converter.force = True
-            return capture_log(converter)
+            capture_log(converter)
+        return converter.failed
 
     def feedback_is_current(self, submission):
         for path in submission.notebooks:
@@ -645,7 +377,7 @@ class GradeRun:
             with nbgrader_speedups():
                 return self._run(assignments, submissions_path)
         finally:
-            self._save_state()  # what was graded stays known, even after an interruption
+            self.state.save()  # what was graded stays known, even after an interruption
             for handler in [h for h in self.log.handlers if getattr(h, "_course_grade", False)]:
                 self.log.removeHandler(handler)
                 handler.close()
@@ -676,7 +408,10 @@ class GradeRun:
         self.seconds = time.perf_counter() - started
         self.log.info("course grade: %.1f s in all; in this process: %s", self.seconds,
                       ", ".join(f"{k} {v:.1f} s" for k, v in self.timing.items()))
-        self._summary(runs)
+        from .report import summary_lines
+
+        for line in summary_lines(self, runs):
+            self.say(line)
         failed = any(s.status == "failed" for run in runs for s in run.submissions)
         problems = any(run.collected.problems for run in runs)
         return 1 if failed or problems else 0
@@ -690,7 +425,10 @@ class GradeRun:
         if self.parallel:
             first = runs[order[0].assignment].modules
             warm = (asdict(self.limits), self.executor_settings.use_bubblewrap, first, fork) if self.settings.prewarm else None
-            pool = DaskPool(self.scheduler) if self.scheduler else LocalPool(min(self.workers, len(todo)), warm)
+            try:
+                pool = DaskPool(self.scheduler) if self.scheduler else LocalPool(min(self.workers, len(todo)), warm)
+            except PoolUnavailable as problem:
+                raise UsageError(str(problem)) from None
             self.pool_description = pool.describe() if pool.kind == "local" else ""
         else:
             self.say("WARNING: the autograde pipeline in nbgrader_config.py has no SandboxedExecute; "
@@ -717,14 +455,15 @@ class GradeRun:
                     notebook = path.stem
                     try:
                         clock = time.perf_counter()
-                        sanitized = self.sanitize(submission, path)
+                        sanitized = sanitize_notebook(self.coursedir, self.config, path)
                         self.timing["sanitize"] += time.perf_counter() - clock
                     except Exception as error:  # the record step meets it again and reports it
                         self.log.warning("%s/%s: sanitizing failed (%s: %s); nbgrader will handle it",
                                          submission.where, notebook, type(error).__name__, error)
                         sanitized = None
-                    if sanitized is not None and any(c.cell_type == "code" for c in sanitized.cells):
-                        self._dispatch(pool, submission, notebook, sanitized, runs, done, ready,
+                    if sanitized is not None and any(c.cell_type == "code" for c in sanitized.notebook.cells):
+                        submission.precomputed[notebook] = sanitized  # never sanitized again when recorded
+                        self._dispatch(pool, submission, notebook, sanitized.notebook, runs, done, ready,
                                        following=notebooks[index + 1][0] if index + slots < len(notebooks) else None)
                     # else: nothing to execute (an unreadable notebook, say): recorded here
                     last_of_submission = index + 1 == len(notebooks) or notebooks[index + 1][0] is not submission
@@ -749,7 +488,7 @@ class GradeRun:
                 if done.empty() and len(self.feedback_queue) >= FEEDBACK_BATCH:
                     self._flush_feedback()  # while the workers are busy anyway
                 try:
-                    submission, notebook, digest, future = done.get(timeout=0.2)
+                    submission, notebook, future = done.get(timeout=0.2)
                 except queue.Empty:
                     continue  # look at stop requests between results
                 try:
@@ -764,8 +503,7 @@ class GradeRun:
                     self.log.info("[worker %s:%s] %s/%s executed in %.2f s (%s kernel)", result.get("host", "?"),
                                   result.get("pid", "?"), submission.where, notebook, result.get("seconds", 0.0),
                                   "pre-warmed" if result.get("warm") else "cold")
-                    with _PRECOMPUTED_LOCK:
-                        _PRECOMPUTED[(submission.student, submission.assignment, notebook)] = (digest, result["notebook"])
+                    submission.precomputed[notebook].executed = result["notebook"]
                 submission.tasks.pop(notebook, None)
                 if not submission.tasks:
                     ready.append(submission)
@@ -806,7 +544,6 @@ class GradeRun:
                 "modules": run.modules, "fork_server": fork, "prewarm": self.settings.prewarm,
                 "prewarm_next": (runs[following.assignment].modules
                                  if following is not None and self.settings.prewarm else None)}
-        digest = notebook_digest(sanitized)
         submission.tasks[notebook] = task_id
         try:
             future = pool.submit(task)
@@ -816,26 +553,24 @@ class GradeRun:
             self.log.error("%s/%s: could not send to a worker: %s", submission.where, notebook, error)
             submission.tasks.pop(notebook, None)
             return
-        future.add_done_callback(lambda f, s=submission, n=notebook, d=digest: done.put((s, n, d, f)))
+        future.add_done_callback(lambda f, s=submission, n=notebook: done.put((s, n, f)))
 
     def _finish(self, submission):
         """Record one submission in the gradebook and write its feedback; True if it failed."""
         clock = time.perf_counter()
-        result = self.record(submission)
+        recorded = record(self.coursedir, self.finish_config if self.parallel else self.config,
+                          submission.student, submission.assignment, submission.precomputed)
         self.timing["record"] += time.perf_counter() - clock
-        with _PRECOMPUTED_LOCK:
-            for notebook in [k for k in _PRECOMPUTED if k[0] == submission.student and k[1] == submission.assignment]:
-                _PRECOMPUTED.pop(notebook, None)
+        submission.precomputed = {}  # the executed notebooks are in autograded/ now
         submission.seconds = time.perf_counter() - getattr(submission, "started", time.perf_counter())
-        key = self._state_key(submission)
-        if not result["success"]:
+        if not recorded.success:
             submission.status = "failed"
-            submission.reason = failure_reason(result)
-            self.state["submissions"].pop(key, None)
+            submission.reason = recorded.failure
+            self.state.forget(submission.assignment, submission.student)
             self.say(f"FAILED {submission.where}: {submission.reason}")
             return True
         submission.status = "graded"
-        self.state["submissions"][key] = submission.digest
+        self.state.remember(submission.assignment, submission.student, submission.digest)
         if self.make_feedback:
             self.feedback_queue.append(submission)
         return False
@@ -846,14 +581,12 @@ class GradeRun:
         for assignment in dict.fromkeys(s.assignment for s in queued):
             batch = [s for s in queued if s.assignment == assignment]
             clock = time.perf_counter()
-            result = self.feedback(assignment, {s.student for s in batch})
+            failed = self.feedback(assignment, {s.student for s in batch})
             self.timing["feedback"] += time.perf_counter() - clock
-            if not result["success"]:
-                log = result.get("log", "")
-                for submission in batch:
-                    if f"for student '{submission.student}'" in log:
-                        submission.reason = "feedback failed (see reports/grade.log)"
-                        self.say(f"WARNING {submission.where}: {submission.reason}")
+            for submission in batch:
+                if submission.student in failed:
+                    submission.reason = "feedback failed (see reports/grade.log)"
+                    self.say(f"WARNING {submission.where}: {submission.reason}")
 
     def _feedback_for_unchanged(self, run):
         if not self.make_feedback:
@@ -871,39 +604,6 @@ class GradeRun:
             plugin.export(gradebook)
         return path
 
-    def _summary(self, runs):
-        rows = []
-        from .report import assignment_scores
-
-        for run in runs:
-            scores = assignment_scores(self, run.name)
-            graded = [s for s in run.submissions if s.status == "graded"]
-            unchanged = [s for s in run.submissions if s.status == "unchanged"]
-            failed = [s for s in run.submissions if s.status == "failed"]
-            totals = [score for score, _ in scores.values()]
-            maximum = max((m for _, m in scores.values()), default=0.0)
-            mean = f"{sum(totals) / len(totals):.1f} / {maximum:g}" if totals else "-"
-            rows.append([run.name, len(run.submissions), len(graded), len(unchanged), len(failed),
-                         len(run.collected.problems), mean, os.path.relpath(run.report, self.root)])
-        header = ["assignment", "found", "graded", "unchanged", "failed", "problems", "mean score", "report"]
-        widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-        graded = sum(r[2] for r in rows)
-        self.say("")
-        self.say(f"course grade: {graded} submission(s) graded in {self.seconds:.1f} s"
-                 + (f" ({self.seconds / graded:.2f} s per submission, {self.pool_description})" if graded else ""))
-        self.say("  ".join(h.ljust(w) if i in (0, 6, 7) else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
-        for row in rows:
-            self.say("  ".join(str(v).ljust(w) if i in (0, 6, 7) else str(v).rjust(w)
-                               for i, (v, w) in enumerate(zip(row, widths))))
-        feedback = os.path.relpath(self.coursedir.format_path(self.coursedir.feedback_directory, "*", "*"), self.root)
-        self.say(f"grades: {os.path.relpath(self.csv_path, self.root)}"
-                 + (f"   feedback: {feedback}" if self.make_feedback else "")
-                 + f"   log: {os.path.relpath(self.log_path, self.root)}")
-        for run in runs:
-            for submission in run.submissions:
-                if submission.status == "failed":
-                    self.say(f"failed: {submission.where}: {submission.reason}")
-
 
 def selected_feedback_class():
     """nbgrader's GenerateFeedback, limited to a set of students (``students``)."""
@@ -913,6 +613,25 @@ def selected_feedback_class():
 
     class SelectedFeedback(GenerateFeedback):
         students = set()
+        failed = set()  # students whose feedback could not be written (nbgrader logs why and goes on)
+        student = None
+
+        def init_assignment(self, assignment_id, student_id):
+            self.student = student_id
+            with self.failures_kept():
+                super().init_assignment(assignment_id, student_id)
+
+        def convert_single_notebook(self, notebook_filename):
+            with self.failures_kept():
+                super().convert_single_notebook(notebook_filename)
+
+        @contextlib.contextmanager
+        def failures_kept(self):
+            try:
+                yield
+            except Exception:
+                self.failed = self.failed | {self.student}
+                raise
 
         def init_notebooks(self):
             super().init_notebooks()
@@ -921,17 +640,6 @@ def selected_feedback_class():
                                 if (match := re.match(pattern, folder)) and match.group("student_id") in self.students}
 
     return SelectedFeedback
-
-
-def failure_reason(result):
-    """The first lines that say why an nbgrader step failed, from its captured log."""
-    lines = [line for line in result.get("log", "").splitlines() if line.startswith(("[ERROR]", "[CRITICAL]"))]
-    useful = [line.split("]", 1)[1].strip() for line in lines
-              if "Please see" not in line and "There was an error processing" not in line and "Traceback" not in line]
-    if useful:
-        return "; ".join(dict.fromkeys(useful))[:500]
-    error = result.get("error", "").strip().splitlines()
-    return (error[-1] if error else "unknown error")[:500]
 
 
 def grade(assignments, root=None, submissions=None, **options):

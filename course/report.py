@@ -12,17 +12,23 @@ and ``reports/<assignment>/scores.png`` beside it:
   the reason; and the submissions graded with a note (stopped early, unreadable notebook,
   deleted test cell, ...).
 
-Everything comes from the gradebook and the autograded notebooks, so the report covers every
-submission in the gradebook, including those an earlier run graded.
+Everything comes from the gradebook and the grader's data in the autograded notebooks (verdicts
+and notes, ``course.feedback``; never their rendered text), so the report covers every submission
+in the gradebook, including those an earlier run graded.
 """
 import collections
 import datetime
+import os
 import statistics
 from pathlib import Path
 
 import nbformat
 
-from .sanitize import grading_notes, markdown_text
+from .feedback import condensed_note_texts, read_notes, read_verdict
+from .sanitize import markdown_text
+
+SCORED_BY_HAND = "passed here; scored by hand"
+MISSING_CELL = "the test cell is missing from the submission"
 
 
 def assignment_scores(grade_run, assignment):
@@ -35,10 +41,10 @@ def assignment_scores(grade_run, assignment):
 def _cells(grade_run, assignment):
     """The assignment's graded cells in notebook order, and every submission's points per cell."""
     with grade_run.gradebook() as gradebook:
-        record = gradebook.find_assignment(assignment)
-        max_score = float(record.max_score or 0.0)
+        found = gradebook.find_assignment(assignment)
+        max_score = float(found.max_score or 0.0)
         points = {}
-        for notebook in record.notebooks:
+        for notebook in found.notebooks:
             for cell in notebook.grade_cells:
                 points[(notebook.name, cell.name)] = float(cell.max_score or 0.0)
         per_student = {}
@@ -64,41 +70,34 @@ def _cells(grade_run, assignment):
 
 
 def _autograded_notes(grade_run, assignment, student, notebooks):
-    """(reasons per graded cell, grading notes) read from a student's autograded notebooks."""
-    reasons, notes = {}, []
+    """(reasons per graded cell, grading notes) from the grader's data in a student's autograded notebooks."""
     folder = Path(grade_run.coursedir.format_path(grade_run.coursedir.autograded_directory, student, assignment))
+    reasons, notes = {}, []
     for name in notebooks:
         try:
             notebook = nbformat.read(folder / f"{name}.ipynb", as_version=4)
         except Exception:
             continue
-        for cell in notebook.cells:
-            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-            if grade_id:
-                reasons[(name, grade_id)] = "passed here; scored by hand"
-            if cell.cell_type == "code" and grade_id:
-                for output in cell.get("outputs", []):
-                    if output.get("output_type") == "error":
-                        reasons[(name, grade_id)] = first_reason(output.get("evalue", "") or output.get("ename", ""))
-            if cell.cell_type == "markdown":
-                notes.extend(grading_notes(cell))
+        cell_reasons, cell_notes = verdict_reasons(notebook)
+        reasons.update({(name, grade_id): reason for grade_id, reason in cell_reasons.items()})
+        notes.extend(cell_notes)
     return reasons, notes
 
 
-def first_reason(message):
-    """The first failed case of a check's message, without the device suffix, shortened."""
-    text = message.split(" [ran on ")[0]
-    first = text.split("; ")[0].strip()
-    return (first[:157] + "...") if len(first) > 160 else first
+def verdict_reasons(notebook):
+    """({grade_id: why its check failed, or that it is scored by hand}, notes) of one autograded notebook."""
+    reasons = {}
+    for cell in notebook.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if not grade_id:
+            continue
+        verdict = read_verdict(cell)
+        reasons[grade_id] = shorten(verdict.first_failure()) if verdict and not verdict.passed else SCORED_BY_HAND
+    return reasons, read_notes(notebook)
 
 
-def condense(notes):
-    """A student's grading notes, with the missing test cells said once."""
-    missing = [n.split("`")[1] for n in notes if n.startswith("The test cell `") and "is missing" in n]
-    kept = [n for n in notes if not (n.startswith("The test cell `") and "is missing" in n)]
-    if missing:
-        kept.append(f"Test cells missing from the submission (scored 0): {', '.join(missing)}.")
-    return kept
+def shorten(reason):
+    return (reason[:157] + "...") if len(reason) > 160 else reason
 
 
 def _md(text):
@@ -151,6 +150,23 @@ def _collection_tally(problems):
     return lines + [""]
 
 
+def _noted(noted, submissions):
+    """The "Graded with a note" table: the grader's notes on each student's notebooks, and the
+    worker problems of this run (a notebook executed here instead)."""
+    grouped = {}
+    for student, note in noted:
+        grouped.setdefault(student, ([], []))[0].append(note)
+    for submission in submissions:
+        for problem in submission.worker_problems:
+            grouped.setdefault(submission.student, ([], []))[1].append(problem)
+    if not grouped:
+        return []
+    lines = ["## Graded with a note", "", "| student | note |", "|---|---|"]
+    lines += [f"| {_md(student)} | {_md(' '.join(condensed_note_texts(notes, more)))} |"
+              for student, (notes, more) in sorted(grouped.items())]
+    return lines + [""]
+
+
 def write_report(grade_run, run):
     """Write ``report.md`` and ``scores.png`` for one assignment of a ``course grade`` run; return report.md."""
     folder = grade_run.root / grade_run.settings.report_directory / run.name
@@ -168,7 +184,7 @@ def write_report(grade_run, run):
         for key in cells:
             if grades.get(key, 0.0) < points[key]:
                 failed[key] += 1
-                reasons[key][why.get(key, "the test cell is missing from the submission")] += 1
+                reasons[key][why.get(key, MISSING_CELL)] += 1
         noted.extend((student, note) for note in notes)
 
     status = collections.Counter(s.status for s in run.submissions)
@@ -211,14 +227,41 @@ def write_report(grade_run, run):
     lines.append("")
     lines += _collection_tally(run.collected.problems)
 
-    worker_notes = [(s.student, note) for s in run.submissions for note in s.worker_problems]
-    grouped = {}
-    for student, note in noted + worker_notes:
-        grouped.setdefault(student, []).append(note)
-    if grouped:
-        lines += ["## Graded with a note", "", "| student | note |", "|---|---|"]
-        lines += [f"| {_md(student)} | {_md(' '.join(condense(notes)))} |" for student, notes in sorted(grouped.items())]
-        lines.append("")
+    lines += _noted(noted, run.submissions)
+
     path = folder / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def summary_lines(grade_run, runs):
+    """The table that ends a ``course grade`` run: per assignment, what was found, graded, unchanged,
+    failed, the collection problems, the mean score and the report; then where the outputs are and
+    every submission that failed, with the reason."""
+    rows = []
+    for run in runs:
+        scores = assignment_scores(grade_run, run.name)
+        status = collections.Counter(s.status for s in run.submissions)
+        totals = [score for score, _ in scores.values()]
+        maximum = max((m for _, m in scores.values()), default=0.0)
+        mean = f"{sum(totals) / len(totals):.1f} / {maximum:g}" if totals else "-"
+        rows.append([run.name, len(run.submissions), status["graded"], status["unchanged"], status["failed"],
+                     len(run.collected.problems), mean, os.path.relpath(run.report, grade_run.root)])
+    header = ["assignment", "found", "graded", "unchanged", "failed", "problems", "mean score", "report"]
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+
+    def aligned(values):
+        return "  ".join(str(v).ljust(w) if i in (0, 6, 7) else str(v).rjust(w)
+                         for i, (v, w) in enumerate(zip(values, widths)))
+
+    graded, seconds = sum(r[2] for r in rows), grade_run.seconds
+    lines = ["", f"course grade: {graded} submission(s) graded in {seconds:.1f} s"
+             + (f" ({seconds / graded:.2f} s per submission, {grade_run.pool_description})" if graded else "")]
+    lines += [aligned(header)] + [aligned(row) for row in rows]
+    coursedir, root = grade_run.coursedir, grade_run.root
+    feedback = os.path.relpath(coursedir.format_path(coursedir.feedback_directory, "*", "*"), root)
+    lines.append(f"grades: {os.path.relpath(grade_run.csv_path, root)}"
+                 + (f"   feedback: {feedback}" if grade_run.make_feedback else "")
+                 + f"   log: {os.path.relpath(grade_run.log_path, root)}")
+    lines += [f"failed: {s.where}: {s.reason}" for run in runs for s in run.submissions if s.status == "failed"]
+    return lines

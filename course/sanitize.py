@@ -32,6 +32,8 @@ from nbconvert.preprocessors import Preprocessor
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool
 
+from . import feedback
+
 ALLOWED_MIME_TYPES = ("text/plain", "image/png", "image/jpeg")
 # Shown as their source text when a display has nothing else to show.
 TEXT_ONLY_MIME_TYPES = ("text/markdown", "text/latex")
@@ -177,14 +179,8 @@ def safe_cell(cell):
 
 
 def _student_cell_metadata(metadata):
-    """nbgrader's metadata (restored from the gradebook) and the grader's notes; nothing a student wrote."""
-    kept = {}
-    if isinstance(metadata.get("nbgrader"), dict):
-        kept["nbgrader"] = metadata["nbgrader"]
-    notes = metadata.get("course", {}).get("grading_notes") if isinstance(metadata.get("course"), dict) else None
-    if isinstance(notes, list) and all(isinstance(n, str) for n in notes):
-        kept["course"] = {"grading_notes": notes}
-    return kept
+    """nbgrader's metadata (restored from the gradebook); nothing a student wrote."""
+    return {"nbgrader": metadata["nbgrader"]} if isinstance(metadata.get("nbgrader"), dict) else {}
 
 
 def safe_markdown_block(source):
@@ -280,18 +276,11 @@ def one_line(text, limit=500):
 
 
 def grading_notes_cell(notes):
-    """The "Grading notes" markdown cell; the notes themselves also travel as plain text in its metadata."""
-    source = "## Grading notes\n\n" + "\n".join(f"- {markdown_text(note, limit=2000)}" for note in notes)
-    cell = nbformat.v4.new_markdown_cell(source)
-    cell.metadata["course"] = {"grading_notes": [one_line(note, limit=2000) for note in notes]}
-    return cell
-
-
-def grading_notes(cell):
-    """The notes a "Grading notes" cell carries (plain text), or []."""
-    course = cell.get("metadata", {}).get("course")
-    notes = course.get("grading_notes") if isinstance(course, dict) else None
-    return [n for n in notes if isinstance(n, str)] if isinstance(notes, list) else []
+    """The "Grading notes" markdown cell, rendered from the notes (``course.feedback``); the notes
+    themselves are data in the notebook's metadata."""
+    source = "## Grading notes\n\n" + "\n".join(f"- {markdown_text(feedback.note_text(note), limit=2000)}"
+                                                 for note in notes)
+    return nbformat.v4.new_markdown_cell(source)
 
 
 # nbgrader's side of the gate: the preprocessors nbgrader_config.py puts in its pipeline.
@@ -309,13 +298,16 @@ class ReadableNotebookExporter(NotebookExporter):
             nb = nbformat.reads(file_stream.read(), as_version=4)
             nbformat.validate(nb)
         except Exception as error:
-            name = (resources or {}).get("metadata", {}).get("name", "the notebook")
-            reason = f"{name}.ipynb could not be read as a Jupyter notebook (nbformat 4): {why_not_a_notebook(error)}"
-            self.log.error("%s", log_text(reason, limit=500))
-            note = reason + ". Every check scores 0. Submit the notebook file that Jupyter saves, without editing it by hand."
+            resources = resources if resources is not None else {}
+            name = resources.get("metadata", {}).get("name", "the notebook")
+            note = feedback.unreadable_notebook(name, why_not_a_notebook(error))
+            self.log.error("%s", log_text(feedback.UNREADABLE.format(**note), limit=500))
             nb = nbformat.v4.new_notebook(cells=[grading_notes_cell([note])])
             nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
             nb.cells[0]["id"] = "unreadable-notebook"  # the same placeholder on every read
+            # The note is the grader's, so it travels in nbgrader's resources (a student writes none of
+            # them); RestoreCellMetadata stores it once the submission's own metadata is gone.
+            resources.setdefault("course", {})["notes"] = [note]
         return self.from_notebook_node(nb, resources=resources, **kw)
 
 
@@ -367,6 +359,12 @@ class RestoreCellMetadata(NbGraderPreprocessor):
     the gradebook knows gets its metadata back from the gradebook, and any
     other nbgrader metadata is dropped with a warning, so one tampered
     notebook grades on its merits and never stops the others.
+
+    The grader's own data (``metadata["course"]``: verdicts and grading notes,
+    ``course.feedback``) is written by the grader alone: whatever a submission
+    carries there, on a cell or the notebook, is dropped here, before anything
+    runs.  The only grader data a notebook has at this point came through
+    ``resources`` (the note on an unreadable file, ``ReadableNotebookExporter``).
     """
 
     def preprocess(self, nb, resources):
@@ -379,6 +377,10 @@ class RestoreCellMetadata(NbGraderPreprocessor):
             points = {c.name: c.max_score for c in source.grade_cells}
             solutions = {c.name for c in source.solution_cells}
         where = f"{info.get('student')}/{info['assignment']}/{info['notebook']}"
+        forged = [item.metadata.pop("course") for item in [nb, *nb.cells] if "course" in item.metadata]
+        if forged:
+            self.log.warning("%s: dropped the grader's metadata found in the submission (only the grader writes it)", where)
+        feedback.add_notes(nb, resources.get("course", {}).get("notes", []))
         for cell in nb.cells:
             if "nbgrader" not in cell.metadata:
                 continue

@@ -75,7 +75,7 @@ def scratch_folder(course):
 def scores_at(url, assignment):
     from nbgrader.api import Gradebook
 
-    from course.grade import gradebook_url
+    from course.record import gradebook_url
 
     result = {}
     with Gradebook(gradebook_url(url), "prob2loss") as gradebook:
@@ -310,12 +310,15 @@ def test_an_lms_export_with_bad_files_still_grades_everyone_else(template, tmp_p
     assert got["doejohn"]["_total"] == points - 2
     assert got["leeann"]["_total"] == 0
     report = (course / "reports" / ASSIGNMENT / "report.md").read_text()
+    # Each collection problem is in the summary and in the report; the unreadable notebook was graded
+    # (0 points), with a note in the report only.
     for words in ("canvas-export.zip:losses.ipynb", "does not say which student",
                   "parkkim_1_3_losses-1.ipynb", "two files for student parkkim",
                   "ngo_4_5_homework.ipynb", "not a notebook of a2-losses", "no notebook for student ngo",
-                  "quinn_9_9_losses.ipynb", "cannot be read", "could not be read as a Jupyter notebook"):
+                  "quinn_9_9_losses.ipynb", "cannot be read"):
         assert words in report, f"the report does not say {words!r}:\n{report}"
-        assert words in result.stdout + report
+        assert words in result.stdout, f"the summary does not say {words!r}:\n{result.stdout}"
+    assert "could not be read as a Jupyter notebook" in report, report
     assert (course / "feedback" / "doejohn" / ASSIGNMENT / "losses.html").is_file()
 
     not_a_zip = tmp_path / "export.zip"
@@ -352,7 +355,7 @@ def test_the_lms_pattern_reads_canvas_file_names():
 @pytest.mark.slow
 def test_a_result_that_does_not_match_its_input_is_not_trusted():
     """PrecomputedExecute takes a worker's notebook only for the exact input; otherwise it grades itself."""
-    from course.grade import _PRECOMPUTED, PrecomputedExecute, notebook_digest
+    from course.record import Precomputed, PrecomputedExecute, notebook_digest
     from traitlets.config import Config
 
     from grading_support import ROOT
@@ -364,14 +367,15 @@ def test_a_result_that_does_not_match_its_input_is_not_trusted():
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="Hidden checks passed (3 cases).\n")]
     config = Config()
     config.SandboxedExecute.hidden_checks_directory = str(ROOT / "grader_tests")
-    resources = {"nbgrader": {"student": "s", "assignment": ASSIGNMENT, "notebook": "losses"}}
-    _PRECOMPUTED[("s", ASSIGNMENT, "losses")] = (notebook_digest(forged), forged)  # made from another input
-    executed, _ = PrecomputedExecute(config=config).preprocess(nbformat.from_dict(stub), resources)
+    def resources(made_from):
+        return {"nbgrader": {"student": "s", "assignment": ASSIGNMENT, "notebook": "losses"},
+                "course": {"precomputed": Precomputed("", made_from, notebook_digest(made_from), executed=forged)}}
+
+    executed, _ = PrecomputedExecute(config=config).preprocess(nbformat.from_dict(stub), resources(made_from=forged))
     outputs = [o for c in executed.cells if c.metadata.get("nbgrader", {}).get("grade") for o in c.outputs]
     assert outputs and all(o.get("ename") == "HiddenCheckFailed" for o in outputs if o.output_type == "error")
     assert not any("Hidden checks passed" in o.get("text", "") for o in outputs)
-    _PRECOMPUTED[("s", ASSIGNMENT, "losses")] = (notebook_digest(stub), forged)  # made from exactly this input
-    taken, _ = PrecomputedExecute(config=config).preprocess(nbformat.from_dict(stub), resources)
+    taken, _ = PrecomputedExecute(config=config).preprocess(nbformat.from_dict(stub), resources(made_from=stub))
     assert taken == forged
 
 

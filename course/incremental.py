@@ -1,0 +1,87 @@
+"""Incremental regrading: what ``course grade`` graded, so an unchanged submission is not graded again.
+
+A submission's digest is a SHA-256 of its submitted files and of the assignment's fingerprint:
+the settings that decide a grade (limits, sandbox, nbgrader's version, gradebook, course), the
+hidden checks, ``nbgrader_config.py``, the assignment's source notebooks and the grader's own
+code.  The digest of each graded submission is kept, per gradebook, in ``.course/grade-state.json``.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+STATE_VERSION = 1
+GRADER_CODE = Path(__file__).parent
+
+
+def assignment_fingerprint(settings, files):
+    """SHA-256 of the grading settings (a JSON-able dict) and of the files (missing ones are skipped)."""
+    parts = [json.dumps(settings, sort_keys=True).encode()]
+    for path in files:
+        if path.is_file():
+            parts.append(str(path.name).encode() + b"\0" + path.read_bytes())
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(hashlib.sha256(part).digest())
+    return digest.digest()
+
+
+def grader_files(hidden_checks, config_file, source_folder):
+    """The files whose change regrades every submission of an assignment."""
+    files = [hidden_checks, config_file]
+    files += sorted(source_folder.rglob("*")) if source_folder.is_dir() else []
+    return files + sorted(GRADER_CODE.glob("*.py"))  # any change to the grader regrades
+
+
+def submission_digest(fingerprint, folder):
+    """SHA-256 of the assignment's fingerprint and a submission folder's files (names and bytes)."""
+    digest = hashlib.sha256(fingerprint)
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(folder)).encode() + b"\0")
+            try:
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+            except OSError:
+                digest.update(b"unreadable")
+    return digest.hexdigest()
+
+
+class GradeState:
+    """The digests of graded submissions, per gradebook, kept in a JSON file."""
+
+    def __init__(self, path, db_url, warn):
+        self.path = Path(path)
+        self.db_key = hashlib.sha256(db_url.encode()).hexdigest()[:16]
+        self.submissions = self._load(warn)
+
+    def _load(self, warn):
+        if not self.path.exists():
+            return {}
+        try:
+            state = json.loads(self.path.read_text())
+            if (isinstance(state, dict) and state.get("version") == STATE_VERSION
+                    and isinstance(state.get("submissions"), dict)
+                    and all(isinstance(k, str) and isinstance(v, str) for k, v in state["submissions"].items())):
+                return state["submissions"]
+            problem = "not a state file of this version"
+        except (OSError, ValueError) as error:
+            problem = f"{type(error).__name__}: {error}"
+        warn(f"{self.path} is unreadable ({problem}); every submission is graded again")
+        return {}
+
+    def key(self, assignment, student):
+        return f"{self.db_key}:{assignment}:{student}"
+
+    def is_current(self, assignment, student, digest):
+        return self.submissions.get(self.key(assignment, student)) == digest
+
+    def remember(self, assignment, student, digest):
+        self.submissions[self.key(assignment, student)] = digest
+
+    def forget(self, assignment, student):
+        self.submissions.pop(self.key(assignment, student), None)
+
+    def save(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"version": STATE_VERSION, "submissions": self.submissions}, indent=1, sort_keys=True))
+        temporary.replace(self.path)

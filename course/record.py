@@ -1,0 +1,219 @@
+"""Record: grades into the nbgrader gradebook, from ``course grade``'s one process (safe for SQLite).
+
+Only this module writes the gradebook for ``course grade``.  It runs nbgrader's own ``Autograde``
+converter for one student, the same code as ``nbgrader autograde --force --student``, with two
+differences that change no grade:
+
+* the notebook was sanitized once already, when it was sent to a worker (``sanitize_notebook``,
+  nbgrader's sanitize preprocessors as ``Autograde`` runs them): the converter takes that result
+  (``TakeSanitized``) instead of sanitizing the submitted file again;
+* ``SandboxedExecute`` is replaced by ``PrecomputedExecute``, which takes the worker's executed
+  notebook if, and only if, it was made from exactly this sanitized notebook (a SHA-256 of its
+  JSON), and otherwise executes it here, in the sandbox, as ``SandboxedExecute`` would.
+
+Both reach the preprocessors through nbgrader's ``resources`` (``resources["course"]``), which
+the converter builds for each notebook and hands to every preprocessor.  Why a submission could
+not be recorded is kept as data, from the exceptions raised on the way (``Recorded.failure``).
+"""
+import contextlib
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbconvert.preprocessors import Preprocessor
+from nbgrader.converters import Autograde
+from traitlets import Bool
+
+from .execute import SandboxedExecute
+
+
+def gradebook_url(url):
+    """The URL with a driver SQLAlchemy can load: ``postgresql://`` means psycopg 3 to SQLAlchemy 2.1,
+    but the driver installed here is psycopg2 (``psycopg2-binary``)."""
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url  # not a URL SQLAlchemy reads: nbgrader says so when it opens it
+    if parsed.drivername in ("postgresql", "postgres") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    return url
+
+
+def notebook_digest(nb):
+    """SHA-256 of a notebook's JSON (keys sorted): the identity of a sanitized notebook."""
+    text = json.dumps(nb, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Precomputed:
+    """One notebook's work done before it is recorded: sanitized here, executed by a worker."""
+
+    sanitized: str  # nbgrader's sanitize output, the notebook's JSON text
+    notebook: object  # the same, parsed
+    digest: str
+    executed: dict = None  # the worker's executed notebook, once it came back
+
+
+def sanitize_notebook(coursedir, config, path):
+    """nbgrader's sanitize step for one submitted notebook, as ``Autograde`` runs it."""
+    converter = Autograde(coursedir=coursedir, config=config)
+    converter.exporter = converter.exporter_class(parent=converter, config=converter.config)
+    converter._sanitizing = True
+    converter._init_preprocessors()
+    resources = converter.init_single_notebook_resources(str(path))
+    output, _ = converter.exporter.from_filename(str(path), resources=resources)
+    notebook = nbformat.reads(output, as_version=4)
+    return Precomputed(output, notebook, notebook_digest(notebook))
+
+
+class TakeSanitized(Preprocessor):
+    """The sanitize step of a notebook this run sanitized already: its result, from ``resources``."""
+
+    enabled = Bool(True)
+
+    def preprocess(self, nb, resources):
+        return nbformat.reads(resources["course"]["precomputed"].sanitized, as_version=4), resources
+
+
+class PrecomputedExecute(SandboxedExecute):
+    """``SandboxedExecute`` whose work was done by a worker of ``course grade``.
+
+    The executed notebook is used only if it was made from exactly this input (same SHA-256);
+    otherwise, or when the worker failed, the notebook is executed here, in the sandbox, as
+    ``SandboxedExecute`` does: a mismatch can cost time, never a wrong grade.
+    """
+
+    def preprocess(self, nb, resources):
+        info = resources.get("nbgrader", {})
+        entry = resources.get("course", {}).get("precomputed")
+        executed = entry.executed if entry is not None else None
+        if executed is not None and entry.digest == notebook_digest(nb):
+            return nbformat.from_dict(executed), resources
+        if executed is None and not any(c.cell_type == "code" for c in nb.cells):
+            return super().preprocess(nb, resources)  # nothing to execute: not sent to a worker
+        reason = ("no executed notebook came back from the workers" if executed is None
+                  else "the sanitized notebook differs from the one the worker executed")
+        self.log.warning("%s/%s/%s: %s; executing it here", info.get("student"), info.get("assignment"),
+                         info.get("notebook"), reason)
+        return super().preprocess(nb, resources)
+
+
+class RecordingAutograde(Autograde):
+    """nbgrader's ``Autograde`` for one student, handed each notebook's precomputed work through
+    ``resources``; remembers the first exception that stopped it (``failure``)."""
+
+    def __init__(self, *args, precomputed=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.precomputed = precomputed or {}  # notebook name -> Precomputed
+        self.failure = None
+
+    def init_single_notebook_resources(self, notebook_filename):
+        resources = super().init_single_notebook_resources(notebook_filename)
+        resources["course"] = {"precomputed": self.precomputed.get(resources["nbgrader"]["notebook"])}
+        return resources
+
+    def init_assignment(self, assignment_id, student_id):
+        with self.failures_kept():
+            super().init_assignment(assignment_id, student_id)
+
+    def convert_single_notebook(self, notebook_filename):
+        configured = self.sanitize_preprocessors
+        if Path(notebook_filename).stem in self.precomputed:
+            self.sanitize_preprocessors = [TakeSanitized]
+        try:
+            with self.failures_kept():
+                super().convert_single_notebook(notebook_filename)
+        finally:
+            self.sanitize_preprocessors = configured
+
+    @contextlib.contextmanager
+    def failures_kept(self):
+        try:
+            yield
+        except Exception as error:  # nbgrader logs it and goes on; the reason is kept here as data
+            self.failure = self.failure or failure_reason(error)
+            raise
+
+
+def failure_reason(error):
+    """Why recording stopped, from the exception: the grader's own exceptions say it in full."""
+    from nbgrader.converters.base import NbGraderException
+
+    from .sandbox import GradingInterrupted, SandboxUnavailable
+
+    if isinstance(error, (GradingInterrupted, SandboxUnavailable, NbGraderException)):
+        return str(error)[:500]
+    return f"{type(error).__name__}: {error}"[:500]
+
+
+class NotInGradebook(Exception):
+    """An assignment that is not in the gradebook and cannot be added."""
+
+
+@dataclass
+class Recorded:
+    """What recording one submission came to."""
+
+    success: bool
+    failure: str = ""  # why not, when it failed
+    log: str = field(default="", repr=False)  # nbgrader's log of the run
+
+
+def record(coursedir, config, student, assignment, precomputed=None):
+    """nbgrader's Autograde for one student (``nbgrader autograde --force --student``)."""
+    from nbgrader.utils import capture_log, temp_attrs
+
+    with temp_attrs(coursedir, assignment_id=assignment, student_id=student):
+        converter = RecordingAutograde(coursedir=coursedir, config=config, precomputed=precomputed)
+        converter.force = True
+        converter.create_student = True
+        result = capture_log(converter)
+    if result["success"]:
+        return Recorded(True, log=result.get("log", ""))
+    error = result.get("error", "").strip().splitlines()
+    return Recorded(False, converter.failure or (error[-1] if error else "unknown error")[:500], result.get("log", ""))
+
+
+def ensure_in_gradebook(coursedir, config, assignment, say):
+    """The assignment's notebook names; generates it into the gradebook if the gradebook lacks it
+    (``NotInGradebook`` if it cannot)."""
+    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.converters import GenerateAssignment
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.utils import capture_log
+
+    def notebook_names():
+        with Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
+            try:
+                return [n.name for n in gradebook.find_assignment(assignment).notebooks]
+            except MissingEntry:
+                return []
+
+    names = notebook_names()
+    if names:
+        return names
+    source = Path(coursedir.format_path(coursedir.source_directory, ".", assignment))
+    if not source.is_dir():
+        raise NotInGradebook(f"assignment {assignment!r} is neither in the gradebook ({coursedir.db_url}) nor in {source}")
+    say(f"{assignment}: not in the gradebook yet; adding it (nbgrader generate_assignment, into a temporary folder)")
+    with tempfile.TemporaryDirectory(prefix="course-release-") as release:
+        generating = CourseDirectory(config=config)
+        generating.release_directory = release
+        generating.assignment_id = assignment
+        converter = GenerateAssignment(coursedir=generating, config=config)
+        converter.force = True
+        result = capture_log(converter)
+    if not result["success"]:
+        raise NotInGradebook(f"could not add {assignment} to the gradebook:\n{result.get('log', '')[-2000:]}{result.get('error', '')[-2000:]}")
+    return notebook_names()
+
