@@ -172,10 +172,10 @@ def mounts_to_keep(points, folder, hide):
     """The mount points under ``folder`` that a fresh tmpfs there must keep (topmost first, none
     under another kept one), leaving out ``hide`` and what is under it."""
     kept = []
-    top = folder.rstrip("/") + "/"
+    top, hide = folder.rstrip("/") + "/", hide.rstrip("/")
     for point in sorted(set(points)):
         inside = point.startswith(top)
-        hidden = point == hide or point.startswith(hide.rstrip("/") + "/")
+        hidden = point == hide or point.startswith(hide + "/")
         if inside and not hidden and not any(point.startswith(k + "/") for k in kept):
             kept.append(point)
     return kept
