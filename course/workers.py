@@ -37,6 +37,9 @@ from .forkserver import close_fork_servers, fork_server_for
 from .kernel import KernelRecipe, WarmKernel, close_kernel, kill_all_sandboxes
 from .sandbox import require_sandbox
 
+# course.execute (nbgrader, nbformat) is imported inside the functions that use it, so that a worker
+# process skips a slow optional import first (skip_slow_optional_imports); it never imports this module.
+
 WARM_START_TIMEOUT = 120.0
 WARM_MAX_IDLE = 900.0  # a warm kernel that waited longer than this is not trusted to be healthy
 
