@@ -57,10 +57,14 @@ c.SandboxedExecute.hidden_checks_directory = os.path.join(here, "grader_tests")
 # in a cgroup per submission (course/cgroups.py: cgroup v2, else v1, made under the grader's own
 # cgroup), and memory, processes, CPU time, file size and open files also per process (rlimits).
 # Where the grader cannot make cgroups (not root, no writable memory and pids controllers), only
-# the per-process limits hold, and the grading log says so.
-c.SandboxedExecute.memory_limit_gib = float(os.environ.get("COURSE_MEMORY_GIB", 4))  # whole submission; each process too
-c.SandboxedExecute.max_processes = 64  # processes and threads, whole submission
-c.SandboxedExecute.cpus = 1.0  # CPUs it may keep busy at once (cgroup only)
-c.SandboxedExecute.notebook_cpu_seconds = 600  # CPU time, all its processes summed (watchdog), and each process
-c.SandboxedExecute.cell_timeout = 120  # wall clock of one cell
-c.SandboxedExecute.notebook_timeout = 600  # wall clock of the whole notebook
+# the per-process limits hold, and the grading log says so.  The defaults are the table in
+# course/sandbox.py (Limits); to change one, set it here:
+#   c.SandboxedExecute.memory_limit_gib      whole submission; each process too
+#   c.SandboxedExecute.max_processes         processes and threads, whole submission
+#   c.SandboxedExecute.cpus                  CPUs it may keep busy at once (cgroup only)
+#   c.SandboxedExecute.notebook_cpu_seconds  CPU time, all its processes summed (watchdog), and each process
+#   c.SandboxedExecute.cell_timeout          wall clock of one cell, seconds
+#   c.SandboxedExecute.notebook_timeout      wall clock of the whole notebook, seconds
+#   c.SandboxedExecute.output_chars_per_cell output kept per cell
+if "COURSE_MEMORY_GIB" in os.environ:
+    c.SandboxedExecute.memory_limit_gib = float(os.environ["COURSE_MEMORY_GIB"])

@@ -14,7 +14,6 @@ feedback, export) is unchanged.
 import functools
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,8 +29,9 @@ from traitlets import Bool, Float, Integer, List, Unicode
 from . import ROOT, feedback, sanitize
 from .judge import MAX_REPLY_CHARS, HiddenCheckError, Verdict, judge, load_hidden_checks, new_nonce, reply_from_outputs, request_for, harness_code
 from .harness import RESULT_MIME
-from .sandbox import (ForkServer, ForkServerError, GradingInterrupted, Limits, SandboxedKernelManager, Watchdog,
-                      file_tail, require_sandbox, shared_fork_server, socket_folder, warn_unsandboxed)
+from .forkserver import fork_server_for
+from .kernel import SandboxedKernelManager, WarmKernel, Watchdog, new_scratch
+from .sandbox import GIB, GradingInterrupted, Limits, file_tail, require_sandbox, warn_unsandboxed
 
 TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
 RESULTS_KEPT = 2  # one reply per case; a second is kept only to say "more than one result came back"
@@ -54,9 +54,9 @@ class LimitedOutputClient(NotebookClient):
     captures output.
     """
 
-    output_chars_per_cell = 20_000
-    received_bytes_per_cell = 32 * 1024**2
-    received_bytes_per_submission = 128 * 1024**2
+    output_chars_per_cell = Limits.output_chars_per_cell
+    received_bytes_per_cell = Limits.output_bytes_per_cell
+    received_bytes_per_submission = Limits.output_bytes_per_submission
     probing = False  # True while a hidden-check probe runs: its result is kept apart from the student's output
     store_widget_state = Bool(False)
 
@@ -191,18 +191,21 @@ class SandboxedExecute(NbGraderPreprocessor):
     """Run a submission in the sandbox and grade its test cells by hidden checks."""
 
     hidden_checks_directory = Unicode(str(ROOT / "grader_tests"), help="grader_tests/ folder").tag(config=True)
-    memory_limit_gib = Float(4.0, help=(
+    # The limits of one submission; their defaults are those of course.sandbox.Limits.
+    memory_limit_gib = Float(Limits.memory_bytes / GIB, help=(
         "memory of one submission, GiB: all its processes together (a cgroup, where the grader can make one) "
         "and the address space of each")).tag(config=True)
-    cell_timeout = Float(120.0, help="wall-clock seconds per cell").tag(config=True)
-    notebook_timeout = Float(600.0, help="wall-clock seconds per notebook").tag(config=True)
-    notebook_cpu_seconds = Integer(600, help="CPU seconds per sandbox process").tag(config=True)
-    max_processes = Integer(64, help="processes and threads of one submission").tag(config=True)
-    cpus = Float(1.0, help="CPUs one submission may keep busy at once (a cgroup, where the grader can make one)").tag(config=True)
-    output_chars_per_cell = Integer(20_000, help="output kept per cell").tag(config=True)
-    output_bytes_per_cell = Integer(32 * 1024**2, help=(
+    cell_timeout = Float(Limits.cell_seconds, help="wall-clock seconds per cell").tag(config=True)
+    notebook_timeout = Float(Limits.notebook_seconds, help="wall-clock seconds per notebook").tag(config=True)
+    notebook_cpu_seconds = Integer(Limits.notebook_cpu_seconds, help=(
+        "CPU seconds of the whole notebook: all its processes summed, and each process")).tag(config=True)
+    max_processes = Integer(Limits.processes, help="processes and threads of one submission").tag(config=True)
+    cpus = Float(Limits.cpus, help=(
+        "CPUs one submission may keep busy at once (a cgroup, where the grader can make one)")).tag(config=True)
+    output_chars_per_cell = Integer(Limits.output_chars_per_cell, help="output kept per cell").tag(config=True)
+    output_bytes_per_cell = Integer(Limits.output_bytes_per_cell, help=(
         "bytes of messages the grader reads from the kernel during one cell; past it the kernel is stopped")).tag(config=True)
-    output_bytes_per_submission = Integer(128 * 1024**2, help=(
+    output_bytes_per_submission = Integer(Limits.output_bytes_per_submission, help=(
         "bytes of messages the grader reads from the kernel for one notebook; past it the kernel is stopped")).tag(config=True)
     use_bubblewrap = Bool(True, help=(
         "run kernels in bubblewrap; where it is missing or cannot start, grading refuses. False grades "
@@ -216,7 +219,7 @@ class SandboxedExecute(NbGraderPreprocessor):
     _announced = set()  # how kernels start, said once per process
 
     def limits(self):
-        return Limits(memory_bytes=int(self.memory_limit_gib * 1024**3), processes=self.max_processes,
+        return Limits(memory_bytes=int(self.memory_limit_gib * GIB), processes=self.max_processes,
                       notebook_cpu_seconds=self.notebook_cpu_seconds, cell_seconds=self.cell_timeout,
                       notebook_seconds=self.notebook_timeout, output_chars_per_cell=self.output_chars_per_cell,
                       output_bytes_per_cell=self.output_bytes_per_cell,
@@ -235,14 +238,9 @@ class SandboxedExecute(NbGraderPreprocessor):
         except HiddenCheckError as problem:
             self.log.error("%s: not graded: %s", where, problem)
             raise
-        server = None
-        has_code = any(c.cell_type == "code" for c in nb.cells)  # else nothing will run: no server needed
-        if has_code and self.fork_server and self.use_bubblewrap and ForkServer.available():
-            modules = source_imports(source_notebooks(self.config, assignment), self.preload_modules)
-            try:
-                server = shared_fork_server(modules)
-            except ForkServerError as error:
-                self.log.warning("%s: no fork server (%s); starting the kernel cold", where, error)
+        wanted = self.fork_server and any(c.cell_type == "code" for c in nb.cells)  # no code: nothing will run
+        modules = source_imports(source_notebooks(self.config, assignment), self.preload_modules) if wanted else ()
+        server = fork_server_for(modules, self.use_bubblewrap, wanted, self.log, where)
         how = ("forked from a pre-warmed sandboxed interpreter (" + (", ".join(server.modules) or "no modules") + " imported)"
                if server is not None else "started cold" + (" in bubblewrap" if self.use_bubblewrap else ""))
         if how not in SandboxedExecute._announced:
@@ -314,15 +312,16 @@ def _modules_imported_by(path, mtime_ns):
     return frozenset(found)
 
 
-def execute_submission(nb, checks, limits, log, where="submission", use_bubblewrap=True, warm=None, fork_server=None):
+def execute_submission(nb, checks, limits, log, where="submission", use_bubblewrap=True, warm: WarmKernel = None,
+                       fork_server=None):
     """Run one sanitized notebook in a fresh sandbox and grade its test cells by the hidden checks.
 
     Pure with respect to the course: it needs no gradebook and no course file, only its
     arguments (a notebook, as a dict or NotebookNode; ``{grade_id: [case, ...]}``; ``Limits``),
     so it runs alike inside ``nbgrader autograde`` (``SandboxedExecute``), in a worker process
     of ``course grade`` or on a Dask worker.  ``warm`` is a kernel started ahead for this
-    submission (``course.workers.WarmKernel``), used once; otherwise the kernel is forked from
-    ``fork_server`` (``course.sandbox.ForkServer``) if given, or started cold.  Returns the
+    submission (``course.kernel.WarmKernel``), used once; otherwise the kernel is forked from
+    ``fork_server`` (``course.forkserver.ForkServer``) if given, or started cold.  Returns the
     executed notebook.
     """
     nb = nbformat.from_dict(nb)
@@ -351,13 +350,6 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
     if run.km.enforced is False:
         notes.append(feedback.unsandboxed())
     return add_grading_notes(nb, notes)
-
-
-def new_scratch(fork_server=None):
-    """A fresh host folder for one submission's channel and kernel log (under the fork server's, if any)."""
-    if fork_server is not None:
-        return Path(tempfile.mkdtemp(prefix="", dir=fork_server.root))
-    return Path(tempfile.mkdtemp(prefix="course-sandbox-", dir=socket_folder()))
 
 
 class SubmissionRun:

@@ -45,6 +45,7 @@ from .collect import DEFAULT_LMS_PATTERN, collect
 from .execute import SandboxedExecute, source_imports, source_notebooks
 from .incremental import GradeState, assignment_fingerprint, grader_files, submission_digest
 from .judge import HiddenCheckError, load_hidden_checks
+from .kernel import KernelRecipe
 from .pools import DaskPool, LocalPool, PoolUnavailable
 from .record import NotInGradebook, PrecomputedExecute, ensure_in_gradebook, gradebook_url, record, sanitize_notebook
 from .sandbox import UNSANDBOXED, SandboxUnavailable, require_sandbox
@@ -424,7 +425,7 @@ class GradeRun:
         fork = self.executor_settings.fork_server
         if self.parallel:
             first = runs[order[0].assignment].modules
-            warm = (asdict(self.limits), self.executor_settings.use_bubblewrap, first, fork) if self.settings.prewarm else None
+            warm = KernelRecipe.of(self.limits, self.executor_settings.use_bubblewrap, first, fork) if self.settings.prewarm else None
             try:
                 pool = DaskPool(self.scheduler) if self.scheduler else LocalPool(min(self.workers, len(todo)), warm)
             except PoolUnavailable as problem:

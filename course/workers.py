@@ -32,95 +32,59 @@ import subprocess
 import threading
 import time
 import sys
-from dataclasses import asdict
 
-from .sandbox import ForkServer, ForkServerError, Limits, SandboxedKernelManager, require_sandbox, shared_fork_server
+from .forkserver import close_fork_servers, fork_server_for
+from .kernel import KernelRecipe, WarmKernel, close_kernel, kill_all_sandboxes
+from .sandbox import require_sandbox
+
+# course.execute (nbgrader, nbformat) is imported inside the functions that use it, so that a worker
+# process skips a slow optional import first (skip_slow_optional_imports); it never imports this module.
 
 WARM_START_TIMEOUT = 120.0
 WARM_MAX_IDLE = 900.0  # a warm kernel that waited longer than this is not trusted to be healthy
 
 
-class WarmKernel:
-    """A sandboxed kernel started ahead of time for one future submission."""
+def launch(warm: WarmKernel, loop):
+    """Start the warm kernel's process now (its boot and imports overlap what this worker does next)."""
+    import nbformat
 
-    def __init__(self, limits: Limits, use_bubblewrap: bool, modules, fork_server=None):
-        from .execute import new_scratch
+    from .execute import LimitedOutputClient
 
-        self.limits, self.use_bubblewrap, self.modules = limits, use_bubblewrap, tuple(modules)
-        self.key = warm_key(limits, use_bubblewrap, self.modules)
-        self.scratch = new_scratch(fork_server)
-        self.km = SandboxedKernelManager(self.scratch / "channel", limits, use_bubblewrap=use_bubblewrap,
-                                         fork_server=fork_server)
-        self.kc = None
-        self.client = None
-        self.created = time.monotonic()
-        self.task = None
-
-    def launch(self, loop):
-        """Start the kernel process now (its boot and imports overlap what this worker does next)."""
-        import nbformat
-
-        from .execute import LimitedOutputClient
-
-        # The same client settings SubmissionRun uses, so the kernel starts exactly as a cold one would.
-        self.client = LimitedOutputClient(nbformat.v4.new_notebook(), km=self.km, timeout=self.limits.cell_seconds,
-                                          allow_errors=True, interrupt_on_timeout=False, record_timing=False,
-                                          kernel_name="python3", resources={"metadata": {"path": str(self.scratch)}})
-        with open(self.scratch / "kernel.log", "wb") as kernel_output:
-            loop.run_until_complete(self.client.async_start_new_kernel(stdout=kernel_output, stderr=subprocess.STDOUT))
-        self.task = loop.create_task(self.ready())
-        return self
-
-    async def ready(self):
-        """Connect to the kernel, wait until it answers, then pre-import the modules silently."""
-        await self.client.async_start_new_kernel_client()
-        self.kc = self.client.kc
-        if self.modules and self.km.fork_server is None:  # a forked kernel has them already
-            code = ("for __course_module in %r:\n"
-                    "    try:\n"
-                    "        __import__(__course_module)\n"
-                    "    except Exception:\n"
-                    "        pass\n"
-                    "del __course_module\n") % (list(self.modules),)
-            msg_id = self.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
-            deadline = time.monotonic() + WARM_START_TIMEOUT
-            while True:  # the reply on the shell channel ...
-                reply = await self.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
-                if reply["parent_header"].get("msg_id") == msg_id:
-                    break
-            while True:  # ... and the kernel idle again on iopub, so no message of ours is left queued
-                message = await self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-                if (message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "status"
-                        and message["content"].get("execution_state") == "idle"):
-                    break
-        return self
-
-    def discard(self):
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-        close_kernel(self.km, self.kc)
-        shutil.rmtree(self.scratch, ignore_errors=True)
+    limits = warm.recipe.limits
+    # The same client settings SubmissionRun uses, so the kernel starts exactly as a cold one would.
+    warm.client = LimitedOutputClient(nbformat.v4.new_notebook(), km=warm.km, timeout=limits.cell_seconds,
+                                      allow_errors=True, interrupt_on_timeout=False, record_timing=False,
+                                      kernel_name="python3", resources={"metadata": {"path": str(warm.scratch)}})
+    with open(warm.scratch / "kernel.log", "wb") as kernel_output:
+        loop.run_until_complete(warm.client.async_start_new_kernel(stdout=kernel_output, stderr=subprocess.STDOUT))
+    warm.task = loop.create_task(ready(warm))
+    return warm
 
 
-def close_kernel(km, kc):
-    """Kill the kernel's sandbox and release the grader-side sockets."""
-    try:
-        km.kill_everything()
-    except Exception:
-        pass
-    try:
-        if kc is not None:
-            kc.stop_channels()
-    except Exception:
-        pass
-    try:
-        km.context.destroy(linger=0)
-    except Exception:
-        pass
-
-
-def warm_key(limits, use_bubblewrap, modules):
-    return (tuple(sorted(asdict(limits).items())), bool(use_bubblewrap), tuple(modules))
+async def ready(warm: WarmKernel):
+    """Connect to the warm kernel, wait until it answers, then pre-import the modules silently."""
+    await warm.client.async_start_new_kernel_client()
+    warm.kc = warm.client.kc
+    modules = warm.recipe.modules
+    if modules and warm.km.fork_server is None:  # a forked kernel has them already
+        code = ("for __course_module in %r:\n"
+                "    try:\n"
+                "        __import__(__course_module)\n"
+                "    except Exception:\n"
+                "        pass\n"
+                "del __course_module\n") % (list(modules),)
+        msg_id = warm.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+        deadline = time.monotonic() + WARM_START_TIMEOUT
+        while True:  # the reply on the shell channel ...
+            reply = await warm.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        while True:  # ... and the kernel idle again on iopub, so no message of ours is left queued
+            message = await warm.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if (message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "status"
+                    and message["content"].get("execution_state") == "idle"):
+                break
+    return warm
 
 
 class _ThreadState:
@@ -158,13 +122,13 @@ def _loop():
     return state.loop
 
 
-def take_warm(key, log):
-    """This thread's warm kernel if it fits ``key`` and started well; else None (it is discarded)."""
+def take_warm(recipe: KernelRecipe, log):
+    """This thread's warm kernel if it was started with ``recipe`` and started well; else None (it is discarded)."""
     state = _state()
     warm, state.warm = state.warm, None
     if warm is None:
         return None
-    if warm.key != key or time.monotonic() - warm.created > WARM_MAX_IDLE:
+    if warm.recipe != recipe or time.monotonic() - warm.created > WARM_MAX_IDLE:
         warm.discard()
         return None
     loop = _loop()
@@ -180,30 +144,18 @@ def take_warm(key, log):
     return warm
 
 
-def fork_server_for(modules, use_bubblewrap, wanted, log=None):
-    """This process's fork server for ``modules``, or None (not wanted, not possible, or it failed)."""
-    if not (wanted and use_bubblewrap and ForkServer.available()):
-        return None
-    try:
-        return shared_fork_server(modules)
-    except ForkServerError as error:
-        if log is not None:
-            log.warning("no fork server (%s); kernels start cold", error)
-        return None
-
-
-def prepare_warm(limits, use_bubblewrap, modules, fork_server=True):
+def prepare_warm(recipe: KernelRecipe):
     """Start this thread's next kernel now; it becomes ready while the current submission runs."""
     state = _state()
     if state.warm is not None:
         state.warm.discard()
         state.warm = None
     try:
-        warm = WarmKernel(limits, use_bubblewrap, modules, fork_server_for(modules, use_bubblewrap, fork_server))
+        warm = WarmKernel(recipe, fork_server_for(recipe.modules, recipe.use_bubblewrap, recipe.fork_server))
     except Exception:  # no sandbox here: the submission itself will refuse, and say why
         return
     try:
-        warm.launch(_loop())
+        launch(warm, _loop())
     except Exception:  # no warm kernel then; the next submission starts a cold one and says why
         warm.discard()
         return
@@ -227,16 +179,14 @@ def drain(*_):
 def initialize_worker(warm=None):
     """Initializer of the local pool's processes.
 
-    Starts the first warm kernel at once (``warm``: limits as a dict, use_bubblewrap, modules,
-    fork_server), then imports the grader while that kernel boots, and makes sure no warm kernel
-    (and no fork server) outlives the process.
+    Starts the first warm kernel at once (``warm``: a ``KernelRecipe``, or its four fields as plain
+    data), then imports the grader while that kernel boots, and makes sure no warm kernel (and no
+    fork server) outlives the process.
     """
     import atexit
     from multiprocessing import util
 
     skip_slow_optional_imports()
-    from .sandbox import close_fork_servers
-
     # Ctrl-C is the grader's to handle: it stops the batch and then ends the workers (``stop_now``).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, stop_now)
@@ -244,8 +194,7 @@ def initialize_worker(warm=None):
     util.Finalize(None, close_fork_servers, exitpriority=90)
     atexit.register(drain)
     if warm is not None:
-        limits, use_bubblewrap, modules, fork_server = warm
-        prepare_warm(Limits(**limits), use_bubblewrap, tuple(modules), fork_server)
+        prepare_warm(KernelRecipe.of(*warm))
     from . import execute  # noqa: F401 - nbgrader, nbclient: imported while the kernel starts
     logging.getLogger("traitlets").setLevel(logging.WARNING)
 
@@ -253,8 +202,6 @@ def initialize_worker(warm=None):
 def stop_now(*_):
     """The batch is stopping: kill every kernel and fork server of this process, remove their
     folders, and exit at once (the submission in hand is not finished, so it returns nothing)."""
-    from .sandbox import close_fork_servers, kill_all_sandboxes
-
     try:
         kill_all_sandboxes()
         drain()
@@ -265,8 +212,6 @@ def stop_now(*_):
 
 def kill_running():
     """On a Dask worker, when the batch stops: kill the kernels of the tasks in hand and the warm ones."""
-    from .sandbox import kill_all_sandboxes
-
     kill_all_sandboxes()
     return drain()
 
@@ -312,21 +257,19 @@ def run_task(task):
     log.propagate = False
     log.setLevel(logging.DEBUG)
     log.handlers[:] = [handler]
-    limits = Limits(**task["limits"])
-    use_bubblewrap = bool(task.get("use_bubblewrap", True))
+    recipe = KernelRecipe.of(task["limits"], task.get("use_bubblewrap", True), task.get("modules"),
+                             task.get("fork_server"))
     _loop()  # before nbclient picks one
-    if use_bubblewrap:
+    if recipe.use_bubblewrap:
         try:
             require_sandbox()
         except Exception as error:
             raise type(error)(f"worker {socket.gethostname()}: {error}") from None
-    modules = tuple(task.get("modules") or ())
-    wants_fork = bool(task.get("fork_server"))
-    server = fork_server_for(modules, use_bubblewrap, wants_fork, log)
-    warm = take_warm(warm_key(limits, use_bubblewrap, modules), log) if task.get("prewarm") else None
+    server = fork_server_for(recipe.modules, recipe.use_bubblewrap, recipe.fork_server, log)
+    warm = take_warm(recipe, log) if task.get("prewarm") else None
     if task.get("prewarm_next") is not None:
-        prepare_warm(limits, use_bubblewrap, tuple(task["prewarm_next"]), wants_fork)
-    notebook = execute_submission(task["notebook"], task["checks"], limits, log, task["where"], use_bubblewrap,
-                                  warm=warm, fork_server=server)
+        prepare_warm(recipe._replace(modules=tuple(task["prewarm_next"])))
+    notebook = execute_submission(task["notebook"], task["checks"], recipe.limits, log, task["where"],
+                                  recipe.use_bubblewrap, warm=warm, fork_server=server)
     return {"id": task["id"], "notebook": notebook, "log": handler.records, "seconds": time.perf_counter() - started,
             "host": socket.gethostname(), "pid": os.getpid(), "warm": warm is not None}

@@ -3,6 +3,7 @@ from the host and from each other.  Real bubblewrap, real kernels, real namespac
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import nbformat
 import psutil
 import pytest
 
-from course.execute import new_scratch
-from course.sandbox import ForkServer, ForkServerError, Limits, SandboxedKernelManager
+from course.forkserver import ForkServer, ForkServerError
+from course.kernel import SandboxedKernelManager, new_scratch
+from course.sandbox import Limits
 from nbclient import NotebookClient
 
 pytestmark = pytest.mark.skipif(not ForkServer.available(), reason="the fork server needs root and bubblewrap")
@@ -145,12 +147,13 @@ def test_nothing_crosses_from_one_student_to_the_next(server):
 def test_the_kernel_holds_no_handle_to_the_fork_server(server):
     _, km = run(server, "print(json.dumps({}))")
     try:
-        control = {os.readlink(f"/proc/{server.process.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{server.process.pid}/fd")}
-        server_sockets = set()
-        for process in psutil.Process(server.process.pid).children(recursive=True):
-            if process.uids().real == 0:  # the server itself, inside bwrap
-                server_sockets |= {os.readlink(f"/proc/{process.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{process.pid}/fd")
-                                   if os.readlink(f"/proc/{process.pid}/fd/{fd}").startswith("socket:")}
+        script = str(server.root / "forkserver.py")
+        interpreter = next(p for p in psutil.Process(server.process.pid).children(recursive=True)
+                           if p.uids().real == 0 and p.cmdline()[:2] == [sys.executable, script])
+        server_sockets = {os.readlink(f"/proc/{interpreter.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{interpreter.pid}/fd")
+                          if os.readlink(f"/proc/{interpreter.pid}/fd/{fd}").startswith("socket:")}
+        # The server's end of the control connection: the descriptor its command line names.
+        control = os.readlink(f"/proc/{interpreter.pid}/fd/{interpreter.cmdline()[2]}")
         held = set()
         for process in km.sandbox_processes():
             for fd in os.listdir(f"/proc/{process.pid}/fd"):
@@ -158,8 +161,10 @@ def test_the_kernel_holds_no_handle_to_the_fork_server(server):
                     held.add(os.readlink(f"/proc/{process.pid}/fd/{fd}"))
                 except OSError:
                     pass
-        assert server_sockets and not (held & server_sockets), "a kernel inherited the fork server's control socket"
-        assert control
+        assert control.startswith("socket:"), f"the fork server's control descriptor is {control}, not a socket"
+        assert held, "the kernel's open files could not be read"
+        assert control not in held, "a kernel inherited the fork server's control socket"
+        assert not (held & server_sockets), "a kernel holds a socket of the fork server"
     finally:
         km.kill_everything()
 

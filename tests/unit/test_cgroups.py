@@ -7,7 +7,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from course.cgroups import Layout, SubmissionCgroup, candidate_layouts, parse_mountinfo, parse_proc_cgroup
-from course.sandbox import Limits, Watchdog
+from course.kernel import Watchdog
+from course.sandbox import Limits
 
 # A hybrid machine (v1 controllers, a v2 mount with no controllers), the process in a memory sub-cgroup.
 HYBRID_CGROUP = """\

@@ -1,0 +1,411 @@
+"""The sandboxed kernel: started through jupyter_client's kernel provisioner API, and watched.
+
+``SandboxedKernelManager`` is jupyter_client's kernel manager for one submission: its channel
+folder, its throw-away user id, its limits and its cgroup.  Its kernel starts through
+``SandboxProvisioner``, a kernel provisioner (jupyter_client's documented way to change how a
+kernel is launched, registered under the entry point group ``jupyter_client.kernel_provisioners``
+in ``pyproject.toml`` and named in the kernel spec's ``metadata.kernel_provisioner``): the kernel
+command wrapped in bubblewrap and the limits (``course.sandbox``), the submission's cgroup joined
+first, or the kernel forked from a fork server (``course.forkserver``) where there is one.
+
+``Watchdog`` enforces what rlimits cannot (CPU summed over the sandbox's processes, the
+channel folder's size, the cgroup's memory kills); ``WarmKernel`` is a kernel started ahead of
+time for the next submission (``course.workers`` starts it, ``course.execute`` runs the
+submission in it), and ``KernelRecipe`` says what such a kernel is started with.
+"""
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import NamedTuple
+
+from jupyter_client import AsyncKernelManager
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.provisioning import LocalProvisioner
+
+from .forkserver import ForkServer, ForkServerError
+from .sandbox import (GIB, SANDBOX_UID_RANGE, Limits, bubblewrap_arguments, require_sandbox, rlimit_only_arguments,
+                      socket_folder, warn_unsandboxed)
+
+# The name under which pyproject.toml registers SandboxProvisioner (entry point group
+# jupyter_client.kernel_provisioners).
+PROVISIONER_NAME = "course-sandbox"
+
+_LIVE_SANDBOXES = weakref.WeakSet()  # every SandboxedKernelManager of this process, for kill_all_sandboxes()
+
+
+# The processes of a sandbox that are not the submission's: bubblewrap outside and its init, or a
+# forked kernel's init (and, for a moment, the fork that makes it).
+SANDBOX_OWN_PROCESSES = 2
+_NO_CGROUP_SAID = threading.Event()
+
+
+def submission_cgroup(limits: Limits, log):
+    """A fresh cgroup for one submission (``course.cgroups``), or None; where cgroups cannot be
+    used, say once per process that only the per-process limits hold."""
+    from .cgroups import give_up, grader_cgroups
+
+    grader, problem = grader_cgroups()
+    if grader is not None:
+        try:
+            return grader.new_submission(limits.memory_bytes, limits.processes + SANDBOX_OWN_PROCESSES, limits.cpus)
+        except OSError as error:
+            problem = f"a submission cgroup could not be made: {error}"
+            give_up(problem)
+    if not _NO_CGROUP_SAID.is_set():
+        _NO_CGROUP_SAID.set()
+        log.warning("no cgroup per submission (%s): memory, processes and CPU are limited per process only "
+                    "(rlimits), so several processes of one submission together can use more than %.3g GiB",
+                    problem, limits.memory_bytes / GIB)
+    return None
+
+
+def kill_all_sandboxes():
+    """Kill every kernel this process started and remove its scratch folder (the process is stopping)."""
+    for km in list(_LIVE_SANDBOXES):
+        try:
+            km.kill_everything()
+        except Exception:
+            pass
+        shutil.rmtree(km.channel.parent, ignore_errors=True)
+
+
+def new_scratch(fork_server=None):
+    """A fresh host folder for one submission's channel and kernel log (under the fork server's, if any)."""
+    if fork_server is not None:
+        return Path(tempfile.mkdtemp(prefix="", dir=fork_server.root))
+    return Path(tempfile.mkdtemp(prefix="course-sandbox-", dir=socket_folder()))
+
+
+class SandboxKernelSpecs(KernelSpecManager):
+    """The installed kernel specs, each naming ``SandboxProvisioner`` as its provisioner."""
+
+    def get_kernel_spec(self, kernel_name):
+        spec = super().get_kernel_spec(kernel_name)
+        spec.metadata["kernel_provisioner"] = {"provisioner_name": PROVISIONER_NAME, "config": {}}
+        return spec
+
+
+class SandboxProvisioner(LocalProvisioner):
+    """jupyter_client's local provisioner, with the kernel in the sandbox of its kernel manager
+    (``self.parent``, a ``SandboxedKernelManager``): started cold in bubblewrap (or, where the
+    instructor allowed it, with the limits only), or forked from the fork server."""
+
+    kernel_arguments = None  # what a forked kernel gets as its command line
+
+    async def pre_launch(self, **kwargs):
+        """The kernel command, wrapped: join the cgroup, then bubblewrap and the limits."""
+        kwargs = await super().pre_launch(**kwargs)
+        km, command = self.parent, kwargs["cmd"]
+        # The launcher's arguments (-f <connection file>, and nbclient's --HistoryManager.hist_file=:memory:).
+        launcher = [i for i, arg in enumerate(command) if arg == "ipykernel_launcher"]
+        self.kernel_arguments = command[launcher[0] + 1:] if launcher else None
+        if os.geteuid() == 0:
+            os.chown(km.connection_file, km.sandbox_uid, km.sandbox_uid)
+        if km.cgroup is None:
+            km.cgroup = submission_cgroup(km.limits, km.log)
+        # Joins the cgroup before anything else runs (a cold start; a forked kernel joins by itself).
+        join = km.cgroup.join_command() if km.cgroup is not None else []
+        if km.enforced:
+            kwargs["cmd"] = join + bubblewrap_arguments(km.channel, km.sandbox_uid, km.limits) + command
+        else:
+            warn_unsandboxed(km.log)
+            kwargs["cmd"] = join + rlimit_only_arguments(km.limits) + command
+        return kwargs
+
+    async def launch_kernel(self, cmd, **kwargs):
+        km = self.parent
+        if km.fork_server is None:
+            return await super().launch_kernel(cmd, **kwargs)
+        try:
+            process = self.fork(kwargs.get("stdout"))
+        except (ForkServerError, OSError) as error:  # costs time, never a grade: start this kernel cold instead
+            km.log.warning("%s; starting the kernel cold", error)
+            km.fork_server = None
+            return await super().launch_kernel(cmd, **kwargs)  # joins the cgroup by its command
+        self.process, self.pid = process, process.pid
+        self.pgid = None  # signals go through the fork server, which kills the whole sandbox
+        return self.connection_info
+
+    def fork(self, log):
+        """The kernel forked from the kernel manager's fork server, into the submission's cgroup."""
+        km = self.parent
+        if not self.kernel_arguments:
+            raise ForkServerError("the kernel is not ipykernel_launcher")
+        log_fd = log.fileno() if hasattr(log, "fileno") else os.open(os.devnull, os.O_WRONLY)
+        cgroup_fds = []
+        try:
+            if km.cgroup is not None:
+                cgroup_fds = km.cgroup.open_procs()
+            return km.fork_server.spawn(km.channel, self.kernel_arguments, km.sandbox_uid, km.limits, log_fd, cgroup_fds)
+        finally:
+            for fd in cgroup_fds:
+                os.close(fd)
+            if not hasattr(log, "fileno"):
+                os.close(log_fd)
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel runs in the sandbox described above (``SandboxProvisioner``)."""
+
+    def __init__(self, channel: Path, limits: Limits = Limits(), use_bubblewrap: bool = True,
+                 fork_server: "ForkServer | None" = None, **kwargs):
+        import zmq
+        import zmq.asyncio
+
+        self.channel = Path(channel)
+        # With a fork server the kernel is forked from it instead of started by bwrap: the same
+        # sandbox, without paying for the interpreter and its imports again.
+        self.fork_server = fork_server if use_bubblewrap else None
+        self.limits = limits
+        self.sandbox_uid = SANDBOX_UID_RANGE[0] + secrets.randbelow(SANDBOX_UID_RANGE[1] - SANDBOX_UID_RANGE[0])
+        if use_bubblewrap:
+            require_sandbox()  # never a silent fallback: no sandbox, no student code
+        self.enforced = use_bubblewrap
+        self.cgroup = None  # the submission's cgroup, made when its command is (course.cgroups)
+        self.channel.mkdir(parents=True, exist_ok=True)
+        # The grader refuses oversized messages instead of parsing them.
+        context = zmq.asyncio.Context()
+        context.setsockopt(zmq.MAXMSGSIZE, limits.max_message_bytes)
+        kwargs.setdefault("kernel_spec_manager", SandboxKernelSpecs())
+        super().__init__(kernel_name="python3", transport="ipc", ip=str(self.channel / "kernel"), context=context, **kwargs)
+        self.connection_file = str(self.channel / "kernel.json")
+        _LIVE_SANDBOXES.add(self)
+        if os.geteuid() == 0:
+            os.chown(self.channel, self.sandbox_uid, self.sandbox_uid)
+            os.chmod(self.channel, 0o700)
+
+    # Exit statuses of a sandbox whose kernel was stopped by an interrupt or termination signal
+    # (bubblewrap, and a forked kernel's init, exit with 128 + the signal that killed the kernel).
+    INTERRUPTED_STATUSES = {128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGHUP, 128 + signal.SIGQUIT}
+
+    def ended_from_outside(self, wait: float = 2.0):
+        """Whether the kernel's end says nothing about the submission: its sandbox (bubblewrap, or a
+        forked kernel's init) was killed by a signal, which nothing inside the sandbox can send (the
+        student's code runs as another user, and an init ignores signals from its own namespace),
+        or the kernel was stopped by an interrupt or termination signal (Ctrl-C meant for the grader,
+        a kill).  A submission that sends one to itself is not graded either: it fails, and says so.
+        Without bubblewrap there is no telling: never True."""
+        process = getattr(getattr(self, "provisioner", None), "process", None)
+        if not self.enforced or process is None or getattr(self, "killed_by_grader", False):
+            return False
+        deadline = time.monotonic() + wait
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        code = process.poll()
+        return code is not None and (code < 0 or code in self.INTERRUPTED_STATUSES)
+
+    def sandbox_processes(self):
+        """Every process of this sandbox (by its user id, or the kernel's process tree)."""
+        import psutil
+
+        if os.geteuid() == 0:
+            return [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == self.sandbox_uid]
+        provisioner = getattr(self, "provisioner", None)
+        process = getattr(provisioner, "process", None)
+        if process is None:
+            return []
+        try:
+            root = psutil.Process(process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def kill_everything(self):
+        """Kill the kernel and any process the submission left behind."""
+        self.killed_by_grader = True  # its end is the grader's doing, not a signal from outside
+        leftovers = [] if os.geteuid() == 0 else self.sandbox_processes()
+        process = getattr(getattr(self, "provisioner", None), "process", None)
+        if process is not None and process.poll() is None:
+            process.kill()  # bubblewrap; its PID namespace dies with it
+        if os.geteuid() == 0:
+            sweep_user(self.sandbox_uid)
+        for leftover in leftovers:
+            try:
+                leftover.kill()
+            except Exception:
+                pass
+        if self.cgroup is not None:
+            if process is not None and hasattr(process, "args"):  # bubblewrap, our child: reaped, it leaves the cgroup
+                try:
+                    process.wait(timeout=1)
+                except Exception:
+                    pass
+            self.cgroup.remove()  # whatever is left in it dies, then the cgroup goes
+
+    def memory_exceeded(self):
+        """Whether the submission's processes together hit its memory limit: the out-of-memory killer
+        ended one of them in its cgroup."""
+        return self.cgroup is not None and not self.cgroup.removed and self.cgroup.oom_kills() > 0
+
+
+class Watchdog:
+    """Enforces what rlimits cannot: CPU per cell and per notebook summed over all
+    the sandbox's processes, the size of the host-side channel folder (all of it, sub-folders
+    included), and the memory of the whole submission (its cgroup's out-of-memory kills)."""
+
+    def __init__(self, km: "SandboxedKernelManager", interval: float = 0.25):
+        self.km, self.interval = km, interval
+        self.violation = None
+        self._cell_start_cpu = 0.0
+        self._seen = {}  # pid -> last CPU seconds, so exited processes still count
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sandbox-watchdog", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def cell_started(self):
+        self._cell_start_cpu = self.cpu_seconds()
+
+    def cpu_seconds(self):
+        import psutil
+
+        for process in self.km.sandbox_processes():
+            try:
+                times = process.cpu_times()
+                self._seen[(process.pid, process.create_time())] = times.user + times.system + times.children_user + times.children_system
+            except psutil.Error:
+                pass
+        return sum(self._seen.values())
+
+    # What a file or folder costs at least, however small: a submission that makes millions of
+    # empty ones fills the host's disk (its inodes) as surely as one big file.
+    ENTRY_BYTES = 4096
+
+    def channel_bytes(self, stop_above=None):
+        """Bytes under the channel folder, every sub-folder included (links are not followed);
+        counting stops once past ``stop_above``."""
+        total = 0
+        folders = [self.km.channel]
+        while folders:
+            try:
+                with os.scandir(folders.pop()) as entries:
+                    for entry in entries:
+                        try:
+                            size = entry.stat(follow_symlinks=False).st_size
+                            if entry.is_dir(follow_symlinks=False):
+                                folders.append(entry.path)
+                        except OSError:
+                            continue
+                        total += max(size, self.ENTRY_BYTES)
+                        if stop_above is not None and total > stop_above:
+                            return total
+            except OSError:
+                continue
+        return total
+
+    def memory_violation(self):
+        return (f"the submission's processes together used more than its memory limit of "
+                f"{self.km.limits.memory_bytes / GIB:.3g} GiB (the out-of-memory killer ended one of them)")
+
+    def check_memory(self):
+        """Record a memory violation if the submission's cgroup saw one; return the violation."""
+        if self.violation is None and self.km.memory_exceeded():
+            self.violation = self.memory_violation()
+        return self.violation
+
+    def _run(self):
+        limits = self.km.limits
+        while not self._stop.wait(self.interval):
+            used = self.cpu_seconds()
+            if used - self._cell_start_cpu > limits.cell_cpu_seconds:
+                self._kill(f"a cell used more than {limits.cell_cpu_seconds:.0f} s of CPU time")
+            elif used > limits.notebook_cpu_seconds:
+                self._kill(f"the notebook used more than {limits.notebook_cpu_seconds} s of CPU time")
+            elif self.channel_bytes(stop_above=limits.scratch_bytes) > limits.scratch_bytes:
+                self._kill(f"the submission wrote more than {limits.scratch_bytes // 1024**2} MiB")
+            elif self.km.memory_exceeded():
+                self._kill(self.memory_violation())
+
+    def _kill(self, reason):
+        if self.violation is None:
+            self.violation = reason
+        for process in self.km.sandbox_processes():
+            try:
+                process.kill()
+            except Exception:
+                pass
+        if self.km.cgroup is not None and not self.km.cgroup.removed:
+            self.km.cgroup.kill()
+
+
+def sweep_user(uid: int, rounds: int = 5):
+    """SIGKILL every process of ``uid``; repeat while any survive (forks in flight)."""
+    import psutil
+
+    for _ in range(rounds):
+        alive = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
+        if not alive:
+            return
+        for process in alive:
+            try:
+                process.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                pass
+        time.sleep(0.05)
+
+
+class KernelRecipe(NamedTuple):
+    """What a sandboxed kernel is started with; a kernel started ahead is used only for a
+    submission with the same recipe."""
+
+    limits: Limits
+    use_bubblewrap: bool
+    modules: tuple  # the heavy modules the fork server (or the warm kernel itself) imports ahead
+    fork_server: bool  # fork it from a pre-warmed interpreter, where this machine allows one
+
+    @classmethod
+    def of(cls, limits, use_bubblewrap=True, modules=(), fork_server=True):
+        """A recipe from plain data, as a task carries it (``limits`` as a dict)."""
+        limits = limits if isinstance(limits, Limits) else Limits(**limits)
+        return cls(limits, bool(use_bubblewrap), tuple(modules or ()), bool(fork_server))
+
+
+class WarmKernel:
+    """A sandboxed kernel started ahead of time for one future submission: its scratch folder,
+    kernel manager and, once it is ready, its client (``course.workers`` starts it, and
+    ``course.execute`` runs the submission in it, once)."""
+
+    def __init__(self, recipe: KernelRecipe, fork_server: "ForkServer | None" = None):
+        self.recipe = recipe
+        self.scratch = new_scratch(fork_server)
+        self.km = SandboxedKernelManager(self.scratch / "channel", recipe.limits, use_bubblewrap=recipe.use_bubblewrap,
+                                         fork_server=fork_server)
+        self.kc = None
+        self.client = None
+        self.created = time.monotonic()
+        self.task = None  # the asyncio task that makes it ready
+
+    def discard(self):
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        close_kernel(self.km, self.kc)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def close_kernel(km, kc):
+    """Kill the kernel's sandbox and release the grader-side sockets."""
+    try:
+        km.kill_everything()
+    except Exception:
+        pass
+    try:
+        if kc is not None:
+            kc.stop_channels()
+    except Exception:
+        pass
+    try:
+        km.context.destroy(linger=0)
+    except Exception:
+        pass
