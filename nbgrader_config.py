@@ -10,10 +10,11 @@ go through this file.
 import os
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor
-from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds, IgnorePattern,
+from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds, IgnorePattern,
                                     LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades)
 
 from course.execute import SandboxedExecute
+from course.late import ApplyLatePolicy
 from course.sanitize import ReadableNotebookExporter, RestoreCellMetadata, SanitizeStudentHTML
 
 here = os.path.dirname(os.path.abspath(__file__))
@@ -49,7 +50,7 @@ c.Autograde.autograde_preprocessors = [
     LimitOutput,
     SaveAutoGrades,
     SanitizeStudentHTML,
-    AssignLatePenalties,
+    ApplyLatePolicy,
     CheckCellMetadata,
 ]
 c.SandboxedExecute.hidden_checks_directory = os.path.join(here, "grader_tests")
@@ -68,3 +69,16 @@ c.SandboxedExecute.hidden_checks_directory = os.path.join(here, "grader_tests")
 #   c.SandboxedExecute.output_chars_per_cell output kept per cell
 if "COURSE_MEMORY_GIB" in os.environ:
     c.SandboxedExecute.memory_limit_gib = float(os.environ["COURSE_MEMORY_GIB"])
+
+# Late work (course/late.py), applied by nbgrader's own late-penalty step, so `nbgrader autograde`
+# and `course grade` agree.  Submission times come from timestamp.txt (nbgrader's) or from an LMS
+# file name whose pattern has a `timestamp` group (`course grade --pattern`).  Nothing is late
+# until an assignment has a due date.  The defaults: no grace, no penalty, no cutoff, and a
+# submission with no time graded as on time (and reported).  For example:
+#   c.LatePolicy.due = {"a2-losses": "2026-10-05 23:59:00 UTC"}
+#   c.LatePolicy.grace_minutes = 15
+#   c.LatePolicy.penalty_percent = 10       # of the score earned, per started period
+#   c.LatePolicy.period = "day"             # or "hour"
+#   c.LatePolicy.cap_percent = 50
+#   c.LatePolicy.zero_after_hours = 72      # later than that: 0
+#   c.LatePolicy.without_timestamp = "zero" # or "on-time"

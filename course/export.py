@@ -38,13 +38,15 @@ from nbgrader.api import MissingEntry
 from nbgrader.plugins import ExportPlugin
 from traitlets import Enum, Unicode
 
+from .errors import UsageError
+
 CANVAS_IDENTITY = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 CANVAS_OPTIONAL_IDENTITY = ("Integration ID",)
 MOODLE_IDENTITY = ("First name", "Last name", "ID number", "Email address")
 MOODLE_MATCH = ("Username", "ID number", "Email address")
 
 
-class RosterError(Exception):
+class RosterError(UsageError):
     """The roster cannot be read as the LMS's gradebook export (names the file and what is wrong)."""
 
 

@@ -119,9 +119,19 @@ NOTE_SENTENCES = {
 }
 
 
+def _late_sentence(note):
+    from .late import lateness_note
+
+    return lateness_note(note)
+
+
+NOTE_SENTENCES["late"] = _late_sentence  # how late, the penalty and the rule (course.late keeps the data)
+
+
 def note_text(note):
     """The sentence a note says to the student."""
-    return NOTE_SENTENCES[note["kind"]].format(**note)
+    sentence = NOTE_SENTENCES[note["kind"]]
+    return sentence(note) if callable(sentence) else sentence.format(**note)
 
 
 def add_notes(nb, notes):

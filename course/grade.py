@@ -32,16 +32,20 @@ import json
 import logging
 import os
 import queue
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from traitlets import Bool, Integer, Unicode
 from traitlets.config import Configurable
 
 from .collect import DEFAULT_LMS_PATTERN, collect
+from .errors import UsageError
 from .execute import SandboxedExecute, source_imports, source_notebooks
 from .incremental import GradeState, assignment_fingerprint, grader_files, submission_digest
 from .judge import HiddenCheckError, load_hidden_checks
@@ -51,10 +55,6 @@ from .record import NotInGradebook, PrecomputedExecute, ensure_in_gradebook, gra
 from .sandbox import UNSANDBOXED, SandboxUnavailable, require_sandbox
 FEEDBACK_BATCH = 4  # feedback is written in batches (templates compiled once per batch)
 FEEDBACK_TEMPLATE = "feedback"
-
-
-class UsageError(Exception):
-    """The command cannot run at all (no course here, unknown assignment, no scheduler)."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -225,7 +225,7 @@ class GradeRun:
     """One ``course grade`` invocation."""
 
     def __init__(self, root=None, db_url=None, workers=None, scheduler=None, force=False, pattern=None,
-                 roster_only=False, progress=True, feedback=True, out=None, sandbox=True):
+                 roster_only=False, progress=True, feedback=True, out=None, sandbox=True, students=None):
         from nbgrader.coursedir import CourseDirectory
 
         tools = str(Path(sys.executable).parent)  # nbgrader runs `alembic` when it creates a gradebook
@@ -239,6 +239,9 @@ class GradeRun:
         self.settings = CourseGrade(config=self.config)
         self.db_url = self.coursedir.db_url
         self.force, self.roster_only, self.progress, self.make_feedback = force, roster_only, progress, feedback
+        # --student: only these students are collected and regraded (always, changed or not); nobody
+        # else's files, grades or feedback are touched
+        self.only = set(students) if students else None
         self.pattern = pattern or self.settings.lms_pattern
         self.scheduler = scheduler
         self.workers = workers or self.settings.workers or os.cpu_count() or 1
@@ -320,22 +323,46 @@ class GradeRun:
         if self.roster_only:
             with self.gradebook() as gradebook:
                 roster = {s.id for s in gradebook.students}
-        run.collected = collect(submissions_path, assignment, self.coursedir, set(notebooks), self.pattern, roster, self.log)
+        run.collected = self._collect(submissions_path, assignment, set(notebooks), roster)
         for problem in run.collected.problems:
             self.log.warning("%s: %s", assignment, problem)
         with self.gradebook() as gradebook:
             recorded = {s.student.id for s in gradebook.assignment_submissions(assignment)}
+        if self.only is not None:
+            for student in sorted(self.only - set(run.collected.students)):
+                self.warn(f"{assignment}: no submission from {student} to regrade")
         for student, paths in sorted(run.collected.students.items()):
+            if self.only is not None and student not in self.only:
+                continue
             submission = Submission(assignment, student, paths)
             submission.digest = submission_digest(
                 run.fingerprint, self.coursedir.format_path(self.coursedir.submitted_directory, student, assignment))
             autograded = Path(self.coursedir.format_path(self.coursedir.autograded_directory, student, assignment))
             fresh = (self.state.is_current(assignment, student, submission.digest)
                      and student in recorded and all((autograded / p.name).is_file() for p in paths))
-            if fresh and not self.force:
+            if fresh and not self.force and self.only is None:
                 submission.status = "unchanged"
             run.submissions.append(submission)
         return run
+
+    def _collect(self, source, assignment, notebooks, roster):
+        """``collect``; with ``--student``, an export is read in a scratch folder and only those students'
+        files reach submitted/."""
+        if self.only is None:
+            return collect(source, assignment, self.coursedir, notebooks, self.pattern, roster, self.log)
+        problems = []
+        if source is not None:
+            submitted = Path(self.coursedir.root) / self.coursedir.submitted_directory
+            with tempfile.TemporaryDirectory(prefix="course-collect-") as scratch:
+                found = collect(source, assignment, SimpleNamespace(root=scratch, submitted_directory="submitted"),
+                                notebooks, self.pattern, roster, self.log)
+                for student in sorted(self.only & set(found.students)):
+                    shutil.rmtree(submitted / student / assignment, ignore_errors=True)  # the resubmission, whole
+                    shutil.copytree(Path(scratch) / "submitted" / student / assignment, submitted / student / assignment)
+            problems = found.problems
+        result = collect(None, assignment, self.coursedir, notebooks, self.pattern, roster, self.log)
+        result.problems = [p for p in problems + result.problems if not p.student or p.student in self.only]
+        return result
 
     def _fingerprint(self, assignment):
         import nbgrader

@@ -120,6 +120,12 @@ class ApplyLatePolicy(AssignLatePenalties):
                     notebook.late_submission_penalty = late["penalty"] = float(notebook.score or 0.0)
                     gradebook.db.commit()
         nb.metadata.setdefault("course", {})["late"] = late
+        note = {"kind": "late", **late}
+        if lateness_note(note):
+            from . import feedback, sanitize
+
+            feedback.add_notes(nb, [note])
+            nb.cells.append(sanitize.grading_notes_cell([note], title="Late submission"))
         return nb, resources
 
 

@@ -275,10 +275,10 @@ def one_line(text, limit=500):
 # --------------------------------------------------------------------------- the grader's notes
 
 
-def grading_notes_cell(notes):
+def grading_notes_cell(notes, title="Grading notes"):
     """The "Grading notes" markdown cell, rendered from the notes (``course.feedback``); the notes
     themselves are data in the notebook's metadata."""
-    source = "## Grading notes\n\n" + "\n".join(f"- {markdown_text(feedback.note_text(note), limit=2000)}"
+    source = f"## {title}\n\n" + "\n".join(f"- {markdown_text(feedback.note_text(note), limit=2000)}"
                                                  for note in notes)
     return nbformat.v4.new_markdown_cell(source)
 

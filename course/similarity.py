@@ -33,13 +33,15 @@ import numpy as np
 from copydetect import CodeFingerprint, compare_files
 from copydetect.utils import highlight_overlap
 
+from .errors import UsageError
+
 # copydetect's own defaults: k-grams of 25 tokens, and every match of 30 or more tokens found
 NOISE_TOKENS = 25
 GUARANTEED_TOKENS = 30
 SHOWN_PAIRS = 25  # pairs with their code in the HTML report; the CSV has them all
 
 
-class SimilarityError(Exception):
+class SimilarityError(UsageError):
     """The comparison cannot run (no course, no release, no submissions)."""
 
 

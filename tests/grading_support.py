@@ -143,7 +143,8 @@ def submit(course: Path, student, assignment, notebook=None, raw_text=None):
 
 
 def scores(course: Path, assignment):
-    """{student: {grade_id: score}} from the gradebook, plus '_total'."""
+    """{student: {grade_id: score}} of the autograded cells, from the gradebook, plus '_total' (the written
+    answers count in it once graded by hand)."""
     from nbgrader.api import Gradebook
 
     result = {}
@@ -152,16 +153,27 @@ def scores(course: Path, assignment):
             per_cell = {}
             for notebook in submission.notebooks:
                 for grade in notebook.grades:
-                    per_cell[grade.name] = grade.score
+                    if grade.cell.cell_type == "code":
+                        per_cell[grade.name] = grade.score
             per_cell["_total"] = submission.score
             result[submission.student.id] = per_cell
     return result
 
 
 def max_points(assignment):
+    """The autograded test cells' points: what autograding alone can award."""
     notebook = solution_notebook(assignment)
     return {c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"]["points"]
-            for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade")}
+            for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade")
+            and not c.metadata["nbgrader"].get("solution")}
+
+
+def written_points(assignment):
+    """The written answers' points, graded by hand in the formgrader."""
+    notebook = solution_notebook(assignment)
+    return {c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"]["points"]
+            for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade")
+            and c.metadata["nbgrader"].get("solution")}
 
 
 def feedback_html(course: Path, student, assignment):

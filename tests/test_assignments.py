@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from course.judge import array_from_reference, load_hidden_checks
-from grading_support import (ASSIGNMENTS, ROOT, feedback_html, make_course, max_points, nbgrader,
+from grading_support import (ASSIGNMENTS, ROOT, feedback_html, make_course, max_points, nbgrader, written_points,
                              replace_function, scores, solution_notebook, student_version, submit)
 
 
@@ -384,6 +384,10 @@ def test_export_writes_every_grade(graded_course):
     assert rows[0].startswith("assignment,duedate,timestamp,student_id")
     reference = [r.split(",") for r in rows[1:] if ",reference," in r]
     assert {r[0]: float(r[-2]) for r in reference} == {a: float(sum(max_points(a).values())) for a in ASSIGNMENTS}
+    # the written answers count in the maximum, and score only when graded by hand
+    assert {r[0]: float(r[-1]) for r in reference} == {
+        a: float(sum(max_points(a).values()) + sum(written_points(a).values())) for a in ASSIGNMENTS}
+    assert all(written_points(a) for a in ASSIGNMENTS)
 
 
 def solution_namespace(assignment):
