@@ -62,7 +62,7 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="course", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
     verbs.add_parser("build", help="execute the chapters and build the site into _build/html")
-    command(verbs, "release", [], ("assignments", dict(nargs="*", help="assignment ids (default: all in solutions/)")),
+    command(verbs, "release", [COURSE], ("assignments", dict(nargs="*", help="assignment ids (default: all in solutions/)")),
             help="generate the student notebooks in assignments/ from solutions/")
     command(verbs, "grade", GRADE_OPTIONS, ("assignments", dict(nargs="+", metavar="assignment", help="assignment id(s)")),
             help="collect, grade (in parallel, sandboxed), write feedback, the grades CSV and a report",
@@ -98,7 +98,7 @@ def run_build(args):
 def run_release(args):
     from .release import release_assignments
 
-    released = release_assignments(args.assignments or None)
+    released = release_assignments(args.assignments or None, root=args.course)
     print(f"course release: {len(released)} assignment(s) in assignments/: {', '.join(released) or 'none'}")
     return 0
 

@@ -44,7 +44,7 @@ from types import SimpleNamespace
 from traitlets import Bool, Integer, Unicode
 from traitlets.config import Configurable
 
-from .collect import DEFAULT_LMS_PATTERN, collect
+from .collect import DEFAULT_LMS_PATTERN, Problem, collect
 from .errors import UsageError
 from .execute import SandboxedExecute, source_imports, source_notebooks
 from .incremental import GradeState, assignment_fingerprint, grader_files, submission_digest
@@ -202,6 +202,8 @@ class AssignmentRun:
     collected: object = None
     submissions: list = field(default_factory=list)
     report: Path = None
+    # --student: what the last whole collection found about everyone else, for the report only
+    earlier_problems: list = field(default_factory=list)
 
 
 def load_config(root: Path, db_url=None):
@@ -324,11 +326,17 @@ class GradeRun:
             with self.gradebook() as gradebook:
                 roster = {s.id for s in gradebook.students}
         run.collected = self._collect(submissions_path, assignment, set(notebooks), roster)
+        if self.only is None:
+            self.state.remember_collection(assignment, [asdict(p) for p in run.collected.problems])
+        else:  # the report still lists what the last whole collection found about everyone else
+            run.earlier_problems = [Problem(**p) for p in self.state.last_collection(assignment)
+                                    if p.get("student") not in self.only]
         for problem in run.collected.problems:
             self.log.warning("%s: %s", assignment, problem)
         with self.gradebook() as gradebook:
             recorded = {s.student.id for s in gradebook.assignment_submissions(assignment)}
         if self.only is not None:
+            self.say(f"{assignment}: regrading only {', '.join(sorted(self.only))}; nobody else's grade or feedback changes")
             for student in sorted(self.only - set(run.collected.students)):
                 self.warn(f"{assignment}: no submission from {student} to regrade")
         for student, paths in sorted(run.collected.students.items()):

@@ -51,22 +51,33 @@ class GradeState:
     def __init__(self, path, db_url, warn):
         self.path = Path(path)
         self.db_key = hashlib.sha256(db_url.encode()).hexdigest()[:16]
-        self.submissions = self._load(warn)
+        self.submissions, self.collection = self._load(warn)
 
     def _load(self, warn):
         if not self.path.exists():
-            return {}
+            return {}, {}
         try:
             state = json.loads(self.path.read_text())
             if (isinstance(state, dict) and state.get("version") == STATE_VERSION
                     and isinstance(state.get("submissions"), dict)
                     and all(isinstance(k, str) and isinstance(v, str) for k, v in state["submissions"].items())):
-                return state["submissions"]
+                collection = state.get("collection", {})
+                valid = isinstance(collection, dict) and all(
+                    isinstance(v, list) and all(isinstance(p, dict) and all(isinstance(x, str) for x in p.values())
+                                                for p in v) for v in collection.values())
+                return state["submissions"], (collection if valid else {})
             problem = "not a state file of this version"
         except (OSError, ValueError) as error:
             problem = f"{type(error).__name__}: {error}"
         warn(f"{self.path} is unreadable ({problem}); every submission is graded again")
-        return {}
+        return {}, {}
+
+    def remember_collection(self, assignment, problems):
+        """The problems of an assignment's last whole collection (as dicts), for a later one-student run's report."""
+        self.collection[f"{self.db_key}:{assignment}"] = problems
+
+    def last_collection(self, assignment):
+        return self.collection.get(f"{self.db_key}:{assignment}", [])
 
     def key(self, assignment, student):
         return f"{self.db_key}:{assignment}:{student}"
@@ -83,5 +94,6 @@ class GradeState:
     def save(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"version": STATE_VERSION, "submissions": self.submissions}, indent=1, sort_keys=True))
+        temporary.write_text(json.dumps({"version": STATE_VERSION, "submissions": self.submissions,
+                                          "collection": self.collection}, indent=1, sort_keys=True))
         temporary.replace(self.path)

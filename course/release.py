@@ -9,15 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import ROOT
+from .errors import UsageError
 
 
-def assignment_ids(root: Path = ROOT):
+def assignment_ids(root: Path):
     source = root / "solutions"
     return sorted(p.name for p in source.iterdir() if p.is_dir() and any(p.glob("*.ipynb"))) if source.is_dir() else []
 
 
-def release_assignments(ids=None, root: Path = ROOT):
+def release_assignments(ids=None, root=None):
+    root = Path(root or os.getcwd()).resolve()
+    if not (root / "nbgrader_config.py").is_file():
+        raise UsageError(f"{root} is not a course directory: it has no nbgrader_config.py (use --course)")
     ids = list(ids) if ids else assignment_ids(root)
     bin_dir = Path(sys.executable).parent
     nbgrader = str(bin_dir / "nbgrader")
@@ -25,10 +28,10 @@ def release_assignments(ids=None, root: Path = ROOT):
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     for assignment in ids:
         if not (root / "solutions" / assignment).is_dir():
-            raise SystemExit(f"course release: no folder solutions/{assignment}/")
+            raise UsageError(f"no folder solutions/{assignment}/ in {root}")
         result = subprocess.run(
             [nbgrader, "generate_assignment", assignment, "--force", "--log-level=ERROR"], cwd=root, env=env
         )
         if result.returncode != 0:
-            raise SystemExit(f"course release: nbgrader generate_assignment {assignment} failed (exit {result.returncode})")
+            raise UsageError(f"nbgrader generate_assignment {assignment} failed (exit {result.returncode}; its messages are above)")
     return ids

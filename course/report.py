@@ -172,6 +172,7 @@ def write_report(grade_run, run):
     folder = grade_run.root / grade_run.settings.report_directory / run.name
     folder.mkdir(parents=True, exist_ok=True)
     cells, points, per_student, max_score = _cells(grade_run, run.name)
+    problems = list(getattr(run, "earlier_problems", [])) + list(run.collected.problems)
     totals = [total for total, _ in per_student.values()]
     _histogram(folder / "scores.png", totals, max_score, run.name)
 
@@ -198,7 +199,7 @@ def write_report(grade_run, run):
     mean = f"{statistics.mean(totals):.2f}" if totals else "-"
     median = f"{statistics.median(totals):.2f}" if totals else "-"
     lines.append(f"| {len(per_student)} | {status['graded']} | {status['unchanged']} | {status['failed']} | "
-                 f"{len(run.collected.problems)} | {mean} | {median} | {max_score:g} |")
+                 f"{len(problems)} | {mean} | {median} | {max_score:g} |")
     lines += ["", "![Histogram of total scores](scores.png)", ""]
 
     lines += ["## Checks students fail most", ""]
@@ -218,14 +219,14 @@ def write_report(grade_run, run):
 
     lines += ["## Submissions that failed to grade", ""]
     failures = [(s.where, s.reason) for s in run.submissions if s.status == "failed"]
-    failures += [(problem.where, problem.reason) for problem in run.collected.problems]
+    failures += [(problem.where, problem.reason) for problem in problems]
     if failures:
         lines += ["| submission or file | reason |", "|---|---|"]
         lines += [f"| {_md(where)} | {_md(reason)} |" for where, reason in failures]
     else:
         lines.append("None: every submission found was graded.")
     lines.append("")
-    lines += _collection_tally(run.collected.problems)
+    lines += _collection_tally(problems)
 
     lines += _noted(noted, run.submissions)
 
