@@ -404,7 +404,7 @@ def test_formgrader_scores_a_written_answer_and_the_total_and_feedback_follow(gr
     page = text_of(feedback_html(course, WRITER, ASSIGNMENT))
     assert "Written response (Score: 1.5 / 2.0)" in page, page[:3000]
     assert COMMENT in page, page[-3000:]
-    assert f"(Score: {before + MANUAL_SCORE:g} / 16.0)" in page, page[:1500]
+    assert f"(Score: {round(before + MANUAL_SCORE, 2)} / 16.0)" in page, page[:1500]
     soup = BeautifulSoup(feedback_html(course, WRITER, ASSIGNMENT), "html.parser")
     assert "WRITTEN-MARK" in page
     assert not [s for s in soup.find_all("script") if "pwned" in s.get_text()]
@@ -441,8 +441,9 @@ def test_regrading_one_student_keeps_manual_grades_and_touches_no_one_else(grade
     assert rows["grades"]["test_softmax"][0] == 2 and rows["grades"]["test_softmax"][1] == 1.0, rows
     assert manual_state(course, WRITER) == manual_before
     assert everyone_but(course, WRITER) == others_before
-    feedback = text_of(feedback_html(course, WRITER, ASSIGNMENT))
+    feedback = text_of(feedback_html(course, WRITER, ASSIGNMENT))  # rewritten from the new grades
     assert "KL-COMMENT: good." in feedback, feedback[-3000:]
+    assert f"(Score: {round(rows['score'], 2)} / 16.0)" in feedback, feedback[:1500]
 
     # Re-run unchanged: --student regrades it anyway, and still nobody else.
     stamp = (course / "autograded" / WRITER / ASSIGNMENT / f"{NOTEBOOK}.ipynb").stat().st_mtime_ns
