@@ -1,6 +1,7 @@
 """Helpers for grading tests: a real nbgrader course directory in a temp folder,
 submissions made by editing real notebooks, grades read from the real gradebook."""
 import atexit
+import contextlib
 import os
 import re
 import shutil
@@ -247,3 +248,72 @@ def cgroups_available():
     from course.cgroups import discover
 
     return os.geteuid() == 0 and discover()[0] is not None
+
+
+@contextlib.contextmanager
+def formgrader_server(course: Path, home: Path):
+    """A real Jupyter server with nbgrader's formgrader, on loopback, in ``course``; ``home`` holds its
+    settings and log.  Yields dict(base, token, course, log)."""
+    import socket
+    import time
+    import urllib.request
+
+    env = environment()
+    env.update(HOME=str(home), JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_DATA_DIR=str(home / "data"),
+               JUPYTER_RUNTIME_DIR=str(home / "runtime"), IPYTHONDIR=str(home / "ipython"))
+    token = os.urandom(16).hex()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(home / "server.log", "wb")
+    server = subprocess.Popen([str(BIN / "jupyter"), "server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+                               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={course}"]
+                              + (["--allow-root"] if os.geteuid() == 0 else []),
+                              cwd=course, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("jupyter server did not start:\n" + (home / "server.log").read_text()[-3000:])
+                time.sleep(0.5)
+        yield dict(base=base, token=token, course=course, log=home / "server.log")
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+# What the formgrader's page must not hold: scripts, event handlers or script URLs in a student's cells, and no
+# student script ran (``window.pwned``).  Run in the page by Playwright.
+CELL_DOM_PROBLEMS = r"""() => {
+  const found = [];
+  for (const element of document.querySelectorAll('div.cell *, div.cell')) {
+    if (element.tagName === 'SCRIPT') found.push('script: ' + element.outerHTML.slice(0, 200));
+    for (const attribute of element.attributes) {
+      if (/^on/i.test(attribute.name)) found.push('handler: ' + element.outerHTML.slice(0, 200));
+      if (/^\s*(javascript|vbscript|data:text\/html)/i.test(attribute.value)) found.push('url: ' + element.outerHTML.slice(0, 200));
+    }
+  }
+  return {found, pwned: window.pwned === undefined ? null : String(window.pwned), text: document.body.innerText};
+}"""
+
+
+def zipped(members):
+    """A zip file's bytes, from {member name: data}."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()

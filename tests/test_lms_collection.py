@@ -6,13 +6,12 @@ a zip are the student's own choice).  Nothing is dropped without a word, symboli
 followed, and no feedback or report quotes the bytes of a file that could not be read.
 """
 import html
-import io
-import zipfile
 
 import nbformat
 import pytest
 
-from grading_support import make_course, max_points, released_notebook, replace_function, scores, solution_notebook, student_version
+from grading_support import (make_course, max_points, released_notebook, replace_function, scores, solution_notebook,
+                             student_version, zipped)
 from test_course_grade import KL_SWAPPED, course_grade
 
 pytestmark = [pytest.mark.slow]
@@ -21,12 +20,6 @@ ASSIGNMENT = "a2-losses"
 RAW = "RAW-BYTES-7c1"  # in a file that is not a notebook; must never be quoted back
 
 
-def zipped(members):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def as_text(notebook):

@@ -9,23 +9,15 @@ real Jupyter server on loopback), and the grader's own peak memory is read from 
 (``getrusage``) when it exits.
 """
 import html as html_module
-import json
-import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
-from pathlib import Path
 
 import nbformat
 import pytest
 from bs4 import BeautifulSoup
 
-from grading_support import (BIN, add_cell, environment, feedback_html, make_course, max_points, nbgrader, scores,
+from grading_support import (BIN, CELL_DOM_PROBLEMS, add_cell, environment, feedback_html, formgrader_server, make_course, max_points, nbgrader, scores,
                              solution_notebook, student_version, submit)
 
 pytestmark = [pytest.mark.slow]
@@ -43,7 +35,6 @@ HOSTILE_STUDENT = "eve<img src=x onerror=alert(1)>"
 
 # Every kind of output a kernel can make, each carrying a marker the test looks for in the page.
 OUTPUT_ATTACKS = r'''
-import json
 from IPython.display import HTML, Javascript, Markdown, Latex, display, update_display
 display(HTML("<script>window.pwned = 'html'</script>MARK-html"))
 display(Javascript("window.pwned = 'js'"))
@@ -245,39 +236,8 @@ def test_graded_notebook_keeps_only_safe_outputs(autograded):
 def formgrader(autograded, tmp_path_factory):
     """A real Jupyter server with nbgrader's formgrader, on loopback, in the course directory."""
     course = autograded["course"]
-    home = tmp_path_factory.mktemp("jupyter-home")
-    env = environment()
-    env.update(HOME=str(home), JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_DATA_DIR=str(home / "data"),
-               JUPYTER_RUNTIME_DIR=str(home / "runtime"), IPYTHONDIR=str(home / "ipython"))
-    token = os.urandom(16).hex()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = open(home / "server.log", "wb")
-    server = subprocess.Popen([str(BIN / "jupyter"), "server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-                               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={course}"]
-                              + (["--allow-root"] if os.geteuid() == 0 else []),
-                              cwd=course, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("jupyter server did not start:\n" + (home / "server.log").read_text()[-3000:])
-                time.sleep(0.5)
-        yield dict(base=base, token=token, course=course)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+    with formgrader_server(course, tmp_path_factory.mktemp("jupyter-home")) as server:
+        yield server
 
 
 def submission_id(course, student):
@@ -287,17 +247,7 @@ def submission_id(course, student):
         return gradebook.find_submission_notebook(NOTEBOOK[:-6], ASSIGNMENT, student).id
 
 
-DOM_WALK = r"""() => {
-  const found = [];
-  for (const element of document.querySelectorAll('div.cell *, div.cell')) {
-    if (element.tagName === 'SCRIPT') found.push('script: ' + element.outerHTML.slice(0, 200));
-    for (const attribute of element.attributes) {
-      if (/^on/i.test(attribute.name)) found.push('handler: ' + element.outerHTML.slice(0, 200));
-      if (/^\s*(javascript|vbscript|data:text\/html)/i.test(attribute.value)) found.push('url: ' + element.outerHTML.slice(0, 200));
-    }
-  }
-  return {found, pwned: window.pwned === undefined ? null : String(window.pwned), text: document.body.innerText};
-}"""
+DOM_WALK = CELL_DOM_PROBLEMS
 
 
 def test_formgrader_runs_no_student_script(formgrader, browser):

@@ -15,23 +15,19 @@ tests of this module:
   and no other student's grades, files or feedback change.
 """
 import csv
-import io
-import os
 import shutil
-import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
-import zipfile
 from pathlib import Path
 
 import nbformat
 import pytest
 from bs4 import BeautifulSoup
 
-from grading_support import (BIN, environment, feedback_html, make_course, nbgrader, replace_function,
-                             solution_notebook, student_version, submit, written_points)
+from grading_support import (BIN, CELL_DOM_PROBLEMS, environment, feedback_html, formgrader_server, make_course,
+                             nbgrader, replace_function, solution_notebook, student_version, submit, written_points,
+                             zipped)
 
 pytestmark = [pytest.mark.slow]
 
@@ -295,52 +291,11 @@ def test_autograding_leaves_written_answers_for_manual_grading(graded):
 def formgrader(graded, tmp_path_factory):
     """A real Jupyter server with nbgrader's formgrader, on loopback, in the graded course."""
     course = graded["course"]
-    home = tmp_path_factory.mktemp("jupyter-home")
-    env = environment()
-    env.update(HOME=str(home), JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_DATA_DIR=str(home / "data"),
-               JUPYTER_RUNTIME_DIR=str(home / "runtime"), IPYTHONDIR=str(home / "ipython"))
-    token = os.urandom(16).hex()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = open(home / "server.log", "wb")
-    server = subprocess.Popen([str(BIN / "jupyter"), "server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-                               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={course}"]
-                              + (["--allow-root"] if os.geteuid() == 0 else []),
-                              cwd=course, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("jupyter server did not start:\n" + (home / "server.log").read_text()[-3000:])
-                time.sleep(0.5)
-        yield dict(base=base, token=token, course=course, log=home / "server.log")
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+    with formgrader_server(course, tmp_path_factory.mktemp("jupyter-home")) as server:
+        yield server
 
 
-PAGE_PROBLEMS = r"""() => {
-  const found = [];
-  for (const element of document.querySelectorAll('div.cell *, div.cell')) {
-    if (element.tagName === 'SCRIPT') found.push('script: ' + element.outerHTML.slice(0, 200));
-    for (const attribute of element.attributes) {
-      if (/^on/i.test(attribute.name)) found.push('handler: ' + element.outerHTML.slice(0, 200));
-      if (/^\s*(javascript|vbscript|data:text\/html)/i.test(attribute.value)) found.push('url: ' + element.outerHTML.slice(0, 200));
-    }
-  }
-  return {found, pwned: window.pwned === undefined ? null : String(window.pwned), text: document.body.innerText};
-}"""
+PAGE_PROBLEMS = CELL_DOM_PROBLEMS
 MANUAL_SCORE = 1.5
 COMMENT = "FORMGRADER-COMMENT: right idea; say why the result is unchanged."
 
@@ -453,12 +408,6 @@ def test_regrading_one_student_keeps_manual_grades_and_touches_no_one_else(grade
     assert everyone_but(course, WRITER) == others_before
 
 
-def zipped(members):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def test_a_resubmission_in_an_lms_export_regrades_only_that_student(graded, tmp_path):
