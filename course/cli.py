@@ -10,6 +10,10 @@ SUBMISSIONS = ("--submissions", dict(
     metavar="PATH", help="a folder in nbgrader's layout (<student>/<assignment>/*.ipynb), or an LMS export: a zip file "
                          "or a folder of <student>_<anything>_<notebook>.ipynb files (default: submitted/)"))
 
+PATTERN = ("--pattern", dict(metavar="REGEX", help="LMS file name pattern, with named groups student_id and file_id; "
+                                                  "{notebooks} stands for the assignment's notebook names "
+                                                  "(default: c.CourseGrade.lms_pattern)"))
+
 GRADE_OPTIONS = [
     SUBMISSIONS,
     ("--student", dict(action="append", metavar="ID", help="regrade only this student (repeat for more), whether "
@@ -19,9 +23,7 @@ GRADE_OPTIONS = [
     DB,
     ("--force", dict(action="store_true", help="regrade submissions that have not changed")),
     COURSE,
-    ("--pattern", dict(metavar="REGEX", help="LMS file name pattern, with named groups student_id and file_id; "
-                                             "{notebooks} stands for the assignment's notebook names "
-                                             "(default: c.CourseGrade.lms_pattern)")),
+    PATTERN,
     ("--roster-only", dict(action="store_true", help="accept only students already in the gradebook")),
     ("--no-feedback", dict(action="store_true", help="do not generate feedback HTML")),
     ("--no-progress", dict(action="store_true", help="no progress bar")),
@@ -32,6 +34,7 @@ GRADE_OPTIONS = [
 
 SIMILARITY_OPTIONS = [
     SUBMISSIONS,
+    PATTERN,
     COURSE,
     ("--top", dict(type=int, metavar="N", help="pairs shown side by side in the HTML report")),
 ]
@@ -83,7 +86,8 @@ def build_parser():
             description="Write the gradebook's scores (less late penalties) as the LMS's grade import CSV, for the "
                         "students of the LMS's own gradebook export (--roster). Enrolled students with no submission "
                         "get 0 (or a blank) and are listed; graded students missing from the roster are listed and "
-                        "left out. Exit status: 0 every student accounted for, 1 some graded students left out, 2 "
+                        "left out. Exit status: 0 every student accounted for and every score final, 1 something listed to check "
+                        "(left out, ambiguous, or written answers not graded by hand yet), 2 "
                         "could not run.")
     return parser
 
@@ -118,7 +122,8 @@ def run_grade(args):
 def run_similarity(args):
     from .similarity import SHOWN_PAIRS, similarity
 
-    similarity(args.assignment, root=args.course, submissions=args.submissions, top=args.top or SHOWN_PAIRS)
+    similarity(args.assignment, root=args.course, submissions=args.submissions, top=SHOWN_PAIRS if args.top is None else args.top,
+               pattern=args.pattern)
     return 0
 
 

@@ -23,11 +23,13 @@ matches a gradebook student whose id equals, ignoring case, one of the row's ids
 the SIS User ID, the Canvas ID or the sortable name with everything but letters and digits dropped; for Moodle
 the username, the ID number, the email address or its part before the ``@``.  Nobody is dropped silently:
 enrolled students with no submission get 0 (or a blank, ``--missing blank``) and are listed; graded students
-the roster does not have, and ids that match two roster rows, are listed and left out of the file, and the
+the roster does not have, ids that match two roster rows, a row matched by two ids that both submitted, and
+submissions whose written answers are not graded by hand yet are listed (the doubtful cells blank), and the
 command exits 1 so that a script notices.
 
 The score is nbgrader's own: the total of the autograded and manually graded cells, less the late penalty, never
-below 0 (as ``nbgrader export`` computes it).
+below 0 (as ``nbgrader export`` computes it).  The late penalties are first applied again to the current scores
+(``course.late``), so points graded by hand after autograding are penalised like the rest.
 """
 import csv
 import re
@@ -43,7 +45,6 @@ from .errors import UsageError
 CANVAS_IDENTITY = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 CANVAS_OPTIONAL_IDENTITY = ("Integration ID",)
 MOODLE_IDENTITY = ("First name", "Last name", "ID number", "Email address")
-MOODLE_MATCH = ("Username", "ID number", "Email address")
 
 
 class RosterError(UsageError):
@@ -65,6 +66,13 @@ class Matching:
     no_submission: list = field(default_factory=list)  # (row label, assignment)
     not_in_roster: list = field(default_factory=list)  # gradebook student ids
     ambiguous: list = field(default_factory=list)  # (student id, row labels)
+    conflicts: list = field(default_factory=list)  # (row label, assignment, student ids with a submission each)
+    ungraded: list = field(default_factory=list)  # (row label, assignment): written answers not graded by hand yet
+
+    @property
+    def complete(self):
+        """Every student accounted for and every score final."""
+        return not (self.not_in_roster or self.ambiguous or self.conflicts or self.ungraded)
 
 
 def read_csv(path):
@@ -84,7 +92,10 @@ def assignment_column(header, assignment):
     """The roster's column for an assignment: ``<id> (<LMS id>)`` on Canvas, ``<kind>: <id> (<type>)`` on Moodle."""
     pattern = re.compile(rf"^(?:[^:]+:\s*)?{re.escape(assignment)}(?:\s*\([^)]*\))?$", re.IGNORECASE)
     matches = [name for name in header if pattern.match(name.strip())]
-    return matches[0] if len(matches) == 1 else None
+    if len(matches) > 1:
+        raise RosterError(f"the roster has {len(matches)} columns for {assignment} ({'; '.join(matches)}): keep the "
+                          "one the LMS should update and export again")
+    return matches[0] if matches else None
 
 
 def canvas_key(sortable_name):
@@ -142,38 +153,44 @@ def final_score(submission):
 
 def match(gradebook, roster, assignments, missing):
     result = Matching()
-    owners = {}
+    owners, unsure = {}, set()  # roster row -> the gradebook ids it matches; rows an ambiguous id matches
     for student in gradebook.students:
         rows = [i for i, keys in enumerate(roster.keys) if student.id.lower() in keys]
         if len(rows) > 1:
             result.ambiguous.append((student.id, [label(roster.rows[i]) for i in rows]))
+            unsure.update(rows)
         elif rows:
-            owners[rows[0]] = student.id
+            owners.setdefault(rows[0], []).append(student.id)
         elif any(_has_submission(gradebook, a, student.id) for a in assignments):
             result.not_in_roster.append(student.id)
     for i, row in enumerate(roster.rows):
         result.scores[i] = {}
         for assignment in assignments:
-            submission = None
-            if i in owners:
-                try:
-                    submission = gradebook.find_submission(assignment, owners[i])
-                except MissingEntry:
-                    pass
-            if submission is None:
+            found = [s for s in (_submission(gradebook, assignment, owner) for owner in owners.get(i, [])) if s]
+            if len(found) > 1:  # one person under two ids, each with a submission: a person decides
+                result.conflicts.append((label(row), assignment, [s.student.id for s in found]))
+                result.scores[i][assignment] = None
+            elif found:
+                result.scores[i][assignment] = final_score(found[0])
+                if found[0].needs_manual_grade:
+                    result.ungraded.append((label(row), assignment))
+            elif i in unsure:  # the row may be that student's: never a silent 0
+                result.scores[i][assignment] = None
+            else:
                 result.no_submission.append((label(row), assignment))
                 result.scores[i][assignment] = 0.0 if missing == "zero" else None
-            else:
-                result.scores[i][assignment] = final_score(submission)
     return result
 
 
-def _has_submission(gradebook, assignment, student):
+def _submission(gradebook, assignment, student):
     try:
-        gradebook.find_submission(assignment, student)
-        return True
+        return gradebook.find_submission(assignment, student)
     except MissingEntry:
-        return False
+        return None
+
+
+def _has_submission(gradebook, assignment, student):
+    return _submission(gradebook, assignment, student) is not None
 
 
 def label(row):
@@ -210,7 +227,15 @@ class LmsExportPlugin(ExportPlugin):
             raise RosterError(f"no roster: pass the {self.lms} gradebook export with --roster "
                               f"(or --{type(self).__name__}.roster=FILE)")
         assignments = [str(a) for a in self.assignment] or [a.name for a in gradebook.assignments]
+        if not assignments:
+            raise RosterError("the gradebook has no assignment yet: grade first (course grade), or check --db")
         roster = self.read_roster(assignments)
+        from .late import LatePolicy, policy_in_use, refresh_penalties
+
+        if policy_in_use(self.config):
+            for student, assignment in refresh_penalties(gradebook, LatePolicy(parent=self), assignments):
+                self.log.warning("Late penalty of %s for %s recomputed from the current score (graded by hand since)",
+                                 student, assignment)
         result = match(gradebook, roster, assignments, self.missing)
         max_scores = {a: gradebook.find_assignment(a).max_score for a in assignments}
         dest = self.to or self.default_to
@@ -223,8 +248,12 @@ class LmsExportPlugin(ExportPlugin):
         for student in result.not_in_roster:
             self.log.error("Graded student %s is not in the roster %s: left out of the file", student, self.roster)
         for student, rows in result.ambiguous:
-            self.log.error("Graded student %s matches %d roster rows (%s): left out of the file",
+            self.log.error("Graded student %s matches %d roster rows (%s): left out of the file, those rows blank",
                            student, len(rows), "; ".join(rows))
+        for who, assignment, ids in result.conflicts:
+            self.log.error("%s has submissions of %s under %s: blank in the file", who, assignment, " and ".join(ids))
+        for who, assignment in result.ungraded:
+            self.log.warning("%s, %s: written answers not graded by hand yet (they count 0)", who, assignment)
 
 
 class CanvasExportPlugin(LmsExportPlugin):
@@ -251,7 +280,7 @@ def export(lms, roster, root=None, to=None, assignments=(), missing=None, db_url
     from nbgrader.api import Gradebook
     from nbgrader.coursedir import CourseDirectory
 
-    from .grade import load_config
+    from .config import load_config
 
     root = Path(root or ".").resolve()
     config = load_config(root, db_url)
@@ -270,5 +299,9 @@ def export(lms, roster, root=None, to=None, assignments=(), missing=None, db_url
     for student in result.not_in_roster:
         out(f"  NOT IN THE ROSTER, left out: {student}")
     for student, rows in result.ambiguous:
-        out(f"  MATCHES {len(rows)} ROSTER ROWS, left out: {student} ({'; '.join(rows)})")
-    return 1 if result.not_in_roster or result.ambiguous else 0
+        out(f"  MATCHES {len(rows)} ROSTER ROWS, left out, those rows blank: {student} ({'; '.join(rows)})")
+    for who, assignment, ids in result.conflicts:
+        out(f"  TWO IDS WITH SUBMISSIONS, blank: {who}, {assignment} ({' and '.join(ids)})")
+    for who, assignment in result.ungraded:
+        out(f"  not graded by hand yet (written answers count 0): {who}, {assignment}")
+    return 0 if result.complete else 1

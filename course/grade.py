@@ -45,13 +45,14 @@ from traitlets import Bool, Integer, Unicode
 from traitlets.config import Configurable
 
 from .collect import DEFAULT_LMS_PATTERN, Problem, collect
+from .config import load_config
 from .errors import UsageError
 from .execute import SandboxedExecute, source_imports, source_notebooks
 from .incremental import GradeState, assignment_fingerprint, grader_files, submission_digest
 from .judge import HiddenCheckError, load_hidden_checks
 from .kernel import KernelRecipe
 from .pools import DaskPool, LocalPool, PoolUnavailable
-from .record import NotInGradebook, PrecomputedExecute, ensure_in_gradebook, gradebook_url, record, sanitize_notebook
+from .record import NotInGradebook, PrecomputedExecute, ensure_in_gradebook, record, sanitize_notebook
 from .sandbox import UNSANDBOXED, SandboxUnavailable, require_sandbox
 FEEDBACK_BATCH = 4  # feedback is written in batches (templates compiled once per batch)
 FEEDBACK_TEMPLATE = "feedback"
@@ -206,23 +207,6 @@ class AssignmentRun:
     earlier_problems: list = field(default_factory=list)
 
 
-def load_config(root: Path, db_url=None):
-    from traitlets.config.loader import PyFileConfigLoader
-
-    if not (root / "nbgrader_config.py").is_file():
-        raise UsageError(f"{root} is not a course directory: it has no nbgrader_config.py (use --course)")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
-    if "root" not in config.CourseDirectory:
-        config.CourseDirectory.root = str(root)
-    if db_url:
-        config.CourseDirectory.db_url = db_url
-    if "db_url" in config.CourseDirectory:
-        config.CourseDirectory.db_url = gradebook_url(config.CourseDirectory.db_url)
-    return config
-
-
 class GradeRun:
     """One ``course grade`` invocation."""
 
@@ -239,6 +223,13 @@ class GradeRun:
             self.config.SandboxedExecute.use_bubblewrap = False
         self.coursedir = CourseDirectory(config=self.config)
         self.settings = CourseGrade(config=self.config)
+        from traitlets import TraitError
+
+        from .late import LatePolicy
+        try:  # a due date the grader would misread stops the run here, before anything is graded
+            LatePolicy(config=self.config)
+        except TraitError as error:
+            raise UsageError(f"{self.root / 'nbgrader_config.py'}: {error}") from None
         self.db_url = self.coursedir.db_url
         self.force, self.roster_only, self.progress, self.make_feedback = force, roster_only, progress, feedback
         # --student: only these students are collected and regraded (always, changed or not); nobody
@@ -329,8 +320,9 @@ class GradeRun:
         if self.only is None:
             self.state.remember_collection(assignment, [asdict(p) for p in run.collected.problems])
         else:  # the report still lists what the last whole collection found about everyone else
+            again = submissions_path is not None  # the export read now reports its own problems about no student
             run.earlier_problems = [Problem(**p) for p in self.state.last_collection(assignment)
-                                    if p.get("student") not in self.only]
+                                    if p.get("student") not in self.only and not (again and not p.get("student"))]
         for problem in run.collected.problems:
             self.log.warning("%s: %s", assignment, problem)
         with self.gradebook() as gradebook:
@@ -339,6 +331,9 @@ class GradeRun:
             self.say(f"{assignment}: regrading only {', '.join(sorted(self.only))}; nobody else's grade or feedback changes")
             for student in sorted(self.only - set(run.collected.students)):
                 self.warn(f"{assignment}: no submission from {student} to regrade")
+                run.collected.problems.append(Problem(str(self.coursedir.format_path(
+                    self.coursedir.submitted_directory, student, assignment)), f"no submission from {student} to regrade "
+                    "(is the id right?)", student, "missing"))
         for student, paths in sorted(run.collected.students.items()):
             if self.only is not None and student not in self.only:
                 continue

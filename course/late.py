@@ -19,14 +19,37 @@ What was decided is kept as data in the graded notebook (``metadata["course"]["l
 late, the penalty and the rule), for the student's feedback and the report.
 """
 import math
-from datetime import timezone
+import re
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nbgrader.plugins import LateSubmissionPlugin
 from nbgrader.preprocessors import AssignLatePenalties
-from nbgrader.utils import parse_utc
-from traitlets import Dict, Enum, Float, Unicode, default
+from traitlets import Dict, Enum, Float, TraitError, Unicode, default, validate
 
 PERIOD_SECONDS = {"day": 24 * 3600, "hour": 3600}
+DUE_FORMAT = re.compile(r"^(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2})?)\s*(Z|UTC|[+-]\d{2}:\d{2}|[A-Za-z_]+/[A-Za-z_/+-]+)$")
+
+
+def due_date(assignment, text):
+    """A due date as nbgrader stores it (naive UTC), from ``YYYY-MM-DD HH:MM[:SS]`` and a zone that cannot be
+    misread: ``UTC``/``Z``, an offset like ``+02:00``, or an IANA name like ``Europe/London``."""
+    match = DUE_FORMAT.match(str(text).strip())
+    if not match:
+        raise TraitError(f"c.LatePolicy.due[{assignment!r}] = {text!r}: write the date, the time and a zone, as "
+                         "'2026-10-05 23:59 UTC', '2026-10-05 23:59 +02:00' or '2026-10-05 23:59 Europe/London'")
+    moment, zone = match.groups()
+    local = datetime.fromisoformat(moment.replace(" ", "T"))
+    if zone in ("Z", "UTC"):
+        tz = timezone.utc
+    elif zone[0] in "+-":
+        tz = datetime.strptime(zone.replace(":", ""), "%z").tzinfo
+    else:
+        try:
+            tz = ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise TraitError(f"c.LatePolicy.due[{assignment!r}] = {text!r}: {zone!r} is not a time zone name") from None
+    return local.replace(tzinfo=tz).astimezone(timezone.utc).replace(tzinfo=None)
 
 
 class LatePolicy(LateSubmissionPlugin):
@@ -40,6 +63,12 @@ class LatePolicy(LateSubmissionPlugin):
     zero_after_hours = Float(None, allow_none=True, help="later than this many hours: score 0").tag(config=True)
     without_timestamp = Enum(["on-time", "zero"], "on-time",
                              help="a submission with no time, for an assignment with a due date").tag(config=True)
+
+    @validate("due")
+    def _valid_due(self, proposal):
+        for assignment, text in proposal["value"].items():
+            due_date(assignment, text)  # a date the grader would misread stops here, before anything is graded
+        return proposal["value"]
 
     @default("penalty_method")
     def _penalty_method_default(self):
@@ -97,7 +126,7 @@ class ApplyLatePolicy(AssignLatePenalties):
         if due_text:
             with Gradebook(info["db_url"]) as gradebook:
                 assignment = gradebook.find_assignment(info["assignment"])
-                due = parse_utc(due_text)
+                due = due_date(info["assignment"], due_text)
                 if assignment.duedate != due:
                     assignment.duedate = due
                     gradebook.db.commit()
@@ -127,6 +156,33 @@ class ApplyLatePolicy(AssignLatePenalties):
             feedback.add_notes(nb, [note])
             nb.cells.append(sanitize.grading_notes_cell([note], title="Late submission"))
         return nb, resources
+
+
+def policy_in_use(config):
+    """Whether the course's autograde pipeline applies this policy (else its penalties are nbgrader's own)."""
+    return any(getattr(step, "__name__", str(step)).rsplit(".", 1)[-1] == "ApplyLatePolicy"
+               for step in config.Autograde.get("autograde_preprocessors", []))
+
+
+def refresh_penalties(gradebook, policy, assignments):
+    """Apply the policy again to the current scores: points graded by hand after autograding (written answers,
+    overrides) are then penalised like the rest.  Returns the (student, assignment) pairs whose penalty changed."""
+    changed = []
+    for assignment in assignments:
+        for submission in gradebook.assignment_submissions(assignment):
+            if submission.duedate is None:
+                continue
+            for notebook in submission.notebooks:
+                score = float(notebook.score or 0.0)
+                if submission.timestamp is None:
+                    penalty = score if policy.without_timestamp == "zero" else 0.0
+                else:
+                    penalty = min(score, policy.penalty(score, submission.total_seconds_late))
+                if abs((notebook.late_submission_penalty or 0.0) - penalty) > 1e-12:
+                    notebook.late_submission_penalty = penalty
+                    changed.append((submission.student.id, assignment))
+    gradebook.db.commit()
+    return sorted(set(changed))
 
 
 def _iso(moment):

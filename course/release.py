@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .config import course_root
 from .errors import UsageError
 
 
@@ -18,9 +19,7 @@ def assignment_ids(root: Path):
 
 
 def release_assignments(ids=None, root=None):
-    root = Path(root or os.getcwd()).resolve()
-    if not (root / "nbgrader_config.py").is_file():
-        raise UsageError(f"{root} is not a course directory: it has no nbgrader_config.py (use --course)")
+    root = course_root(root)
     ids = list(ids) if ids else assignment_ids(root)
     bin_dir = Path(sys.executable).parent
     nbgrader = str(bin_dir / "nbgrader")

@@ -7,10 +7,10 @@ pairwise with ``copydetect``, whose fingerprints (winnowed k-grams of the token 
 names, strings and comments abstracted away) follow MOSS, so renaming variables, rewording
 comments or reformatting does not hide a copy.
 
-* What is compared: each student's answer cells, the cells the release marks as solutions plus
-  any code cell a student added, with docstrings removed.  Test cells and the release's other
-  locked cells are left out, and every fingerprint of the released notebook (the starter code,
-  its stubs and docstrings) is boilerplate that never counts as shared.
+* What is compared: each student's answer cells, every code cell that is not one of the release's
+  cells as released (the answers they wrote and any cell they added), with docstrings removed.
+  Unchanged test cells and locked cells are left out, and every fingerprint of the released
+  notebook (the starter code, its stubs and docstrings) is boilerplate that never counts as shared.
 * What is written, beside the grading report: ``reports/<assignment>/similarity.html``, the
   most similar pairs ranked, each with both students' code and the matching lines highlighted,
   and ``reports/<assignment>/similarity.csv``, every pair that shares any fingerprint.
@@ -66,7 +66,7 @@ def without_docstrings(code):
     """The code with every docstring's lines left blank (line numbers kept); as it is if it does not parse."""
     try:
         tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # what a student wrote need not parse
         return code
     lines = code.splitlines(keepends=True)
     for node in ast.walk(tree):
@@ -93,33 +93,28 @@ def release_cells(release_notebook):
 
 
 def answer_code(notebook, released):
-    """A student's answers in one notebook: solution cells (by the release's grade ids) and added code cells."""
+    """A student's answers in one notebook: every code cell that is not a released cell as released (the answer
+    cells they wrote, and cells they added), whatever metadata it carries."""
     released_sources = {source for _, source in released.values()}
     parts = []
     for cell in notebook.cells:
         if cell.get("cell_type") != "code" or not isinstance(cell.get("source"), str):
             continue
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
-        if grade_id in released:
-            if not released[grade_id][0]:
-                continue  # a test cell or the release's own code
-        elif cell.source in released_sources:
-            continue  # a released cell that lost its metadata
+        if cell.source in released_sources:
+            continue  # a test cell or the release's own code, as released (metadata is the student's to forge)
         parts.append(without_docstrings(cell.source).rstrip() + "\n")
     return "\n".join(parts)
 
 
 def boilerplate_hashes(release_notebooks):
-    """Every fingerprint of the release, its answer cells read as a student's are (stubs, signatures)."""
-    code = [answer_code(nb, release_cells(nb)) for nb in release_notebooks]
-    code += [without_docstrings(c.source) for nb in release_notebooks for c in nb.cells if c.cell_type == "code"]
-    return list(fingerprint("release.py", "\n".join(code)).hashes)
+    """Every k-gram of the release's code (stubs, signatures, tests), read as a student's code is: all of them,
+    not a winnowed sample, so that none can count as shared wherever it stands in a student's answer."""
+    code = [without_docstrings(c.source) for nb in release_notebooks for c in nb.cells if c.cell_type == "code"]
+    return list(fingerprint("release.py", "\n".join(code), window=1).hashes)
 
 
-def fingerprint(name, code, boilerplate=None):
-    return CodeFingerprint(name, NOISE_TOKENS, GUARANTEED_TOKENS - NOISE_TOKENS + 1, boilerplate,
-                           language="python", fp=io.StringIO(code))
+def fingerprint(name, code, boilerplate=None, window=GUARANTEED_TOKENS - NOISE_TOKENS + 1):
+    return CodeFingerprint(name, NOISE_TOKENS, window, boilerplate, language="python", fp=io.StringIO(code))
 
 
 def read_answers(submissions, assignment, release_notebooks, problems):
@@ -136,12 +131,10 @@ def read_answers(submissions, assignment, release_notebooks, problems):
             path = folder / name
             if not path.is_file() or path.is_symlink():
                 continue
-            try:
-                notebook = nbformat.read(path, as_version=4)
+            try:  # one student's file never stops the comparison of the others
+                parts.append(answer_code(nbformat.read(path, as_version=4), released))
             except Exception as error:
                 problems.append(f"{path}: not read as a notebook ({type(error).__name__}); left out of the comparison")
-                continue
-            parts.append(answer_code(notebook, released))
         if parts:
             students.append(Answers(folder.parent.name, "\n".join(parts)))
     return students
@@ -227,13 +220,14 @@ proves nothing alone. Highlighted lines are the matching code.</p>
     Path(path).write_text(page, encoding="utf-8")
 
 
-def similarity(assignment, root=None, submissions=None, top=SHOWN_PAIRS, out=print):
+def similarity(assignment, root=None, submissions=None, top=SHOWN_PAIRS, pattern=None, out=print):
     """Compare the students' answers of ``assignment``; write the HTML and CSV reports; return the ranked pairs."""
-    from .grade import load_config
+    from .config import load_config
     from nbgrader.coursedir import CourseDirectory
 
     root = Path(root or ".").resolve()
-    coursedir = CourseDirectory(config=load_config(root))
+    config = load_config(root)
+    coursedir = CourseDirectory(config=config)
     release = Path(coursedir.format_path(coursedir.release_directory, ".", assignment))
     release_notebooks = {path.name: nbformat.read(path, as_version=4) for path in sorted(release.glob("*.ipynb"))}
     if not release_notebooks:
@@ -246,13 +240,18 @@ def similarity(assignment, root=None, submissions=None, top=SHOWN_PAIRS, out=pri
             if not (folder.is_dir() and any(folder.glob(f"*/{assignment}/*.ipynb"))):
                 # an LMS export: collected as `course grade` collects it, into a scratch folder
                 from .collect import collect
+                from .grade import CourseGrade
+
                 collected = collect(folder, assignment, SimpleNamespace(root=scratch, submitted_directory="submitted"),
-                                    [Path(name).stem for name in release_notebooks])
+                                    [Path(name).stem for name in release_notebooks],
+                                    pattern or CourseGrade(config=config).lms_pattern)
                 problems += [str(problem) for problem in collected.problems]
                 folder = Path(scratch) / "submitted"
         students = read_answers(folder, assignment, release_notebooks, problems)
         if len(students) < 2:
-            raise SimilarityError(f"{len(students)} submission(s) of {assignment} in {folder}: nothing to compare")
+            found = "".join(f"\n  {problem}" for problem in problems[:20])
+            raise SimilarityError(f"{len(students)} submission(s) of {assignment} in {submissions or folder}: "
+                                  f"nothing to compare{found}")
         pairs = compare(students, boilerplate_hashes(release_notebooks.values()))
     reports = root / "reports" / assignment
     reports.mkdir(parents=True, exist_ok=True)

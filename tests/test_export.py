@@ -149,3 +149,47 @@ def test_a_roster_that_is_not_text_or_missing_stops_the_command_with_its_name(co
     result = run("course", "export", "--lms", "canvas", "--roster", "nowhere.csv", cwd=course)
     assert result.returncode == 2 and "nowhere.csv: no such file" in result.stderr
     assert not (course / "canvas-grades.csv").exists()
+
+
+def test_one_person_under_two_ids_with_submissions_is_left_blank_and_listed(course):
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:  # Jane's ID number, graded as well
+        gradebook.update_or_create_student("s1001")
+        gradebook.add_submission("a2-losses", "s1001")
+        gradebook.find_grade("check", "losses", "a2-losses", "s1001").auto_score = 2.0
+        gradebook.db.commit()
+    (course / "moodle.csv").write_text(MOODLE_ROSTER, encoding="utf-8")
+    result = run("course", "export", "--lms", "moodle", "--roster", "moodle.csv", cwd=course)
+    scores = {row[3]: row[-1] for row in rows(course / "moodle-grades.csv")[1:]}
+    assert scores["smithjane@example.edu"] == "" and scores["doejohn@example.edu"] == "9"
+    assert result.returncode == 1 and "TWO IDS WITH SUBMISSIONS, blank: Jane Smith, a2-losses" in result.stdout
+
+
+def test_points_graded_by_hand_after_autograding_are_penalised_too(course):
+    from datetime import datetime
+
+    with (course / "nbgrader_config.py").open("a") as config:
+        config.write('\nc.LatePolicy.due = {"a2-losses": "2026-10-05 23:59 UTC"}\nc.LatePolicy.zero_after_hours = 72\n')
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        gradebook.find_assignment("a2-losses").duedate = datetime(2026, 10, 5, 23, 59)
+        gradebook.find_submission("a2-losses", "nguyenlate").timestamp = datetime(2026, 10, 10, 12, 0)  # 4.5 days late
+        gradebook.find_submission("a2-losses", "smithjane").timestamp = datetime(2026, 10, 5, 20, 0)
+        gradebook.db.commit()
+    (course / "roster.csv").write_text(CANVAS_ROSTER, encoding="utf-8")
+    result = run("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
+    by_name = {row[0]: row[-1] for row in rows(course / "canvas-grades.csv")[2:]}
+    assert by_name["Nguyen, Late"] == "0"  # its 2 written points, graded by hand, are gone with the rest
+    assert by_name["Smith, Jane"] == "8.5" and result.returncode == 1
+
+
+def test_two_columns_for_one_assignment_stop_the_export(tmp_path):
+    path = tmp_path / "roster.csv"
+    path.write_text(CANVAS_ROSTER.replace("Reading quiz 1 (40013)", "a2-losses (40099)"), encoding="utf-8")
+    with pytest.raises(RosterError, match="2 columns for a2-losses"):
+        read_canvas_roster(path, ["a2-losses"])
+
+
+def test_exporting_before_anything_is_graded_says_so(tmp_path):
+    shutil.copy2(ROOT / "nbgrader_config.py", tmp_path / "nbgrader_config.py")
+    (tmp_path / "roster.csv").write_text(CANVAS_ROSTER, encoding="utf-8")
+    result = run("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=tmp_path)
+    assert result.returncode == 2 and "no assignment yet" in result.stderr

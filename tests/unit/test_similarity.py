@@ -141,16 +141,20 @@ def test_the_starter_code_tests_and_docstrings_are_never_shared(course):
     assert similarity(ASSIGNMENT, root=course, out=lambda _: None) == []
 
 
-def test_answer_cells_are_the_release_s_solution_cells_and_cells_a_student_added():
+def test_answer_cells_are_those_that_differ_from_the_release_whatever_their_metadata():
     release = nbformat.read(ROOT / "assignments" / ASSIGNMENT / NOTEBOOK, as_version=4)
     nb = nbformat.from_dict(release)
     nb.cells.append(nbformat.v4.new_code_cell("def helper():\n    return 42"))
     for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("grade_id") == "test_softmax":
-            cell.source = "THE TEST CELL"
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "softmax":
+            cell.source = cell.source.replace("raise NotImplementedError()", "return np.exp(logits)")
+    # copied code hidden in a cell that claims to be a locked test cell is still compared
+    forged = nbformat.v4.new_code_cell("def copied():\n    return 7")
+    forged.metadata["nbgrader"] = {"grade_id": "test_softmax", "locked": True, "grade": True, "solution": False}
+    nb.cells.append(forged)
     code = answer_code(nb, release_cells(release))
-    assert "def helper()" in code and "def softmax(" in code
-    assert "THE TEST CELL" not in code and "import numpy" not in code
+    assert "def helper()" in code and "return np.exp(logits)" in code and "def copied()" in code
+    assert "import numpy" not in code and "def logsumexp(" not in code  # released cells as released
 
 
 def test_docstrings_go_and_line_numbers_stay():

@@ -1,0 +1,32 @@
+"""The course directory and its ``nbgrader_config.py``, as every ``course`` command reads them."""
+import sys
+from pathlib import Path
+
+from .errors import UsageError
+
+
+def course_root(root=None):
+    """The course directory (default: the current folder); a folder without ``nbgrader_config.py`` is not one."""
+    root = Path(root or ".").resolve()
+    if not (root / "nbgrader_config.py").is_file():
+        raise UsageError(f"{root} is not a course directory: it has no nbgrader_config.py (use --course)")
+    return root
+
+
+def load_config(root, db_url=None):
+    """The course's nbgrader configuration, with its root and gradebook URL filled in (``--db`` wins)."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    from .record import gradebook_url
+
+    root = course_root(root)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))  # nbgrader_config.py may import modules kept beside it
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    if "root" not in config.CourseDirectory:
+        config.CourseDirectory.root = str(root)
+    if db_url:
+        config.CourseDirectory.db_url = db_url
+    if "db_url" in config.CourseDirectory:
+        config.CourseDirectory.db_url = gradebook_url(config.CourseDirectory.db_url)
+    return config
