@@ -41,6 +41,7 @@ from nbgrader.plugins import ExportPlugin
 from traitlets import Enum, Unicode
 
 from .errors import UsageError
+from .report import final_score
 
 CANVAS_IDENTITY = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 CANVAS_OPTIONAL_IDENTITY = ("Integration ID",)
@@ -144,11 +145,6 @@ def read_moodle_roster(path, assignments):
         keys.append({k.lower() for k in (row.get("Username"), row.get("ID number"), email, email.partition("@")[0]) if k})
     identity = [name for name in MOODLE_IDENTITY if name in header]
     return Roster(identity, rows, keys, {a: assignment_column(header, a) or a for a in assignments})
-
-
-def final_score(submission):
-    """nbgrader's exported score: the cells' total less the late penalty, never below 0."""
-    return max(0.0, submission.score - (submission.late_submission_penalty or 0.0))
 
 
 def match(gradebook, roster, assignments, missing):

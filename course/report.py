@@ -31,10 +31,15 @@ SCORED_BY_HAND = "passed here; scored by hand"
 MISSING_CELL = "the test cell is missing from the submission"
 
 
+def final_score(submission):
+    """What the student gets, as nbgrader's export says it: the cells' total less the late penalty, never below 0."""
+    return max(0.0, float(submission.score or 0.0) - float(submission.late_submission_penalty or 0.0))
+
+
 def assignment_scores(grade_run, assignment):
-    """{student: (score, max_score)} for one assignment, from the gradebook."""
+    """{student: (final score, max_score)} for one assignment, from the gradebook."""
     with grade_run.gradebook() as gradebook:
-        return {s.student.id: (float(s.score or 0.0), float(s.max_score or 0.0))
+        return {s.student.id: (final_score(s), float(s.max_score or 0.0))
                 for s in gradebook.assignment_submissions(assignment)}
 
 
@@ -53,7 +58,7 @@ def _cells(grade_run, assignment):
             for notebook in submission.notebooks:
                 for grade in notebook.grades:
                     grades[(notebook.name, grade.name)] = float(grade.score or 0.0)
-            per_student[submission.student.id] = (float(submission.score or 0.0), grades)
+            per_student[submission.student.id] = (final_score(submission), grades)
     order = {}
     source = Path(grade_run.coursedir.format_path(grade_run.coursedir.source_directory, ".", assignment))
     for name in sorted({n for n, _ in points}):
@@ -194,7 +199,7 @@ def write_report(grade_run, run):
                  f"from the gradebook `{_safe_url(grade_run.db_url)}`.")
     lines.append("")
     lines += ["| submissions in the gradebook | graded in this run | unchanged (not regraded) | failed to grade "
-              "| collection problems | mean score | median score | max score |",
+              "| collection problems | mean score (after late penalties) | median score | max score |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     mean = f"{statistics.mean(totals):.2f}" if totals else "-"
     median = f"{statistics.median(totals):.2f}" if totals else "-"
