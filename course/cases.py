@@ -242,13 +242,14 @@ def _duplicate_ids(data):
     return {name: count for name, count in counts.items() if count > 1}
 
 
-def references_path(assignment, root=ROOT):
-    return Path(root) / "grader_tests" / "references" / f"{assignment}.json"
+def references_path(assignment, hidden_checks=ROOT / "grader_tests"):
+    """Where an assignment's hidden checks are, in the hidden checks folder (``c.SandboxedExecute.hidden_checks_directory``)."""
+    return Path(hidden_checks) / "references" / f"{assignment}.json"
 
 
-def load_hidden_checks(assignment, root=ROOT):
+def load_hidden_checks(assignment, hidden_checks=ROOT / "grader_tests"):
     """``{grade_id: [case, ...]}`` for one assignment, every case checked against the schema."""
-    path = references_path(assignment, root)
+    path = references_path(assignment, hidden_checks)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

@@ -234,7 +234,7 @@ class SandboxedExecute(NbGraderPreprocessor):
         else:
             warn_unsandboxed(self.log)
         try:  # broken hidden checks are the instructor's to fix: this submission fails, unrecorded, before it runs
-            checks = load_hidden_checks(assignment, root=Path(self.hidden_checks_directory).parent)
+            checks = load_hidden_checks(assignment, self.hidden_checks_directory)
         except HiddenCheckError as problem:
             self.log.error("%s: not graded: %s", where, problem)
             raise

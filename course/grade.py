@@ -49,6 +49,7 @@ from .config import load_config
 from .errors import UsageError
 from .execute import SandboxedExecute, source_imports, source_notebooks
 from .incremental import GradeState, assignment_fingerprint, grader_files, submission_digest
+from .cases import references_path
 from .judge import HiddenCheckError, load_hidden_checks
 from .kernel import KernelRecipe
 from .pools import DaskPool, LocalPool, PoolUnavailable
@@ -307,7 +308,7 @@ class GradeRun:
         except NotInGradebook as problem:
             raise UsageError(str(problem)) from None
         try:
-            checks = load_hidden_checks(assignment, root=Path(self.executor_settings.hidden_checks_directory).parent)
+            checks = load_hidden_checks(assignment, self.executor_settings.hidden_checks_directory)
         except HiddenCheckError as problem:  # before any submission is graded; nothing is recorded
             raise UsageError(f"{assignment}: the hidden checks are broken, nothing graded: {problem}") from None
         modules = source_imports(source_notebooks(self.config, assignment), self.executor_settings.preload_modules)
@@ -372,7 +373,7 @@ class GradeRun:
 
         settings = {"limits": asdict(self.limits), "bubblewrap": self.executor_settings.use_bubblewrap,
                     "nbgrader": nbgrader.__version__, "db": self.db_url, "course": self.coursedir.course_id}
-        checks = Path(self.executor_settings.hidden_checks_directory) / "references" / f"{assignment}.json"
+        checks = references_path(assignment, self.executor_settings.hidden_checks_directory)
         source = Path(self.coursedir.format_path(self.coursedir.source_directory, ".", assignment))
         return assignment_fingerprint(settings, grader_files(checks, self.root / "nbgrader_config.py", source))
 
