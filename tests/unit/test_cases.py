@@ -88,7 +88,7 @@ BROKEN = {
 def test_a_broken_case_is_refused_naming_file_check_and_case(tmp_path, change, words):
     path = write_changed_references(tmp_path, change)
     with pytest.raises(HiddenCheckError) as refused:
-        load_hidden_checks("a2-losses", root=tmp_path)
+        load_hidden_checks("a2-losses", tmp_path)
     message = str(refused.value)
     assert message.startswith(f"{path}: check 'test_softmax', case 1"), message
     assert words in message, message
@@ -109,18 +109,18 @@ FILE_PROBLEMS = {
 def test_a_broken_file_is_refused_naming_the_file(tmp_path, change, words):
     path = write_changed_references(tmp_path, change)
     with pytest.raises(HiddenCheckError, match="^" + str(path)) as refused:
-        load_hidden_checks("a2-losses", root=tmp_path)
+        load_hidden_checks("a2-losses", tmp_path)
     assert words in str(refused.value)
 
 
 def test_a_missing_or_unparsable_file_is_named(tmp_path):
     with pytest.raises(HiddenCheckError, match="no hidden checks for assignment 'a2-losses'"):
-        load_hidden_checks("a2-losses", root=tmp_path)
+        load_hidden_checks("a2-losses", tmp_path)
     path = references_path("a2-losses", tmp_path)
     path.parent.mkdir(parents=True)
     path.write_text('{"checks": ')
     with pytest.raises(HiddenCheckError, match="not valid JSON"):
-        load_hidden_checks("a2-losses", root=tmp_path)
+        load_hidden_checks("a2-losses", tmp_path)
 
 
 def test_every_problem_is_counted_and_a_huge_value_is_not_quoted_whole():
