@@ -65,7 +65,7 @@ from pathlib import Path
 
 if __package__:  # the grader's side; inside the fork server's sandbox this file runs alone, as a script
     from .sandbox import (FORK_SCRATCH_STAGING, FORK_STAGING, SANDBOX_HOME, SANDBOX_UID_RANGE, Limits, bubblewrap,
-                          file_tail, fork_server_arguments, rlimits, socket_folder)
+                          file_tail, fork_server_arguments, rlimits, socket_folder, thread_environment)
 
 MAX_PACKET = 65536
 # What the server ever writes on a kernel's behalf into its exit status: 128 + the signal that ended it.
@@ -87,11 +87,12 @@ def decode(data):
     return message
 
 
-def spawn_request(key, channel, arguments, uid, rlimit_pairs, scratch_bytes, cgroups):
-    """The request for one kernel (sent with the log file and ``cgroups`` cgroup.procs files attached)."""
+def spawn_request(key, channel, arguments, uid, rlimit_pairs, scratch_bytes, cgroups, threads=1, environment=None):
+    """The request for one kernel (sent with the log file and ``cgroups`` cgroup.procs files attached);
+    ``threads`` compute threads, and ``environment`` what a cold kernel's environment would add."""
     return {"spawn": key, "channel": str(channel), "arguments": [str(a) for a in arguments], "uid": uid,
             "rlimits": [[name, value] for name, value in rlimit_pairs], "scratch_bytes": scratch_bytes,
-            "cgroups": cgroups}
+            "cgroups": cgroups, "threads": threads, "environment": dict(environment or {})}
 
 
 def check_spawn_request(request, fd_count):
@@ -117,6 +118,12 @@ def check_spawn_request(request, fd_count):
         resource_number(name)
         if not integer(value) or value < 0:
             raise ValueError(f"the limit of {name} is not a non-negative integer")
+    if not integer(request.get("threads", 1)) or request.get("threads", 1) < 1:
+        raise ValueError("the thread count is not a positive integer")
+    environment = request.get("environment", {})
+    if not isinstance(environment, dict) or not all(isinstance(k, str) and isinstance(v, str) and k and "=" not in k
+                                                    for k, v in environment.items()):
+        raise ValueError("the environment is not a map of names to strings")
     cgroups = request.get("cgroups", 0)
     if not integer(cgroups) or fd_count != 1 + cgroups:
         raise ValueError("the file descriptors that came with the request are not a log and its cgroups")
@@ -312,9 +319,14 @@ def enter_sandbox(request, settings):
         pass
 
 
-def run_kernel(arguments):
-    """The kernel itself: what ``python -m ipykernel_launcher <arguments>`` does."""
+def run_kernel(arguments, threads=1, environment=None):
+    """The kernel itself: what ``python -m ipykernel_launcher <arguments>`` does, with ``threads`` compute
+    threads (the server imported torch before it knew how many) and ``environment`` added."""
     import random
+
+    os.environ.update(environment or {})
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
     prctl(PR_SET_DUMPABLE, 1)  # like a freshly exec'd kernel (dropping privileges cleared it)
     for number in INIT_IGNORES:  # the signal handling of a freshly started Python
@@ -377,7 +389,7 @@ def child(request, settings, log_fd, cgroup_fds, report, null):
         kernel = os.fork()
         if kernel == 0:
             try:
-                run_kernel(request["arguments"])
+                run_kernel(request["arguments"], request.get("threads", 1), request.get("environment"))
             finally:
                 os._exit(0)
         while True:  # init: reap everything; end when the kernel ends, which ends the namespace
@@ -592,7 +604,8 @@ class ForkServer:
         with self._lock:
             self._counter += 1
             key = self._counter
-            message = encode(spawn_request(key, channel, arguments, uid, pairs, limits.scratch_bytes, len(cgroup_fds)))
+            message = encode(spawn_request(key, channel, arguments, uid, pairs, limits.scratch_bytes, len(cgroup_fds),
+                                           limits.threads, thread_environment(limits.threads)))
             fds = array.array("i", [log_fd, *cgroup_fds])
             try:
                 self._control.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])

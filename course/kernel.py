@@ -30,7 +30,7 @@ from jupyter_client.provisioning import LocalProvisioner
 
 from .forkserver import ForkServer, ForkServerError
 from .sandbox import (GIB, SANDBOX_UID_RANGE, Limits, bubblewrap_arguments, require_sandbox, rlimit_only_arguments,
-                      socket_folder, warn_unsandboxed)
+                      socket_folder, thread_environment, warn_unsandboxed)
 
 # The name under which pyproject.toml registers SandboxProvisioner (entry point group
 # jupyter_client.kernel_provisioners).
@@ -116,6 +116,7 @@ class SandboxProvisioner(LocalProvisioner):
         else:
             warn_unsandboxed(km.log)
             kwargs["cmd"] = join + rlimit_only_arguments(km.limits) + command
+            kwargs["env"] = {**kwargs.get("env", os.environ), **thread_environment(km.limits.threads)}
         return kwargs
 
     async def launch_kernel(self, cmd, **kwargs):

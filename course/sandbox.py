@@ -75,6 +75,21 @@ class Limits:
     output_bytes_per_cell: int = 32 * 1024**2  # messages the grader reads during one cell (course.execute)
     output_bytes_per_submission: int = 128 * 1024**2  # ... and for the whole notebook
 
+    @property
+    def threads(self):
+        """Compute threads for torch, OpenMP and BLAS: one per CPU the submission may use.  More threads than
+        its CPU quota stalls every parallel region while the quota throttles them (tens of times slower)."""
+        return max(1, int(self.cpus))
+
+
+# What tells numpy's BLAS, OpenMP and torch how many threads to start.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS")
+
+
+def thread_environment(threads):
+    return {name: str(threads) for name in THREAD_VARIABLES}
+
 
 class SandboxUnavailable(RuntimeError):
     """bubblewrap is missing or cannot start a sandbox: student code must not run."""
@@ -172,7 +187,7 @@ def bubblewrap_arguments(channel: Path, uid: int, limits: Limits):
     sockets; the kernel's home and working folder, and /tmp, are size-limited
     tmpfs mounts that vanish with the sandbox.
     """
-    args = _sandbox_arguments(channel, limits.scratch_bytes)
+    args = _sandbox_arguments(channel, limits.scratch_bytes, threads=limits.threads)
     args.extend(limit_arguments(limits))
     if os.geteuid() == 0:
         args.extend(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--"])
@@ -195,7 +210,7 @@ def fork_server_arguments(root: Path):
     return args
 
 
-def _sandbox_arguments(writable: Path, scratch_bytes: int, extra=()):
+def _sandbox_arguments(writable: Path, scratch_bytes: int, extra=(), threads=1):
     args = [bubblewrap(), "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
     if os.geteuid() != 0:
@@ -230,7 +245,7 @@ def _sandbox_arguments(writable: Path, scratch_bytes: int, extra=()):
         args.extend(["--dev-bind", str(device), str(device)])
     mount("--bind", str(writable))
     args.extend(["--chdir", str(SANDBOX_HOME), "--clearenv"])
-    for name, value in sandbox_environment(SANDBOX_HOME).items():
+    for name, value in {**sandbox_environment(SANDBOX_HOME), **thread_environment(threads)}.items():
         args.extend(["--setenv", name, value])
     args.append("--")
     return args

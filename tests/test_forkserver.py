@@ -1,5 +1,6 @@
 """The fork server: kernels forked from one pre-warmed interpreter are as isolated as cold ones,
 from the host and from each other.  Real bubblewrap, real kernels, real namespaces."""
+import dataclasses
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ import pytest
 
 from course.forkserver import ForkServer, ForkServerError
 from course.kernel import SandboxedKernelManager, new_scratch
-from course.sandbox import Limits
+from course.sandbox import THREAD_VARIABLES, Limits
 from nbclient import NotebookClient
 
 pytestmark = pytest.mark.skipif(not ForkServer.available(), reason="the fork server needs root and bubblewrap")
@@ -167,6 +168,15 @@ def test_the_kernel_holds_no_handle_to_the_fork_server(server):
         assert not (held & server_sockets), "a kernel holds a socket of the fork server"
     finally:
         km.kill_everything()
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_a_forked_kernel_starts_one_compute_thread_per_cpu_it_may_use(server, cpus):
+    # More threads than the cgroup's CPU quota make every parallel region wait on throttled threads.
+    seen, km = run(server, "import os\nprint(json.dumps({n: os.environ.get(n) for n in %r}))" % (THREAD_VARIABLES,),
+                   limits=dataclasses.replace(LIMITS, cpus=cpus))
+    km.kill_everything()
+    assert seen == {name: str(cpus) for name in THREAD_VARIABLES}
 
 
 def test_memory_and_cpu_limits_hold_in_a_forked_kernel(server):

@@ -55,6 +55,11 @@ def test_a_spawn_request_survives_the_wire_and_passes_the_servers_checks():
     ({"rlimits": [["RLIMIT_CPU", 1.5]]}, "non-negative integer"),
     ({"cgroups": 2}, "not a log and its cgroups"),
     ({"cgroups": "1"}, "not a log and its cgroups"),
+    ({"threads": 0}, "thread count"),
+    ({"threads": "2"}, "thread count"),
+    ({"environment": {"OMP_NUM_THREADS": 1}}, "map of names"),
+    ({"environment": {"A=B": "1"}}, "map of names"),
+    ({"environment": ["OMP_NUM_THREADS=1"]}, "map of names"),
 ])
 def test_a_malformed_spawn_request_is_refused_with_the_reason(changes, problem):
     with pytest.raises(ValueError, match=problem):
