@@ -32,14 +32,21 @@ REQUIRED = ["softmax", "binary_cross_entropy", "kl_divergence", "bigram_nll", "c
 
 
 def graded_cells(notebook):
-    return [c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    """The autograded test cells (a written answer is graded, and by hand: not one of these)."""
+    return [c for c in notebook.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+            and not c.metadata["nbgrader"].get("solution")]
+
+
+def answer_cells(notebook):
+    """The functions a student writes."""
+    return [c for c in notebook.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")]
 
 
 def test_required_functions_and_at_least_16_graded_functions():
     names = set()
     for assignment in ASSIGNMENTS:
         notebook = solution_notebook(assignment)
-        answers = [c.metadata["nbgrader"]["grade_id"] for c in notebook.cells if c.metadata.get("nbgrader", {}).get("solution")]
+        answers = [c.metadata["nbgrader"]["grade_id"] for c in answer_cells(notebook)]
         tests = [c.metadata["nbgrader"]["grade_id"] for c in graded_cells(notebook)]
         assert tests == [f"test_{a}" for a in answers], f"{assignment}: every function needs its own test cell, in order"
         assert all(c.metadata["nbgrader"]["points"] > 0 for c in graded_cells(notebook))
@@ -56,11 +63,10 @@ def test_every_graded_cell_has_a_hidden_check_and_nothing_else_does():
 
 def test_stubs_document_formula_shapes_returns_edge_cases_and_example():
     for assignment in ASSIGNMENTS:
-        for cell in solution_notebook(assignment).cells:
-            if cell.metadata.get("nbgrader", {}).get("solution"):
-                doc = cell.source.split('"""')[1]
-                for parts in (("Formula", "Algorithm"), ("Args",), ("Returns",), ("Edge cases",), ("Example",)):
-                    assert any(p in doc for p in parts), f"{assignment}/{cell.metadata.nbgrader.grade_id}: docstring lacks {parts[0]}"
+        for cell in answer_cells(solution_notebook(assignment)):
+            doc = cell.source.split('"""')[1]
+            for parts in (("Formula", "Algorithm"), ("Args",), ("Returns",), ("Edge cases",), ("Example",)):
+                assert any(p in doc for p in parts), f"{assignment}/{cell.metadata.nbgrader.grade_id}: docstring lacks {parts[0]}"
 
 
 def test_references_are_reproducible(tmp_path):
@@ -407,15 +413,13 @@ def test_every_docstring_example_runs_as_a_doctest(assignment):
     namespace = solution_namespace(assignment)
     finder, runner = doctest.DocTestFinder(recurse=False), doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
     examples = 0
-    for cell in solution_notebook(assignment).cells:
-        if not cell.metadata.get("nbgrader", {}).get("solution"):
-            continue
+    for cell in answer_cells(solution_notebook(assignment)):
         name = cell.metadata["nbgrader"]["grade_id"]
         for test in finder.find(namespace[name], name, globs=dict(namespace)):
             examples += len(test.examples)
             runner.run(test)
     summary = runner.summarize(verbose=False)
-    assert examples >= len([c for c in solution_notebook(assignment).cells if c.metadata.get("nbgrader", {}).get("solution")])
+    assert examples >= len(answer_cells(solution_notebook(assignment)))
     assert summary.failed == 0, f"{assignment}: {summary.failed} docstring example(s) print something else (see above)"
 
 
@@ -434,7 +438,9 @@ def test_pages_and_readme_list_every_graded_function_with_its_points():
         assert f"**{sum(points.values())}**" in page, f"book/assignments/{assignment}.md: the total is stale"
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{assignment}` |"))
         assert {n: int(p) for n, p in re.findall(r"`(\w+)` \((\d+)", row)} == points, f"README.md: the row of {assignment} is stale"
-        assert row.endswith(f"| {sum(points.values())} |"), f"README.md: the total of {assignment} is stale"
+        written = sum(written_points(assignment).values())
+        assert row.endswith(f"| {sum(points.values())} + {written} |"), f"README.md: the total of {assignment} is stale"
+        assert f"graded by hand, **{written}** points" in page, f"book/assignments/{assignment}.md: the written answers are stale"
 
 
 def test_bigram_nll_visible_check_uses_the_chapters_value():

@@ -80,7 +80,7 @@ def scores_at(url, assignment):
     result = {}
     with Gradebook(gradebook_url(url), "prob2loss") as gradebook:
         for submission in gradebook.assignment_submissions(assignment):
-            cells = {g.name: g.score for n in submission.notebooks for g in n.grades}
+            cells = {g.name: g.score for n in submission.notebooks for g in n.grades if g.cell.cell_type == "code"}
             cells["_total"] = submission.score
             result[submission.student.id] = cells
     return result
@@ -372,7 +372,8 @@ def test_a_result_that_does_not_match_its_input_is_not_trusted():
                 "course": {"precomputed": Precomputed("", made_from, notebook_digest(made_from), executed=forged)}}
 
     executed, _ = PrecomputedExecute(config=config).preprocess(nbformat.from_dict(stub), resources(made_from=forged))
-    outputs = [o for c in executed.cells if c.metadata.get("nbgrader", {}).get("grade") for o in c.outputs]
+    outputs = [o for c in executed.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+               for o in c.outputs]
     assert outputs and all(o.get("ename") == "HiddenCheckFailed" for o in outputs if o.output_type == "error")
     assert not any("Hidden checks passed" in o.get("text", "") for o in outputs)
     taken, _ = PrecomputedExecute(config=config).preprocess(nbformat.from_dict(stub), resources(made_from=stub))
