@@ -87,6 +87,10 @@ class LatePolicy(LateSubmissionPlugin):
         periods = math.ceil(seconds_late / PERIOD_SECONDS[self.period])
         return score * min(periods * self.penalty_percent, self.cap_percent) / 100
 
+    def penalty_without_timestamp(self, score):
+        """Points taken from ``score`` when the submission has no time but its assignment a due date."""
+        return max(0.0, float(score or 0.0)) if self.without_timestamp == "zero" else 0.0
+
     def rule(self):
         """The policy in one sentence, for the feedback."""
         parts = []
@@ -146,7 +150,7 @@ class ApplyLatePolicy(AssignLatePenalties):
                 self.log.warning("%s/%s has no submission time: graded as %s", info["student"], info["assignment"],
                                  "on time" if rule == "on-time" else "late (score 0)")
                 if rule == "zero":
-                    notebook.late_submission_penalty = late["penalty"] = float(notebook.score or 0.0)
+                    notebook.late_submission_penalty = late["penalty"] = policy.penalty_without_timestamp(notebook.score)
                     gradebook.db.commit()
         nb.metadata.setdefault("course", {})["late"] = late
         note = {"kind": "late", **late}
@@ -175,7 +179,7 @@ def refresh_penalties(gradebook, policy, assignments):
             for notebook in submission.notebooks:
                 score = float(notebook.score or 0.0)
                 if submission.timestamp is None:
-                    penalty = score if policy.without_timestamp == "zero" else 0.0
+                    penalty = policy.penalty_without_timestamp(score)
                 else:
                     penalty = min(score, policy.penalty(score, submission.total_seconds_late))
                 if abs((notebook.late_submission_penalty or 0.0) - penalty) > 1e-12:
