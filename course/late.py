@@ -91,6 +91,16 @@ class LatePolicy(LateSubmissionPlugin):
         """Points taken from ``score`` when the submission has no time but its assignment a due date."""
         return max(0.0, float(score or 0.0)) if self.without_timestamp == "zero" else 0.0
 
+    def submission_penalty(self, score, submission):
+        """Points taken from ``score`` for a graded nbgrader ``submission``: by how late it is, or by the
+        no-timestamp rule.  The one route from policy to penalty, for autograding and for ``course export``."""
+        score = max(0.0, float(score or 0.0))
+        if submission.duedate is None:
+            return 0.0
+        if submission.timestamp is None:
+            return self.penalty_without_timestamp(score)
+        return min(score, self.penalty(score, submission.total_seconds_late))
+
     def rule(self):
         """The policy in one sentence, for the feedback."""
         parts = []
@@ -123,35 +133,29 @@ class ApplyLatePolicy(AssignLatePenalties):
     def preprocess(self, nb, resources):
         from nbgrader.api import Gradebook
 
-        info = resources["nbgrader"]
         self.init_plugin()
         policy = self.plugin_inst
-        due_text = policy.due.get(info["assignment"]) if isinstance(policy, LatePolicy) else None
-        if due_text:
-            with Gradebook(info["db_url"]) as gradebook:
-                assignment = gradebook.find_assignment(info["assignment"])
-                due = due_date(info["assignment"], due_text)
-                if assignment.duedate != due:
-                    assignment.duedate = due
-                    gradebook.db.commit()
-        nb, resources = super().preprocess(nb, resources)
+        if not isinstance(policy, LatePolicy):
+            return super().preprocess(nb, resources)  # another plug-in: nbgrader's own step, unchanged
+        info = resources["nbgrader"]
         with Gradebook(info["db_url"]) as gradebook:
+            due_text = policy.due.get(info["assignment"])
+            if due_text:
+                assignment = gradebook.find_assignment(info["assignment"])
+                assignment.duedate = due_date(info["assignment"], due_text)
             submission = gradebook.find_submission(info["assignment"], info["student"])
             notebook = gradebook.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
-            due = submission.duedate
-            if due is None:
+            penalty = policy.submission_penalty(notebook.score, submission)
+            notebook.late_submission_penalty = penalty or None
+            gradebook.db.commit()
+            if submission.duedate is None:
                 return nb, resources
-            late = {"due": _iso(due), "submitted": _iso(submission.timestamp),
-                    "seconds_late": submission.total_seconds_late, "penalty": notebook.late_submission_penalty or 0.0,
-                    "rule": policy.rule() if isinstance(policy, LatePolicy) else policy.penalty_method}
+            late = {"due": _iso(submission.duedate), "submitted": _iso(submission.timestamp),
+                    "seconds_late": submission.total_seconds_late, "penalty": penalty, "rule": policy.rule()}
             if submission.timestamp is None:
-                rule = policy.without_timestamp if isinstance(policy, LatePolicy) else "on-time"
-                late["without_timestamp"] = rule
+                late["without_timestamp"] = policy.without_timestamp
                 self.log.warning("%s/%s has no submission time: graded as %s", info["student"], info["assignment"],
-                                 "on time" if rule == "on-time" else "late (score 0)")
-                if rule == "zero":
-                    notebook.late_submission_penalty = late["penalty"] = policy.penalty_without_timestamp(notebook.score)
-                    gradebook.db.commit()
+                                 "on time" if policy.without_timestamp == "on-time" else "late (score 0)")
         nb.metadata.setdefault("course", {})["late"] = late
         note = {"kind": "late", **late}
         if lateness_note(note):
@@ -177,11 +181,7 @@ def refresh_penalties(gradebook, policy, assignments):
             if submission.duedate is None:
                 continue
             for notebook in submission.notebooks:
-                score = float(notebook.score or 0.0)
-                if submission.timestamp is None:
-                    penalty = policy.penalty_without_timestamp(score)
-                else:
-                    penalty = min(score, policy.penalty(score, submission.total_seconds_late))
+                penalty = policy.submission_penalty(notebook.score, submission)
                 if abs((notebook.late_submission_penalty or 0.0) - penalty) > 1e-12:
                     notebook.late_submission_penalty = penalty
                     changed.append((submission.student.id, assignment))
