@@ -12,7 +12,7 @@ SUBMISSIONS = ("--submissions", dict(
 
 PATTERN = ("--pattern", dict(metavar="REGEX", help="LMS file name pattern, with named groups student_id and file_id; "
                                                   "{notebooks} stands for the assignment's notebook names "
-                                                  "(default: c.CourseGrade.lms_pattern)"))
+                                                  "(default: c.Collect.lms_pattern)"))
 
 GRADE_OPTIONS = [
     SUBMISSIONS,

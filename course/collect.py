@@ -16,7 +16,7 @@ Two kinds of input are accepted:
 
   ``{notebooks}`` in the expression stands for the assignment's notebook names.  Another LMS
   needs another expression: ``--pattern`` on the command line, or
-  ``c.CourseGrade.lms_pattern`` in ``nbgrader_config.py``.  Collected notebooks are written to
+  ``c.Collect.lms_pattern`` in ``nbgrader_config.py``.  Collected notebooks are written to
   ``submitted/<student>/<assignment>/`` (and ``timestamp.txt`` when the name carries one),
   exactly where ``nbgrader zip_collect`` puts them.
 
@@ -48,6 +48,9 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from traitlets import Unicode
+from traitlets.config import Configurable
+
 DEFAULT_LMS_PATTERN = r"^(?P<student_id>[^_]+)_(?:.*_)?(?P<file_id>{notebooks})(?:-\d+)?\.ipynb$"
 SAFE_STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 MAX_NOTEBOOK_BYTES = 64 * 1024**2  # larger files are not notebooks a student wrote
@@ -75,6 +78,16 @@ PROBLEM_KINDS = {
     "not-a-file": "something that is not a regular file",
     "timestamp": "an unreadable timestamp",
 }
+
+
+class Collect(Configurable):
+    """How LMS exports are read, in ``nbgrader_config.py`` as ``c.Collect.<name>``: ``course grade`` and
+    ``course similarity`` collect alike."""
+
+    lms_pattern = Unicode(DEFAULT_LMS_PATTERN, help=(
+        "Regular expression for file names in an LMS export, matched against the base name; named groups "
+        "student_id and file_id (and optionally timestamp); {notebooks} stands for the assignment's notebook names."
+    )).tag(config=True)
 
 
 @dataclass

@@ -44,7 +44,7 @@ from types import SimpleNamespace
 from traitlets import Bool, Integer, Unicode
 from traitlets.config import Configurable
 
-from .collect import DEFAULT_LMS_PATTERN, Problem, collect
+from .collect import Collect, Problem, collect
 from .config import load_config
 from .errors import UsageError
 from .execute import SandboxedExecute, source_imports, source_notebooks
@@ -98,10 +98,6 @@ class StopRequests:
 class CourseGrade(Configurable):
     """Settings of ``course grade``, in ``nbgrader_config.py`` as ``c.CourseGrade.<name>``."""
 
-    lms_pattern = Unicode(DEFAULT_LMS_PATTERN, help=(
-        "Regular expression for file names in an LMS export, matched against the base name; named groups "
-        "student_id and file_id (and optionally timestamp); {notebooks} stands for the assignment's notebook names."
-    )).tag(config=True)
     workers = Integer(0, help="local worker processes (0: one per core)").tag(config=True)
     prewarm = Bool(True, help="start each worker's next sandboxed kernel while it grades the current one").tag(config=True)
     report_directory = Unicode("reports", help="where reports go, relative to the course root").tag(config=True)
@@ -236,7 +232,7 @@ class GradeRun:
         # --student: only these students are collected and regraded (always, changed or not); nobody
         # else's files, grades or feedback are touched
         self.only = set(students) if students else None
-        self.pattern = pattern or self.settings.lms_pattern
+        self.pattern = pattern or Collect(config=self.config).lms_pattern
         self.scheduler = scheduler
         self.workers = workers or self.settings.workers or os.cpu_count() or 1
         self.out = out or sys.stdout

@@ -239,12 +239,11 @@ def similarity(assignment, root=None, submissions=None, top=SHOWN_PAIRS, pattern
             folder = Path(submissions)
             if not (folder.is_dir() and any(folder.glob(f"*/{assignment}/*.ipynb"))):
                 # an LMS export: collected as `course grade` collects it, into a scratch folder
-                from .collect import collect
-                from .grade import CourseGrade
+                from .collect import Collect, collect
 
                 collected = collect(folder, assignment, SimpleNamespace(root=scratch, submitted_directory="submitted"),
                                     [Path(name).stem for name in release_notebooks],
-                                    pattern or CourseGrade(config=config).lms_pattern)
+                                    pattern or Collect(config=config).lms_pattern)
                 problems += [str(problem) for problem in collected.problems]
                 folder = Path(scratch) / "submitted"
         students = read_answers(folder, assignment, release_notebooks, problems)
