@@ -3,8 +3,10 @@
 Chapters execute at build time through jupyter-cache, so a rebuild with no
 changed chapter re-executes nothing.  Sphinx warnings fail the build.
 """
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +21,13 @@ def jupyter_book_command(root: Path = ROOT):
 def build_site(root: Path = ROOT) -> float:
     """Build ``root`` into ``root/_build/html``; return the wall time in seconds."""
     started = time.perf_counter()
-    result = subprocess.run(jupyter_book_command(root), cwd=root)
+    # Chapter kernels write temporary files (torch's optimizers make a torchinductor cache folder in
+    # the temp directory on their first step); they stay in the build folder and go with the build.
+    build_folder = root / "_build"
+    build_folder.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=build_folder, prefix="tmp-") as scratch:
+        environment = dict(os.environ, TMPDIR=scratch)
+        result = subprocess.run(jupyter_book_command(root), cwd=root, env=environment)
     if result.returncode != 0:
         raise SystemExit(f"course build: jupyter-book failed (exit {result.returncode}); see the log above")
     return time.perf_counter() - started
