@@ -10,7 +10,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 help:
 	@echo "make book   - create .venv, install pinned dependencies, build the site into _build/html, release the assignments"
-	@echo "make test   - run the test suite (installs the Debian packages it needs and builds the site first)"
+	@echo "make test   - run the test suite (installs the Debian packages it needs and builds the site first;"
+	@echo "              TEST_WORKERS=n runs n test files at a time, default 2)"
 	@echo "make unit   - the fast unit layer only (tests/unit: no kernel, no sandbox, no browser; seconds)"
 	@echo "make notebooks - write book/NN-*.ipynb (what Colab and Binder open) from the chapters; commit them"
 
@@ -32,8 +33,11 @@ book: $(STAMP) release
 	$(BIN)/course build
 
 # The system packages come first: a missing one stops the run at once, before a long build.
+# Test files run TEST_WORKERS at a time (pytest-xdist); a file's tests stay together, so its
+# module fixtures (a graded course, the site's pages) are made once.
+TEST_WORKERS ?= 2
 test: system-packages book
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile
 
 # The fast layer: judge, parsers, schemas, reports; no kernel. `make test` runs it too.
 unit: $(STAMP)

@@ -37,9 +37,16 @@ def entries(folder: Path):
         return set()
 
 
+def is_xdist_worker():
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
 def pytest_configure(config):
     """Every temporary file of this run (pytest's, the grader's sockets and scratch, PostgreSQL's)
-    goes under one folder of its own, removed when the run ends, passed or failed."""
+    goes under one folder of its own, removed when the run ends, passed or failed.  With pytest-xdist
+    the main process makes it; its workers inherit it through TMPDIR."""
+    if is_xdist_worker():
+        return
     run_folder = Path(tempfile.mkdtemp(prefix="course-tests-"))
     config._shared_before = {folder: entries(folder) for folder in SHARED_FOLDERS}
     run_folder.chmod(0o755)  # other users the tests run as (postgres, sandbox ids) pass through it, as through /tmp
@@ -50,19 +57,28 @@ def pytest_configure(config):
         config.option.basetemp = str(run_folder / "pytest")
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """After the run, the home folder, /tmp, /var/tmp and /dev/shm hold no entry they did not hold before
+    (checked once, in the main process, when every worker has finished)."""
+    before = getattr(session.config, "_shared_before", None)
+    if before is None:
+        return
+    new = sorted(str(folder / name) for folder in SHARED_FOLDERS for name in entries(folder) - before[folder])
+    if new:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = f"FAILED: the tests left these behind: {new}"
+        if reporter:
+            reporter.ensure_newline()
+            reporter.write_line(message, red=True, bold=True)
+        else:
+            print(message)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_unconfigure(config):
     run_folder = getattr(config, "_run_folder", None)
     if run_folder is not None:
         shutil.rmtree(run_folder, ignore_errors=True)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def leaves_no_trace(request):
-    """After the run, the home folder, /tmp, /var/tmp and /dev/shm hold no entry they did not hold before."""
-    yield
-    before = request.config._shared_before
-    new = {str(folder / name) for folder in SHARED_FOLDERS for name in entries(folder) - before[folder]}
-    assert not new, f"the tests left these behind: {sorted(new)}"
 
 
 @pytest.fixture(scope="session")

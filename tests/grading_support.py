@@ -199,9 +199,10 @@ def feedback_html(course: Path, student, assignment):
 
 
 class CgroupWatcher:
-    """Samples, while grading runs, the submission cgroups the graders of this machine make under
-    our own cgroups (``course-grader-<pid>`` folders, ``course.cgroups``): which it saw, and which
-    are left when it stops."""
+    """Samples, while grading runs, the submission cgroups that graders started by this test process
+    make under our own cgroups (``course-grader-<pid>`` folders, ``course.cgroups``): which it saw, and
+    which are left when it stops.  Graders of other test processes (pytest-xdist workers) are not
+    counted: a parent folder is ours when its grader was our descendant when first seen."""
 
     def __init__(self, interval=0.05):
         import threading
@@ -211,18 +212,32 @@ class CgroupWatcher:
         layout, self.problem = discover()
         self.prefix = PARENT_PREFIX
         self.folders = sorted(set(layout.folders.values())) if layout else []
+        self.ours, self.others = set(), set()
         self.before = self.present()
         self.seen = set()
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
+    def is_ours(self, parent):
+        """Whether the grader named by a ``course-grader-<pid>`` folder descends from this process."""
+        import psutil
+
+        if parent.name not in self.ours | self.others:
+            try:
+                grader = psutil.Process(int(parent.name[len(self.prefix):]))
+                mine = any(ancestor.pid == os.getpid() for ancestor in grader.parents())
+            except (ValueError, psutil.Error):
+                mine = False  # gone before it was seen: not a grader this test started and watched
+            (self.ours if mine else self.others).add(parent.name)
+        return parent.name in self.ours
+
     def present(self):
         found = set()
         for folder in self.folders:
             try:
                 for parent in folder.iterdir():
-                    if parent.name.startswith(self.prefix) and parent.is_dir():
+                    if parent.name.startswith(self.prefix) and parent.is_dir() and self.is_ours(parent):
                         found.add(str(parent))
                         found.update(str(child) for child in parent.iterdir() if child.is_dir())
             except OSError:
