@@ -223,6 +223,33 @@ def test_no_solution_line_reaches_the_released_notebooks():
                     assert json.dumps(line)[1:-1] not in released, f"{assignment}: solution line leaked: {line!r}"
 
 
+# A markdown link to a chapter: [its title](relative/path/to/book/NN-name.md), the text possibly wrapped.
+CHAPTER_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]*book/(\d\d-[\w-]+)\.md)\)")
+
+
+def chapter_title(path):
+    return re.search(r"^# (.+)$", path.read_text(), re.M).group(1).strip()
+
+
+def test_notebooks_link_their_chapters_by_title_and_the_links_resolve():
+    """Solution and released notebooks name chapters as links that work in a clone, on GitHub and in Jupyter."""
+    for assignment, name in ASSIGNMENTS.items():
+        for path in (ROOT / "solutions" / assignment / name, ROOT / "assignments" / assignment / name):
+            notebook = nbformat.read(path, as_version=4)
+            markdown = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+            links = CHAPTER_LINK.findall(markdown)
+            assert links, f"{path.relative_to(ROOT)}: links no chapter"
+            assert CHAPTER_LINK.search(notebook.cells[0].source), f"{path.relative_to(ROOT)}: the intro links no chapter"
+            # No chapter named only by a bare path, as before: `book/NN-....md`.
+            assert not re.search(r"`book/\d\d-[\w-]+(\.md)?`", markdown), f"{path.relative_to(ROOT)}: a bare chapter path"
+            for text, target, stem in links:
+                chapter = (path.parent / target).resolve()
+                assert chapter == ROOT / "book" / f"{stem}.md" and chapter.is_file(), (
+                    f"{path.relative_to(ROOT)}: the link {target} does not reach book/{stem}.md")
+                assert " ".join(text.split()) == chapter_title(chapter), (
+                    f"{path.relative_to(ROOT)}: the link to {stem} reads {text!r}, the chapter is {chapter_title(chapter)!r}")
+
+
 def test_released_notebooks_have_no_outputs():
     for assignment, name in ASSIGNMENTS.items():
         for path in (ROOT / "solutions" / assignment / name, ROOT / "assignments" / assignment / name):

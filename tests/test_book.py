@@ -154,9 +154,68 @@ def test_worked_examples_agree_with_their_definitions(built_site):
     counts = [sum(n[0] == c for n in names) for c in "abcdefghijklmnopqrstuvwxyz"]
     entropy = -sum(k / len(names) * math.log2(k / len(names)) for k in counts if k)
     assert h == pytest.approx(entropy, abs=1e-4)
-    gd = glued(built_site, "book/12-gradient-descent")["gd_final_loss"]
+    gd_values = glued(built_site, "book/12-gradient-descent")
+    gd = gd_values["gd_final_loss"]
     # lr = 0.1 and 0.9 end at 25 * 0.8^100, not at a rounded 0.0; lr = 0.5 lands exactly on 0.
-    assert gd[1] == gd[3] == pytest.approx(25 * 0.8**100, rel=1e-3) and gd[2] == 0.0
+    assert gd[1] == pytest.approx(25 * 0.8**100, rel=1e-9) and gd[3] == pytest.approx(gd[1], rel=1e-9)
+    assert gd[2] == 0.0 and gd[-1] == pytest.approx(25 * 1.1**100, rel=1e-9)
+    # The text shows them to 4 significant figures: 344515.3 as 3.445e+05, never as 344500.0.
+    shown = gd_values["gd_final_loss_text"].split(", ")
+    assert shown == [f"{v:.4g}" for v in gd] and shown[-1] == "3.445e+05"
+    for text, value in zip(shown, gd):
+        assert_shows_truly(text, value)
+
+
+def assert_shows_truly(text, value, significant=4):
+    """A number as displayed: zero only for a true zero, otherwise right to its significant figures."""
+    assert (float(text) == 0) == (value == 0), f"{text!r} shown for {value!r}"
+    assert float(text) == pytest.approx(value, rel=0.51 * 10 ** (1 - significant)), f"{text!r} shown for {value!r}"
+
+
+def page_text(built_site, chapter):
+    return " ".join(PageParser.parse(built_site / "html" / f"{chapter}.html").text.split())
+
+
+def printed(built_site, chapter):
+    notebook = json.loads((built_site / "jupyter_execute" / f"{chapter}.ipynb").read_text())
+    return "".join("".join(o.get("text", "")) for c in notebook["cells"] if c["cell_type"] == "code"
+                   for o in c.get("outputs", []) if o["output_type"] == "stream")
+
+
+def test_statements_follow_the_computed_numbers(built_site):
+    # Chapter 7: the Laplace density against the Gaussian's at a residual of 4, (e^-4 / 2) / (e^-8 / sqrt(2 pi)).
+    ratio = glued(built_site, "book/07-gaussian-nll-mse")["laplace_over_gaussian_at_4"]
+    assert ratio == pytest.approx(0.5 * math.sqrt(2 * math.pi) * math.exp(4), abs=0.05)
+    assert f"at a residual of 4 the Laplace density is {ratio} times the Gaussian" in page_text(
+        built_site, "book/07-gaussian-nll-mse")
+
+    # Chapter 11: both models measured from the lowest training NLL any table reaches; neither claimed lower.
+    bigram = glued(built_site, "book/11-bigram")
+    floor = bigram["bigram_train_min_nll"]
+    assert floor < bigram["bigram_count_train_nll"] and floor < bigram["bigram_torch_nll"]
+    assert bigram["bigram_smoothing_cost"] == pytest.approx(bigram["bigram_count_train_nll"] - floor, abs=2e-4)
+    assert bigram["bigram_network_shortfall"] == pytest.approx(bigram["bigram_torch_nll"] - floor, abs=2e-4)
+    assert bigram["bigram_network_minus_count"] == pytest.approx(
+        bigram["bigram_torch_nll"] - bigram["bigram_count_train_nll"], abs=2e-4)
+    bigram_text = page_text(built_site, "book/11-bigram")
+    assert "hair" not in bigram_text and "lower on the training names" not in bigram_text
+    assert f"{bigram['bigram_network_minus_count']} nats apart (network minus count model)" in bigram_text
+
+    # Chapter 13: with bias correction Adam's first step is eta only up to epsilon (1e-8 against |g| = 0.002).
+    deviation = glued(built_site, "book/13-optimizers")["adam_corrected_first_step_deviation"]
+    assert deviation == pytest.approx(0.1 * 1e-8 / (0.002 + 1e-8), rel=0.02) and 0 < deviation < 1e-5
+    optimizers_text = page_text(built_site, "book/13-optimizers")
+    assert "is exactly" not in optimizers_text.split("Adam without bias correction")[1][:400]
+    assert "0.0999995" in printed(built_site, "book/13-optimizers")
+
+    # Chapter 9: the stable BCE of a confidently right logit is tiny, not 0.00.
+    bce_rows = [line.split() for line in printed(built_site, "book/09-bce").splitlines()
+                if re.match(r"\s*-?100\.0\s+[01]\.0\s", line)]
+    assert len(bce_rows) == 4
+    for logit, label, _, _, stable, _ in bce_rows:
+        z, y = float(logit), float(label)
+        exact = max(z, 0) - z * y + math.log1p(math.exp(-abs(z)))
+        assert_shows_truly(stable, exact)
 
 
 def test_optimizers_from_scratch_match_torch_optim(built_site):
@@ -239,6 +298,38 @@ def test_every_chapter_has_objectives_notation_reading_practice_and_exercises(ro
     )
 
 
+# Forms that write the MODEL's probabilities with p or P (the notation page gives P to the truth, Q to the
+# model). Each was in the book once. The truth's own p (a one-hot target, the data's distribution, a
+# Bernoulli parameter, the surprise -log p of an outcome) matches none of them.
+MODEL_WRITTEN_AS_P = {
+    "a softmax or sigmoid output stored as p/P": re.compile(
+        r"^\s*[pP](?:_\w+)?\s*=[^=\n]*\b(?:softmax|sigmoid)\(", re.M),
+    "a plain-text -log p (figures, printed labels)": re.compile(r"(?<!\\)[-\u2212]\s*log\s*p(?![\w\[(])"),
+    "the derivative -1/p or the gradient p - 1 of a loss": re.compile(r"[-\u2212]\s*1\s*/\s*p\b|\bp\s*[-\u2212]\s*1\b"),
+    "p(true class)": re.compile(r"\bp\s*\(\s*true class"),
+    "binary cross-entropy with p for the model": re.compile(
+        r"\by(?:_\w|_\{\w+\})?\s*\*?\s*\\?log\s*\(?\s*p(?![a-zA-Z])|\bBCE\(p\b"),
+    "the table of model probabilities, p(z=...), as p": re.compile(r"\bp\(z="),
+}
+
+
+def notation_sources(root):
+    """Every text a student reads: the chapters, the interactive figures, the solution and released notebooks."""
+    import nbformat
+
+    sources = {f"{c}.md": (root / f"{c}.md").read_text() for c in numbered_chapters(root)}
+    sources["book/_static/interactive-figures.js"] = (root / "book/_static/interactive-figures.js").read_text()
+    for folder in ("solutions", "assignments"):
+        for path in sorted((root / folder).glob("*/*.ipynb")):
+            notebook = nbformat.read(path, as_version=4)
+            sources[str(path.relative_to(root))] = "\n".join(c.source for c in notebook.cells)
+    return sources
+
+
+def model_written_as_p(text):
+    return [(what, m.group(0)) for what, pattern in MODEL_WRITTEN_AS_P.items() for m in pattern.finditer(text)]
+
+
 def test_one_notation_truth_p_model_q_and_one_meaning_per_symbol(root):
     for chapter in numbered_chapters(root):
         source = (root / f"{chapter}.md").read_text()
@@ -247,11 +338,38 @@ def test_one_notation_truth_p_model_q_and_one_meaning_per_symbol(root):
         if chapter != "book/06-maximum-likelihood":
             # The likelihood's symbol; chapter 1 once used it for the NLL.
             assert r"\mathcal{L}" not in source, f"{chapter} uses the likelihood's symbol"
+    for name, text in notation_sources(root).items():
+        assert not model_written_as_p(text), f"{name} writes the model's probabilities as p: {model_written_as_p(text)}"
     cross_entropy = (root / "book/08-cross-entropy.md").read_text()
     assert r"q = \operatorname{softmax}(z)" in cross_entropy and "H(P, Q)" in cross_entropy
     assert r"= q - p." in cross_entropy
+    # The bigram chapter's tables are all models (counts or network): none is called P.
+    bigram_code = "\n".join(re.findall(r"```\{code-cell\}[^\n]*\n(.*?)```", (root / "book/11-bigram.md").read_text(), re.S))
+    assert not re.search(r"^\s*P\w*\s*=", bigram_code, re.M), "book/11-bigram names a model's table P"
+    assert "model P" not in (root / "book/10-entropy-kl.md").read_text()
     notation = (root / "book/notation.md").read_text()
     assert "P, Q model" in notation or "P is the truth, Q is the model" in notation
+
+
+@pytest.mark.parametrize("planted", [
+    "p = softmax(logits)", "P_nn = torch.softmax(W, dim=1)", "p_t1 = softmax(logits, temperature=1.0)",
+    'print("naive   -log p:", loss)', "loss \u2212log p (left, with its tangent of slope \u22121/p)",
+    'title: "\\u2202loss/\\u2202z_true = p \u2212 1"', "<label>p(true class)</label>",
+    "$-[y\\log p + (1-y)\\log(1-p)]$", "Formula: -mean(y * log(p) + (1 - y) * log(1 - p))",
+    "$$\\mathrm{BCE}(p, y) = -\\frac{1}{N}\\sum_n \\big[y_n \\log p_n\\big]$$", "{'p(z=2)':>7}",
+])
+def test_the_notation_check_catches_the_model_written_as_p(planted):
+    assert model_written_as_p(planted), planted
+
+
+@pytest.mark.parametrize("truth", [
+    r"$-\log p$: certain events ($p=1$) carry no surprise", r"H(P) = -\sum_{k=1}^{K} p_k \log p_k",
+    r"\ell(p) = k \log p + (n-k)\log(1-p)", "p = rng.dirichlet(np.ones(6))", "q = softmax(z)",
+    r"$\mathrm{BCE}(q, y) = -[y_n \log q_n + (1-y_n)\log(1-q_n)]$", "P_first = counts / len(first_letters)",
+    "-(k * np.log(p) + (n - k) * np.log(1 - p))", "p, q = np.array([0.9, 0.1]), np.array([0.5, 0.5])",
+])
+def test_the_notation_check_leaves_the_truths_p_alone(truth):
+    assert not model_written_as_p(truth), model_written_as_p(truth)
 
 
 def test_a_chapter_notebook_runs_without_course_and_myst_nb(root, tmp_path):
@@ -352,3 +470,66 @@ def test_a_chapter_imports_nothing_a_reader_lacks(root, chapter_index):
         before = code[:match.start()].rstrip().splitlines()
         assert match.group(1) and before and before[-1].strip() == "try:", \
             f"{chapter.name}: myst_nb is imported without a fallback"
+    # Any other package Colab does not ship is imported under a try whose ImportError handler tells the
+    # reader the one command to run.
+    for module, handler in guarded_imports(code).items():
+        assert module in COLAB_SHIPS or module in sys.stdlib_module_names or handler is not None, (
+            f"{chapter.name} imports {module}, which Colab lacks, without a try/except ImportError")
+        if handler is not None and module != "myst_nb":
+            assert f"%pip install {module}" in handler, (
+                f"{chapter.name}: the ImportError for {module} does not say `%pip install {module}`")
+
+
+# The packages a fresh Colab runtime has (the standard library aside) that the chapters use.
+COLAB_SHIPS = {"numpy", "matplotlib", "scipy", "torch"}
+
+
+def guarded_imports(code):
+    """Each imported top-level module: the source of the ImportError handler around it, or None."""
+    import ast
+
+    tree = ast.parse(code)
+    found = {}
+
+    def imported(node):
+        if isinstance(node, ast.Import):
+            return [alias.name.split(".")[0] for alias in node.names]
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            return [node.module.split(".")[0]]
+        return []
+
+    def catches_import_error(handler):
+        names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+        return any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError") for n in names)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try):
+            handlers = [h for h in node.handlers if catches_import_error(h)]
+            for inner in node.body:
+                for module in imported(inner):
+                    found[module] = ast.get_source_segment(code, handlers[0]) if handlers else None
+    for node in ast.walk(tree):
+        for module in imported(node):
+            found.setdefault(module, None)
+    return found
+
+
+@pytest.mark.parametrize("chapter", ["book/10-entropy-kl.md", "book/11-bigram.md"])
+def test_a_chapter_without_the_names_package_says_how_to_install_it(root, chapter, tmp_path):
+    """Run the chapter's guarded import of `names` in a Python where the package cannot be imported."""
+    import ast
+
+    import jupytext
+
+    code = "\n".join(c.source for c in jupytext.read(root / chapter).cells if c.cell_type == "code")
+    guard = next(node for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Try)
+                 and any(isinstance(n, ast.Import) and n.names[0].name == "names" for n in node.body))
+    # sys.modules[name] = None makes every import of that name raise ImportError.
+    script = "import sys\nsys.modules['names'] = None\n" + ast.get_source_segment(code, guard)
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "ImportError" in run.stderr and "%pip install names" in run.stderr, run.stderr
+    # With the package present, the same lines import it quietly.
+    ok = subprocess.run([sys.executable, "-c", ast.get_source_segment(code, guard)], cwd=tmp_path,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and not ok.stderr, ok.stderr

@@ -66,9 +66,9 @@ def assignments(root):
 
 
 def practised_chapters(notebook):
-    """The chapters an assignment's intro cell names, e.g. `book/05-softmax`."""
+    """The chapters an assignment's intro cell links, e.g. [Softmax and temperature](../../book/05-softmax.md)."""
     intro = "".join(json.loads(notebook.read_text())["cells"][0]["source"])
-    return re.findall(r"`(book/\d\d-[\w-]+)(?:\.md)?`", intro)
+    return re.findall(r"\]\([./]*(book/\d\d-[\w-]+)\.md\)", intro)
 
 
 class Page(HTMLParser):
@@ -285,7 +285,7 @@ def test_practised_chapters_link_their_assignments(root, built_site):
     pairs = 0
     for assignment, notebook in assignments(root).items():
         named = practised_chapters(notebook)
-        assert named, f"{notebook}: the intro cell names no chapter (`book/NN-...`)"
+        assert named, f"{notebook}: the intro cell links no chapter ([title](../../book/NN-....md))"
         for chapter in named:
             hrefs = Page.read(html_path(built_site, chapter)).hrefs()
             assert any(h.split("#")[0].endswith(f"assignments/{assignment}.html") for h in hrefs), (
@@ -781,16 +781,16 @@ def test_cross_entropy_figure_shows_loss_and_gradient(visit):
     page, fig = tab.page, "[data-p2l-figure='cross-entropy']"
     assert_accessible(page, fig)
 
-    def check(p):
-        assert readouts(page, fig, "p-value") == [f"{p:.3f}"]
-        assert readouts(page, fig, "loss") == [f"{-math.log(p):.4f}"]
-        assert readouts(page, fig, "grad-logit") == [f"{p - 1:.4f}"]
-        assert readouts(page, fig, "grad-prob") == [f"{-1 / p:.4f}"]
+    def check(q):
+        assert readouts(page, fig, "q-value") == [f"{q:.3f}"]
+        assert readouts(page, fig, "loss") == [f"{-math.log(q):.4f}"]
+        assert readouts(page, fig, "grad-logit") == [f"{q - 1:.4f}"]
+        assert readouts(page, fig, "grad-prob") == [f"{-1 / q:.4f}"]
 
     check(0.659)
     assert readouts(page, fig, "loss") == ["0.4170"]          # the chapter's worked example
     assert readouts(page, fig, "grad-logit") == ["-0.3410"]
-    slider = page.get_by_label("p(true class)", exact=True)
+    slider = page.get_by_label("q(true class)", exact=True)
     slider.fill("0.1")
     check(0.1)
     assert readouts(page, fig, "loss") == ["2.3026"]
@@ -802,6 +802,59 @@ def test_cross_entropy_figure_shows_loss_and_gradient(visit):
     check(0.999)
     slider.fill("0.001")
     check(0.001)
+    assert not tab.problems, tab.problems
+
+
+# The first plot's axis ticks, in document order: each tick is a <line> followed by its <text> label.
+# Vertical tick lines mark the x axis, horizontal ones the y axis.
+TICKS_AND_TANGENT = """(fig) => {
+  const axes = document.querySelector(fig + ' svg g.p2l-axes');
+  const ticks = {x: [], y: []};
+  const children = [...axes.children];
+  children.forEach((node, i) => {
+    const label = children[i + 1];
+    if (node.tagName !== 'line' || !label || label.tagName !== 'text') return;
+    const [x1, y1, x2, y2] = ['x1', 'y1', 'x2', 'y2'].map(a => Number(node.getAttribute(a)));
+    if (x1 === x2) ticks.x.push([Number(label.textContent), x1]);
+    else if (y1 === y2) ticks.y.push([Number(label.textContent), y1]);
+  });
+  const tangent = document.querySelector(fig + ' svg line.p2l-tangent');
+  return {ticks, tangent: ['x1', 'y1', 'x2', 'y2'].map(a => Number(tangent.getAttribute(a)))};
+}"""
+
+
+def pixel_to_value(ticks):
+    """The axis's linear scale, inverted: from the first and last labelled tick."""
+    (v0, px0), (v1, px1) = ticks[0], ticks[-1]
+    return lambda px: v0 + (px - px0) * (v1 - v0) / (px1 - px0)
+
+
+@pytest.mark.browser
+def test_cross_entropy_figure_draws_its_tangent_with_slope_minus_one_over_q(visit):
+    """The drawn tangent, read back from the SVG through the plot's own axis scale, has slope -1/q
+    and touches the loss curve at q, even at small q where the line is cut at the plot's top."""
+    tab = visit("book/08-cross-entropy.html")
+    page, fig = tab.page, "[data-p2l-figure='cross-entropy']"
+    slider = page.get_by_label("q(true class)", exact=True)
+    for q in (0.001, 0.02, 0.2, 0.659):
+        slider.fill(str(q))
+        assert readouts(page, fig, "q-value") == [f"{q:.3f}"]
+        drawn = page.evaluate(TICKS_AND_TANGENT, fig)
+        assert [v for v, _ in drawn["ticks"]["x"]] == [0, 0.25, 0.5, 0.75, 1]
+        assert [v for v, _ in drawn["ticks"]["y"]] == [0, 1, 2, 3, 4, 5, 6, 7]
+        x_of, y_of = pixel_to_value(drawn["ticks"]["x"]), pixel_to_value(drawn["ticks"]["y"])
+        x1, y1, x2, y2 = drawn["tangent"]
+        (q1, loss1), (q2, loss2) = (x_of(x1), y_of(y1)), (x_of(x2), y_of(y2))
+        # The coordinates are written with full double precision, so only rounding in the
+        # scale's inversion separates the slope from -1/q: a relative 1e-6 is ample, and the
+        # old drawing (slope -58 at q = 0.001) is far outside it.
+        slope = (loss2 - loss1) / (q2 - q1)
+        assert slope == pytest.approx(-1 / q, rel=1e-6), f"q = {q}: drawn slope {slope}"
+        assert q1 <= q <= q2, f"q = {q}: the tangent spans [{q1}, {q2}]"
+        assert loss1 + slope * (q - q1) == pytest.approx(-math.log(q), rel=1e-6), f"q = {q}: misses the curve"
+        for loss in (loss1, loss2):
+            assert -1e-9 <= loss <= 7 + 1e-9, f"q = {q}: the tangent leaves the plot (loss {loss})"
+        assert math.hypot(x2 - x1, y2 - y1) > 20, f"q = {q}: the tangent is drawn too short to see"
     assert not tab.problems, tab.problems
 
 
@@ -1223,7 +1276,7 @@ def test_formulas_are_out_of_the_tab_order_but_read_to_screen_readers(device):
     assert len(formulas) > 20
     assert all(f["tab"] < 0 for f in formulas), "formulas are Tab stops"
     assert all(f["mathml"] and f["hidden"] != "true" for f in formulas), "formulas lack MathML for screen readers"
-    slider = page.get_by_label("p(true class)", exact=True)
+    slider = page.get_by_label("q(true class)", exact=True)
     for presses in range(1, 81):
         page.keyboard.press("Tab")
         focused = page.evaluate("() => ({id: document.activeElement.id, "

@@ -8,7 +8,7 @@
  *
  *   softmax       - softmax of editable logits at a temperature         (chapter 5)
  *   gaussian      - N(mu, sigma^2) with the 68-95-99.7 bands             (chapter 3)
- *   cross-entropy - loss -log p and its gradients as p(true class) moves (chapter 8)
+ *   cross-entropy - loss -log q and its gradients as q(true class) moves (chapter 8)
  */
 (function () {
   "use strict";
@@ -261,53 +261,53 @@
   // -------------------------------------------------------- cross-entropy
 
   function setupCrossEntropy(figure) {
-    var prob = role(figure, "p-true");
+    var prob = role(figure, "q-true");
     var svg = figure.querySelector("svg");
 
     function update() {
-      var p = number(prob);
-      var loss = -Math.log(p), dLdp = -1 / p, dLdz = p - 1;
-      role(figure, "p-value").textContent = fixed(p, 3);
+      var q = number(prob);
+      var loss = -Math.log(q), dLdq = -1 / q, dLdz = q - 1;
+      role(figure, "q-value").textContent = fixed(q, 3);
       role(figure, "loss").textContent = fixed(loss, 4);
       role(figure, "grad-logit").textContent = fixed(dLdz, 4);
-      role(figure, "grad-prob").textContent = fixed(dLdp, 4);
+      role(figure, "grad-prob").textContent = fixed(dLdq, 4);
 
       clear(svg);
-      var ps = [];
-      for (var i = 1; i <= 200; i++) { ps.push(i / 200); }
-      ps.unshift(0.001, 0.002, 0.003);
+      var qs = [];
+      for (var i = 1; i <= 200; i++) { qs.push(i / 200); }
+      qs.unshift(0.001, 0.002, 0.003);
 
       var left = { x: 60, y: 30, w: 200, h: 170 };
       var fl = frame(svg, left, [0, 1], [0, 7], {
         xticks: [0, 0.25, 0.5, 0.75, 1], yticks: [0, 1, 2, 3, 4, 5, 6, 7],
-        xlabel: "p(true class)", ylabel: "loss", title: "loss \u2212log p"
+        xlabel: "q(true class)", ylabel: "loss", title: "loss \u2212log q"
       });
       el("path", {
-        d: path(ps.map(function (q) { return [fl.sx(q), fl.sy(Math.min(-Math.log(q), 7))]; })), "class": "p2l-curve"
+        d: path(qs.map(function (v) { return [fl.sx(v), fl.sy(Math.min(-Math.log(v), 7))]; })), "class": "p2l-curve"
       }, svg);
-      // tangent line: slope dL/dp = -1/p, drawn over a short span around p and cut
+      // tangent line: slope dL/dq = -1/q, drawn over a short span around q and cut
       // where it leaves the plot (loss 7 above, 0 below), so both ends stay on the line
       var half = 0.12;
-      var t0 = Math.max(p - half, 0, p + (7 - loss) / dLdp);
-      var t1 = Math.min(p + half, 1, p - loss / dLdp);
+      var t0 = Math.max(q - half, 0, q + (7 - loss) / dLdq);
+      var t1 = Math.min(q + half, 1, q - loss / dLdq);
       el("line", {
-        x1: fl.sx(t0), y1: fl.sy(loss + dLdp * (t0 - p)),
-        x2: fl.sx(t1), y2: fl.sy(loss + dLdp * (t1 - p)), "class": "p2l-tangent"
+        x1: fl.sx(t0), y1: fl.sy(loss + dLdq * (t0 - q)),
+        x2: fl.sx(t1), y2: fl.sy(loss + dLdq * (t1 - q)), "class": "p2l-tangent"
       }, svg);
-      el("circle", { cx: fl.sx(p), cy: fl.sy(Math.min(loss, 7)), r: 5, "class": "p2l-point" }, svg);
+      el("circle", { cx: fl.sx(q), cy: fl.sy(Math.min(loss, 7)), r: 5, "class": "p2l-point" }, svg);
 
       var right = { x: 340, y: 30, w: 200, h: 170 };
       var fr = frame(svg, right, [0, 1], [-1, 0], {
         xticks: [0, 0.25, 0.5, 0.75, 1], yticks: [-1, -0.75, -0.5, -0.25, 0],
         yfmt: function (t) { return t.toFixed(2); },
-        xlabel: "p(true class)", ylabel: "gradient", title: "\u2202loss/\u2202z_true = p \u2212 1"
+        xlabel: "q(true class)", ylabel: "gradient", title: "\u2202loss/\u2202z_true = q \u2212 1"
       });
       el("path", { d: path([[fr.sx(0), fr.sy(-1)], [fr.sx(1), fr.sy(0)]]), "class": "p2l-curve p2l-curve-2" }, svg);
-      el("circle", { cx: fr.sx(p), cy: fr.sy(dLdz), r: 5, "class": "p2l-point" }, svg);
+      el("circle", { cx: fr.sx(q), cy: fr.sy(dLdz), r: 5, "class": "p2l-point" }, svg);
 
-      describe(svg, "Cross-entropy at p(true class) = " + fixed(p, 3) + ": loss " + fixed(loss, 4) +
+      describe(svg, "Cross-entropy at q(true class) = " + fixed(q, 3) + ": loss " + fixed(loss, 4) +
         ", gradient with respect to the true logit " + fixed(dLdz, 4) +
-        ", derivative with respect to p " + fixed(dLdp, 4) + ".");
+        ", derivative with respect to q " + fixed(dLdq, 4) + ".");
     }
 
     prob.addEventListener("input", update);
