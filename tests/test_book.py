@@ -164,6 +164,11 @@ def test_worked_examples_agree_with_their_definitions(built_site):
     assert shown == [f"{v:.4g}" for v in gd] and shown[-1] == "3.445e+05"
     for text, value in zip(shown, gd):
         assert_shows_truly(text, value)
+    assert float(gd_values["gd_slow_final_loss"]) == pytest.approx(gd[0], rel=0.05)
+    assert gd_values["gd_growth_factor"] == f"{1.1**100:,.0f}"
+    gd_text = page_text(built_site, "book/12-gradient-descent")
+    assert f"from 25 to about {gd_values['gd_slow_final_loss']}" in gd_text
+    assert f"about {gd_values['gd_growth_factor']}" in gd_text and "13,800" not in gd_text
 
 
 def assert_shows_truly(text, value, significant=4):
@@ -198,6 +203,10 @@ def test_statements_follow_the_computed_numbers(built_site):
     assert bigram["bigram_network_minus_count"] == pytest.approx(
         bigram["bigram_torch_nll"] - bigram["bigram_count_train_nll"], abs=2e-4)
     bigram_text = page_text(built_site, "book/11-bigram")
+    # the learned table against the smoothed counts: close where data is plenty, apart on the rare row q
+    busiest_gap, rare_gap = float(bigram["bigram_busiest_rows_gap"]), float(bigram["bigram_rare_row_gap"])
+    assert 0 < busiest_gap < rare_gap, (busiest_gap, rare_gap)
+    assert f"agree to within {bigram['bigram_busiest_rows_gap']} in every entry" in bigram_text
     assert "hair" not in bigram_text and "lower on the training names" not in bigram_text
     assert f"{bigram['bigram_network_minus_count']} nats apart (network minus count model)" in bigram_text
 
