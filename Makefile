@@ -37,7 +37,7 @@ book: $(STAMP) release
 # module fixtures (a graded course, the site's pages) are made once.
 TEST_WORKERS ?= 2
 test: system-packages book
-	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile
+	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile --no-loadscope-reorder
 
 # The fast layer: judge, parsers, schemas, reports; no kernel. `make test` runs it too.
 unit: $(STAMP)
