@@ -18,8 +18,9 @@ def jupyter_book_command(root: Path = ROOT):
     return [str(executable), "build", str(root), "--builder", "html", "--warningiserror", "--keep-going"]
 
 
-def build_site(root: Path = ROOT) -> float:
-    """Build ``root`` into ``root/_build/html``; return the wall time in seconds."""
+def build_site(root: Path = ROOT, stdout=None) -> float:
+    """Build ``root`` into ``root/_build/html``; return the wall time in seconds (``stdout``: where
+    Jupyter Book's log goes, as for ``subprocess.run``; default: this process's own)."""
     started = time.perf_counter()
     # Chapter kernels write temporary files (torch's optimizers make a torchinductor cache folder in
     # the temp directory on their first step); they stay in the build folder and go with the build.
@@ -27,7 +28,7 @@ def build_site(root: Path = ROOT) -> float:
     build_folder.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=build_folder, prefix="tmp-") as scratch:
         environment = dict(os.environ, TMPDIR=scratch)
-        result = subprocess.run(jupyter_book_command(root), cwd=root, env=environment)
+        result = subprocess.run(jupyter_book_command(root), cwd=root, env=environment, stdout=stdout)
     if result.returncode != 0:
         raise SystemExit(f"course build: jupyter-book failed (exit {result.returncode}); see the log above")
     return time.perf_counter() - started
