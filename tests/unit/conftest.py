@@ -1,4 +1,5 @@
-"""Unit tests: no kernel, no sandbox, no built site; each runs in well under a second.
+"""Unit tests: no kernel, no sandbox, no built site; nearly all run in well under a second (the
+trace check starts a small pytest run of its own).
 
 Temporary files the code under test makes (``tempfile``) go to the test's own folder, and
 the test fails if any is left there."""
