@@ -1,7 +1,7 @@
-"""Late work: the course's late policy, applied by nbgrader's own late-penalty step.
+"""Late work: the course's late policy, applied at nbgrader's late-penalty step.
 
 nbgrader computes how late a submission is (its ``timestamp.txt``, or the time in the LMS file name that
-collection read, against the assignment's due date in the gradebook) and asks a ``LateSubmissionPlugin`` for the
+collection read, against the assignment's due date in the gradebook), and a ``LateSubmissionPlugin`` gives the
 penalty.  ``LatePolicy`` is that plug-in, configured in ``nbgrader_config.py``; ``ApplyLatePolicy`` replaces
 nbgrader's ``AssignLatePenalties`` in the autograde pipeline, so plain ``nbgrader autograde`` and ``course grade``
 apply the same policy:
@@ -64,6 +64,19 @@ class LatePolicy(LateSubmissionPlugin):
     without_timestamp = Enum(["on-time", "zero"], "on-time",
                              help="a submission with no time, for an assignment with a due date").tag(config=True)
 
+    @validate("grace_minutes", "penalty_percent", "zero_after_hours")
+    def _not_negative(self, proposal):
+        value = proposal["value"]
+        if value is not None and value < 0:  # a negative penalty would add points
+            raise TraitError(f"c.LatePolicy.{proposal['trait'].name} = {value!r}: it cannot be negative")
+        return value
+
+    @validate("cap_percent")
+    def _a_percentage(self, proposal):
+        if not 0 <= proposal["value"] <= 100:
+            raise TraitError(f"c.LatePolicy.cap_percent = {proposal['value']!r}: write a percentage from 0 to 100")
+        return proposal["value"]
+
     @validate("due")
     def _valid_due(self, proposal):
         for assignment, text in proposal["value"].items():
@@ -92,14 +105,18 @@ class LatePolicy(LateSubmissionPlugin):
         return max(0.0, float(score or 0.0)) if self.without_timestamp == "zero" else 0.0
 
     def submission_penalty(self, score, submission):
-        """Points taken from ``score`` for a graded nbgrader ``submission``: by how late it is, or by the
-        no-timestamp rule.  The one route from policy to penalty, for autograding and for ``course export``."""
+        """Points taken from ``score`` for a graded nbgrader ``submission``: by how late it is (through the
+        plug-in's ``late_submission_penalty``, which a subclass may override), or by the no-timestamp rule;
+        never below 0 nor above the score.  The one route from policy to penalty, for autograding and for
+        ``course export``."""
         score = max(0.0, float(score or 0.0))
         if submission.duedate is None:
             return 0.0
         if submission.timestamp is None:
-            return self.penalty_without_timestamp(score)
-        return min(score, self.penalty(score, submission.total_seconds_late))
+            penalty = self.penalty_without_timestamp(score)
+        else:
+            penalty = self.late_submission_penalty(submission.student.id, score, submission.total_seconds_late)
+        return min(score, max(0.0, float(penalty or 0.0)))
 
     def rule(self):
         """The policy in one sentence, for the feedback."""
@@ -123,8 +140,9 @@ def describe_lateness(seconds):
 
 
 class ApplyLatePolicy(AssignLatePenalties):
-    """nbgrader's late-penalty step with the course's policy: due dates from the config, no-timestamp rule, and
-    the decision kept in the notebook's metadata."""
+    """nbgrader's late-penalty step with the course's policy: due dates from the config, the no-timestamp rule,
+    and the decision kept in the notebook's metadata for the feedback and the report.  With another
+    ``plugin_class`` it is nbgrader's own step, unchanged (and keeps no metadata)."""
 
     @default("plugin_class")
     def _plugin_class_default(self):
@@ -152,6 +170,9 @@ class ApplyLatePolicy(AssignLatePenalties):
                 return nb, resources
             late = {"due": _iso(submission.duedate), "submitted": _iso(submission.timestamp),
                     "seconds_late": submission.total_seconds_late, "penalty": penalty, "rule": policy.rule()}
+            if submission.total_seconds_late > 0:
+                self.log.warning("%s/%s is %s late: a penalty of %g of %g points", info["student"], info["assignment"],
+                                 describe_lateness(submission.total_seconds_late), penalty, notebook.score or 0.0)
             if submission.timestamp is None:
                 late["without_timestamp"] = policy.without_timestamp
                 self.log.warning("%s/%s has no submission time: graded as %s", info["student"], info["assignment"],
@@ -183,7 +204,7 @@ def refresh_penalties(gradebook, policy, assignments):
             for notebook in submission.notebooks:
                 penalty = policy.submission_penalty(notebook.score, submission)
                 if abs((notebook.late_submission_penalty or 0.0) - penalty) > 1e-12:
-                    notebook.late_submission_penalty = penalty
+                    notebook.late_submission_penalty = penalty or None  # None, as nbgrader writes "no penalty"
                     changed.append((submission.student.id, assignment))
     gradebook.db.commit()
     return sorted(set(changed))

@@ -43,3 +43,47 @@ def test_the_feedback_says_how_late_and_what_it_cost():
     assert "graded as on time" in lateness_note({**late, "submitted": None, "without_timestamp": "on-time"})
     assert "scores such work 0" in lateness_note({**late, "submitted": None, "without_timestamp": "zero"})
     assert describe_lateness(59) == "less than a minute"
+
+
+def submission(seconds_late, timestamp="2026-10-06 10:00", duedate="2026-10-05 23:59"):
+    """What submission_penalty reads of an nbgrader SubmittedAssignment."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(duedate=duedate, timestamp=timestamp, total_seconds_late=seconds_late,
+                           student=SimpleNamespace(id="someone"))
+
+
+@pytest.mark.parametrize("settings, graded, score, penalty", [
+    ({"penalty_percent": 10}, submission(DAY + 1), 10.0, 2.0),
+    ({"penalty_percent": 10}, submission(0), 10.0, 0.0),  # on time
+    ({"penalty_percent": 10}, submission(5 * DAY, duedate=None), 10.0, 0.0),  # no due date: never late
+    ({"penalty_percent": 10}, submission(0, timestamp=None), 10.0, 0.0),  # no time, graded as on time
+    ({"penalty_percent": 10, "without_timestamp": "zero"}, submission(0, timestamp=None), 7.5, 7.5),
+    ({"penalty_percent": 60}, submission(3 * DAY), 10.0, 10.0),  # at most the score
+    ({"penalty_percent": 10}, submission(DAY + 1), None, 0.0),  # nothing earned, nothing taken
+])
+def test_a_submission_s_penalty_comes_from_one_rule(settings, graded, score, penalty):
+    assert policy(**settings).submission_penalty(score, graded) == pytest.approx(penalty)
+
+
+def test_a_subclass_that_overrides_nbgrader_s_hook_is_followed_but_never_adds_points():
+    class Generous(LatePolicy):
+        def late_submission_penalty(self, student_id, score, total_seconds_late):
+            return -5.0
+
+    class Harsh(LatePolicy):
+        def late_submission_penalty(self, student_id, score, total_seconds_late):
+            return 50.0
+
+    assert Generous().submission_penalty(10.0, submission(DAY)) == 0.0
+    assert Harsh().submission_penalty(10.0, submission(DAY)) == 10.0
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("penalty_percent", -10), ("grace_minutes", -1), ("zero_after_hours", -2), ("cap_percent", -5), ("cap_percent", 150),
+])
+def test_a_setting_that_would_add_points_is_refused_by_name(setting, value):
+    from traitlets import TraitError
+
+    with pytest.raises(TraitError, match=f"c.LatePolicy.{setting} = {value}"):
+        policy(**{setting: value})
