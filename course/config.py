@@ -23,6 +23,9 @@ def load_config(root, db_url=None):
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))  # nbgrader_config.py may import modules kept beside it
     config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    if "lms_pattern" in config.CourseGrade:  # the old name would be ignored, and the default pattern used
+        raise UsageError(f"{root / 'nbgrader_config.py'}: c.CourseGrade.lms_pattern is now c.Collect.lms_pattern "
+                         "(course grade and course similarity read it alike): rename it")
     if "root" not in config.CourseDirectory:
         config.CourseDirectory.root = str(root)
     if db_url:

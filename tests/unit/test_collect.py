@@ -214,3 +214,15 @@ def test_a_damaged_member_is_reported_without_quoting_its_bytes(tmp_path):
     [damaged] = [p for p in problems_about(result, "smithjane_1_2_losses.ipynb") if p.kind == "unreadable"]
     assert "cannot be read" in damaged.reason and "damaged" in damaged.reason
     assert "<script>" not in damaged.reason and "b'" not in damaged.reason, damaged.reason
+
+
+def test_the_course_s_lms_pattern_is_read_from_its_config_and_the_old_name_is_refused(tmp_path):
+    from course.collect import Collect
+    from course.config import load_config
+    from course.errors import UsageError
+
+    (tmp_path / "nbgrader_config.py").write_text('c = get_config()\nc.Collect.lms_pattern = r"^(?P<student_id>\\w+)-(?P<file_id>{notebooks})\\.ipynb$"\n')
+    assert Collect(config=load_config(tmp_path)).lms_pattern == r"^(?P<student_id>\w+)-(?P<file_id>{notebooks})\.ipynb$"
+    (tmp_path / "nbgrader_config.py").write_text('c = get_config()\nc.CourseGrade.lms_pattern = "^(?P<student_id>.+)$"\n')
+    with pytest.raises(UsageError, match=r"nbgrader_config.py: c.CourseGrade.lms_pattern is now c.Collect.lms_pattern"):
+        load_config(tmp_path)
