@@ -26,7 +26,7 @@ def build_site(root: Path = ROOT, stdout=None) -> float:
     # the temp directory on their first step); they stay in the build folder and go with the build.
     build_folder = root / "_build"
     build_folder.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=build_folder, prefix="tmp-") as scratch:
+    with tempfile.TemporaryDirectory(dir=build_folder, prefix="tmp-", ignore_cleanup_errors=True) as scratch:
         environment = dict(os.environ, TMPDIR=scratch)
         result = subprocess.run(jupyter_book_command(root), cwd=root, env=environment, stdout=stdout)
     if result.returncode != 0:

@@ -49,15 +49,15 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its own order
 
 
-def is_xdist_worker():
-    return "PYTEST_XDIST_WORKER" in os.environ
+def is_xdist_worker(config):
+    return hasattr(config, "workerinput")  # set by pytest-xdist in its workers only (not inherited, unlike env)
 
 
 def pytest_configure(config):
     """Every temporary file of this run (pytest's, the grader's sockets and scratch, PostgreSQL's)
     goes under one folder of its own, removed when the run ends, passed or failed.  With pytest-xdist
     the main process makes it; its workers inherit it through TMPDIR."""
-    if is_xdist_worker():
+    if is_xdist_worker(config):
         return
     run_folder = Path(tempfile.mkdtemp(prefix="course-tests-"))
     config._shared_before = {folder: entries(folder) for folder in SHARED_FOLDERS}
@@ -69,9 +69,10 @@ def pytest_configure(config):
         config.option.basetemp = str(run_folder / "pytest")
 
 
+@pytest.hookimpl(trylast=True)  # after session fixtures are torn down and, with xdist, every worker has ended
 def pytest_sessionfinish(session, exitstatus):
     """After the run, the home folder, /tmp, /var/tmp and /dev/shm hold no entry they did not hold before
-    (checked once, in the main process, when every worker has finished)."""
+    (checked once, in the main process)."""
     before = getattr(session.config, "_shared_before", None)
     if before is None:
         return
@@ -84,7 +85,8 @@ def pytest_sessionfinish(session, exitstatus):
             reporter.write_line(message, red=True, bold=True)
         else:
             print(message)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if session.exitstatus == pytest.ExitCode.OK:  # an interrupted or failed run keeps its own status
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config):

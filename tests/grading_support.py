@@ -202,7 +202,8 @@ class CgroupWatcher:
     """Samples, while grading runs, the submission cgroups that graders started by this test process
     make under our own cgroups (``course-grader-<pid>`` folders, ``course.cgroups``): which it saw, and
     which are left when it stops.  Graders of other test processes (pytest-xdist workers) are not
-    counted: a parent folder is ours when its grader was our descendant when first seen."""
+    counted: a folder is ours when its grader's pid was among this process's descendants at any sample,
+    so a grader that died and left its folder behind is still counted."""
 
     def __init__(self, interval=0.05):
         import threading
@@ -212,32 +213,25 @@ class CgroupWatcher:
         layout, self.problem = discover()
         self.prefix = PARENT_PREFIX
         self.folders = sorted(set(layout.folders.values())) if layout else []
-        self.ours, self.others = set(), set()
+        self.descendants = set()
         self.before = self.present()
         self.seen = set()
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def is_ours(self, parent):
-        """Whether the grader named by a ``course-grader-<pid>`` folder descends from this process."""
+    def present(self):
         import psutil
 
-        if parent.name not in self.ours | self.others:
-            try:
-                grader = psutil.Process(int(parent.name[len(self.prefix):]))
-                mine = any(ancestor.pid == os.getpid() for ancestor in grader.parents())
-            except (ValueError, psutil.Error):
-                mine = False  # gone before it was seen: not a grader this test started and watched
-            (self.ours if mine else self.others).add(parent.name)
-        return parent.name in self.ours
-
-    def present(self):
+        self.descendants |= {child.pid for child in psutil.Process().children(recursive=True)}
         found = set()
         for folder in self.folders:
             try:
                 for parent in folder.iterdir():
-                    if parent.name.startswith(self.prefix) and parent.is_dir() and self.is_ours(parent):
+                    if not (parent.name.startswith(self.prefix) and parent.is_dir()):
+                        continue
+                    pid = parent.name[len(self.prefix):]
+                    if pid.isdigit() and int(pid) in self.descendants:
                         found.add(str(parent))
                         found.update(str(child) for child in parent.iterdir() if child.is_dir())
             except OSError:

@@ -27,7 +27,6 @@ def test_a_run_that_leaves_a_file_at_home_fails(tmp_path, workers):
     (tmp_path / "home").mkdir()
     (tmp_path / "inner-tmp").mkdir()
     env = dict(os.environ, HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "inner-tmp"), LEAK_NAME="leak-check")
-    env.pop("PYTEST_XDIST_WORKER", None)
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *workers, str(suite)],
                             cwd=suite, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
