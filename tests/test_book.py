@@ -208,6 +208,15 @@ def test_statements_follow_the_computed_numbers(built_site):
     assert 0 < busiest_gap < rare_gap, (busiest_gap, rare_gap)
     assert f"agree to within {bigram['bigram_busiest_rows_gap']} in every entry" in bigram_text
     assert "hair" not in bigram_text and "lower on the training names" not in bigram_text
+    # the plateau at lr 20 lies above where the network ends once the rate is cut; the uniform baseline's
+    # 27 choices against the perplexity; the gradient of row q against row a, as their counts
+    plateau = float(bigram["bigram_plateau_nll"])
+    assert bigram["bigram_torch_nll"] < plateau < math.log(27), plateau
+    assert f"a plateau near {bigram['bigram_plateau_nll']} nats" in bigram_text
+    assert float(bigram["bigram_choices_cut"]) == pytest.approx(27 / bigram["bigram_perplexity"], abs=0.05)
+    assert float(bigram["bigram_a_over_q"]) > 10
+    assert f"gradient {bigram['bigram_a_over_q']} times smaller than" in bigram_text
+    assert "2.5 nats" not in bigram_text and "a hundred times" not in bigram_text
     assert f"{bigram['bigram_network_minus_count']} nats apart (network minus count model)" in bigram_text
 
     # Chapter 13: with bias correction Adam's first step is eta only up to epsilon (1e-8 against |g| = 0.002).
