@@ -125,6 +125,12 @@ def test_a_forked_kernel_is_sandboxed_like_a_cold_one(server):
     assert not seen["torch_preloaded"], "this server preloads numpy only"
 
 
+def files_named(folder, name):
+    """Every file called ``name`` under ``folder``. os.walk passes over a folder that another run removes
+    while the walk is under way (shared places such as /tmp), where Path.glob raises."""
+    return [Path(parent) / name for parent, _, files in os.walk(folder) if name in files]
+
+
 def test_nothing_crosses_from_one_student_to_the_next(server):
     left, first = run(server, LEAVE_MARKERS)
     assert "/home/student" in left["written"] and "/tmp" in left["written"] and left["segment"] >= 0
@@ -141,7 +147,7 @@ def test_nothing_crosses_from_one_student_to_the_next(server):
     assert seen["segment"] == -1, "the first submission's shared memory reached the second"
     assert "sleep" not in seen["processes"]
     for folder in ("/tmp", "/var/tmp", "/dev/shm", str(server.root)):
-        reached = [m for m in Path(folder).glob("**/.left-by-student-a") if m.parent != first.channel]
+        reached = [m for m in files_named(folder, ".left-by-student-a") if m.parent != first.channel]
         assert not reached, f"a marker reached the host outside the submission's own channel: {reached}"
 
 
