@@ -135,7 +135,9 @@ def test_nothing_crosses_from_one_student_to_the_next(server):
     left, first = run(server, LEAVE_MARKERS)
     assert "/home/student" in left["written"] and "/tmp" in left["written"] and left["segment"] >= 0
     uid = first.sandbox_uid
-    assert any(p.uids().real == uid for p in psutil.process_iter() if p.name() == "sleep")
+    # attributes read by process_iter itself: a process that ends meanwhile (another test's) is skipped
+    assert any(p.info["name"] == "sleep" and p.info["uids"] and p.info["uids"].real == uid
+               for p in psutil.process_iter(["name", "uids"]))
     first.kill_everything()
     time.sleep(0.2)
     assert not [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid], \
