@@ -236,6 +236,156 @@ def test_statements_follow_the_computed_numbers(built_site):
         assert_shows_truly(stable, exact)
 
 
+def sigmoid(z):
+    return 1 / (1 + math.exp(-z))
+
+
+def bits(distribution, model):
+    return -sum(p * math.log2(q) for p, q in zip(distribution, model))
+
+
+def bayes_posterior(prior, sensitivity=0.99, false_positive_rate=0.05):
+    return sensitivity * prior / (sensitivity * prior + false_positive_rate * (1 - prior))
+
+
+# Numbers in the prose (solutions included), each glued as the text it shows: the sentence around it,
+# the formula it must equal, and the significant figures it is shown to. `{}` marks the glued text.
+PROSE_NUMBERS = {
+    "book/02-random-variables": [
+        ("rolls_for_error_001", 4 * (35 / 12) / 0.01**2, 4, "about {} rolls: a little more"),
+    ],
+    "book/03-distributions": [
+        ("he_std_1024", math.sqrt(2 / 1024), 3, "about {}. With width 1024"),
+        ("he_width_factor", 0.5 * 1024 * 0.0884**2, 2, "about {}, so after 20 layers"),
+        ("he_width_growth", (0.5 * 1024 * 0.0884**2) ** 20, 2, "about {} times larger"),
+    ],
+    "book/04-bayes": [
+        ("bayes_p_positive", 0.99 * 0.01 + 0.05 * 0.99, 4, "{}, only"),
+        ("bayes_true_positive", 0.99 * 0.01, 4, "only {} comes from people who have the disease"),
+        ("second_test_posterior", bayes_posterior(bayes_posterior(0.01)), 2, "to about {}. Each test"),
+        ("second_test_likelihood_ratio", 0.99 / 0.05, 4, "{}: the odds go from"),
+        ("second_test_odds_one", bayes_posterior(0.01) / (1 - bayes_posterior(0.01)), 4, "to {} to"),
+        ("second_test_odds_two", (1 / 99) * (0.99 / 0.05) ** 2, 4, "to {}."),
+        ("break_even_prevalence", 0.05 / 1.04, 2, "about {}. Below a prevalence"),
+        ("break_even_percent", 0.05 / 1.04, 2, "prevalence of about {}, a positive"),
+    ],
+    "book/05-softmax": [("doubling_temperature", 1 / math.log(2), 5, "about {}.")],
+    "book/06-maximum-likelihood": [
+        ("likelihood_ratio_p8_p5", 0.8**8 * 0.2**2 / 0.5**10, 2, "about {} times more likely"),
+        ("likelihood_at_mle", 0.8**8 * 0.2**2, 2, "even at its maximum it is only {}."),
+        # the integral of p^8 (1 - p)^2 over [0, 1] is the Beta function B(9, 3) = 8! 2! / 11!
+        ("likelihood_area", math.factorial(8) * 2 / math.factorial(11), 2, "integrates to about {} over"),
+        ("smallest_float64", math.ulp(0.0), 2, "below about {}, and"),
+        ("log_smallest_float64", math.log(math.ulp(0.0)), 3, "about {}, which is exactly why"),
+    ],
+    "book/07-gaussian-nll-mse": [
+        ("nll_constant", 0.5 * math.log(8 * math.pi), 4, "about {}, so both bottom out"),
+        ("full_minus_default", 0.5 * math.log(2 * math.pi), 3, "differ by about {} even"),
+        ("measurements_median", 1.1, 4, "median {}, mean"),
+        ("measurements_mean", sum([1.0, 1.2, 0.9, 1.1, 10.0]) / 5, 4, "mean {}, as the fits found"),
+    ],
+    "book/08-cross-entropy": [
+        ("neglog_confident", -math.log(0.99), 1, "pays about {}. A coin flip"),
+        ("neglog_factor_10", math.log(10), 2, "about {}, so a model"),
+        ("neglog_catastrophic", -math.log(0.001), 2, "pays about {}, as much as"),
+        ("catastrophic_over_confident", math.log(0.001) / math.log(0.99), 3, "as much as {} confident correct"),
+        ("ce_q_true", math.exp(2) / (math.exp(2) + math.exp(1) + math.exp(0.1)), 3, "{} (the worked example)"),
+        ("perfect_probs_as_logits_loss", math.log(1 + 2 / math.e), 3, "about {}, and its gradients"),
+        ("uniform_loss_10", math.log(10), 4, "about {} for"),
+        ("uniform_loss_50000", math.log(50_000), 4, "about {} for"),
+    ],
+    "book/09-bce": [
+        ("bce_at_logit_zero", math.log(2), 3, "about {}, whatever the label"),
+        ("epsilon_loss_cap", -math.log(1e-7), 2, "caps the loss at about {} and"),
+        ("sigmoid_at_minus10", sigmoid(-10), 2, "is only {} but the label is 1"),
+        # BCE's gradient sigma - 1 over MSE's 2 (sigma - 1) sigma (1 - sigma), rounded to thousands
+        ("bce_over_mse_grad", 1 / (2 * sigmoid(-10) * (1 - sigmoid(-10))), 2, "about {} times smaller"),
+        ("mse_grad_peak", 2 * (1 / 3 - 1) * (1 / 3) * (2 / 3), 1, "never stronger than about {}"),
+        ("mse_grad_peak_logit", math.log(1 / 2), 2, "about {}) and vanishes"),
+        ("softplus_3", math.log1p(math.exp(3)), 5, "about {}. For"),
+        ("label_zero_bce_grad", sigmoid(10), 5, "BCE gives about {} while"),
+        ("label_zero_mse_grad", 2 * sigmoid(10) ** 2 * (1 - sigmoid(10)), 2, "MSE gives about {}. Only BCE"),
+    ],
+    "book/10-entropy-kl": [
+        ("nats_per_bit", math.log(2), 3, "nats, about {}. Deep learning"),
+        ("nats_per_bit", math.log(2), 3, "about {}. Calling KL"),
+        ("opposite_over_entropy", bits([0.9, 0.1], [0.1, 0.9]) / bits([0.9, 0.1], [0.9, 0.1]), 2,
+         "costs about {} times"),
+    ],
+    "book/11-bigram": [
+        ("bigram_init_loss_zero", math.log(27), 5, "about {} (where the zero-initialised network started)"),
+    ],
+    "book/12-gradient-descent": [
+        # x and y shrink by 1 - 2 eta and 1 - 20 eta per step from (3, 4)
+        ("elongated_loss_009", 9 * 0.82**100 + 160 * 0.8**100, 2, "falls to about {} (although"),
+        ("elongated_x_factor_009", 1 - 2 * 0.09, 2, "with factor {});"),
+        ("elongated_y_factor_011", 1 - 20 * 0.11, 2, "multiplied by {} every step"),
+        ("steps_bound_01", math.log(25e6) / math.log(1 / 0.64), 3, "about {}, so"),
+        ("steps_bound_045", math.log(25e6) / math.log(100), 2, "about {}, so"),
+    ],
+}
+
+
+def shown_number(text):
+    """A glued number as the prose shows it ("116,700", "4.8%", "-0.3") as a float."""
+    text = str(text).replace(",", "")
+    return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+
+
+@pytest.mark.parametrize("chapter", sorted(PROSE_NUMBERS))
+def test_numbers_in_the_prose_are_computed(built_site, chapter):
+    values, text = glued(built_site, chapter), page_text(built_site, chapter)
+    for key, exact, significant, sentence in PROSE_NUMBERS[chapter]:
+        assert key in values, f"{chapter} does not glue {key!r}"
+        # Shown to `significant` figures: within half a unit of its last figure, so 0.81 cannot show as 0.82.
+        last_figure = 10 ** (math.floor(math.log10(abs(exact))) - significant + 1)
+        assert abs(shown_number(values[key]) - exact) <= 0.5 * last_figure * (1 + 1e-9), (
+            f"{chapter}: {key} shows {values[key]!r}, but the formula gives {exact!r}")
+        assert sentence.format(values[key]) in text, f"{chapter}: the text does not read {sentence.format(values[key])!r}"
+
+
+def test_counts_and_step_numbers_in_the_prose_are_exact(built_site):
+    bayes = glued(built_site, "book/04-bayes")
+    sick = round(10_000 * 0.01)
+    assert [bayes[k] for k in ("counts_sick", "counts_sick_positive", "counts_healthy_positive", "counts_positive")] \
+        == [sick, round(sick * 0.99), round((10_000 - sick) * 0.05), round(sick * 0.99) + round((10_000 - sick) * 0.05)]
+    assert bayes["counts_healthy"] == f"{10_000 - sick:,d}"
+    bayes_text = page_text(built_site, "book/04-bayes")
+    assert (f"Of the 10,000 people, {bayes['counts_sick']} are sick and {bayes['counts_sick_positive']} of them "
+            f"test positive, but {bayes['counts_healthy_positive']} of the {bayes['counts_healthy']} healthy") in bayes_text
+    assert f"they are {bayes['counts_sick_positive']} of {bayes['counts_positive']} positives" in bayes_text
+    assert r"\frac{0.0099}{0.0594}" not in bayes_text and "1.04" not in bayes_text
+
+    gd = glued(built_site, "book/12-gradient-descent")
+    for lr, name in [(0.1, "01"), (0.45, "045")]:
+        # the first step t with 25 (1 - 2 lr)^(2t) below 1e-6
+        first = next(t for t in range(1000) if 25 * (1 - 2 * lr) ** (2 * t) < 1e-6)
+        assert gd[f"steps_needed_{name}"] == first
+        assert f"so {first} steps" in page_text(built_site, "book/12-gradient-descent")
+
+    mle = glued(built_site, "book/06-maximum-likelihood")
+    import numpy as np   # the chapter's sample, drawn again
+
+    probs = np.random.default_rng(0).uniform(0.05, 0.95, size=1000)
+    assert float(mle["sum_of_1000_logs"]) == pytest.approx(np.sum(np.log(probs)), abs=0.5)
+    assert f"about {mle['sum_of_1000_logs']}. That is far below" in page_text(built_site, "book/06-maximum-likelihood")
+
+    fits = glued(built_site, "book/07-gaussian-nll-mse")
+    assert float(fits["measurements_median"]) == pytest.approx(fits["robust_fits"][1], abs=1e-4)
+    assert float(fits["measurements_mean"]) == pytest.approx(fits["robust_fits"][0], abs=1e-4)
+    assert f"multiplied by {fits['nll_quadratic_coeff']} and shifted" in page_text(built_site, "book/07-gaussian-nll-mse")
+
+    cross_entropy = glued(built_site, "book/08-cross-entropy")
+    logits = [2.0, 1.0, 0.1]
+    softmax = [math.exp(z) / sum(map(math.exp, logits)) for z in logits]
+    assert cross_entropy["ce_probs"] == [round(q, 3) for q in softmax]
+    assert f"treats the probabilities {cross_entropy['ce_probs']} as if" in page_text(built_site, "book/08-cross-entropy")
+
+    bce = glued(built_site, "book/09-bce")
+    assert bce["softplus_40_float32"] == 40.0   # float32 softplus(40) is 40 to its precision
+    assert f"PyTorch give {bce['softplus_40_float32']}." in page_text(built_site, "book/09-bce")
+
+
 def test_optimizers_from_scratch_match_torch_optim(built_site):
     values = glued(built_site, "book/13-optimizers")
     assert values["optimizers_match_torch"] is True
