@@ -171,10 +171,20 @@ def test_worked_examples_agree_with_their_definitions(built_site):
     assert f"about {gd_values['gd_growth_factor']}" in gd_text and "13,800" not in gd_text
 
 
-def assert_shows_truly(text, value, significant=4):
-    """A number as displayed: zero only for a true zero, otherwise right to its significant figures."""
-    assert (float(text) == 0) == (value == 0), f"{text!r} shown for {value!r}"
-    assert float(text) == pytest.approx(value, rel=0.51 * 10 ** (1 - significant)), f"{text!r} shown for {value!r}"
+def shown_number(text):
+    """A number as the page shows it ("116,700", "4.8%", "-0.3", "3.445e+05") as a float."""
+    text = str(text).replace(",", "")
+    return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+
+
+def assert_shows_truly(text, value, significant=4, what="shown"):
+    """A number as displayed: zero only for a true zero, otherwise within half a unit of its last
+    significant figure (so 0.81 cannot show as 0.82)."""
+    shown = shown_number(text)
+    assert (shown == 0) == (value == 0), f"{what}: {text!r} for {value!r}"
+    if value:
+        last_figure = 10 ** (math.floor(math.log10(abs(value))) - significant + 1)
+        assert abs(shown - value) <= 0.5 * last_figure * (1 + 1e-9), f"{what}: {text!r} for {value!r}"
 
 
 def page_text(built_site, chapter):
@@ -326,21 +336,12 @@ PROSE_NUMBERS = {
 }
 
 
-def shown_number(text):
-    """A glued number as the prose shows it ("116,700", "4.8%", "-0.3") as a float."""
-    text = str(text).replace(",", "")
-    return float(text[:-1]) / 100 if text.endswith("%") else float(text)
-
-
 @pytest.mark.parametrize("chapter", sorted(PROSE_NUMBERS))
 def test_numbers_in_the_prose_are_computed(built_site, chapter):
     values, text = glued(built_site, chapter), page_text(built_site, chapter)
     for key, exact, significant, sentence in PROSE_NUMBERS[chapter]:
         assert key in values, f"{chapter} does not glue {key!r}"
-        # Shown to `significant` figures: within half a unit of its last figure, so 0.81 cannot show as 0.82.
-        last_figure = 10 ** (math.floor(math.log10(abs(exact))) - significant + 1)
-        assert abs(shown_number(values[key]) - exact) <= 0.5 * last_figure * (1 + 1e-9), (
-            f"{chapter}: {key} shows {values[key]!r}, but the formula gives {exact!r}")
+        assert_shows_truly(values[key], exact, significant, what=f"{chapter}: {key} (its formula gives the second)")
         assert sentence.format(values[key]) in text, f"{chapter}: the text does not read {sentence.format(values[key])!r}"
 
 
