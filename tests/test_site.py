@@ -50,6 +50,11 @@ def toc_docs(root):
     return docs
 
 
+def site_pages(root):
+    """Every page a reader can open: the book's documents, the search page and the index."""
+    return toc_docs(root) + ["search", "genindex"]
+
+
 def chapters(root):
     return [doc for doc in toc_docs(root) if re.fullmatch(r"book/\d\d-[\w-]+", doc)]
 
@@ -123,7 +128,7 @@ def is_external(url):
 
 def test_pages_load_nothing_from_other_hosts(root, built_site):
     """Scripts and stylesheets are all served by the site itself (MathJax included)."""
-    for doc in toc_docs(root) + ["search", "genindex"]:
+    for doc in site_pages(root):
         page = Page.read(html_path(built_site, doc))
         external = [u for u in page.scripts + page.stylesheets if is_external(u) or u.startswith("//")]
         assert not external, f"{doc}.html loads {external} from another host"
@@ -990,13 +995,13 @@ def desktop_pages(root, browser, site_url):
     """Every page of the site opened once, at 1280 px in the light theme, with what the checks below
     measure on it (one load per page, not one per check): the problems the tab saw while loading, the
     rendering state, blocks wider than the text column, figures, exercise titles and an axe audit."""
-    pages = {}
-    for doc in toc_docs(root) + ["search", "genindex"]:
+    pages, docs = {}, toc_docs(root)
+    for doc in site_pages(root):
         tab = open_tab(browser, site_url, f"{doc}.html", theme="light")
         try:
             assert tab.page.evaluate("() => document.documentElement.dataset.theme") == "light"
             seen = {"problems": list(tab.problems), "state": tab.page.evaluate(PAGE_STATE)}
-            if doc in toc_docs(root):
+            if doc in docs:
                 seen["overflow"] = tab.page.evaluate(OVERFLOW)
                 seen["column"] = tab.page.locator("article.bd-article").bounding_box()["width"]
             seen["images"] = tab.page.evaluate(IMAGES)
@@ -1318,7 +1323,7 @@ def test_every_page_passes_axe_wcag_21_aa(desktop_pages):
 def test_every_page_passes_axe_colour_rules_in_the_dark_theme(root, device):
     """The dark theme changes colours only, so the rules that read colours are audited again in it."""
     failures = []
-    for doc in toc_docs(root) + ["search", "genindex"]:
+    for doc in site_pages(root):
         tab = device(f"{doc}.html", theme="dark")
         assert tab.page.evaluate("() => document.documentElement.dataset.theme") == "dark"
         results = axe_audit(tab.page, rules=AXE_COLOUR_RULES)
