@@ -25,23 +25,31 @@ except MemoryError:
     print("memory limit held")
 """
 # A cell whose processes stay each within the per-process limit (2 GiB in the tests) but hold
-# 3 GiB together: four children of 768 MiB each, alive at the same time.
+# 3 GiB together: four children of 768 MiB each.  No child lets go of its memory before all four
+# hold theirs, however slowly the machine runs, so the submission's memory limit is always hit;
+# once a child is killed for it the cell waits for good, until the grader stops it.
 MEMORY_IN_MANY_PROCESSES = """
-import os, time
-reader, writer = os.pipe()
+import os
+ready_reader, ready_writer = os.pipe()
+release_reader, release_writer = os.pipe()
 children = []
 for _ in range(4):
     pid = os.fork()
     if pid == 0:
-        block = bytearray(768 * 1024 * 1024)  # zero-filled: every page is touched
-        os.write(writer, b"1")
-        time.sleep(3)
-        os._exit(0)
+        try:
+            os.close(release_writer)
+            block = bytearray(768 * 1024 * 1024)  # zero-filled: every page is touched
+            os.write(ready_writer, b"1")
+            os.read(release_reader, 1)  # holds the block until the parent lets go
+        finally:
+            os._exit(0)  # a child never goes on as the kernel
     children.append(pid)
-os.close(writer)
+os.close(ready_writer)
+os.close(release_reader)
 held = 0
-while chunk := os.read(reader, 4):
+while held < 4 and (chunk := os.read(ready_reader, 4)):
     held += len(chunk)
+os.close(release_writer)
 for pid in children:
     os.waitpid(pid, 0)
 print(f"{held * 768} MiB held by {held} processes at once")
@@ -192,6 +200,12 @@ def written_points(assignment):
     return {c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"]["points"]
             for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade")
             and c.metadata["nbgrader"].get("solution")}
+
+
+def grading_notes(course: Path, student, assignment):
+    """The grader's notes on a graded notebook (``course.feedback``: stopped early, and why)."""
+    graded = course / "autograded" / student / assignment / ASSIGNMENTS[assignment]
+    return nbformat.read(graded, as_version=4).metadata.get("course", {}).get("notes", [])
 
 
 def feedback_html(course: Path, student, assignment):

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from grading_support import (FILLS_A_CHANNEL_SUB_FOLDER, MEMORY_HOG, MEMORY_IN_MANY_PROCESSES, CgroupWatcher, add_cell,
-                             cgroups_available, environment, feedback_html, make_course, max_points, nbgrader, released_notebook, scores,
+                             cgroups_available, environment, feedback_html, grading_notes, make_course, max_points, nbgrader, released_notebook, scores,
                              solution_notebook, student_version, submit)
 
 pytestmark = [pytest.mark.slow]
@@ -411,6 +411,8 @@ def test_limits_hold_for_the_whole_submission(graded):
     assert "wrote more than 512 MiB" in feedback_html(course, "fills-a-channel-sub-folder", ASSIGNMENT)
     if not cgroups_available():
         pytest.skip(f"no cgroup per submission here ({graded['cgroups'].problem}): memory is limited per process")
+    notes = grading_notes(course, "memory-in-many-processes", ASSIGNMENT)
+    assert any("used more than its memory limit of 2 GiB" in note.get("reason", "") for note in notes), notes
     assert "used more than its memory limit of 2 GiB" in feedback_html(course, "memory-in-many-processes", ASSIGNMENT)
 
 
