@@ -17,8 +17,9 @@ Two kinds of input are accepted:
   ``{notebooks}`` in the expression stands for the assignment's notebook names.  Another LMS
   needs another expression: ``--pattern`` on the command line, or
   ``c.Collect.lms_pattern`` in ``nbgrader_config.py``.  Collected notebooks are written to
-  ``submitted/<student>/<assignment>/`` (and ``timestamp.txt`` when the name carries one),
-  exactly where ``nbgrader zip_collect`` puts them.
+  ``submitted/<student>/<assignment>/`` (and ``timestamp.txt``, the latest time the student's
+  file names carry), exactly where ``nbgrader zip_collect`` puts them.  A changed submission whose
+  names carry no time loses the ``timestamp.txt`` of the one it replaces.
 
 A file belongs to the student who uploaded it.  The LMS names each uploaded file after its
 uploader (Canvas: ``<student>_[late_]<id>_<id>_<file name>``), so a file in the export is
@@ -498,7 +499,7 @@ class _Export:
         return chosen
 
     def write(self, submitted, result):
-        undecided = set()
+        undecided, changed, times = set(), set(), {}
         for (student, notebook), candidate in sorted(self.choose().items()):
             if candidate is None:
                 undecided.add(student)
@@ -516,10 +517,13 @@ class _Export:
             folder = submitted / student / self.assignment
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{notebook}.ipynb"
-            _write_if_changed(path, data)
+            if _write_if_changed(path, data):
+                changed.add(student)
             if candidate.timestamp is not None:
-                _write_if_changed(folder / "timestamp.txt", candidate.timestamp.isoformat(" ").encode())
+                times[student] = max(times.get(student, candidate.timestamp), candidate.timestamp)
             result.students.setdefault(student, []).append(path)
+        for student in sorted(changed | set(times)):
+            self.write_time(submitted / student / self.assignment, student, times.get(student))
         for where, upload in self.uploads.items():
             if upload.notebooks == 0:
                 held = ", ".join(upload.members[:5]) + (f" and {len(upload.members) - 5} more" if len(upload.members) > 5 else "")
@@ -531,6 +535,20 @@ class _Export:
                 files = [p.where for p in self.problems if p.student == student]
                 self.problem(files[0] if files else "the export", f"no notebook for student {student}: expected "
                                                                   f"{_names(self.notebooks)}", student, "no-notebook")
+
+
+    def write_time(self, folder, student, time):
+        """nbgrader's ``timestamp.txt``: the latest time the student's files carry.  A submission that
+        changed and carries none has no known time: an earlier collection's time is not its time."""
+        stamp = folder / "timestamp.txt"
+        if time is not None:
+            _write_if_changed(stamp, time.isoformat(" ").encode())
+        elif stamp.exists():
+            stamp.unlink()
+            if self.log is not None:
+                self.log.warning("%s: the new submission's file names carry no time, so the earlier submission's "
+                                 "time (%s) was removed: the late policy's rule for a submission without a time applies",
+                                 student, stamp)
 
 
 class _OverBudget(Exception):

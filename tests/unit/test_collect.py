@@ -226,3 +226,30 @@ def test_the_course_s_lms_pattern_is_read_from_its_config_and_the_old_name_is_re
     (tmp_path / "nbgrader_config.py").write_text('c = get_config()\nc.CourseGrade.lms_pattern = "^(?P<student_id>.+)$"\n')
     with pytest.raises(UsageError, match=r"nbgrader_config.py: c.CourseGrade.lms_pattern is now c.Collect.lms_pattern"):
         load_config(tmp_path)
+
+
+def test_the_time_of_a_submission_is_the_latest_its_files_carry_and_never_an_earlier_ones(tmp_path):
+    """A pattern whose ``timestamp`` group is optional: a resubmission without a time in its name must
+    not keep the time of the submission it replaces (a late resubmission would pass as on time)."""
+    pattern = r"^(?P<student_id>[a-z]+)_(?:(?P<timestamp>\d{8}T\d{6}Z)_)?(?P<file_id>{notebooks})\.ipynb$"
+    course = tmp_path / "course"
+    course.mkdir()
+    stamp = course / "submitted" / "smithjane" / ASSIGNMENT / "timestamp.txt"
+
+    def collect_export(members, name):
+        folder = tmp_path / name
+        folder.mkdir()
+        for member, data in members.items():
+            (folder / member).write_bytes(data)
+        return collect(folder, ASSIGNMENT, CourseDirectory(root=str(course)), {"losses", "extra"}, pattern)
+
+    first = {"smithjane_20261005T200000Z_losses.ipynb": notebook("first"),
+             "smithjane_20261006T090000Z_extra.ipynb": notebook("first")}
+    result = collect_export(first, "first")
+    assert not result.problems and stamp.read_text() == "2026-10-06 09:00:00"  # the later of its two files
+    collect_export({"smithjane_losses.ipynb": notebook("first"), "smithjane_extra.ipynb": notebook("first")}, "again")
+    assert stamp.read_text() == "2026-10-06 09:00:00"  # the same files, without times: the time stays
+    collect_export({"smithjane_losses.ipynb": notebook("resubmitted")}, "resubmitted")
+    assert not stamp.exists()
+    collect_export({"smithjane_20261009T235900Z_losses.ipynb": notebook("late")}, "late")
+    assert stamp.read_text() == "2026-10-09 23:59:00"
