@@ -14,6 +14,7 @@ import scipy.stats
 import torch
 import torch.nn.functional as F
 
+from conftest import CHAPTER_LINK
 from course.judge import array_from_reference, load_hidden_checks
 from grading_support import (ASSIGNMENTS, ROOT, feedback_html, make_course, max_points, nbgrader, written_points,
                              replace_function, scores, solution_notebook, student_version, submit)
@@ -221,10 +222,6 @@ def test_no_solution_line_reaches_the_released_notebooks():
                     inside = False
                 elif inside and line.strip():
                     assert json.dumps(line)[1:-1] not in released, f"{assignment}: solution line leaked: {line!r}"
-
-
-# A markdown link to a chapter: [its title](relative/path/to/book/NN-name.md), the text possibly wrapped.
-CHAPTER_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]*book/(\d\d-[\w-]+)\.md)\)")
 
 
 def chapter_title(path):

@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402,F401 - one browser for the whole run
+from conftest import CHAPTER_LINK, CHROMIUM, CHROMIUM_ARGS  # noqa: E402,F401 - one browser for the whole run
 
 
 # --------------------------------------------------------------------------- the book's structure
@@ -73,7 +73,7 @@ def assignments(root):
 def practised_chapters(notebook):
     """The chapters an assignment's intro cell links, e.g. [Softmax and temperature](../../book/05-softmax.md)."""
     intro = "".join(json.loads(notebook.read_text())["cells"][0]["source"])
-    return re.findall(r"\]\([./]*(book/\d\d-[\w-]+)\.md\)", intro)
+    return [f"book/{stem}" for _, _, stem in CHAPTER_LINK.findall(intro)]
 
 
 class Page(HTMLParser):
