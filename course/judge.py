@@ -107,8 +107,9 @@ def decode_number_array(payload, what="result"):
     """The float64 array a reply carries, or raise ValueError with a student-facing reason."""
     if not isinstance(payload, dict):
         raise ValueError(f"the {what} was not an array or a number")
-    if "unsupported" in payload:
-        raise ValueError(f"the {what} has type {payload['unsupported']} (dtype {payload.get('dtype')}): return numbers")
+    if "unsupported" in payload:  # the names are the kernel's word: quoted shortly
+        raise ValueError(f"the {what} has type {str(payload['unsupported'])[:80]} (dtype {str(payload.get('dtype'))[:40]}): "
+                         "return numbers")
     return decode_array(payload, what)
 
 
@@ -145,8 +146,9 @@ def judge(case, reply):
     if got.shape != want.shape:
         hint = f": {case['shape_hint']}" if case.get("shape_hint") else ""
         return Verdict(False, f"{about}: returned {describe_shape(got.shape)}, expected {describe_shape(want.shape)}{hint}")
-    if case.get("integer") and payload.get("dtype", "")[:1] not in ("i", "u"):
-        return Verdict(False, f"{about}: expected integer counts, got dtype {payload.get('dtype')}")
+    dtype = payload.get("dtype")
+    if case.get("integer") and not (isinstance(dtype, str) and dtype[:1] in ("i", "u")):
+        return Verdict(False, f"{about}: expected integer counts, got dtype {str(dtype)[:40]}")
     rtol, atol = case["rtol"], case["atol"]
     if close(got, want, rtol, atol):
         for other in case.get("also_expected", []):

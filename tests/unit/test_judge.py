@@ -178,6 +178,8 @@ MALFORMED_RESULTS = {
     "not an object": ([1, 2], "the result was not an array or a number"),
     "an unsupported type": ({"unsupported": "builtins.dict", "dtype": "object"},
                             "the result has type builtins.dict (dtype object): return numbers"),
+    "a long unsupported type": ({"unsupported": "t" * 10_000, "dtype": None},
+                                f"the result has type {'t' * 80} (dtype None): return numbers"),
     "a negative extent": ({"base64": "", "shape": [-1]}, "the result had a malformed shape"),
     "a float extent": ({"base64": "", "shape": [1.0]}, "the result had a malformed shape"),
     "nine dimensions": ({"base64": "", "shape": [1] * 9}, "the result had a malformed shape"),
@@ -228,6 +230,9 @@ def test_integer_results_must_have_an_integer_dtype():
     assert judge(checked, {"result": encode_array(np.array([1, 2]))}).passed
     verdict = judge(checked, {"result": encode_array(np.array([1.0, 2.0]))})
     assert verdict.message == "the case: expected integer counts, got dtype float64"
+    for forged in (None, 64, ["int64"], "x" * 1000):  # a dtype no kernel writes: a failed case, never a crash
+        verdict = judge(checked, {"result": dict(encode_array(np.array([1, 2])), dtype=forged)})
+        assert not verdict.passed and "expected integer counts" in verdict.message and len(verdict.message) < 120
 
 
 def test_a_second_reference_has_its_own_tolerance_and_label():
