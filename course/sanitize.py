@@ -349,6 +349,12 @@ class SanitizeStudentHTML(Preprocessor):
         return safe_cell(cell), resources
 
 
+def grade_id_of(cell):
+    meta = cell.metadata.get("nbgrader")
+    grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+    return grade_id if isinstance(grade_id, str) else None
+
+
 class RestoreCellMetadata(NbGraderPreprocessor):
     """Make every cell's nbgrader metadata what the gradebook says it is.
 
@@ -381,13 +387,18 @@ class RestoreCellMetadata(NbGraderPreprocessor):
         if forged:
             self.log.warning("%s: dropped the grader's metadata found in the submission (only the grader writes it)", where)
         feedback.add_notes(nb, resources.get("course", {}).get("notes", []))
-        for cell in nb.cells:
+        # DeduplicateIds left alone the copies a student stripped of nbgrader's flags; once restored they
+        # would be duplicates again.  The last cell that claims a grade id keeps it, as DeduplicateIds decides.
+        claimed = {grade_id_of(cell): index for index, cell in enumerate(nb.cells)}
+        for index, cell in enumerate(nb.cells):
             if "nbgrader" not in cell.metadata:
                 continue
             meta = cell.metadata["nbgrader"]
-            grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
-            if grade_id not in known:
-                if meta:
+            grade_id = grade_id_of(cell)
+            if grade_id not in known or claimed[grade_id] != index:
+                if meta and grade_id in known:
+                    self.log.warning("%s: a second cell claims grade id %r; only the last keeps it", where, grade_id)
+                elif meta:
                     self.log.warning("%s: ignoring nbgrader metadata of a cell the gradebook does not know (%r)", where, grade_id)
                 del cell.metadata["nbgrader"]
                 continue

@@ -294,6 +294,12 @@ def notebook_faults(course):
     duplicated = nbformat.from_dict(nb)
     index = next(i for i, c in enumerate(duplicated.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "test_softmax")
     duplicated.cells.insert(index + 1, nbformat.from_dict(duplicated.cells[index]))
+    # A copy of the test cell stripped of nbgrader's flags, which nbgrader's DeduplicateIds passes over.
+    unflagged = nbformat.from_dict(nb)
+    copy = nbformat.from_dict(unflagged.cells[index])
+    copy.source = "pass  # a copy of the test cell"
+    copy.metadata.nbgrader.update(grade=False, solution=False, locked=False)
+    unflagged.cells.insert(index + 1, copy)
     reordered = nbformat.from_dict(nb)
     ids = [c.metadata.get("nbgrader", {}).get("grade_id") for c in reordered.cells]
     a, b = ids.index("kl_divergence"), ids.index("test_kl_divergence")
@@ -319,6 +325,7 @@ def notebook_faults(course):
         "not-utf8": (b"\xff\xfe{\x00\x00 binary \x80\x81", zero),
         "deleted-test-cell": (deleted, {**without_kl, "test_kl_divergence": 0}),
         "duplicated-test-cell": (duplicated, "full"),
+        "duplicated-test-cell-unflagged": (unflagged, "full"),
         "reordered-cells": (reordered, {**points, "test_kl_divergence": 0}),
         "retyped-cell": (retyped, "full"),
         "inflated-points": (inflated, "full"),
