@@ -93,6 +93,23 @@ def test_the_uploader_is_read_from_the_archives_canvas_name(tmp_path):
     assert result.problems == []
 
 
+def test_a_notebook_whose_own_name_has_underscores_is_its_uploaders(tmp_path):
+    """a4's notebook is cross_entropy.ipynb: read as a Canvas name it would be student "cross"'s file."""
+    course = tmp_path / "course"
+    course.mkdir()
+    source = export(tmp_path, {
+        "smithjane_12_34_work.zip": zip_bytes({"cross_entropy.ipynb": notebook("jane")}),
+        "doej_13_35_work.zip": zip_bytes({"cross_entropy-2.ipynb": notebook("doe")}),
+        "roe_14_36_cross_entropy.ipynb": notebook("roe"),
+        "attacker_15_37_work.zip": zip_bytes({"roe_14_36_cross_entropy.ipynb": notebook("attacker")}),
+    })
+    result = collect(source, "a4-torch-cross-entropy", CourseDirectory(root=str(course)), {"cross_entropy"},
+                     DEFAULT_LMS_PATTERN)
+    collected = {student: [p.read_bytes() for p in paths] for student, paths in result.students.items()}
+    assert collected == {"smithjane": [notebook("jane")], "doej": [notebook("doe")], "roe": [notebook("roe")]}
+    assert [(p.kind, p.student) for p in result.problems] == [("other-student", "attacker"), ("no-notebook", "attacker")]
+
+
 def test_two_files_of_the_students_own_still_leave_the_choice_to_the_instructor(tmp_path):
     source = export(tmp_path, {"smithjane_1_2_losses.ipynb": notebook("jane one"),
                                "smithjane_1_3_work.zip": zip_bytes({"losses.ipynb": notebook("jane two")}),
