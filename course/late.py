@@ -157,11 +157,17 @@ class ApplyLatePolicy(AssignLatePenalties):
             return super().preprocess(nb, resources)  # another plug-in: nbgrader's own step, unchanged
         info = resources["nbgrader"]
         with Gradebook(info["db_url"]) as gradebook:
+            submission = gradebook.find_submission(info["assignment"], info["student"])
+            if submission.timestamp is not None and not self.time_on_file(resources):
+                # nbgrader sets the time from timestamp.txt and keeps an earlier submission's time when there
+                # is none; a resubmission without a time (course.collect) has none.
+                self.log.warning("%s/%s: no timestamp.txt; the time of an earlier submission (%s) no longer applies",
+                                 info["student"], info["assignment"], _iso(submission.timestamp))
+                submission.timestamp = None
             due_text = policy.due.get(info["assignment"])
             if due_text:
                 assignment = gradebook.find_assignment(info["assignment"])
                 assignment.duedate = due_date(info["assignment"], due_text)
-            submission = gradebook.find_submission(info["assignment"], info["student"])
             notebook = gradebook.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
             penalty = policy.submission_penalty(notebook.score, submission)
             notebook.late_submission_penalty = penalty or None
@@ -185,6 +191,17 @@ class ApplyLatePolicy(AssignLatePenalties):
             feedback.add_notes(nb, [note])
             nb.cells.append(sanitize.grading_notes_cell([note], title="Late submission"))
         return nb, resources
+
+
+    @staticmethod
+    def time_on_file(resources):
+        """Whether the folder being graded has the time nbgrader reads (``timestamp.txt``, which nbgrader copies
+        there from the submission with its other files); True where the folder is unknown: the gradebook's time
+        stands."""
+        from nbgrader.coursedir import CourseDirectory
+
+        folder = resources.get("metadata", {}).get("path")
+        return not folder or CourseDirectory().get_existing_timestamp(folder) is not None
 
 
 def policy_in_use(config):

@@ -1,0 +1,50 @@
+"""The late-penalty step (course/late.py, ``ApplyLatePolicy``) against a real SQLite gradebook, no kernel."""
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook
+from traitlets.config import Config
+
+from course.late import ApplyLatePolicy
+
+DUE = datetime(2026, 10, 5, 23, 59)
+
+
+def gradebook_with_a_late_submission(tmp_path):
+    """hw, due 2026-10-05 23:59 UTC; jane's earlier submission was on time, scored 10 of 10."""
+    url = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    with Gradebook(url) as gradebook:
+        gradebook.update_or_create_assignment("hw", duedate=DUE)
+        gradebook.update_or_create_notebook("nb", "hw")
+        gradebook.update_or_create_grade_cell("q1", "nb", "hw", max_score=10, cell_type="code")
+        gradebook.update_or_create_student("jane")
+        gradebook.update_or_create_submission("hw", "jane", timestamp="2026-10-05 20:00:00")
+        gradebook.find_grade("q1", "nb", "hw", "jane").auto_score = 10
+        gradebook.db.commit()
+    return url
+
+
+def apply_policy(url, folder, **policy):
+    step = ApplyLatePolicy(config=Config({"LatePolicy": policy}))
+    resources = {"nbgrader": {"db_url": url, "assignment": "hw", "student": "jane", "notebook": "nb"},
+                 "metadata": {"path": str(folder)}}
+    step.preprocess(nbformat.v4.new_notebook(), resources)
+    with Gradebook(url) as gradebook:
+        submission = gradebook.find_submission("hw", "jane")
+        return submission.timestamp, gradebook.find_submission_notebook("nb", "hw", "jane").late_submission_penalty
+
+
+def test_a_resubmission_without_a_time_is_not_graded_by_the_earlier_ones(tmp_path, monkeypatch):
+    """nbgrader keeps the gradebook's time when the new submission has no timestamp.txt: the policy's rule for a
+    submission without a time must apply instead (here: zero), not the on-time stamp of the one it replaced."""
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])  # nbgrader runs alembic
+    url = gradebook_with_a_late_submission(tmp_path)
+    folder = tmp_path / "autograded" / "jane" / "hw"
+    folder.mkdir(parents=True)
+    (folder / "timestamp.txt").write_text("2026-10-05 20:00:00")
+    assert apply_policy(url, folder, without_timestamp="zero", penalty_percent=10) == (datetime(2026, 10, 5, 20), None)
+    (folder / "timestamp.txt").unlink()
+    assert apply_policy(url, folder, without_timestamp="zero", penalty_percent=10) == (None, 10.0)
