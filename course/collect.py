@@ -498,7 +498,8 @@ class _Export:
                 chosen[key] = None
                 self.problem(candidate.where, f"two files for student {candidate.student}, {candidate.notebook}.ipynb: "
                              f"{previous.where if previous else 'another'} and this one; neither was collected "
-                             "(keep one and run again)", candidate.student, "duplicate")
+                             "(keep one and run again; until then an earlier submission of theirs in submitted/, if any, "
+                             "stands)", candidate.student, "duplicate")
         return chosen
 
     def write(self, submitted, result):
