@@ -81,6 +81,10 @@ def read_csv(path):
         text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise RosterError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise RosterError(f"{path}: a folder, not the roster's CSV file") from None
+    except OSError as error:
+        raise RosterError(f"{path}: cannot be read ({error.strerror})") from None
     except UnicodeDecodeError as error:
         raise RosterError(f"{path}: not UTF-8 text (byte {error.start}); export the gradebook again as CSV") from None
     try:
@@ -235,7 +239,10 @@ class LmsExportPlugin(ExportPlugin):
         result = match(gradebook, roster, assignments, self.missing)
         max_scores = {a: gradebook.find_assignment(a).max_score for a in assignments}
         dest = self.to or self.default_to
-        write_grades(dest, roster, result, assignments, max_scores)
+        try:
+            write_grades(dest, roster, result, assignments, max_scores)
+        except OSError as error:
+            raise UsageError(f"{dest}: cannot write the grades file ({error.strerror})") from None
         self.result = result
         self.log.info("Wrote %s: %d students, %d assignment(s)", dest, len(roster.rows), len(assignments))
         for who, assignment in result.no_submission:

@@ -148,7 +148,19 @@ def test_a_roster_that_is_not_text_or_missing_stops_the_command_with_its_name(co
     assert result.returncode == 2 and "roster.csv: not UTF-8 text" in result.stderr
     result = run("course", "export", "--lms", "canvas", "--roster", "nowhere.csv", cwd=course)
     assert result.returncode == 2 and "nowhere.csv: no such file" in result.stderr
+    (course / "a-folder.csv").mkdir()
+    result = run("course", "export", "--lms", "canvas", "--roster", "a-folder.csv", cwd=course)
+    assert result.returncode == 2 and "a-folder.csv: a folder, not the roster's CSV file" in result.stderr
+    assert "Traceback" not in result.stderr
     assert not (course / "canvas-grades.csv").exists()
+
+
+def test_a_grades_file_that_cannot_be_written_stops_the_command_with_its_name(course):
+    (course / "canvas.csv").write_text(CANVAS_ROSTER, encoding="utf-8")
+    result = run("course", "export", "--lms", "canvas", "--roster", "canvas.csv", "--to", "no-such-folder/grades.csv",
+                 cwd=course)
+    assert result.returncode == 2 and "no-such-folder/grades.csv: cannot write the grades file" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_one_person_under_two_ids_with_submissions_is_left_blank_and_listed(course):
