@@ -23,9 +23,10 @@ matches a gradebook student whose id equals, ignoring case, one of the row's ids
 the SIS User ID, the Canvas ID or the sortable name with everything but letters and digits dropped; for Moodle
 the username, the ID number, the email address or its part before the ``@``.  Nobody is dropped silently:
 enrolled students with no submission get 0 (or a blank, ``--missing blank``) and are listed; graded students
-the roster does not have, ids that match two roster rows, a row matched by two ids that both submitted, and
-submissions whose written answers are not graded by hand yet are listed (the doubtful cells blank), and the
-command exits 1 so that a script notices.
+the roster does not have, ids that match two roster rows, a row matched by two ids that both submitted,
+submissions whose written answers are not graded by hand yet, and submissions whose last grading by
+``course grade`` failed (nbgrader then keeps an earlier submission's scores) are listed (the doubtful cells
+blank), and the command exits 1 so that a script notices.
 
 The score is nbgrader's own: the total of the autograded and manually graded cells, less the late penalty, never
 below 0 (as ``nbgrader export`` computes it).  The late penalties are first applied again to the current scores
@@ -69,11 +70,12 @@ class Matching:
     ambiguous: list = field(default_factory=list)  # (student id, row labels)
     conflicts: list = field(default_factory=list)  # (row label, assignment, student ids with a submission each)
     ungraded: list = field(default_factory=list)  # (row label, assignment): written answers not graded by hand yet
+    failed: list = field(default_factory=list)  # (row label, assignment, why): the last grading failed, left blank
 
     @property
     def complete(self):
         """Every student accounted for and every score final."""
-        return not (self.not_in_roster or self.ambiguous or self.conflicts or self.ungraded)
+        return not (self.not_in_roster or self.ambiguous or self.conflicts or self.ungraded or self.failed)
 
 
 def read_csv(path):
@@ -151,7 +153,9 @@ def read_moodle_roster(path, assignments):
     return Roster(identity, rows, keys, {a: assignment_column(header, a) or a for a in assignments})
 
 
-def match(gradebook, roster, assignments, missing):
+def match(gradebook, roster, assignments, missing, failure=lambda assignment, student: None):
+    """The score of each roster row; ``failure(assignment, student)`` says why a student's last grading
+    failed (``course grade``'s state), or None."""
     result = Matching()
     owners, unsure = {}, set()  # roster row -> the gradebook ids it matches; rows an ambiguous id matches
     for student in gradebook.students:
@@ -169,6 +173,9 @@ def match(gradebook, roster, assignments, missing):
             found = [s for s in (_submission(gradebook, assignment, owner) for owner in owners.get(i, [])) if s]
             if len(found) > 1:  # one person under two ids, each with a submission: a person decides
                 result.conflicts.append((label(row), assignment, [s.student.id for s in found]))
+                result.scores[i][assignment] = None
+            elif found and failure(assignment, found[0].student.id):  # the gradebook's scores are an earlier submission's
+                result.failed.append((label(row), assignment, failure(assignment, found[0].student.id)))
                 result.scores[i][assignment] = None
             elif found:
                 result.scores[i][assignment] = final_score(found[0])
@@ -214,6 +221,8 @@ def write_grades(path, roster, result, assignments, max_scores):
 class LmsExportPlugin(ExportPlugin):
     """Writes the grades as an LMS imports them (see the module's documentation)."""
 
+    grade_state = None  # course grade's state (``course.incremental.GradeState``): whose last grading failed
+
     roster = Unicode("", help="the LMS's gradebook export (CSV): who is enrolled, and its column names").tag(config=True)
     missing = Enum(["zero", "blank"], "zero", help="the score of an enrolled student with no submission").tag(config=True)
     lms = "lms"
@@ -236,7 +245,8 @@ class LmsExportPlugin(ExportPlugin):
             for student, assignment in refresh_penalties(gradebook, LatePolicy(parent=self), assignments):
                 self.log.warning("Late penalty of %s for %s recomputed from the current score (graded by hand since)",
                                  student, assignment)
-        result = match(gradebook, roster, assignments, self.missing)
+        result = match(gradebook, roster, assignments, self.missing,
+                       self.grade_state.failure if self.grade_state is not None else (lambda assignment, student: None))
         max_scores = {a: gradebook.find_assignment(a).max_score for a in assignments}
         dest = self.to or self.default_to
         try:
@@ -257,6 +267,8 @@ class LmsExportPlugin(ExportPlugin):
             self.log.error("%s has submissions of %s under %s: blank in the file", who, assignment, " and ".join(ids))
         for who, assignment in result.ungraded:
             self.log.warning("%s, %s: written answers not graded by hand yet (they count 0)", who, assignment)
+        for who, assignment, why in result.failed:
+            self.log.error("%s, %s: the last grading failed (%s): blank in the file; grade it again", who, assignment, why)
 
 
 class CanvasExportPlugin(LmsExportPlugin):
@@ -284,13 +296,17 @@ def export(lms, roster, root=None, to=None, assignments=(), missing=None, db_url
     from nbgrader.coursedir import CourseDirectory
 
     from .config import load_config
+    from .grade import CourseGrade
+    from .incremental import GradeState
 
     root = Path(root or ".").resolve()
     config = load_config(root, db_url)
     options = {"missing": missing} if missing else {}  # else nbgrader_config.py's, else the plug-in's default
     plugin = PLUGINS[lms](config=config, roster=str(roster), assignment=list(assignments),
                           to=str(to or root / PLUGINS[lms].default_to), **options)
-    with Gradebook(CourseDirectory(config=config).db_url) as gradebook:
+    db_url = CourseDirectory(config=config).db_url
+    plugin.grade_state = GradeState(root / CourseGrade(config=config).state_file, db_url, warn=lambda text: out(f"  {text}"))
+    with Gradebook(db_url) as gradebook:
         unknown = [a for a in assignments if a not in {x.name for x in gradebook.assignments}]
         if unknown:
             raise RosterError(f"not in the gradebook: {', '.join(unknown)} (grade it first with `course grade`)")
@@ -307,4 +323,6 @@ def export(lms, roster, root=None, to=None, assignments=(), missing=None, db_url
         out(f"  TWO IDS WITH SUBMISSIONS, blank: {who}, {assignment} ({' and '.join(ids)})")
     for who, assignment in result.ungraded:
         out(f"  not graded by hand yet (written answers count 0): {who}, {assignment}")
+    for who, assignment, why in result.failed:
+        out(f"  LAST GRADING FAILED, blank (run course grade again): {who}, {assignment} ({why})")
     return 0 if result.complete else 1

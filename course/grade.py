@@ -594,7 +594,7 @@ class GradeRun:
         if not recorded.success:
             submission.status = "failed"
             submission.reason = recorded.failure
-            self.state.forget(submission.assignment, submission.student)
+            self.state.remember_failure(submission.assignment, submission.student, submission.reason)
             self.say(f"FAILED {submission.where}: {submission.reason}")
             return True
         submission.status = "graded"

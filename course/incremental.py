@@ -3,7 +3,9 @@
 A submission's digest is a SHA-256 of its submitted files and of the assignment's fingerprint:
 the settings that decide a grade (limits, sandbox, nbgrader's version, gradebook, course), the
 hidden checks, ``nbgrader_config.py``, the assignment's source notebooks and the grader's own
-code.  The digest of each graded submission is kept, per gradebook, in ``.course/grade-state.json``.
+code.  The digest of each graded submission is kept, per gradebook, in ``.course/grade-state.json``,
+with the reason of each submission whose last grading failed (nbgrader then keeps the gradebook's
+earlier scores, which ``course export`` must not pass on as this submission's).
 """
 import hashlib
 import json
@@ -51,11 +53,11 @@ class GradeState:
     def __init__(self, path, db_url, warn):
         self.path = Path(path)
         self.db_key = hashlib.sha256(db_url.encode()).hexdigest()[:16]
-        self.submissions, self.collection = self._load(warn)
+        self.submissions, self.collection, self.failures = self._load(warn)
 
     def _load(self, warn):
         if not self.path.exists():
-            return {}, {}
+            return {}, {}, {}
         try:
             state = json.loads(self.path.read_text())
             if (isinstance(state, dict) and state.get("version") == STATE_VERSION
@@ -65,12 +67,15 @@ class GradeState:
                 valid = isinstance(collection, dict) and all(
                     isinstance(v, list) and all(isinstance(p, dict) and all(isinstance(x, str) for x in p.values())
                                                 for p in v) for v in collection.values())
-                return state["submissions"], (collection if valid else {})
+                failures = state.get("failures", {})
+                if not (isinstance(failures, dict) and all(isinstance(v, str) for v in failures.values())):
+                    failures = {}
+                return state["submissions"], (collection if valid else {}), failures
             problem = "not a state file of this version"
         except (OSError, ValueError) as error:
             problem = f"{type(error).__name__}: {error}"
         warn(f"{self.path} is unreadable ({problem}); every submission is graded again")
-        return {}, {}
+        return {}, {}, {}
 
     def remember_collection(self, assignment, problems):
         """The problems of an assignment's last whole collection (as dicts), for a later one-student run's report."""
@@ -87,13 +92,25 @@ class GradeState:
 
     def remember(self, assignment, student, digest):
         self.submissions[self.key(assignment, student)] = digest
+        self.failures.pop(self.key(assignment, student), None)
 
     def forget(self, assignment, student):
         self.submissions.pop(self.key(assignment, student), None)
+
+    def remember_failure(self, assignment, student, reason):
+        """The submission could not be graded: it is graded again next time, and until it is graded its
+        gradebook scores (an earlier submission's) are no grade of it."""
+        self.forget(assignment, student)
+        self.failures[self.key(assignment, student)] = str(reason)
+
+    def failure(self, assignment, student):
+        """Why the student's last grading of the assignment failed, or None."""
+        return self.failures.get(self.key(assignment, student))
 
     def save(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps({"version": STATE_VERSION, "submissions": self.submissions,
-                                          "collection": self.collection}, indent=1, sort_keys=True))
+                                          "collection": self.collection, "failures": self.failures},
+                                         indent=1, sort_keys=True))
         temporary.replace(self.path)

@@ -205,3 +205,30 @@ def test_exporting_before_anything_is_graded_says_so(tmp_path):
     (tmp_path / "roster.csv").write_text(CANVAS_ROSTER, encoding="utf-8")
     result = run("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=tmp_path)
     assert result.returncode == 2 and "no assignment yet" in result.stderr
+
+
+def test_a_submission_whose_last_grading_failed_is_left_blank_and_listed(course):
+    """nbgrader keeps the gradebook's earlier scores when grading a new submission fails; course grade's state
+    says it failed, and the export must not pass the earlier score on as this submission's."""
+    from course.config import load_config
+    from course.incremental import GradeState
+    from nbgrader.coursedir import CourseDirectory
+
+    (course / "roster.csv").write_text(CANVAS_ROSTER, encoding="utf-8")
+    db_url = CourseDirectory(config=load_config(course)).db_url
+    state = GradeState(course / ".course" / "grade-state.json", db_url, warn=pytest.fail)
+    state.remember_failure("a2-losses", "smithjane", "the sandboxed kernel could not start")
+    state.save()
+    result = run("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
+    assert result.returncode == 1
+    by_name = {row[0]: row for row in rows(course / "canvas-grades.csv")[2:]}
+    assert by_name["Smith, Jane"][-1] == "" and by_name["Doe, John"][-1] == "9"
+    assert ("LAST GRADING FAILED, blank (run course grade again): Smith, Jane, a2-losses "
+            "(the sandboxed kernel could not start)") in result.stdout
+
+    state = GradeState(course / ".course" / "grade-state.json", db_url, warn=pytest.fail)
+    state.remember("a2-losses", "smithjane", "digest of the submission graded since")
+    state.save()
+    result = run("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
+    assert {row[0]: row for row in rows(course / "canvas-grades.csv")[2:]}["Smith, Jane"][-1] == "8.5"
+    assert "LAST GRADING FAILED" not in result.stdout
