@@ -452,8 +452,9 @@ class _Export:
             student = owner
             # A member called exactly as a notebook of the assignment is that notebook, whatever the pattern
             # reads into its name (cross_entropy.ipynb is no file of a student "cross").
-            exactly_a_notebook = re.sub(r"-\d+$", "", PurePosixPath(name).stem) in self.notebooks
-            if named and named != owner and not exactly_a_notebook:
+            if re.sub(r"-\d+$", "", PurePosixPath(name).stem) in self.notebooks:
+                info, named = {}, None  # the notebook is read from the name itself, never through the pattern
+            if named and named != owner:
                 self.problem(where, f"its name says it is {named}'s, but it is part of {owner}'s upload: a file counts "
                                     f"only for the student who uploaded it; not collected", owner, "other-student")
                 return
@@ -548,11 +549,12 @@ class _Export:
         if time is not None:
             _write_if_changed(stamp, time.isoformat(" ").encode())
         elif stamp.exists():
+            earlier = stamp.read_text(errors="replace").strip()
             stamp.unlink()
             if self.log is not None:
                 self.log.warning("%s: the new submission's file names carry no time, so the earlier submission's "
                                  "time (%s) was removed: the late policy's rule for a submission without a time applies",
-                                 student, stamp)
+                                 student, earlier[:40])
 
 
 class _OverBudget(Exception):

@@ -19,6 +19,7 @@ What was decided is kept as data in the graded notebook (``metadata["course"]["l
 late, the penalty and the rule), for the student's feedback and the report.
 """
 import math
+import os
 import re
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -158,7 +159,7 @@ class ApplyLatePolicy(AssignLatePenalties):
         info = resources["nbgrader"]
         with Gradebook(info["db_url"]) as gradebook:
             submission = gradebook.find_submission(info["assignment"], info["student"])
-            if submission.timestamp is not None and not self.time_on_file(resources):
+            if submission.timestamp is not None and not self.time_on_file(info):
                 # nbgrader sets the time from timestamp.txt and keeps an earlier submission's time when there
                 # is none; a resubmission without a time (course.collect) has none.
                 self.log.warning("%s/%s: no timestamp.txt; the time of an earlier submission (%s) no longer applies",
@@ -192,16 +193,14 @@ class ApplyLatePolicy(AssignLatePenalties):
             nb.cells.append(sanitize.grading_notes_cell([note], title="Late submission"))
         return nb, resources
 
-
-    @staticmethod
-    def time_on_file(resources):
-        """Whether the folder being graded has the time nbgrader reads (``timestamp.txt``, which nbgrader copies
-        there from the submission with its other files); True where the folder is unknown: the gradebook's time
-        stands."""
+    def time_on_file(self, info):
+        """Whether the submission's folder (``submitted/<student>/<assignment>``) has the time nbgrader reads from
+        it (``timestamp.txt``); True where there is no such folder: the gradebook's time stands."""
         from nbgrader.coursedir import CourseDirectory
 
-        folder = resources.get("metadata", {}).get("path")
-        return not folder or CourseDirectory().get_existing_timestamp(folder) is not None
+        coursedir = CourseDirectory(config=self.config)
+        folder = coursedir.format_path(coursedir.submitted_directory, info["student"], info["assignment"])
+        return not os.path.isdir(folder) or coursedir.get_existing_timestamp(folder) is not None
 
 
 def policy_in_use(config):

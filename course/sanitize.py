@@ -355,6 +355,12 @@ def grade_id_of(cell):
     return grade_id if isinstance(grade_id, str) else None
 
 
+def is_flagged(cell):
+    """A grade, solution or locked cell: the kind nbgrader's DeduplicateIds deduplicates."""
+    meta = cell.metadata.get("nbgrader")
+    return isinstance(meta, dict) and any(meta.get(flag) for flag in ("grade", "solution", "locked"))
+
+
 class RestoreCellMetadata(NbGraderPreprocessor):
     """Make every cell's nbgrader metadata what the gradebook says it is.
 
@@ -388,8 +394,11 @@ class RestoreCellMetadata(NbGraderPreprocessor):
             self.log.warning("%s: dropped the grader's metadata found in the submission (only the grader writes it)", where)
         feedback.add_notes(nb, resources.get("course", {}).get("notes", []))
         # DeduplicateIds left alone the copies a student stripped of nbgrader's flags; once restored they
-        # would be duplicates again.  The last cell that claims a grade id keeps it, as DeduplicateIds decides.
-        claimed = {grade_id_of(cell): index for index, cell in enumerate(nb.cells)}
+        # would be duplicates again.  The cell DeduplicateIds kept (the last flagged one) keeps the grade id;
+        # where no claimant is flagged, the last one.
+        claimed = {}
+        for flagged in (False, True):
+            claimed.update({grade_id_of(cell): index for index, cell in enumerate(nb.cells) if is_flagged(cell) == flagged})
         for index, cell in enumerate(nb.cells):
             if "nbgrader" not in cell.metadata:
                 continue

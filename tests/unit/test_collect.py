@@ -109,6 +109,11 @@ def test_a_notebook_whose_own_name_has_underscores_is_its_uploaders(tmp_path):
     assert collected == {"smithjane": [notebook("jane")], "doej": [notebook("doe")], "roe": [notebook("roe")]}
     assert [(p.kind, p.student) for p in result.problems] == [("other-student", "attacker"), ("no-notebook", "attacker")]
 
+    # The pattern would read extra_losses.ipynb as student "extra"'s losses.ipynb: the name itself decides.
+    source = export(tmp_path, {"smithjane_12_34_work.zip": zip_bytes({"extra_losses.ipynb": notebook("jane")})}, "two.zip")
+    result = collect(source, "a9", CourseDirectory(root=str(course)), {"losses", "extra_losses"}, DEFAULT_LMS_PATTERN)
+    assert [p.name for p in result.students["smithjane"]] == ["extra_losses.ipynb"]
+
 
 def test_two_files_of_the_students_own_still_leave_the_choice_to_the_instructor(tmp_path):
     source = export(tmp_path, {"smithjane_1_2_losses.ipynb": notebook("jane one"),

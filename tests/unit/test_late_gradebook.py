@@ -27,10 +27,11 @@ def gradebook_with_a_late_submission(tmp_path):
     return url
 
 
-def apply_policy(url, folder, **policy):
-    step = ApplyLatePolicy(config=Config({"LatePolicy": policy}))
+def apply_policy(url, root, **policy):
+    step = ApplyLatePolicy(config=Config({"LatePolicy": policy, "CourseDirectory": {"root": str(root)}}))
+    # nbgrader's autograde pass reads the copy in autograded/, which may keep an older timestamp.txt
     resources = {"nbgrader": {"db_url": url, "assignment": "hw", "student": "jane", "notebook": "nb"},
-                 "metadata": {"path": str(folder)}}
+                 "metadata": {"path": str(root / "autograded" / "jane" / "hw")}}
     step.preprocess(nbformat.v4.new_notebook(), resources)
     with Gradebook(url) as gradebook:
         submission = gradebook.find_submission("hw", "jane")
@@ -42,9 +43,10 @@ def test_a_resubmission_without_a_time_is_not_graded_by_the_earlier_ones(tmp_pat
     submission without a time must apply instead (here: zero), not the on-time stamp of the one it replaced."""
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])  # nbgrader runs alembic
     url = gradebook_with_a_late_submission(tmp_path)
-    folder = tmp_path / "autograded" / "jane" / "hw"
-    folder.mkdir(parents=True)
-    (folder / "timestamp.txt").write_text("2026-10-05 20:00:00")
-    assert apply_policy(url, folder, without_timestamp="zero", penalty_percent=10) == (datetime(2026, 10, 5, 20), None)
-    (folder / "timestamp.txt").unlink()
-    assert apply_policy(url, folder, without_timestamp="zero", penalty_percent=10) == (None, 10.0)
+    submitted, autograded = tmp_path / "submitted" / "jane" / "hw", tmp_path / "autograded" / "jane" / "hw"
+    for folder in (submitted, autograded):
+        folder.mkdir(parents=True)
+        (folder / "timestamp.txt").write_text("2026-10-05 20:00:00")
+    assert apply_policy(url, tmp_path, without_timestamp="zero", penalty_percent=10) == (datetime(2026, 10, 5, 20), None)
+    (submitted / "timestamp.txt").unlink()  # the resubmission, collected without a time
+    assert apply_policy(url, tmp_path, without_timestamp="zero", penalty_percent=10) == (None, 10.0)
