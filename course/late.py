@@ -211,9 +211,12 @@ def policy_in_use(config):
 
 def refresh_penalties(gradebook, policy, assignments):
     """Apply the policy again to the current scores: points graded by hand after autograding (written answers,
-    overrides) are then penalised like the rest.  Returns the (student, assignment) pairs whose penalty changed."""
+    overrides) are then penalised like the rest, and by the policy's due date as it is now (set or changed in the
+    config since grading).  Returns the (student, assignment) pairs whose penalty changed."""
     changed = []
     for assignment in assignments:
+        if policy.due.get(assignment):
+            gradebook.find_assignment(assignment).duedate = due_date(assignment, policy.due[assignment])
         for submission in gradebook.assignment_submissions(assignment):
             if submission.duedate is None:
                 continue

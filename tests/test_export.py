@@ -193,6 +193,22 @@ def test_points_graded_by_hand_after_autograding_are_penalised_too(course):
     assert by_name["Smith, Jane"] == "8.5" and result.returncode == 1
 
 
+def test_a_due_date_set_in_the_config_after_grading_applies_to_the_export(course):
+    from datetime import datetime
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:  # graded with no due date
+        assert gradebook.find_assignment("a2-losses").duedate is None
+        gradebook.find_submission("a2-losses", "nguyenlate").timestamp = datetime(2026, 10, 10, 12, 0)
+        gradebook.find_submission("a2-losses", "smithjane").timestamp = datetime(2026, 10, 5, 20, 0)
+        gradebook.db.commit()
+    with (course / "nbgrader_config.py").open("a") as config:
+        config.write('\nc.LatePolicy.due = {"a2-losses": "2026-10-05 23:59 UTC"}\nc.LatePolicy.zero_after_hours = 72\n')
+    (course / "roster.csv").write_text(CANVAS_ROSTER, encoding="utf-8")
+    run("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
+    by_name = {row[0]: row[-1] for row in rows(course / "canvas-grades.csv")[2:]}
+    assert by_name["Nguyen, Late"] == "0" and by_name["Smith, Jane"] == "8.5"  # 4.5 days late: past the cutoff
+
+
 def test_two_columns_for_one_assignment_stop_the_export(tmp_path):
     path = tmp_path / "roster.csv"
     path.write_text(CANVAS_ROSTER.replace("Reading quiz 1 (40013)", "a2-losses (40099)"), encoding="utf-8")
