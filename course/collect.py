@@ -18,8 +18,10 @@ Two kinds of input are accepted:
   needs another expression: ``--pattern`` on the command line, or
   ``c.Collect.lms_pattern`` in ``nbgrader_config.py``.  Collected notebooks are written to
   ``submitted/<student>/<assignment>/`` (and ``timestamp.txt``, the latest time the student's
-  file names carry), exactly where ``nbgrader zip_collect`` puts them.  A changed submission whose
-  names carry no time loses the ``timestamp.txt`` of the one it replaces.
+  file names carry), exactly where ``nbgrader zip_collect`` puts them.  A student's new submission
+  replaces the earlier one whole: a notebook it lacks is removed, and a changed submission whose
+  names carry no time loses the ``timestamp.txt`` of the one it replaces.  An nbgrader layout copied
+  in from another folder is mirrored the same way.
 
 A file belongs to the student who uploaded it.  The LMS names each uploaded file after its
 uploader (Canvas: ``<student>_[late_]<id>_<id>_<file name>``), so a file in the export is
@@ -200,6 +202,7 @@ def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, 
         if copying:
             target = submitted / student / assignment
             target.mkdir(parents=True, exist_ok=True)
+            copied = set()
             for path in sorted(assignment_dir.rglob("*")):
                 if path.is_symlink():
                     if path not in links:
@@ -209,6 +212,9 @@ def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, 
                     destination = target / path.relative_to(assignment_dir)
                     destination.parent.mkdir(parents=True, exist_ok=True)
                     _write_if_changed(destination, _read_no_follow(path))
+                    copied.add(destination)
+            for stale in [p for p in target.rglob("*") if (p.is_file() or p.is_symlink()) and p not in copied]:
+                stale.unlink()  # the submission is the folder as it is now: an earlier copy's extra files go
             known = [target / p.name for p in known]
         result.students[student] = known
 
@@ -529,6 +535,15 @@ class _Export:
             result.students.setdefault(student, []).append(path)
         for student in sorted(changed | set(times)):
             self.write_time(submitted / student / self.assignment, student, times.get(student))
+        offered = {(c.student, c.notebook) for c in self.candidates}
+        for student in result.students:  # a notebook the new submission lacks is not graded from an earlier one
+            for notebook in sorted(self.notebooks):
+                stale = submitted / student / self.assignment / f"{notebook}.ipynb"
+                if (student, notebook) not in offered and stale.is_file():
+                    stale.unlink()
+                    if self.log is not None:
+                        self.log.warning("%s: the new submission has no %s.ipynb; the earlier one was removed", student,
+                                         notebook)
         for where, upload in self.uploads.items():
             if upload.notebooks == 0:
                 held = ", ".join(upload.members[:5]) + (f" and {len(upload.members) - 5} more" if len(upload.members) > 5 else "")

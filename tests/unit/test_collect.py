@@ -275,3 +275,30 @@ def test_the_time_of_a_submission_is_the_latest_its_files_carry_and_never_an_ear
     assert not stamp.exists()
     collect_export({"smithjane_20261009T235900Z_losses.ipynb": notebook("late")}, "late")
     assert stamp.read_text() == "2026-10-09 23:59:00"
+
+
+def test_a_new_submission_replaces_the_earlier_one_whole(tmp_path):
+    """Files of an earlier collection that the new submission lacks are not graded with it."""
+    course = tmp_path / "course"
+    course.mkdir()
+    folder = course / "submitted" / "smithjane" / ASSIGNMENT
+
+    def collect_from(source, notebooks=("losses", "extra")):
+        return collect(source, ASSIGNMENT, CourseDirectory(root=str(course)), set(notebooks), DEFAULT_LMS_PATTERN)
+
+    collect_from(export(tmp_path, {"smithjane_1_1_losses.ipynb": notebook("one"), "smithjane_1_1_extra.ipynb": notebook("one")},
+                        "first.zip"))
+    assert sorted(p.name for p in folder.iterdir()) == ["extra.ipynb", "losses.ipynb"]
+    result = collect_from(export(tmp_path, {"smithjane_1_2_losses.ipynb": notebook("two")}, "second.zip"))
+    assert sorted(p.name for p in folder.iterdir()) == ["losses.ipynb"] and not result.problems
+
+    # An nbgrader layout copied in from elsewhere: the copy mirrors the folder as it is now.
+    for name, files in [("one", {"losses.ipynb": notebook("one"), "data.csv": b"1,2", "timestamp.txt": b"2026-10-05 20:00:00"}),
+                        ("two", {"losses.ipynb": notebook("two")})]:
+        source = tmp_path / f"layout-{name}" / "smithjane" / ASSIGNMENT
+        source.mkdir(parents=True)
+        for file, data in files.items():
+            (source / file).write_bytes(data)
+        collect_from(source.parent.parent, notebooks=("losses",))
+        assert sorted(p.name for p in folder.iterdir()) == sorted(files)
+    assert (folder / "losses.ipynb").read_bytes() == notebook("two")
