@@ -266,7 +266,7 @@ PROSE_NUMBERS = {
     ],
     "book/03-distributions": [
         ("he_std_1024", math.sqrt(2 / 1024), 3, "about {}. With width 1024"),
-        ("he_width_factor", 0.5 * 1024 * 0.0884**2, 2, "about {}, so after 20 layers"),
+        ("he_width_factor", 0.5 * 1024 * 0.0884**2, 2, "about {}, against 1 for He, so after 20 layers"),
         ("he_width_growth", (0.5 * 1024 * 0.0884**2) ** 20, 2, "about {} times larger"),
     ],
     "book/04-bayes": [
