@@ -178,6 +178,7 @@ class Submission:
     digest: str = ""
     status: str = "pending"  # graded | unchanged | failed
     reason: str = ""
+    feedback_failed: bool = False  # graded, but its feedback could not be written
     score: float = None
     max_score: float = None
     seconds: float = 0.0
@@ -440,7 +441,7 @@ class GradeRun:
 
         for line in summary_lines(self, runs):
             self.say(line)
-        failed = any(s.status == "failed" for run in runs for s in run.submissions)
+        failed = any(s.status == "failed" or s.feedback_failed for run in runs for s in run.submissions)
         problems = any(run.collected.problems for run in runs)
         return 1 if failed or problems else 0
 
@@ -613,6 +614,7 @@ class GradeRun:
             self.timing["feedback"] += time.perf_counter() - clock
             for submission in batch:
                 if submission.student in failed:
+                    submission.feedback_failed = True
                     submission.reason = "feedback failed (see reports/grade.log)"
                     self.say(f"WARNING {submission.where}: {submission.reason}")
 

@@ -37,23 +37,30 @@ def final_score(submission):
 
 
 def assignment_scores(grade_run, assignment):
-    """{student: (final score, max_score)} for one assignment, from the gradebook."""
+    """{student: (final score, max_score)} for one assignment, from the gradebook; a submission whose last
+    grading failed is left out (nbgrader kept an earlier submission's scores, or none)."""
     with grade_run.gradebook() as gradebook:
         return {s.student.id: (final_score(s), float(s.max_score or 0.0))
-                for s in gradebook.assignment_submissions(assignment)}
+                for s in gradebook.assignment_submissions(assignment)
+                if not grade_run.state.failure(assignment, s.student.id)}
 
 
 def _cells(grade_run, assignment):
-    """The assignment's graded cells in notebook order, and every submission's points per cell."""
+    """The assignment's autograded test cells in notebook order, and every graded submission's total and points
+    per cell (a submission whose last grading failed is left out: its scores are an earlier submission's)."""
     with grade_run.gradebook() as gradebook:
         found = gradebook.find_assignment(assignment)
         max_score = float(found.max_score or 0.0)
         points = {}
         for notebook in found.notebooks:
+            answers = {cell.name for cell in notebook.solution_cells}  # graded by hand: not a check
             for cell in notebook.grade_cells:
-                points[(notebook.name, cell.name)] = float(cell.max_score or 0.0)
+                if cell.cell_type == "code" and cell.name not in answers:
+                    points[(notebook.name, cell.name)] = float(cell.max_score or 0.0)
         per_student = {}
         for submission in gradebook.assignment_submissions(assignment):
+            if grade_run.state.failure(assignment, submission.student.id):
+                continue
             grades = {}
             for notebook in submission.notebooks:
                 for grade in notebook.grades:
@@ -198,7 +205,7 @@ def write_report(grade_run, run):
     lines.append(f"Written by `course grade` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
                  f"from the gradebook `{_safe_url(grade_run.db_url)}`.")
     lines.append("")
-    lines += ["| submissions in the gradebook | graded in this run | unchanged (not regraded) | failed to grade "
+    lines += ["| graded submissions in the gradebook | graded in this run | unchanged (not regraded) | failed to grade "
               "| collection problems | mean score (after late penalties) | median score | max score |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     mean = f"{statistics.mean(totals):.2f}" if totals else "-"
@@ -223,7 +230,12 @@ def write_report(grade_run, run):
     lines.append("")
 
     lines += ["## Submissions that failed to grade", ""]
-    failures = [(s.where, s.reason) for s in run.submissions if s.status == "failed"]
+    failures = [(s.where, s.reason) for s in run.submissions if s.status == "failed" or s.feedback_failed]
+    this_run = {s.student for s in run.submissions}
+    with grade_run.gradebook() as gradebook:
+        students = sorted(s.student.id for s in gradebook.assignment_submissions(run.name))
+    failures += [(f"{student}/{run.name}", f"{grade_run.state.failure(run.name, student)} (an earlier run)")
+                 for student in students if student not in this_run and grade_run.state.failure(run.name, student)]
     failures += [(problem.where, problem.reason) for problem in problems]
     if failures:
         lines += ["| submission or file | reason |", "|---|---|"]

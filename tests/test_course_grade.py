@@ -335,6 +335,55 @@ def test_an_lms_export_with_bad_files_still_grades_everyone_else(template, tmp_p
     assert "unknown student 'newkid'" in checked.stdout and "newkid" not in scores(course, ASSIGNMENT)
 
 
+# Fault injection through nbgrader's own plug-in point: a preprocessor, first in the autograde pipeline of
+# the course's config, that fails the recording of any notebook carrying the marker.
+FAULT_MODULE = '''
+from nbconvert.preprocessors import Preprocessor
+from traitlets import Bool
+
+
+class FailOnMarker(Preprocessor):
+    enabled = Bool(True)
+
+    def preprocess(self, nb, resources):
+        if any("INJECTED-FAULT" in cell.source for cell in nb.cells):
+            raise RuntimeError("injected fault while recording")
+        return nb, resources
+'''
+
+
+@pytest.mark.slow
+def test_a_failed_regrade_is_reported_and_its_earlier_score_is_not_counted(template, tmp_path):
+    course = copy_course(template, tmp_path / "course")
+    (course / "fault_injection.py").write_text(FAULT_MODULE)
+    with open(course / "nbgrader_config.py", "a") as config:
+        config.write("\nfrom fault_injection import FailOnMarker\n"
+                     "c.Autograde.autograde_preprocessors = [FailOnMarker, *c.Autograde.autograde_preprocessors]\n")
+    first = course_grade(course, ASSIGNMENT)
+    assert first.returncode == 0, first.stdout
+    points = sum(max_points(ASSIGNMENT).values())
+    assert scores(course, ASSIGNMENT)["reference"]["_total"] == points
+
+    resubmitted = correct()
+    resubmitted.cells.append(nbformat.v4.new_markdown_cell("INJECTED-FAULT"))
+    submit(course, "reference", ASSIGNMENT, resubmitted)
+    failed = course_grade(course, ASSIGNMENT)
+    assert failed.returncode == 1 and "FAILED reference/a2-losses" in failed.stdout, failed.stdout
+    assert scores(course, ASSIGNMENT)["reference"]["_total"] == points  # nbgrader keeps the earlier grading's
+    report = (course / "reports" / ASSIGNMENT / "report.md").read_text()
+    failures = report.split("## Submissions that failed to grade")[1].split("##")[0]
+    assert "reference/a2-losses" in failures and "injected fault" in failures, report
+    lines = report.splitlines()
+    summary_row = lines[lines.index(next(line for line in lines if line.startswith("|---:|"))) + 1]
+    # four graded submissions in the gradebook (the failed one's scores are an earlier submission's), none
+    # graded now, four unchanged, one failed
+    assert summary_row.startswith("| 4 | 0 | 4 | 1 |"), report
+
+    course_grade(course, ASSIGNMENT, "--student", "mistake")  # an earlier run's failure stays listed
+    failures = (course / "reports" / ASSIGNMENT / "report.md").read_text().split("## Submissions that failed")[1]
+    assert "reference/a2-losses" in failures and "(an earlier run)" in failures, failures
+
+
 def test_the_lms_pattern_reads_canvas_file_names():
     import re
 
