@@ -9,12 +9,12 @@ go through this file.
 """
 import os
 
-from nbconvert.preprocessors import ClearMetadataPreprocessor
-from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds, IgnorePattern,
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds, GetGrades, IgnorePattern,
                                     LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades)
 
 from course.execute import SandboxedExecute
-from course.late import ApplyLatePolicy
+from course.late import ApplyLatePolicy, RefreshLatePenalty
 from course.sanitize import ReadableNotebookExporter, RestoreCellMetadata, SanitizeStudentHTML
 
 here = os.path.dirname(os.path.abspath(__file__))
@@ -53,6 +53,9 @@ c.Autograde.autograde_preprocessors = [
     ApplyLatePolicy,
     CheckCellMetadata,
 ]
+# Feedback says the late penalty on the score as it is when the feedback is written (written answers graded
+# by hand since autograding count), the penalty `course export` subtracts.
+c.GenerateFeedback.preprocessors = [RefreshLatePenalty, GetGrades, CSSHTMLHeaderPreprocessor]
 c.SandboxedExecute.hidden_checks_directory = os.path.join(here, "grader_tests")
 # Limits of one submission.  Memory, processes and CPUs hold for all of its processes together,
 # in a cgroup per submission (course/cgroups.py: cgroup v2, else v1, made under the grader's own

@@ -16,7 +16,9 @@ apply the same policy:
   or gets ``"zero"``, and is reported either way.
 
 What was decided is kept as data in the graded notebook (``metadata["course"]["late"]``: due, submitted, how
-late, the penalty and the rule), for the student's feedback and the report.
+late, the penalty and the rule), for the student's feedback and the report.  The penalty is a share of the score,
+which grading by hand changes after autograding: ``RefreshLatePenalty`` (first in nbgrader's feedback step) and
+``refresh_penalties`` (``course export``) apply the policy again to the score as it is then.
 """
 import math
 import os
@@ -25,7 +27,7 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nbgrader.plugins import LateSubmissionPlugin
-from nbgrader.preprocessors import AssignLatePenalties
+from nbgrader.preprocessors import AssignLatePenalties, NbGraderPreprocessor
 from traitlets import Dict, Enum, Float, TraitError, Unicode, default, validate
 
 PERIOD_SECONDS = {"day": 24 * 3600, "hour": 3600}
@@ -187,10 +189,10 @@ class ApplyLatePolicy(AssignLatePenalties):
         nb.metadata.setdefault("course", {})["late"] = late
         note = {"kind": "late", **late}
         if lateness_note(note):
-            from . import feedback, sanitize
+            from . import feedback
 
             feedback.add_notes(nb, [note])
-            nb.cells.append(sanitize.grading_notes_cell([note], title="Late submission"))
+            nb.cells.append(late_note_cell(note))
         return nb, resources
 
     def time_on_file(self, info):
@@ -221,12 +223,66 @@ def refresh_penalties(gradebook, policy, assignments):
             if submission.duedate is None:
                 continue
             for notebook in submission.notebooks:
-                penalty = policy.submission_penalty(notebook.score, submission)
-                if abs((notebook.late_submission_penalty or 0.0) - penalty) > 1e-12:
-                    notebook.late_submission_penalty = penalty or None  # None, as nbgrader writes "no penalty"
+                if refresh_penalty(policy, submission, notebook):
                     changed.append((submission.student.id, assignment))
     gradebook.db.commit()
     return sorted(set(changed))
+
+
+def refresh_penalty(policy, submission, notebook):
+    """The policy's penalty on the notebook's score as it is now, into the gradebook; True if it changed."""
+    penalty = policy.submission_penalty(notebook.score, submission)
+    if abs((notebook.late_submission_penalty or 0.0) - penalty) <= 1e-12:
+        return False
+    notebook.late_submission_penalty = penalty or None  # None, as nbgrader writes "no penalty"
+    return True
+
+
+def late_note_cell(note):
+    """The "Late submission" cell of the feedback, marked as the grader's, so that the feedback step can say it
+    again when the penalty changes."""
+    from .sanitize import grading_notes_cell
+
+    cell = grading_notes_cell([note], title="Late submission")
+    cell.metadata["course"] = {"late_note": True}
+    return cell
+
+
+class RefreshLatePenalty(NbGraderPreprocessor):
+    """nbgrader's feedback step, first: the late penalty on the score as it is now (points graded by hand since
+    autograding count, and the policy's due date as the config says it), in the gradebook and in the late note,
+    so that the feedback shows the penalty that ``course export`` subtracts."""
+
+    def preprocess(self, nb, resources):
+        from nbgrader.api import Gradebook
+
+        from . import feedback
+
+        if not policy_in_use(self.config):
+            return nb, resources
+        policy = LatePolicy(parent=self)
+        info = resources["nbgrader"]
+        with Gradebook(info["db_url"]) as gradebook:
+            due_text = policy.due.get(info["assignment"])
+            if due_text:
+                gradebook.find_assignment(info["assignment"]).duedate = due_date(info["assignment"], due_text)
+            submission = gradebook.find_submission(info["assignment"], info["student"])
+            notebook = gradebook.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
+            if submission.duedate is not None and refresh_penalty(policy, submission, notebook):
+                self.log.warning("%s/%s: late penalty recomputed from the current score: %g points", info["student"],
+                                 info["assignment"], notebook.late_submission_penalty or 0.0)
+            penalty = float(notebook.late_submission_penalty or 0.0)
+            gradebook.db.commit()
+        late = nb.metadata.get("course", {}).get("late")
+        if isinstance(late, dict) and abs(float(late.get("penalty") or 0.0) - penalty) > 1e-12:
+            late["penalty"] = penalty
+            notes = [n for n in feedback.read_notes(nb) if n["kind"] == "late"]
+            for note in notes:
+                note["penalty"] = penalty
+            for index, cell in enumerate(nb.cells):
+                if notes and cell.metadata.get("course", {}).get("late_note") is True:
+                    nb.cells[index] = late_note_cell(notes[-1])
+        return nb, resources
 
 
 def _iso(moment):

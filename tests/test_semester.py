@@ -238,6 +238,9 @@ def test_late_policy_in_gradebook_csv_feedback_and_report(graded):
     assert any("4 days after the due date" in line and "12 points" in line for line in lines["verylate"]), report
     assert any("graded as on time" in line for line in lines["notime"]), report
     assert not any("due date" in line for line in lines["ontime"] + lines[WRITER]), report
+    # Written answers wait for a person: they are no check that students "fail".
+    checks = report.split("## Checks students fail most")[1].split("##")[0]
+    assert "test_kl_divergence" in checks and not any(f"`{answer}`" in checks for answer in written_points(ASSIGNMENT))
 
 
 def test_plain_nbgrader_autograde_applies_the_same_late_penalty(graded, tmp_path):
@@ -258,6 +261,25 @@ def test_plain_nbgrader_autograde_applies_the_same_late_penalty(graded, tmp_path
     late_data = [nbformat.read(folder / "autograded" / "late" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
                  .metadata["course"]["late"] for folder in (graded["course"], course)]
     assert late_data[0] == late_data[1], late_data
+
+
+def test_feedback_after_grading_by_hand_says_the_penalty_the_export_subtracts(graded, tmp_path):
+    """The late penalty is a share of the score, and written answers graded by hand raise the score after
+    autograding: the feedback written then states the penalty on that score, as the export applies it."""
+    course = tmp_path / "copy"
+    shutil.copytree(graded["course"], course, symlinks=True)
+    written = written_points(ASSIGNMENT)
+    with gradebook(course) as book:
+        for grade_id, points in written.items():
+            book.find_grade(grade_id, NOTEBOOK, ASSIGNMENT, "late").manual_score = points
+        book.db.commit()
+    env = environment()
+    env["TMPDIR"] = str(scratch(course))
+    nbgrader(course, "generate_feedback", ASSIGNMENT, "--student=late", "--force", env=env)
+    penalty = 0.2 * (AUTOGRADED_POINTS + sum(written.values()))
+    assert grade_rows(course, "late")["late_submission_penalty"] == pytest.approx(penalty, abs=1e-9)
+    page = text_of(feedback_html(course, "late", ASSIGNMENT))
+    assert f"a penalty of {penalty:g} points" in page and f"a penalty of {0.2 * AUTOGRADED_POINTS:g} points" not in page, page
 
 
 # --------------------------------------------------------------------------- written answers, by hand
