@@ -143,6 +143,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if getattr(args, "workers", None) is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
+    if getattr(args, "top", None) is not None and args.top < 1:
+        parser.error("--top must be at least 1")
     from .errors import UsageError
 
     try:

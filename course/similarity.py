@@ -256,8 +256,10 @@ def similarity(assignment, root=None, submissions=None, top=SHOWN_PAIRS, pattern
     reports.mkdir(parents=True, exist_ok=True)
     write_csv(reports / "similarity.csv", pairs)
     write_html(reports / "similarity.html", assignment, students, pairs, problems, shown=top)
+    from .sanitize import log_text
+
     for problem in problems:
-        out(f"course similarity: {problem}")
+        out(log_text(f"course similarity: {problem}", limit=10_000))  # one line each: names can carry newlines
     out(f"course similarity: {len(students)} submissions of {assignment}, {len(pairs)} pairs share code; "
         f"the most similar:")
     for rank, pair in enumerate(pairs[:min(top, 5)], 1):

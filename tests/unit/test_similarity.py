@@ -180,3 +180,11 @@ def test_the_command_reads_an_lms_export_and_names_what_it_left_out(course, tmp_
     none = subprocess.run([sys.executable, "-m", "course.cli", "similarity", "a9-nothing", "--course", str(course)],
                           capture_output=True, text=True, timeout=120)
     assert none.returncode == 2 and "no released notebooks of a9-nothing" in none.stderr
+
+
+def test_top_must_show_at_least_one_pair(capsys):
+    from course.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["similarity", "a2-losses", "--top", "0"])
+    assert stopped.value.code == 2 and "--top must be at least 1" in capsys.readouterr().err
