@@ -298,6 +298,7 @@ class _Export:
         # The student an uploaded file's name names, whatever the file is: the pattern with any file name.
         self.uploader_pattern = re.compile(pattern.replace("{notebooks}", "[^/]+?"))
         self.candidates, self.uploads, self.named = [], {}, set()
+        self.offered = set()  # (student, notebook) of every file found for it, collected or not
         self.stack = contextlib.ExitStack()
         self.spool, self.spooled = None, 0
 
@@ -469,6 +470,7 @@ class _Export:
             self.problem(where, f"not a notebook of {self.assignment} (expected {_names(self.notebooks)}); skipped",
                          student, "wrong-notebook")
             return
+        self.offered.add((student, notebook))
         if size > MAX_NOTEBOOK_BYTES:
             self.problem(where, f"{size // 1024**2} MiB is too large for a notebook; skipped", student, "too-large")
             return
@@ -535,11 +537,10 @@ class _Export:
             result.students.setdefault(student, []).append(path)
         for student in sorted(changed | set(times)):
             self.write_time(submitted / student / self.assignment, student, times.get(student))
-        offered = {(c.student, c.notebook) for c in self.candidates}
         for student in result.students:  # a notebook the new submission lacks is not graded from an earlier one
             for notebook in sorted(self.notebooks):
                 stale = submitted / student / self.assignment / f"{notebook}.ipynb"
-                if (student, notebook) not in offered and stale.is_file():
+                if (student, notebook) not in self.offered and stale.is_file():
                     stale.unlink()
                     if self.log is not None:
                         self.log.warning("%s: the new submission has no %s.ipynb; the earlier one was removed", student,

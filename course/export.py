@@ -221,7 +221,17 @@ def write_grades(path, roster, result, assignments, max_scores):
 class LmsExportPlugin(ExportPlugin):
     """Writes the grades as an LMS imports them (see the module's documentation)."""
 
-    grade_state = None  # course grade's state (``course.incremental.GradeState``): whose last grading failed
+    def course_grade_state(self):
+        """``course grade``'s state of this course and gradebook (``course.incremental.GradeState``): whose last
+        grading failed.  Under plain ``nbgrader export`` too."""
+        from nbgrader.coursedir import CourseDirectory
+
+        from .grade import CourseGrade
+        from .incremental import GradeState
+
+        coursedir = CourseDirectory(config=self.config)
+        return GradeState(Path(coursedir.root) / CourseGrade(config=self.config).state_file, coursedir.db_url,
+                          warn=self.log.warning, unreadable="which gradings failed is unknown; none is left blank")
 
     roster = Unicode("", help="the LMS's gradebook export (CSV): who is enrolled, and its column names").tag(config=True)
     missing = Enum(["zero", "blank"], "zero", help="the score of an enrolled student with no submission").tag(config=True)
@@ -239,14 +249,14 @@ class LmsExportPlugin(ExportPlugin):
         if not assignments:
             raise RosterError("the gradebook has no assignment yet: grade first (course grade), or check --db")
         roster = self.read_roster(assignments)
-        from .late import LatePolicy, policy_in_use, refresh_penalties
+        from .late import configured_policy, refresh_penalties
 
-        if policy_in_use(self.config):
-            for student, assignment in refresh_penalties(gradebook, LatePolicy(parent=self), assignments):
+        policy = configured_policy(self)
+        if policy is not None:
+            for student, assignment in refresh_penalties(gradebook, policy, assignments):
                 self.log.warning("Late penalty of %s for %s recomputed from the current score (graded by hand since)",
                                  student, assignment)
-        result = match(gradebook, roster, assignments, self.missing,
-                       self.grade_state.failure if self.grade_state is not None else (lambda assignment, student: None))
+        result = match(gradebook, roster, assignments, self.missing, self.course_grade_state().failure)
         max_scores = {a: gradebook.find_assignment(a).max_score for a in assignments}
         dest = self.to or self.default_to
         try:
@@ -296,17 +306,13 @@ def export(lms, roster, root=None, to=None, assignments=(), missing=None, db_url
     from nbgrader.coursedir import CourseDirectory
 
     from .config import load_config
-    from .grade import CourseGrade
-    from .incremental import GradeState
 
     root = Path(root or ".").resolve()
     config = load_config(root, db_url)
     options = {"missing": missing} if missing else {}  # else nbgrader_config.py's, else the plug-in's default
     plugin = PLUGINS[lms](config=config, roster=str(roster), assignment=list(assignments),
                           to=str(to or root / PLUGINS[lms].default_to), **options)
-    db_url = CourseDirectory(config=config).db_url
-    plugin.grade_state = GradeState(root / CourseGrade(config=config).state_file, db_url, warn=lambda text: out(f"  {text}"))
-    with Gradebook(db_url) as gradebook:
+    with Gradebook(CourseDirectory(config=config).db_url) as gradebook:
         unknown = [a for a in assignments if a not in {x.name for x in gradebook.assignments}]
         if unknown:
             raise RosterError(f"not in the gradebook: {', '.join(unknown)} (grade it first with `course grade`)")

@@ -50,12 +50,12 @@ def submission_digest(fingerprint, folder):
 class GradeState:
     """The digests of graded submissions, per gradebook, kept in a JSON file."""
 
-    def __init__(self, path, db_url, warn):
+    def __init__(self, path, db_url, warn, unreadable="every submission is graded again"):
         self.path = Path(path)
         self.db_key = hashlib.sha256(db_url.encode()).hexdigest()[:16]
-        self.submissions, self.collection, self.failures = self._load(warn)
+        self.submissions, self.collection, self.failures = self._load(warn, unreadable)
 
-    def _load(self, warn):
+    def _load(self, warn, unreadable):
         if not self.path.exists():
             return {}, {}, {}
         try:
@@ -74,7 +74,7 @@ class GradeState:
             problem = "not a state file of this version"
         except (OSError, ValueError) as error:
             problem = f"{type(error).__name__}: {error}"
-        warn(f"{self.path} is unreadable ({problem}); every submission is graded again")
+        warn(f"{self.path} is unreadable ({problem}); {unreadable}")
         return {}, {}, {}
 
     def remember_collection(self, assignment, problems):

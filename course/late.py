@@ -177,22 +177,14 @@ class ApplyLatePolicy(AssignLatePenalties):
             gradebook.db.commit()
             if submission.duedate is None:
                 return nb, resources
-            late = {"due": _iso(submission.duedate), "submitted": _iso(submission.timestamp),
-                    "seconds_late": submission.total_seconds_late, "penalty": penalty, "rule": policy.rule()}
+            late = late_record(submission, penalty, policy)
             if submission.total_seconds_late > 0:
                 self.log.warning("%s/%s is %s late: a penalty of %g of %g points", info["student"], info["assignment"],
                                  describe_lateness(submission.total_seconds_late), penalty, notebook.score or 0.0)
             if submission.timestamp is None:
-                late["without_timestamp"] = policy.without_timestamp
                 self.log.warning("%s/%s has no submission time: graded as %s", info["student"], info["assignment"],
                                  "on time" if policy.without_timestamp == "on-time" else "late (score 0)")
-        nb.metadata.setdefault("course", {})["late"] = late
-        note = {"kind": "late", **late}
-        if lateness_note(note):
-            from . import feedback
-
-            feedback.add_notes(nb, [note])
-            nb.cells.append(late_note_cell(note))
+        write_late(nb, late)
         return nb, resources
 
     def time_on_file(self, info):
@@ -238,6 +230,44 @@ def refresh_penalty(policy, submission, notebook):
     return True
 
 
+def late_record(submission, penalty, policy):
+    """What was decided about a submission with a due date, as data for the feedback and the report."""
+    late = {"due": _iso(submission.duedate), "submitted": _iso(submission.timestamp),
+            "seconds_late": submission.total_seconds_late, "penalty": penalty, "rule": policy.rule()}
+    if submission.timestamp is None:
+        late["without_timestamp"] = policy.without_timestamp
+    return late
+
+
+def write_late(nb, late):
+    """The decision into the notebook: its data, its note, and the "Late submission" cell when there is something
+    to say; whatever an earlier decision wrote there goes."""
+    from . import feedback
+
+    grader = nb.metadata.setdefault("course", {})
+    grader.pop("late", None)
+    if isinstance(grader.get("notes"), list):
+        grader["notes"] = [n for n in grader["notes"] if not (isinstance(n, dict) and n.get("kind") == "late")]
+    nb.cells = [cell for cell in nb.cells if cell.metadata.get("course", {}).get("late_note") is not True]
+    if late is None:
+        return
+    grader["late"] = late
+    note = {"kind": "late", **late}
+    if lateness_note(note):
+        feedback.add_notes(nb, [note])
+        nb.cells.append(late_note_cell(note))
+
+
+def configured_policy(parent):
+    """The ``LatePolicy`` the autograde pipeline applies (its configured plug-in, a subclass included), or None
+    where the pipeline has no ``ApplyLatePolicy`` or it runs another plug-in (nbgrader's own step)."""
+    if not policy_in_use(parent.config):
+        return None
+    step = ApplyLatePolicy(parent=parent)
+    step.init_plugin()
+    return step.plugin_inst if isinstance(step.plugin_inst, LatePolicy) else None
+
+
 def late_note_cell(note):
     """The "Late submission" cell of the feedback, marked as the grader's, so that the feedback step can say it
     again when the penalty changes."""
@@ -256,11 +286,9 @@ class RefreshLatePenalty(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         from nbgrader.api import Gradebook
 
-        from . import feedback
-
-        if not policy_in_use(self.config):
+        policy = configured_policy(self)
+        if policy is None:
             return nb, resources
-        policy = LatePolicy(parent=self)
         info = resources["nbgrader"]
         with Gradebook(info["db_url"]) as gradebook:
             due_text = policy.due.get(info["assignment"])
@@ -271,17 +299,11 @@ class RefreshLatePenalty(NbGraderPreprocessor):
             if submission.duedate is not None and refresh_penalty(policy, submission, notebook):
                 self.log.warning("%s/%s: late penalty recomputed from the current score: %g points", info["student"],
                                  info["assignment"], notebook.late_submission_penalty or 0.0)
-            penalty = float(notebook.late_submission_penalty or 0.0)
+            late = (late_record(submission, float(notebook.late_submission_penalty or 0.0), policy)
+                    if submission.duedate is not None else None)
             gradebook.db.commit()
-        late = nb.metadata.get("course", {}).get("late")
-        if isinstance(late, dict) and abs(float(late.get("penalty") or 0.0) - penalty) > 1e-12:
-            late["penalty"] = penalty
-            notes = [n for n in feedback.read_notes(nb) if n["kind"] == "late"]
-            for note in notes:
-                note["penalty"] = penalty
-            for index, cell in enumerate(nb.cells):
-                if notes and cell.metadata.get("course", {}).get("late_note") is True:
-                    nb.cells[index] = late_note_cell(notes[-1])
+        if late != nb.metadata.get("course", {}).get("late"):
+            write_late(nb, late)
         return nb, resources
 
 

@@ -201,6 +201,12 @@ def write_report(grade_run, run):
         noted.extend((student, note) for note in notes)
 
     status = collections.Counter(s.status for s in run.submissions)
+    not_graded = [(s.where, s.reason) for s in run.submissions if s.status == "failed" or s.feedback_failed]
+    this_run = {s.student for s in run.submissions}
+    with grade_run.gradebook() as gradebook:
+        students = sorted(s.student.id for s in gradebook.assignment_submissions(run.name))
+    not_graded += [(f"{student}/{run.name}", f"{grade_run.state.failure(run.name, student)} (an earlier run)")
+                   for student in students if student not in this_run and grade_run.state.failure(run.name, student)]
     lines = [f"# {run.name}: grading report", ""]
     lines.append(f"Written by `course grade` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
                  f"from the gradebook `{_safe_url(grade_run.db_url)}`.")
@@ -210,7 +216,7 @@ def write_report(grade_run, run):
               "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     mean = f"{statistics.mean(totals):.2f}" if totals else "-"
     median = f"{statistics.median(totals):.2f}" if totals else "-"
-    lines.append(f"| {len(per_student)} | {status['graded']} | {status['unchanged']} | {status['failed']} | "
+    lines.append(f"| {len(per_student)} | {status['graded']} | {status['unchanged']} | {len(not_graded)} | "
                  f"{len(problems)} | {mean} | {median} | {max_score:g} |")
     lines += ["", "![Histogram of total scores](scores.png)", ""]
 
@@ -226,17 +232,11 @@ def write_report(grade_run, run):
             share = failed[key] / len(per_student)
             lines.append(f"| `{_md(label)}` | {points[key]:g} | {failed[key]} / {len(per_student)} | {share:.0%} | {_md(reason)} |")
     else:
-        lines.append("No submission is in the gradebook yet.")
+        lines.append("No graded submission is in the gradebook yet.")
     lines.append("")
 
     lines += ["## Submissions that failed to grade", ""]
-    failures = [(s.where, s.reason) for s in run.submissions if s.status == "failed" or s.feedback_failed]
-    this_run = {s.student for s in run.submissions}
-    with grade_run.gradebook() as gradebook:
-        students = sorted(s.student.id for s in gradebook.assignment_submissions(run.name))
-    failures += [(f"{student}/{run.name}", f"{grade_run.state.failure(run.name, student)} (an earlier run)")
-                 for student in students if student not in this_run and grade_run.state.failure(run.name, student)]
-    failures += [(problem.where, problem.reason) for problem in problems]
+    failures = not_graded + [(problem.where, problem.reason) for problem in problems]
     if failures:
         lines += ["| submission or file | reason |", "|---|---|"]
         lines += [f"| {_md(where)} | {_md(reason)} |" for where, reason in failures]

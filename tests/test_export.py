@@ -241,6 +241,11 @@ def test_a_submission_whose_last_grading_failed_is_left_blank_and_listed(course)
     assert by_name["Smith, Jane"][-1] == "" and by_name["Doe, John"][-1] == "9"
     assert ("LAST GRADING FAILED, blank (run course grade again): Smith, Jane, a2-losses "
             "(the sandboxed kernel could not start)") in result.stdout
+    plain = run("nbgrader", "export", "--exporter", "course.export.CanvasExportPlugin",
+                "--CanvasExportPlugin.roster=roster.csv", "--to", "nbgrader.csv", cwd=course)
+    assert plain.returncode == 0, plain.stderr
+    assert rows(course / "nbgrader.csv") == rows(course / "canvas-grades.csv")  # blank there too
+    assert "the last grading failed" in plain.stderr
 
     state = GradeState(course / ".course" / "grade-state.json", db_url, warn=pytest.fail)
     state.remember("a2-losses", "smithjane", "digest of the submission graded since")

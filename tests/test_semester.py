@@ -280,6 +280,16 @@ def test_feedback_after_grading_by_hand_says_the_penalty_the_export_subtracts(gr
     assert grade_rows(course, "late")["late_submission_penalty"] == pytest.approx(penalty, abs=1e-9)
     page = text_of(feedback_html(course, "late", ASSIGNMENT))
     assert f"a penalty of {penalty:g} points" in page and f"a penalty of {0.2 * AUTOGRADED_POINTS:g} points" not in page, page
+    assert page.count("after the due date") == 1, page  # one late note, the new one
+    assert f"Late submission penalty (Score: -{round(penalty, 2)})" in page, page  # nbgrader's header agrees
+
+    # The due date moved after grading (an extension for everyone): the feedback says so, the penalty goes.
+    with open(course / "nbgrader_config.py", "a") as config:
+        config.write(f'\nc.LatePolicy.due = {{"{ASSIGNMENT}": "2026-10-08 23:59:00 UTC"}}\n')
+    nbgrader(course, "generate_feedback", ASSIGNMENT, "--student=late", "--force", env=env)
+    assert grade_rows(course, "late")["late_submission_penalty"] in (None, 0.0)
+    page = text_of(feedback_html(course, "late", ASSIGNMENT))
+    assert "after the due date" not in page and "Late submission" not in page, page
 
 
 # --------------------------------------------------------------------------- written answers, by hand
