@@ -1,5 +1,4 @@
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -7,9 +6,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# A markdown link to a chapter, as assignment notebooks write it: [its title](relative/path/to/book/NN-name.md),
-# the title possibly wrapped; groups: the title, the target, the chapter's file stem.
-CHAPTER_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]*book/(\d\d-[\w-]+)\.md)\)")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -14,7 +14,7 @@ import scipy.stats
 import torch
 import torch.nn.functional as F
 
-from conftest import CHAPTER_LINK
+from chapter_links import CHAPTER_LINK
 from course.judge import array_from_reference, load_hidden_checks
 from grading_support import (ASSIGNMENTS, ROOT, feedback_html, make_course, max_points, nbgrader, written_points,
                              replace_function, scores, solution_notebook, student_version, submit)

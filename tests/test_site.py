@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-from conftest import CHAPTER_LINK, CHROMIUM, CHROMIUM_ARGS  # noqa: E402,F401 - one browser for the whole run
+from chapter_links import CHAPTER_LINK  # noqa: E402
 
 
 # --------------------------------------------------------------------------- the book's structure

@@ -1,0 +1,9 @@
+"""The markdown link to a chapter, as assignment notebooks write it, read by the notebook and the site checks.
+
+A module of its own (not conftest): ``from conftest import`` gets whichever conftest.py was imported last.
+"""
+import re
+
+# [its title](relative/path/to/book/NN-name.md), the title possibly wrapped; groups: the title, the target, the
+# chapter's file stem.
+CHAPTER_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]*book/(\d\d-[\w-]+)\.md)\)")
