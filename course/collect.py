@@ -557,7 +557,6 @@ class _Export:
                 self.problem(files[0] if files else "the export", f"no notebook for student {student}: expected "
                                                                   f"{_names(self.notebooks)}", student, "no-notebook")
 
-
     def write_time(self, folder, student, time):
         """nbgrader's ``timestamp.txt``: the latest time the student's files carry.  A submission that
         changed and carries none has no known time: an earlier collection's time is not its time."""

@@ -174,8 +174,8 @@ def match(gradebook, roster, assignments, missing, failure=lambda assignment, st
             if len(found) > 1:  # one person under two ids, each with a submission: a person decides
                 result.conflicts.append((label(row), assignment, [s.student.id for s in found]))
                 result.scores[i][assignment] = None
-            elif found and failure(assignment, found[0].student.id):  # the gradebook's scores are an earlier submission's
-                result.failed.append((label(row), assignment, failure(assignment, found[0].student.id)))
+            elif found and (why := failure(assignment, found[0].student.id)):  # the scores are an earlier submission's
+                result.failed.append((label(row), assignment, why))
                 result.scores[i][assignment] = None
             elif found:
                 result.scores[i][assignment] = final_score(found[0])

@@ -107,6 +107,11 @@ class GradeState:
         """Why the student's last grading of the assignment failed, or None."""
         return self.failures.get(self.key(assignment, student))
 
+    def failures_of(self, assignment):
+        """{student: why} for every submission of the assignment whose last grading failed."""
+        prefix = self.key(assignment, "")
+        return {key[len(prefix):]: why for key, why in self.failures.items() if key.startswith(prefix)}
+
     def save(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")

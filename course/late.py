@@ -167,20 +167,12 @@ class ApplyLatePolicy(AssignLatePenalties):
                 self.log.warning("%s/%s: no timestamp.txt; the time of an earlier submission (%s) no longer applies",
                                  info["student"], info["assignment"], _iso(submission.timestamp))
                 submission.timestamp = None
-            due_text = policy.due.get(info["assignment"])
-            if due_text:
-                assignment = gradebook.find_assignment(info["assignment"])
-                assignment.duedate = due_date(info["assignment"], due_text)
-            notebook = gradebook.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
-            penalty = policy.submission_penalty(notebook.score, submission)
-            notebook.late_submission_penalty = penalty or None
-            gradebook.db.commit()
-            if submission.duedate is None:
+            notebook, late = decide(gradebook, policy, info)
+            if late is None:
                 return nb, resources
-            late = late_record(submission, penalty, policy)
             if submission.total_seconds_late > 0:
                 self.log.warning("%s/%s is %s late: a penalty of %g of %g points", info["student"], info["assignment"],
-                                 describe_lateness(submission.total_seconds_late), penalty, notebook.score or 0.0)
+                                 describe_lateness(submission.total_seconds_late), late["penalty"], notebook.score or 0.0)
             if submission.timestamp is None:
                 self.log.warning("%s/%s has no submission time: graded as %s", info["student"], info["assignment"],
                                  "on time" if policy.without_timestamp == "on-time" else "late (score 0)")
@@ -209,8 +201,7 @@ def refresh_penalties(gradebook, policy, assignments):
     config since grading).  Returns the (student, assignment) pairs whose penalty changed."""
     changed = []
     for assignment in assignments:
-        if policy.due.get(assignment):
-            gradebook.find_assignment(assignment).duedate = due_date(assignment, policy.due[assignment])
+        apply_due_date(gradebook, policy, assignment)
         for submission in gradebook.assignment_submissions(assignment):
             if submission.duedate is None:
                 continue
@@ -228,6 +219,26 @@ def refresh_penalty(policy, submission, notebook):
         return False
     notebook.late_submission_penalty = penalty or None  # None, as nbgrader writes "no penalty"
     return True
+
+
+def apply_due_date(gradebook, policy, assignment):
+    """The policy's due date of the assignment into the gradebook, where the config gives one."""
+    if policy.due.get(assignment):
+        gradebook.find_assignment(assignment).duedate = due_date(assignment, policy.due[assignment])
+
+
+def decide(gradebook, policy, info):
+    """The policy on one submitted notebook (``info``: nbgrader's ``resources["nbgrader"]``) as the gradebook has it
+    now: the config's due date, the penalty on the notebook's current score, stored, and committed.  Returns the
+    notebook's gradebook record and the decision as data (None where the assignment has no due date)."""
+    apply_due_date(gradebook, policy, info["assignment"])
+    submission = gradebook.find_submission(info["assignment"], info["student"])
+    notebook = gradebook.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
+    refresh_penalty(policy, submission, notebook)
+    gradebook.db.commit()
+    if submission.duedate is None:
+        return notebook, None
+    return notebook, late_record(submission, float(notebook.late_submission_penalty or 0.0), policy)
 
 
 def late_record(submission, penalty, policy):
@@ -291,18 +302,10 @@ class RefreshLatePenalty(NbGraderPreprocessor):
             return nb, resources
         info = resources["nbgrader"]
         with Gradebook(info["db_url"]) as gradebook:
-            due_text = policy.due.get(info["assignment"])
-            if due_text:
-                gradebook.find_assignment(info["assignment"]).duedate = due_date(info["assignment"], due_text)
-            submission = gradebook.find_submission(info["assignment"], info["student"])
-            notebook = gradebook.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
-            if submission.duedate is not None and refresh_penalty(policy, submission, notebook):
-                self.log.warning("%s/%s: late penalty recomputed from the current score: %g points", info["student"],
-                                 info["assignment"], notebook.late_submission_penalty or 0.0)
-            late = (late_record(submission, float(notebook.late_submission_penalty or 0.0), policy)
-                    if submission.duedate is not None else None)
-            gradebook.db.commit()
+            _, late = decide(gradebook, policy, info)
         if late != nb.metadata.get("course", {}).get("late"):
+            self.log.warning("%s/%s: late penalty recomputed from the current score and due date: %g points",
+                             info["student"], info["assignment"], late["penalty"] if late else 0.0)
             write_late(nb, late)
         return nb, resources
 

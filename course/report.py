@@ -203,10 +203,8 @@ def write_report(grade_run, run):
     status = collections.Counter(s.status for s in run.submissions)
     not_graded = [(s.where, s.reason) for s in run.submissions if s.status == "failed" or s.feedback_failed]
     this_run = {s.student for s in run.submissions}
-    with grade_run.gradebook() as gradebook:
-        students = sorted(s.student.id for s in gradebook.assignment_submissions(run.name))
-    not_graded += [(f"{student}/{run.name}", f"{grade_run.state.failure(run.name, student)} (an earlier run)")
-                   for student in students if student not in this_run and grade_run.state.failure(run.name, student)]
+    not_graded += [(f"{student}/{run.name}", f"{why} (an earlier run)")
+                   for student, why in sorted(grade_run.state.failures_of(run.name).items()) if student not in this_run]
     lines = [f"# {run.name}: grading report", ""]
     lines.append(f"Written by `course grade` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
                  f"from the gradebook `{_safe_url(grade_run.db_url)}`.")
