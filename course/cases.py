@@ -167,7 +167,11 @@ REFERENCES_SCHEMA = {
                                    "properties": {"rtol": TOLERANCE, "atol": TOLERANCE}},
                 "variants": {"type": "array", "items": {
                     "type": "object", "required": ["message", "value"], "additionalProperties": False,
-                    "properties": {"message": TEXT, "value": {"$ref": "#/$defs/array"}}}},
+                    "properties": {
+                        "message": TEXT, "value": {"$ref": "#/$defs/array"},
+                        "first": {"type": "integer", "minimum": 1, "description":
+                                  "the value is the mistake's first entries only: a mistaken run whose later "
+                                  "steps depend on the CPU (a chaotic one) is recognised by its first steps"}}}},
                 "batch": {"type": ["integer", "null"], "minimum": 1},
                 "nan_hint": TEXT, "inf_hint": TEXT, "wrong_hint": TEXT, "shape_hint": TEXT, "mismatch_hint": TEXT,
             },

@@ -271,6 +271,17 @@ def test_a_known_mistakes_output_is_named_by_its_message():
     assert diagnosis(checked, [0.5, 0.6]) == "the values differ from the expected ones beyond the tolerance"
 
 
+def test_a_chaotic_mistake_is_named_by_its_first_steps_only():
+    """A mistaken training run diverges into a trajectory that depends on the CPU's last bits: its
+    variant stores only its first steps, and a reply whose first steps match is named, whatever follows."""
+    want = np.array([3.69, 3.67, 3.46, 3.28, 3.25])
+    checked = case(want, variants=[{"message": "the learning rate was applied twice", "value": reference([3.69, 5.16]), "first": 2}])
+    assert diagnosis(checked, [3.69, 5.16, 9.03, 8.75, 8.93]) == "the learning rate was applied twice"
+    assert diagnosis(checked, [3.69, 5.16, -1.0, 1e9, NAN]) == "the learning rate was applied twice"
+    assert diagnosis(checked, [3.69, 5.17, 9.03, 8.75, 8.93]) == "the values differ from the expected ones beyond the tolerance"
+    assert diagnosis(checked, [3.69]).startswith("returned shape (1,)")  # too short: the shape is wrong first
+
+
 @pytest.mark.parametrize("ratio, message", RATIO_MESSAGES, ids=["bits for nats", "log2 wanted", "log10"])
 def test_a_result_off_by_a_log_base_is_named(ratio, message):
     want = np.array([0.25, 1.5, 3.0])
