@@ -134,6 +134,12 @@ def test_magics_and_cells_that_do_not_parse_are_read_as_the_kernel_reads_them():
                   "def oops(:") == {"cross_entropy": "torch.logsumexp"}
 
 
+def test_a_name_nested_too_deep_to_read_does_not_stop_the_grader():
+    deep = "import torch.nn.functional as F\nx = F" + ".a" * 5000
+    assert broken(deep, "def cross_entropy(z, y):\n    return torch.logsumexp(z, 1).mean()") \
+        == {"cross_entropy": "torch.logsumexp"}
+
+
 def test_a_rule_binds_only_the_functions_it_names():
     rule = Rule.of({"rule": "r", "says": "no logsumexp", "forbidden": ["torch.logsumexp"], "functions": ["cross_entropy_grad"]})
     source = "def cross_entropy(z, y):\n    return torch.logsumexp(z, 1)\ndef cross_entropy_grad(z, y):\n    return torch.logsumexp(z, 1)"
