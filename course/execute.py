@@ -68,10 +68,10 @@ class LimitedOutputClient(NotebookClient):
         self.comm_open_handlers = {}
         self.received_bytes = 0
         self.flooded = None  # why the grader stopped reading this kernel, if it did
-        self.refusals = []  # the records of forbidden calls the kernel refused (course.guard), in order
+        self.refusals = []  # the records of forbidden calls the kernel refused (course.guard) during this probe
 
     MAX_REFUSAL_CHARS = 1000
-    MAX_REFUSALS_KEPT = 100  # one is enough to fail a function; the rest would only cost memory
+    MAX_REFUSALS_KEPT = 10  # per probe: one is enough to fail the function; the rest would only cost memory
 
     async def async_start_new_kernel_client(self):
         """nbclient's, with the client's sockets made by the kernel manager's context, so its limits
@@ -157,8 +157,9 @@ class LimitedOutputClient(NotebookClient):
 
     def keep_refusal(self, text):
         """A forbidden call's record: kept here, in the grader's process, not in the notebook.  Whatever
-        the submission does afterwards, it cannot take it back."""
-        if len(self.refusals) < self.MAX_REFUSALS_KEPT:
+        the submission does afterwards, it cannot take it back.  Only a probe's count: a call the
+        student's own top-level code makes binds no function (course.rules), and the kernel refused it."""
+        if self.probing and len(self.refusals) < self.MAX_REFUSALS_KEPT:
             try:
                 record = json.loads(text) if isinstance(text, str) and len(text) <= self.MAX_REFUSAL_CHARS else {}
             except ValueError:
@@ -537,14 +538,14 @@ class SubmissionRun:
             case = parity_case(case, device)
         probe = nbformat.v4.new_code_cell(harness_code(request_for(case, self.nonce, device)))
         graded_cell = self.nb.cells[index]
-        refusals_before = len(self.client.refusals)
+        self.client.refusals = []
         self.client.probing = True
         try:
             self.run_cell(probe, index, deadline)
         finally:
             self.client.probing = False
             self.nb.cells[index] = graded_cell  # nbclient stores the executed cell at its index
-        breach = run_breach(self.rules, case["function"], self.client.refusals[refusals_before:])
+        breach = run_breach(self.rules, case["function"], self.client.refusals)
         if breach is not None:
             self.breaches.setdefault(case["function"], breach)
             return Verdict(False, f"{case.get('about', case['case'])}: {breach.note()}")

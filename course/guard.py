@@ -19,8 +19,9 @@ That message leaves the kernel at once, and the grader keeps it in its own proce
 (``course.execute.LimitedOutputClient``): a submission that catches the error has still been seen.
 A record the submission forges only fails the submission itself.  What this cannot stop is code
 that takes the guard apart from inside the same process (the registration found through ``gc``
-and destroyed): the grader's reading of the source (``course.rules.source_breaches``) is the
-other layer, and such code reads as what it is.
+and destroyed), nor an operator ``torch.compile`` generates code for (its kernels are not the
+dispatcher's CPU and CUDA ones): the grader's reading of the source (``course.rules.source_breaches``)
+is the other layer, and such code reads as what it is.
 """
 FORBIDDEN_MIME = "application/vnd.course.forbidden-call+json"
 
