@@ -527,9 +527,15 @@ class SubmissionRun:
             verdicts.append(self.run_case(case, index, deadline, device))
             if self.stopped:
                 break
-        # A breach fails every case of the function, those that ran before it was seen included.
-        verdicts = [Verdict(False, f"{case.get('about', case['case'])}: {self.breaches[case['function']].note()}")
-                    if case["function"] in self.breaches else verdict for case, verdict in zip(cases, verdicts)]
+        # A breach fails every case of the function, those that ran before it was seen included; the
+        # note is said in full once per cell, the feedback shows the first failures side by side.
+        said = set()
+        for position, case in enumerate(cases[:len(verdicts)]):
+            breach = self.breaches.get(case["function"])
+            if breach is not None:
+                note = breach.note() if breach.function not in said else breach.again()
+                said.add(breach.function)
+                verdicts[position] = Verdict(False, f"{case.get('about', case['case'])}: {note}")
         self.write_verdict(cell, verdicts, device if any(c.get("torch") for c in cases) else None)
 
     def run_case(self, case, index, deadline, device):

@@ -5,7 +5,7 @@ not use.  Code can hide a call from any reading of it, and a reading sees what n
 does, so the grader does both:
 
 1. *the source*, read here in the grader's process before the kernel starts
-   (``source_breaches``): the syntax tree of every code cell but the graded test cells, every
+   (``source_breaches``): the syntax tree of every code cell, every
    name resolved through the imports and assignments made before it (``import
    torch.nn.functional as F``, ``from torch.nn import functional as G``, ``from torch import
    logsumexp as l``, ``ce = F.cross_entropy``), and the spellings through constant strings
@@ -77,6 +77,10 @@ class Breach:
                else f"called {self.name} while it ran")
         return f"breaks the assignment's rule ({self.rule.says}): {self.function} {how}"
 
+    def again(self):
+        """The note for the function's other cases, after ``note()`` was said."""
+        return f"not graded: {self.function} breaks the assignment's rule, as above"
+
 
 def bound_functions(rule, checks):
     """The functions that ``rule`` binds among those the cases of ``checks`` call, in order."""
@@ -106,15 +110,15 @@ def source_breaches(cells, rules, checks):
 
 
 def _trees(cells):
-    """(1-based cell number, syntax tree) of every code cell a student may have written: graded test
-    cells are the instructor's, restored from the gradebook.  IPython syntax (magics, ``!``) is first
-    made Python, as the kernel does; a cell that still does not parse cannot run either."""
+    """(1-based cell number, syntax tree) of every code cell.  The instructor's cells are read too (a cell's
+    metadata is no proof of who wrote it); their top-level calls bind no function.  IPython syntax
+    (magics, ``!``) is first made Python, as the kernel does; a cell that still does not parse cannot run
+    either."""
     from IPython.core.inputtransformer2 import TransformerManager
 
     transformer = TransformerManager()
     for number, cell in enumerate(cells, start=1):
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.get("cell_type") != "code" or (meta.get("grade") and not meta.get("solution")):
+        if cell.get("cell_type") != "code":
             continue
         source = cell.get("source", "")
         source = "".join(source) if isinstance(source, list) else str(source)

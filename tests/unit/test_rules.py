@@ -30,7 +30,7 @@ def notebook(*sources):
     cells = [{"cell_type": "code", "source": "import torch", "metadata": {"nbgrader": {"locked": True}}}]
     cells += [{"cell_type": "code", "source": s, "metadata": {"nbgrader": {"solution": True}}} for s in sources]
     cells.append({"cell_type": "code", "source": "import torch.nn.functional as F\nF.cross_entropy(z, y)",
-                  "metadata": {"nbgrader": {"grade": True, "solution": False}}})  # the instructor's: never charged
+                  "metadata": {"nbgrader": {"grade": True, "solution": False}}})  # a top-level call: charges nothing
     return cells
 
 
@@ -106,6 +106,7 @@ def test_the_use_names_its_cell_and_line():
     assert breach == Breach(a4_rule(), "cross_entropy", "torch.nn.functional.cross_entropy", Layer.SOURCE, Use(
         "torch.nn.functional.cross_entropy", 3, 4))
     assert "cell 3, line 4" in breach.note() and a4_rule().says in breach.note()
+    assert breach.again() == "not graded: cross_entropy breaks the assignment's rule, as above"
 
 
 HONEST = '''
