@@ -16,6 +16,7 @@ bytes (``course.harness``).
 """
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import jsonschema
@@ -51,6 +52,10 @@ REFERENCES_SCHEMA = {
     "additionalProperties": False,
     "properties": {
         "assignment": TEXT,
+        "rules": {
+            "description": "rules of the assignment that the grader enforces (course.rules); the file may have none",
+            "type": "array", "items": {"$ref": "#/$defs/rule"},
+        },
         "checks": {
             "description": "each graded test cell's grade id, and the cases the grader runs for it",
             "type": "object",
@@ -59,6 +64,27 @@ REFERENCES_SCHEMA = {
         },
     },
     "$defs": {
+        "rule": {
+            "description": ("names a submission must not use: a use found in the source, or a call made while it runs, "
+                            "fails every case of the function that used it (course.rules)"),
+            "type": "object",
+            "required": ["rule", "says", "forbidden"],
+            "additionalProperties": False,
+            "properties": {
+                "rule": {**TEXT, "description": "the rule's id"},
+                "says": {**TEXT, "description": "the rule in the assignment's words, quoted in the feedback"},
+                "forbidden": {"type": "array", "minItems": 1, "uniqueItems": True,
+                              "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*([.][A-Za-z_][A-Za-z0-9_]*)+$"},
+                              "description": ("dotted names (module.attribute...) of the functions and classes forbidden; "
+                                              "a name under torch.Tensor forbids that method on any value")},
+                "ops": {"type": "array", "uniqueItems": True,
+                        "items": {"type": "string", "pattern": "^[a-z_][a-z0-9_]*::[A-Za-z_][A-Za-z0-9_]*$"},
+                        "description": ("PyTorch operators (aten::name) made to fail in the kernel under every spelling "
+                                        "(torch.ops, torch._C, a reloaded module): the operators the forbidden names run")},
+                "functions": {"type": "array", "minItems": 1, "items": TEXT,
+                              "description": "the student's functions bound by the rule; absent: every function a case calls"},
+            },
+        },
         "array": {
             "description": "numbers of one dtype, row-major; NaN and infinities as JSON's NaN, Infinity, -Infinity",
             "type": "object",
@@ -202,6 +228,10 @@ def problems(data):
     lines = [_describe(data, error) for error in errors]
     lines += [f"case id {name!r} is used by {count} cases: ids must be unique"
               for name, count in _duplicate_ids(data).items()]
+    if not lines:  # a rule bound to a function no case calls would bind nothing: a typo, most likely
+        called = {case["function"] for cases in data["checks"].values() for case in cases}
+        lines += [f"rule {rule['rule']!r}: no case calls {name!r}"
+                  for rule in data.get("rules", []) for name in rule.get("functions", []) if name not in called]
     return lines
 
 
@@ -251,8 +281,8 @@ def references_path(assignment, hidden_checks=ROOT / "grader_tests"):
     return Path(hidden_checks) / "references" / f"{assignment}.json"
 
 
-def load_hidden_checks(assignment, hidden_checks=ROOT / "grader_tests"):
-    """``{grade_id: [case, ...]}`` for one assignment, every case checked against the schema."""
+def _load_references(assignment, hidden_checks):
+    """The parsed references file of an assignment, checked against the schema."""
     path = references_path(assignment, hidden_checks)
     try:
         data = json.loads(path.read_text())
@@ -266,4 +296,38 @@ def load_hidden_checks(assignment, hidden_checks=ROOT / "grader_tests"):
     if found:
         more = f" (and {len(found) - 1} more problem{'s' * (len(found) > 2)})" if len(found) > 1 else ""
         raise HiddenCheckError(f"{path}: {found[0]}{more}; fix the file or rerun grader_tests/make_references.py")
-    return data["checks"]
+    return data
+
+
+def load_hidden_checks(assignment, hidden_checks=ROOT / "grader_tests"):
+    """``{grade_id: [case, ...]}`` for one assignment, every case checked against the schema."""
+    return _load_references(assignment, hidden_checks)["checks"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule of an assignment (``"rules"`` in its references file): names a submission must not use.
+
+    ``course.rules`` enforces it twice: in the grader's process on the submitted source, and in the
+    kernel, where the forbidden names and ``ops`` fail from before the first cell runs."""
+
+    rule: str
+    says: str
+    forbidden: tuple
+    ops: tuple = ()
+    functions: tuple = None  # None: every function a case of the assignment calls
+
+    @classmethod
+    def of(cls, data):
+        """From the references file's form (or ``asdict``'s, as a task carries it)."""
+        functions = data.get("functions")
+        return cls(data["rule"], data["says"], tuple(data["forbidden"]), tuple(data.get("ops", ())),
+                   None if functions is None else tuple(functions))
+
+    def binds(self, function):
+        return self.functions is None or function in self.functions
+
+
+def load_rules(assignment, hidden_checks=ROOT / "grader_tests"):
+    """The assignment's rules (``Rule``), checked against the schema with its cases."""
+    return tuple(Rule.of(rule) for rule in _load_references(assignment, hidden_checks).get("rules", []))

@@ -12,6 +12,7 @@ failed check and a plain message for a passed one, and nbgrader's own
 feedback, export) is unchanged.
 """
 import functools
+import json
 import shutil
 import subprocess
 import time
@@ -27,8 +28,10 @@ from nbgrader.utils import is_grade, is_solution
 from traitlets import Bool, Float, Integer, List, Unicode
 
 from . import ROOT, feedback, sanitize
+from .cases import load_rules
 from .judge import MAX_REPLY_CHARS, HiddenCheckError, Verdict, judge, load_hidden_checks, new_nonce, reply_from_outputs, request_for, harness_code
 from .harness import RESULT_MIME
+from .rules import FORBIDDEN_MIME, guard_code, run_breach, source_breaches
 from .forkserver import fork_server_for
 from .kernel import SandboxedKernelManager, WarmKernel, Watchdog, new_scratch
 from .sandbox import GIB, GradingInterrupted, Limits, file_tail, require_sandbox, warn_unsandboxed
@@ -65,6 +68,10 @@ class LimitedOutputClient(NotebookClient):
         self.comm_open_handlers = {}
         self.received_bytes = 0
         self.flooded = None  # why the grader stopped reading this kernel, if it did
+        self.refusals = []  # the records of forbidden calls the kernel refused (course.guard) during this probe
+
+    MAX_REFUSAL_CHARS = 1000
+    MAX_REFUSALS_KEPT = 10  # per probe: one is enough to fail the function; the rest would only cost memory
 
     async def async_start_new_kernel_client(self):
         """nbclient's, with the client's sockets made by the kernel manager's context, so its limits
@@ -123,6 +130,8 @@ class LimitedOutputClient(NotebookClient):
     def output(self, outs, msg, display_id, cell_index):
         content = msg.get("content", {})
         data = content.get("data") if isinstance(content, dict) else None
+        if isinstance(data, dict) and FORBIDDEN_MIME in data:
+            return self.keep_refusal(data[FORBIDDEN_MIME])
         if self.probing and isinstance(data, dict) and RESULT_MIME in data:
             return self.keep_result(outs, data[RESULT_MIME])
         out = sanitize.safe_output(output_of(msg))
@@ -145,6 +154,18 @@ class LimitedOutputClient(NotebookClient):
             self._display_id_map.setdefault(display_id, {}).setdefault(cell_index, []).append(len(outs))
         outs.append(out)
         return out
+
+    def keep_refusal(self, text):
+        """A forbidden call's record: kept here, in the grader's process, not in the notebook.  Whatever
+        the submission does afterwards, it cannot take it back.  Only a probe's count: a call the
+        student's own top-level code makes binds no function (course.rules), and the kernel refused it."""
+        if self.probing and len(self.refusals) < self.MAX_REFUSALS_KEPT:
+            try:
+                record = json.loads(text) if isinstance(text, str) and len(text) <= self.MAX_REFUSAL_CHARS else {}
+            except ValueError:
+                record = {}
+            self.refusals.append(record if isinstance(record, dict) else {})
+        return None
 
     def keep_result(self, outs, text):
         """A hidden check's result: only the result, and only the first few (each of bounded size)."""
@@ -235,6 +256,7 @@ class SandboxedExecute(NbGraderPreprocessor):
             warn_unsandboxed(self.log)
         try:  # broken hidden checks are the instructor's to fix: this submission fails, unrecorded, before it runs
             checks = load_hidden_checks(assignment, self.hidden_checks_directory)
+            rules = load_rules(assignment, self.hidden_checks_directory)
         except HiddenCheckError as problem:
             self.log.error("%s: not graded: %s", where, problem)
             raise
@@ -247,7 +269,7 @@ class SandboxedExecute(NbGraderPreprocessor):
             SandboxedExecute._announced.add(how)
             self.log.info("kernels are %s", how)
         return execute_submission(nb, checks, self.limits(), self.log, where, self.use_bubblewrap,
-                                  fork_server=server), resources
+                                  fork_server=server, rules=rules), resources
 
 
 def add_grading_notes(nb, notes):
@@ -313,7 +335,7 @@ def _modules_imported_by(path, mtime_ns):
 
 
 def execute_submission(nb, checks, limits, log, where="submission", use_bubblewrap=True, warm: WarmKernel = None,
-                       fork_server=None):
+                       fork_server=None, rules=()):
     """Run one sanitized notebook in a fresh sandbox and grade its test cells by the hidden checks.
 
     Pure with respect to the course: it needs no gradebook and no course file, only its
@@ -321,8 +343,9 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
     so it runs alike inside ``nbgrader autograde`` (``SandboxedExecute``), in a worker process
     of ``course grade`` or on a Dask worker.  ``warm`` is a kernel started ahead for this
     submission (``course.kernel.WarmKernel``), used once; otherwise the kernel is forked from
-    ``fork_server`` (``course.forkserver.ForkServer``) if given, or started cold.  Returns the
-    executed notebook.
+    ``fork_server`` (``course.forkserver.ForkServer``) if given, or started cold.  ``rules``
+    (``course.cases.Rule``) are enforced on the source and in the kernel (``course.rules``).  Returns
+    the executed notebook.
     """
     nb = nbformat.from_dict(nb)
     for cell in nb.cells:  # verdicts are the grader's alone (sanitizing dropped a submission's already)
@@ -339,7 +362,8 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
     scratch = warm.scratch if warm is not None else new_scratch(fork_server)
     run = None
     try:
-        run = SubmissionRun(nb, checks, scratch, limits, log, where, use_bubblewrap, warm=warm, fork_server=fork_server)
+        run = SubmissionRun(nb, checks, scratch, limits, log, where, use_bubblewrap, warm=warm, fork_server=fork_server,
+                            rules=rules)
         run.execute()
     finally:
         if run is not None:
@@ -355,8 +379,15 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
 class SubmissionRun:
     """One notebook, one sandbox, one kernel: executed top to bottom, checks at test cells."""
 
-    def __init__(self, nb, checks, scratch, limits, log, where, use_bubblewrap=True, warm=None, fork_server=None):
+    def __init__(self, nb, checks, scratch, limits, log, where, use_bubblewrap=True, warm=None, fork_server=None,
+                 rules=()):
         self.nb, self.checks, self.limits, self.log, self.where = nb, checks, limits, log, where
+        self.rules = tuple(rules)
+        # function -> the Breach that fails all its cases: the source's, read before anything runs,
+        # then the run's, as a case of the function meets a refusal
+        self.breaches = {}
+        for breach in source_breaches(nb.cells, self.rules, checks):
+            self.breaches.setdefault(breach.function, breach)
         self.warm = warm  # a kernel already started in its own fresh sandbox for this submission, or None
         self.km = warm.km if warm is not None else SandboxedKernelManager(
             scratch / "channel", limits, use_bubblewrap=use_bubblewrap, fork_server=fork_server)
@@ -382,6 +413,8 @@ class SubmissionRun:
         try:
             with open(self.kernel_log, "ab" if self.warm is not None else "wb") as kernel_output, \
                     self.client.setup_kernel(stdout=kernel_output, stderr=subprocess.STDOUT):
+                if self.rules:
+                    self.install_rules(deadline)
                 for index, cell in enumerate(self.nb.cells):
                     if cell.cell_type != "code":
                         continue
@@ -445,6 +478,26 @@ class SubmissionRun:
         if time.monotonic() > deadline and self.stopped is None:
             self.stop("the notebook ran past its total time limit")
 
+    def install_rules(self, deadline):
+        """The rules' guard (``course.guard``) into the fresh kernel, before the submission's first cell.
+        If it cannot be installed, the rules would not hold: the grader's failure, so nothing is recorded."""
+        cell = nbformat.v4.new_code_cell(guard_code(self.rules))
+        first = self.nb.cells[0]
+        self.client.timeout = max(1.0, min(self.limits.cell_seconds, deadline - time.monotonic()))
+        self.client.probing = True  # nothing it displays is the student's output
+        try:
+            self.client.execute_cell(cell, 0)
+            failed = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+            problem = f"{failed[0].get('ename')}: {failed[0].get('evalue')}" if failed else None
+        except Exception as error:
+            problem = f"{type(error).__name__}: {error}"
+        finally:
+            self.client.probing = False
+            self.nb.cells[0] = first  # nbclient stores the executed cell at its index
+        if problem:
+            self.interrupt(f"the assignment's rules could not be enforced in the kernel ({problem})")
+            self.stop(self.interrupted)
+
     def interrupt(self, reason):
         self.interrupted = self.interrupted or reason
 
@@ -468,9 +521,21 @@ class SubmissionRun:
         device = preferred_device() if any(c.get("parity") for c in cases) else "cpu"
         verdicts = []
         for case in cases:
+            if case["function"] in self.breaches:  # failed already; running it would not change that
+                verdicts.append(None)
+                continue
             verdicts.append(self.run_case(case, index, deadline, device))
             if self.stopped:
                 break
+        # A breach fails every case of the function, those that ran before it was seen included; the
+        # note is said in full once per cell, the feedback shows the first failures side by side.
+        said = set()
+        for position, case in enumerate(cases[:len(verdicts)]):
+            breach = self.breaches.get(case["function"])
+            if breach is not None:
+                note = breach.note() if breach.function not in said else breach.again()
+                said.add(breach.function)
+                verdicts[position] = Verdict(False, f"{case.get('about', case['case'])}: {note}")
         self.write_verdict(cell, verdicts, device if any(c.get("torch") for c in cases) else None)
 
     def run_case(self, case, index, deadline, device):
@@ -479,12 +544,17 @@ class SubmissionRun:
             case = parity_case(case, device)
         probe = nbformat.v4.new_code_cell(harness_code(request_for(case, self.nonce, device)))
         graded_cell = self.nb.cells[index]
+        self.client.refusals = []
         self.client.probing = True
         try:
             self.run_cell(probe, index, deadline)
         finally:
             self.client.probing = False
             self.nb.cells[index] = graded_cell  # nbclient stores the executed cell at its index
+        breach = run_breach(self.rules, case["function"], self.client.refusals)
+        if breach is not None:
+            self.breaches.setdefault(case["function"], breach)
+            return Verdict(False, f"{case.get('about', case['case'])}: {breach.note()}")
         if self.stopped:
             return Verdict(False, f"{case.get('about', case['case'])}: {self.stopped}")
         reply, problem = reply_from_outputs(probe.outputs, self.nonce, case["case"])

@@ -50,6 +50,7 @@ from .errors import UsageError
 from .execute import SandboxedExecute, source_imports, source_notebooks
 from .incremental import GradeState, assignment_fingerprint, grader_files, submission_digest
 from .cases import references_path
+from .cases import load_rules
 from .judge import HiddenCheckError, load_hidden_checks
 from .kernel import KernelRecipe
 from .pools import DaskPool, LocalPool, PoolUnavailable
@@ -196,6 +197,7 @@ class AssignmentRun:
     name: str
     notebooks: list
     checks: dict
+    rules: tuple  # the assignment's rules (course.cases.Rule), enforced as its checks run
     fingerprint: bytes
     modules: tuple  # heavy modules the source notebooks import: the fork server or a warm kernel imports them ahead
     collected: object = None
@@ -306,10 +308,11 @@ class GradeRun:
             raise UsageError(str(problem)) from None
         try:
             checks = load_hidden_checks(assignment, self.executor_settings.hidden_checks_directory)
+            rules = load_rules(assignment, self.executor_settings.hidden_checks_directory)
         except HiddenCheckError as problem:  # before any submission is graded; nothing is recorded
             raise UsageError(f"{assignment}: the hidden checks are broken, nothing graded: {problem}") from None
         modules = source_imports(source_notebooks(self.config, assignment), self.executor_settings.preload_modules)
-        run = AssignmentRun(assignment, notebooks, checks, self._fingerprint(assignment), modules)
+        run = AssignmentRun(assignment, notebooks, checks, rules, self._fingerprint(assignment), modules)
         roster = None
         if self.roster_only:
             with self.gradebook() as gradebook:
@@ -568,7 +571,8 @@ class GradeRun:
         self._task_count += 1
         # The last few tasks start no kernel ahead: no worker has a next task to use it.
         task = {"id": task_id, "where": f"{submission.where}/{notebook}",
-                "notebook": sanitized, "checks": run.checks, "limits": asdict(self.limits),
+                "notebook": sanitized, "checks": run.checks, "rules": [asdict(rule) for rule in run.rules],
+                "limits": asdict(self.limits),
                 "use_bubblewrap": self.executor_settings.use_bubblewrap,
                 "modules": run.modules, "fork_server": fork, "prewarm": self.settings.prewarm,
                 "prewarm_next": (runs[following.assignment].modules

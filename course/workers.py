@@ -242,13 +242,15 @@ def run_task(task):
     """Execute one sanitized notebook in a fresh sandbox; return the executed notebook and the log.
 
     ``task`` keys: ``id``, ``where`` (student/assignment/notebook, for messages), ``notebook``
-    (the sanitized notebook as a dict), ``checks`` (the assignment's hidden checks), ``limits``
+    (the sanitized notebook as a dict), ``checks`` (the assignment's hidden checks), ``rules`` (its
+    rules, ``course.cases.Rule`` as dicts), ``limits``
     (``Limits`` as a dict), ``use_bubblewrap`` (refuse to run where
     bubblewrap is missing or cannot start, unless False), ``modules`` (the heavy modules of the assignment's source notebooks,
     which the fork server or a warm kernel imports ahead), ``fork_server`` (fork kernels from a
     pre-warmed interpreter where possible), ``prewarm`` (take the kernel started ahead, if any)
     and ``prewarm_next`` (modules for the kernel started ahead for the next task, or None).
     """
+    from .cases import Rule
     from .execute import execute_submission
 
     started = time.perf_counter()
@@ -270,6 +272,7 @@ def run_task(task):
     if task.get("prewarm_next") is not None:
         prepare_warm(recipe._replace(modules=tuple(task["prewarm_next"])))
     notebook = execute_submission(task["notebook"], task["checks"], recipe.limits, log, task["where"],
-                                  recipe.use_bubblewrap, warm=warm, fork_server=server)
+                                  recipe.use_bubblewrap, warm=warm, fork_server=server,
+                                  rules=[Rule.of(rule) for rule in task.get("rules", ())])
     return {"id": task["id"], "notebook": notebook, "log": handler.records, "seconds": time.perf_counter() - started,
             "host": socket.gethostname(), "pid": os.getpid(), "warm": warm is not None}

@@ -90,6 +90,7 @@ class Cases:
         self.assignment = assignment
         self.ref = reference_namespace(assignment)
         self.checks = {}
+        self.rules = []  # the assignment's rules (course/cases.py, "rule"), enforced by course/rules.py
 
     def add(self, grade_id, function, about, args, kwargs=None, tolerance=FLOAT64, variants=(), torch=False, **extra):
         kwargs = kwargs or {}
@@ -137,7 +138,7 @@ class Cases:
     def write(self, folder=OUT):
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{self.assignment}.json"
-        references = {"assignment": self.assignment, "checks": self.checks}
+        references = {"assignment": self.assignment, "checks": self.checks, **({"rules": self.rules} if self.rules else {})}
         found = problems(references)
         assert not found, f"{self.assignment}: the cases break the format of course/cases.py: " + "; ".join(found[:5])
         path.write_text(json.dumps(references, sort_keys=True, indent=1) + "\n")
@@ -347,6 +348,17 @@ def torch_cross_entropy():
     import torch
 
     c = Cases("a4-torch-cross-entropy")
+    # The intro's rule. The names are every spelling of the three functions (and their nn modules); the
+    # operators are what they all run, refused in the kernel whatever reaches them.
+    c.rules.append({
+        "rule": "no-library-cross-entropy",
+        "says": "F.cross_entropy, F.log_softmax, torch.logsumexp and nn.CrossEntropyLoss may not be used, under any name",
+        "forbidden": ["torch.nn.functional.cross_entropy", "torch.nn.functional.log_softmax", "torch.logsumexp",
+                      "torch.nn.CrossEntropyLoss", "torch.nn.LogSoftmax", "torch.log_softmax", "torch.special.log_softmax",
+                      "torch.special.logsumexp", "torch.Tensor.log_softmax", "torch.Tensor.logsumexp",
+                      "torch._C._nn.cross_entropy_loss"],
+        "ops": ["aten::_log_softmax", "aten::logsumexp"],
+    })
     g = rng(4)
     nan_hint = "logits of ±1000 overflow exp: subtract the row max (log-sum-exp)"
     logits = g.normal(size=(64, 10)) * 3
