@@ -201,20 +201,175 @@ def test_chapter_offers_its_notebook_and_launch_buttons_only_where_configured(ro
     assert any(c["cell_type"] == "code" and c.get("outputs") for c in cells), f"{notebook} has no outputs"
 
 
-def test_paired_notebooks_match_their_chapters(root):
-    """book/NN-*.ipynb (what Colab and Binder open) hold the chapter's cells, without outputs."""
+def solution_lines(root, doc):
+    """A distinctive line of every solution of a chapter (its first plain line of prose or code)."""
+    text = (root / f"{doc}.md").read_text(encoding="utf-8")
+    found = []
+    for body in re.findall(r"^:::\{solution\}[^\n]*\n(.*?)^:::\s*$", text, re.S | re.M):
+        lines = [line.strip() for line in body.splitlines()
+                 if len(line.strip()) > 24 and not re.search(r"[{}`$:\\]|^\W", line.strip())]
+        if lines:
+            found.append(lines[0])
+    return found
+
+
+def assert_reads_as_a_notebook(root, built_site, doc, notebook, where):
+    """The checks of issue 25 on one chapter notebook, opened as JSON."""
+    from course.student_notebook import site_url
+
+    base = site_url(root)
+    cells = notebook["cells"]
+    text = lambda cell: cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])  # noqa: E731
+    markdown = [text(c) for c in cells if c["cell_type"] == "markdown"]
+    code = [text(c) for c in cells if c["cell_type"] == "code"]
+    everything = "\n".join(markdown)
+    roles = re.findall(r"\{[a-z][\w:-]*\}`[^`]*`", everything)
+    assert not roles, f"{where}: MyST roles left: {roles[:5]}"
+    fences = re.findall(r"^(?::::+|```)\{[\w-]+\}.*$", everything, re.M)
+    assert not fences, f"{where}: MyST directives left: {fences[:5]}"
+    assert "<figure" not in everything and "<svg" not in everything, f"{where}: raw HTML figure left"
+    plumbing = [c for c in code if "myst_nb" in c or re.search(r"\bglue\(", c)]
+    assert not plumbing, f"{where}: build plumbing in code cells: {plumbing[0][:300]}"
+    # Every glued number is written in.
+    glued = json.loads((built_site / "jupyter_execute" / f"{doc}.glue.json").read_text()) \
+        if (built_site / "jupyter_execute" / f"{doc}.glue.json").is_file() else None
+    source = (root / f"{doc}.md").read_text(encoding="utf-8")
+    assert "{glue:text}" not in everything
+    # Solutions: none before the "Solutions" heading, every one after it.
+    headings = [i for i, c in enumerate(markdown) if c.startswith("## Solutions")]
+    solutions = solution_lines(root, doc)
+    if solutions:
+        assert len(headings) == 1, f"{where}: no single '## Solutions' section"
+        before, after = "\n".join(markdown[:headings[0]]), "\n".join(markdown[headings[0]:])
+        for line in solutions:
+            assert line not in before, f"{where}: solution text before the end: {line!r}"
+            assert line in after, f"{where}: a solution is missing from the end: {line!r}"
+        assert headings[0] == len(markdown) - source.count(":::{solution}") - 1
+    # Links to the site: absolute, on the configured site, to pages the build has.
+    links = re.findall(r"\]\((https?://[^)\s]+)\)", everything)
+    for link in links:
+        if link.startswith(base):
+            page = link[len(base):].split("#")[0]
+            assert (built_site / "html" / page).is_file(), f"{where}: {link} is not a page of the site"
+    if "{doc}`" in source:
+        assert any(link.startswith(base) for link in links), f"{where}: no cross-reference became a link"
+    if "{raw} html" in source:
+        assert any(link.startswith(f"{base}{doc}.html#") for link in links), f"{where}: no link to its figure"
+    return everything
+
+
+@pytest.mark.parametrize("doc", chapters(ROOT))
+def test_downloaded_chapter_notebook_reads_as_a_notebook(root, built_site, doc):
+    """The .ipynb a chapter offers: numbers written in, links to the site, solutions at the end, no plumbing;
+    its code cells keep their outputs, one box per cell's stream (no glue output between prints)."""
+    path = built_site / "html" / "_sources" / f"{doc}.ipynb"
+    notebook = json.loads(path.read_text())
+    everything = assert_reads_as_a_notebook(root, built_site, doc, notebook, path.name)
+    executed = json.loads((built_site / "jupyter_execute" / f"{doc}.ipynb").read_text())
+    values = [o["data"]["text/plain"].strip("'") for c in executed["cells"] for o in c.get("outputs", [])
+              if "scrapbook" in o.get("metadata", {}) and o["metadata"]["scrapbook"]["name"] in
+              (root / f"{doc}.md").read_text()]
+    for value in values:
+        assert value in everything or value in json.dumps(notebook), f"{path.name}: the glued {value!r} is not written in"
+    for cell in notebook["cells"]:
+        outputs = cell.get("outputs", [])
+        assert not any("scrapbook" in o.get("metadata", {}) for o in outputs), f"{path.name}: a glue output is left"
+        kinds = [(o["output_type"], o.get("name")) for o in outputs]
+        assert all(a != b or a[0] != "stream" for a, b in zip(kinds, kinds[1:])), f"{path.name}: a split output"
+    assert any(c["cell_type"] == "code" and c.get("outputs") for c in notebook["cells"]), f"{path.name}: no outputs"
+
+
+@pytest.mark.parametrize("doc", chapters(ROOT))
+def test_paired_notebooks_are_the_student_notebooks_of_their_chapters(root, built_site, doc):
+    """book/NN-*.ipynb (what Colab and Binder open) is what `make notebooks` writes from the chapter and the
+    build's numbers, without outputs, and reads as a notebook."""
+    from course.student_notebook import paired_notebook
+
+    paired = root / f"{doc}.ipynb"
+    assert paired.is_file(), f"{paired.relative_to(root)} is missing: run `make notebooks` and commit it"
+    committed = json.loads(paired.read_text())
+    expected = json.loads(json.dumps(paired_notebook(doc, root, built_site)))
+    as_text = lambda source: source if isinstance(source, str) else "".join(source)  # noqa: E731
+    want = [(c["cell_type"], as_text(c["source"])) for c in expected["cells"]]
+    have = [(c["cell_type"], as_text(c["source"])) for c in committed["cells"]]
+    assert have == want, f"{paired.relative_to(root)} differs from {doc}.md: run `make notebooks` and commit it"
+    assert not any(c.get("outputs") for c in committed["cells"]), f"{paired.relative_to(root)} has outputs"
+    assert_reads_as_a_notebook(root, built_site, doc, committed, paired.name)
+
+
+def test_the_notebook_check_catches_myst_left_in_a_notebook(root, built_site):
+    """The check above fails on a notebook with a role, a placeholder, plumbing or a solution left in place."""
+    doc = "book/05-softmax"
+    good = json.loads((root / f"{doc}.ipynb").read_text())
+    for planted in ("See {doc}`04-bayes`.", "About {glue:text}`doubling_temperature`.",
+                    ":::{solution} x\nText\n:::", "```{raw} html\n<figure></figure>\n```"):
+        bad = json.loads(json.dumps(good))
+        bad["cells"].insert(1, {"cell_type": "markdown", "metadata": {}, "source": planted})
+        with pytest.raises(AssertionError):
+            assert_reads_as_a_notebook(root, built_site, doc, bad, "planted")
+    bad = json.loads(json.dumps(good))
+    bad["cells"].insert(1, {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+                            "source": "from myst_nb import glue"})
+    with pytest.raises(AssertionError):
+        assert_reads_as_a_notebook(root, built_site, doc, bad, "planted")
+    bad = json.loads(json.dumps(good))
+    heading = next(i for i, c in enumerate(bad["cells"]) if "".join(c["source"]).startswith("## Solutions"))
+    bad["cells"].insert(2, bad["cells"][heading + 1])
+    with pytest.raises(AssertionError):
+        assert_reads_as_a_notebook(root, built_site, doc, bad, "planted")
+
+
+def imported_modules(root):
+    """Top-level modules the chapters and the released assignments import (the standard library left out)."""
+    import ast
+
     import jupytext
 
-    for doc in chapters(root):
-        paired = root / f"{doc}.ipynb"
-        assert paired.is_file(), f"{paired.relative_to(root)} is missing: run `make notebooks` and commit it"
-        expected = jupytext.read(root / f"{doc}.md")
-        committed = json.loads(paired.read_text())
-        as_text = lambda source: source if isinstance(source, str) else "".join(source)  # noqa: E731
-        want = [(c.cell_type, as_text(c.source)) for c in expected.cells]
-        have = [(c["cell_type"], as_text(c["source"])) for c in committed["cells"]]
-        assert have == want, f"{paired.relative_to(root)} differs from {doc}.md: run `make notebooks` and commit it"
-        assert not any(c.get("outputs") for c in committed["cells"]), f"{paired.relative_to(root)} has outputs"
+    sources = [c.source for p in sorted((root / "book").glob("[0-9][0-9]-*.md")) for c in jupytext.read(p).cells
+               if c.cell_type == "code"]
+    sources += [c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+                for nb in assignments(root).values() for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+    modules = set()
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:  # a cell with IPython magics
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules.add(node.module.split(".")[0])
+    return modules - set(sys.stdlib_module_names) - {"myst_nb"}  # myst_nb: the build's, behind an ImportError guard
+
+
+# Import name -> the name pip installs it under.
+DISTRIBUTIONS = {"numpy": "numpy", "scipy": "scipy", "matplotlib": "matplotlib", "torch": "torch", "names": "names"}
+
+
+def test_setup_page_lists_every_module_the_notebooks_import(root, built_site):
+    """The set-up page offers a requirements file that pins every package the chapters and assignments import,
+    at the version the course is built with, and says which Python and how to open a notebook."""
+    modules = imported_modules(root)
+    assert {"numpy", "torch", "scipy", "matplotlib", "names"} <= modules, modules
+    unknown = modules - set(DISTRIBUTIONS)
+    assert not unknown, f"the notebooks import {unknown}: add them to book/requirements.txt and DISTRIBUTIONS"
+    requirements = dict(line.split("==") for line in (root / "book/requirements.txt").read_text().splitlines()
+                        if line and not line.startswith("#"))
+    lock = dict(line.split("==") for line in (root / "requirements.lock").read_text().splitlines() if "==" in line)
+    for module in modules:
+        name = DISTRIBUTIONS[module]
+        assert name in requirements, f"book/requirements.txt does not list {name} (imported as {module})"
+        assert requirements[name] == lock[name], f"{name}: {requirements[name]} in book/requirements.txt, {lock[name]} in the lock"
+    assert "jupyterlab" in requirements
+    page = (built_site / "html" / "book" / "setup.html").read_text()
+    hrefs = Page.read(built_site / "html" / "book" / "setup.html").hrefs()
+    download = [h for h in hrefs if h.endswith("requirements.txt")]
+    assert download and (built_site / "html" / "book" / download[0]).resolve().read_bytes() == \
+        (root / "book/requirements.txt").read_bytes()
+    for words in ("Python 3.11", "pip install -r requirements.txt", "jupyter lab", "Colab"):
+        assert words in html.unescape(re.sub(r"<[^>]+>", "", page)), f"the set-up page does not say {words!r}"
+    assert "book/setup" in toc_docs(root)
 
 
 def jupyter_book(root, config, toc, out):
@@ -276,10 +431,20 @@ def test_every_assignment_page_links_only_its_released_notebook(root, built_site
 
 
 def test_every_download_on_the_site_is_a_released_notebook(root, built_site):
+    """Every file in _downloads is a released notebook, the zip of one beside it (for file://), or the set-up
+    page's requirements file."""
+    import zipfile
+
     released = {nb.read_bytes(): nb for nb in assignments(root).values()}
+    released[(root / "book" / "requirements.txt").read_bytes()] = root / "book" / "requirements.txt"
     downloads = [p for p in (built_site / "html" / "_downloads").rglob("*") if p.is_file()]
     assert downloads, "the site offers no assignment download"
     for path in downloads:
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                assert archive.namelist() == [path.with_suffix(".ipynb").name], f"{path} holds {archive.namelist()}"
+                assert archive.read(archive.namelist()[0]) == path.with_suffix(".ipynb").read_bytes(), path
+            continue
         assert path.read_bytes() in released, f"{path} is not byte-identical to a notebook in assignments/"
     for path in (built_site / "html").rglob("*.html"):
         for href in Page.read(path).hrefs():
@@ -672,6 +837,42 @@ def test_site_works_opened_from_its_folder(built_site, browser, site_url):
         results = page.locator("#search-results ul.search li")
         results.first.wait_for(timeout=15_000)
         assert results.count() > 0
+        assert not tab.problems, tab.problems
+    finally:
+        tab.close()
+
+
+@pytest.mark.browser
+def test_notebooks_download_from_the_folder(root, built_site, browser, site_url, tmp_path):
+    """Opened from its folder (file://), the site saves notebooks instead of showing them as text: a chapter's
+    download button and an assignment's link each save a .zip that holds the notebook the site serves."""
+    import zipfile
+
+    folder = (built_site / "html").resolve().as_uri() + "/"
+    tab = Visit(browser, site_url)
+    try:
+        page = tab.page
+        tab.open(folder + "book/05-softmax.html")
+        page.locator("button[aria-label='Download this page']:visible").click()
+        link = page.locator("a.btn-download-notebook-button, a[href*='_sources/'][href$='.zip']").first
+        with page.expect_download(timeout=15_000) as download:
+            link.click()
+        saved = tmp_path / download.value.suggested_filename
+        download.value.save_as(saved)
+        assert saved.name == "05-softmax.zip", saved.name
+        with zipfile.ZipFile(saved) as archive:
+            assert archive.read("05-softmax.ipynb") == (built_site / "html/_sources/book/05-softmax.ipynb").read_bytes()
+        assert page.url.endswith("book/05-softmax.html"), f"the tab left the page: {page.url}"
+
+        tab.open(folder + "book/assignments/a2-losses.html")
+        with page.expect_download(timeout=15_000) as download:
+            page.locator("a[href*='_downloads/']").first.click()
+        saved = tmp_path / download.value.suggested_filename
+        download.value.save_as(saved)
+        assert saved.name == "losses.zip", saved.name
+        with zipfile.ZipFile(saved) as archive:
+            assert archive.read("losses.ipynb") == (root / "assignments/a2-losses/losses.ipynb").read_bytes()
+        assert page.url.endswith("a2-losses.html"), f"the tab left the page: {page.url}"
         assert not tab.problems, tab.problems
     finally:
         tab.close()

@@ -2,7 +2,12 @@
 
 * sphinx-book-theme copies a chapter's executed notebook into ``_sources/`` (the ".ipynb"
   download button) only when some launch service is configured. Here every chapter gets its
-  download, configured or not (``offer_notebook_download``).
+  download, configured or not (``offer_notebook_download``), and it is the notebook a student
+  reads (``course/student_notebook.py``): numbers written in, links to the published site,
+  solutions at the end, no build plumbing.
+* Every notebook the site offers (a chapter's, an assignment's) also has a ``.zip`` beside it
+  (``zip_notebooks``): from the site's folder (file://) browsers show an ``.ipynb`` as text
+  instead of saving it, so there ``site.js`` points the download links at the zips.
 * Launch buttons appear only for the services given a URL in ``_config.yml``
   (``launch_buttons``), and then only with ``repository.url`` naming the repository that holds
   the book: a service without a repository, or a placeholder address, stops the build with a
@@ -13,7 +18,8 @@
 """
 from __future__ import annotations
 
-import shutil
+import json
+import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -57,13 +63,47 @@ def offer_notebook_download(app: Sphinx, pagename, templatename, context, doctre
     executed = Path(app.outdir).parent / "jupyter_execute" / f"{pagename}.ipynb"
     if not executed.is_file():
         return  # a plain Markdown page, not a notebook
+    from course.student_notebook import glued_values, student_notebook
+
     target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(executed, target)
+    notebook = json.loads(executed.read_text(encoding="utf-8"))
+    readable = student_notebook(notebook, pagename, glued_values(notebook), Path(app.srcdir),
+                                base=site_url(app.config))
+    target.write_text(json.dumps(readable, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     context["ipynb_source"] = f"{pagename}.ipynb"
 
 
+def site_url(config) -> str:
+    from course.student_notebook import DEFAULT_SITE_URL
+
+    url = str(config.course_site_url or "").strip() or DEFAULT_SITE_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def write_zip(notebook: Path) -> Path:
+    """``name.zip`` beside ``name.ipynb``, holding it (a fixed date: the same notebook gives the same zip)."""
+    target = notebook.with_suffix(".zip")
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        info = zipfile.ZipInfo(notebook.name, date_time=(2026, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o644 << 16
+        archive.writestr(info, notebook.read_bytes())
+    return target
+
+
+def zip_notebooks(app: Sphinx, exception) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    out = Path(app.outdir)
+    for folder in ("_sources", "_downloads"):
+        for notebook in (out / folder).rglob("*.ipynb"):
+            write_zip(notebook)
+
+
 def setup(app: Sphinx):
+    app.add_config_value("course_site_url", "", "html")
+    app.connect("build-finished", zip_notebooks)
     app.connect("config-inited", check_launch_config)
     # Before sphinx-book-theme builds its header buttons (priority 501).
     app.connect("html-page-context", offer_notebook_download, priority=500)

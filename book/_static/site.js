@@ -92,5 +92,55 @@
     };
   });
 
+  // Downloads from the site's folder (file://): Chromium and Firefox show an .ipynb as text (the
+  // `download` attribute does not hold for file: links), so a notebook's link points at the .zip
+  // that the build writes beside it (book/_ext/launch_links.py), which browsers save.
+  ready(function () {
+    if (window.location.protocol !== "file:") return;
+    document.querySelectorAll('a[href$=".ipynb"]').forEach(function (link) {
+      var href = link.getAttribute("href");
+      if (/^[a-z][a-z0-9+.-]*:/i.test(href)) return;  // the site's own files only, not a launch service
+      link.setAttribute("href", href.replace(/\.ipynb$/, ".zip"));
+      link.setAttribute("download", "");
+      var label = link.querySelector(".btn__text-container");
+      if (label && label.textContent.trim() === ".ipynb") label.textContent = ".ipynb (zip)";
+    });
+  });
+
+  // Matplotlib figures on phones: scaled to the column, a 1000-px figure's tick labels shrank to 5 CSS px.
+  // Below 600 px each figure is drawn at MIN_SCALE of its own size at least (its text about 10 px),
+  // in a box that scrolls sideways; a tap opens the image itself.
+  var MIN_SCALE = 0.72;
+  function readableFigures() {
+    document.querySelectorAll(".bd-article .cell_output img").forEach(function (image) {
+      if (!image.naturalWidth) return;
+      var box = image.parentElement.classList.contains("p2l-figure-scroll") ? image.parentElement : null;
+      if (window.innerWidth >= 600) {
+        image.style.width = "";
+        return;
+      }
+      if (!box) {
+        box = document.createElement("div");
+        box.className = "p2l-figure-scroll";
+        box.tabIndex = 0;  // a scrolling box is reachable by keyboard
+        box.setAttribute("role", "group");
+        box.setAttribute("aria-label", "Figure (scrolls sideways; tap to open the full image)");
+        image.parentElement.insertBefore(box, image);
+        box.appendChild(image);
+        box.addEventListener("click", function () { window.open(image.currentSrc || image.src, "_blank"); });
+      }
+      var column = box.parentElement.getBoundingClientRect().width;
+      image.style.width = Math.max(Math.min(column, image.naturalWidth), image.naturalWidth * MIN_SCALE) + "px";
+    });
+  }
+  ready(function () {
+    var images = document.querySelectorAll(".bd-article .cell_output img");
+    images.forEach(function (image) {
+      if (!image.complete) image.addEventListener("load", readableFigures);
+    });
+    readableFigures();
+    window.addEventListener("resize", readableFigures);
+  });
+
   window.p2lTexToText = texToText;
 })();
