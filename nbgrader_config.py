@@ -37,7 +37,7 @@ from nbgrader.converters import GenerateAssignment  # noqa: E402
 from course.chapter_links import AbsoluteChapterLinks  # noqa: E402
 
 c.GenerateAssignment.preprocessors = [AbsoluteChapterLinks] + list(
-    GenerateAssignment.class_traits()["preprocessors"].default_value)
+    GenerateAssignment.class_traits()["preprocessors"].make_dynamic_default())
 
 # nbgrader's own pipeline, with three changes: tampered cell metadata is restored from the
 # gradebook (instead of aborting the whole batch), Execute is replaced by the sandboxed,

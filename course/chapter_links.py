@@ -10,7 +10,7 @@ every such link becomes the chapter's page on the published site, ``course_site_
 import re
 
 from nbconvert.preprocessors import Preprocessor
-from traitlets import Unicode
+from traitlets import Bool, Unicode
 
 # [title](relative/path/book/NN-name.md#anchor): the link text (possibly wrapped), the path, the chapter, the anchor.
 RELATIVE_CHAPTER_LINK = re.compile(r"(\[[^\]]+\])\((?:\.\./)*book/(\d\d-[\w-]+)\.md(#[\w-]+)?\)")
@@ -23,6 +23,7 @@ def absolute_chapter_links(text: str, base: str) -> str:
 class AbsoluteChapterLinks(Preprocessor):
     """Markdown links to ``book/NN-*.md`` become links to the chapter on the published site."""
 
+    enabled = Bool(True)  # nbconvert's preprocessors are off unless enabled
     site_url = Unicode("", help="the published site (default: _config.yml's course_site_url)").tag(config=True)
 
     def preprocess(self, nb, resources):

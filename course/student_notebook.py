@@ -74,6 +74,34 @@ def glued_values(executed) -> dict[str, str]:
     return values
 
 
+def glued_values_of(doc: str, build: Path) -> dict[str, str]:
+    """Name -> text/plain of what chapter ``doc`` glued, as the last build kept it: myst-nb takes the glue
+    outputs out of the notebook it writes (``jupyter_execute/<doc>.ipynb``) into ``<doc>.glue.json``."""
+    values = {}
+    executed = build / "jupyter_execute" / f"{doc}.ipynb"
+    if executed.is_file():
+        values.update(glued_values(json.loads(executed.read_text(encoding="utf-8"))))
+    stored = build / "jupyter_execute" / f"{doc}.glue.json"
+    if stored.is_file():
+        for name, output in json.loads(stored.read_text(encoding="utf-8")).items():
+            plain = output.get("data", {}).get("text/plain", "")
+            values[name] = plain if isinstance(plain, str) else "".join(plain)
+    return values
+
+
+def merge_adjacent_streams(outputs):
+    """Stream outputs that follow one another (the glue outputs that stood between them taken out) as one."""
+    kept = []
+    for output in outputs:
+        previous = kept[-1] if kept else None
+        if (output.get("output_type") == "stream" and previous is not None
+                and previous.get("output_type") == "stream" and previous.get("name") == output.get("name")):
+            previous["text"] = _source({"source": previous["text"]}) + _source({"source": output["text"]})
+            continue
+        kept.append(output)
+    return kept
+
+
 def glue_text(plain: str, spec: str | None) -> str:
     """What myst-nb's ``{glue:text}`` role shows for a glued text/plain (quotes stripped; a format spec applied)."""
     text = plain.strip("'")
@@ -153,17 +181,7 @@ def strip_build_code(source: str) -> str:
 
 def _clean_outputs(outputs):
     """Outputs without the glue ones, the stream outputs they split joined again."""
-    kept = []
-    for output in outputs:
-        if is_glue_output(output):
-            continue
-        previous = kept[-1] if kept else None
-        if (output.get("output_type") == "stream" and previous is not None
-                and previous.get("output_type") == "stream" and previous.get("name") == output.get("name")):
-            previous["text"] = _source({"source": previous["text"]}) + _source({"source": output["text"]})
-            continue
-        kept.append(copy.deepcopy(output))
-    return kept
+    return merge_adjacent_streams([copy.deepcopy(o) for o in outputs if not is_glue_output(o)])
 
 
 # ---------------------------------------------------------------- markdown cells
@@ -311,13 +329,14 @@ def paired_notebook(doc: str, root: Path = ROOT, build: Path | None = None):
     import jupytext
     import nbformat
 
-    executed = (build or root / "_build") / "jupyter_execute" / f"{doc}.ipynb"
+    build = build or root / "_build"
+    executed = build / "jupyter_execute" / f"{doc}.ipynb"
     if not executed.is_file():
         raise SystemExit(f"{executed} is missing: run `course build` first (make notebooks does)")
     source = jupytext.read(root / f"{doc}.md")
     source.metadata.pop("jupytext", None)
-    notebook = student_notebook(json.loads(nbformat.writes(source)), doc, glued_values(json.loads(executed.read_text())),
-                                root, keep_outputs=False)
+    notebook = student_notebook(json.loads(nbformat.writes(source)), doc, glued_values_of(doc, build), root,
+                                keep_outputs=False)
     return nbformat.from_dict(notebook)
 
 

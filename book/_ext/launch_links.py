@@ -63,12 +63,13 @@ def offer_notebook_download(app: Sphinx, pagename, templatename, context, doctre
     executed = Path(app.outdir).parent / "jupyter_execute" / f"{pagename}.ipynb"
     if not executed.is_file():
         return  # a plain Markdown page, not a notebook
-    from course.student_notebook import glued_values, student_notebook
+    from course.student_notebook import glued_values_of, student_notebook
 
     target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
     notebook = json.loads(executed.read_text(encoding="utf-8"))
-    readable = student_notebook(notebook, pagename, glued_values(notebook), Path(app.srcdir),
+    readable = student_notebook(notebook, pagename, glued_values_of(pagename, Path(app.outdir).parent),
+                                Path(app.srcdir),
                                 base=site_url(app.config))
     target.write_text(json.dumps(readable, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     context["ipynb_source"] = f"{pagename}.ipynb"
@@ -101,7 +102,20 @@ def zip_notebooks(app: Sphinx, exception) -> None:
             write_zip(notebook)
 
 
+def merge_only_adjacent_streams() -> None:
+    """One box per run of printed text: myst-nb takes glue outputs out of a cell, which left the prints
+    before and after each ``glue()`` call in boxes of their own. With ``nb_merge_streams`` on (_config.yml),
+    myst-nb's coalescing is replaced by one that joins only streams that follow one another, so text
+    printed after a figure stays after it."""
+    from myst_nb.core import render
+
+    from course.student_notebook import merge_adjacent_streams
+
+    render.coalesce_streams = merge_adjacent_streams
+
+
 def setup(app: Sphinx):
+    merge_only_adjacent_streams()
     app.add_config_value("course_site_url", "", "html")
     app.connect("build-finished", zip_notebooks)
     app.connect("config-inited", check_launch_config)
