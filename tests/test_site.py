@@ -1299,6 +1299,124 @@ def test_phone_width_has_no_sideways_scroll_and_readable_figure_labels(root, dev
         tab.close()
 
 
+AXIS_TITLES_CLEAR = """(selector) => [...document.querySelectorAll(selector)].map(svg => {
+  const outer = svg.getBoundingClientRect();
+  const texts = [...svg.querySelectorAll('.p2l-axes text')].map(t => ({
+    title: t.classList.contains('p2l-axis-title'), text: t.textContent, box: t.getBoundingClientRect()}));
+  const overlaps = (a, b) => a.left < b.right - 0.5 && b.left < a.right - 0.5 && a.top < b.bottom - 0.5 && b.top < a.bottom - 0.5;
+  const problems = [];
+  for (const t of texts) {
+    if (t.box.left < outer.left - 1 || t.box.right > outer.right + 1 || t.box.top < outer.top - 1 || t.box.bottom > outer.bottom + 1)
+      problems.push('cut off: ' + t.text);
+    if (!t.title) continue;
+    for (const u of texts) if (!u.title && overlaps(t.box, u.box)) problems.push(t.text + ' over ' + u.text);
+  }
+  return {titles: texts.filter(t => t.title).length, problems};
+})"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [390, 1280])
+def test_axis_titles_of_the_interactive_figures_clear_their_tick_labels(device, width):
+    """Chapters 3, 5 and 8: no axis title over a tick label, no text cut off by the plot's edge."""
+    for doc in ("book/03-distributions", "book/05-softmax", "book/08-cross-entropy"):
+        tab = device(f"{doc}.html", width=width, height=844)
+        for figure in tab.page.evaluate(AXIS_TITLES_CLEAR, "svg.p2l-plot"):
+            assert figure["titles"] >= 2, f"{doc}: axis titles not found"
+            assert not figure["problems"], f"{doc} at {width} px: {figure['problems']}"
+        tab.close()
+
+
+@pytest.mark.browser
+def test_gaussian_axes_hold_the_three_sigma_band(device):
+    """At μ = 3, σ = 3 the ±3σ band reaches x = 12: the x axis goes that far, and the peak fits at σ = 0.4."""
+    tab = device("book/03-distributions.html", width=1280)
+    page, fig = tab.page, "[data-p2l-figure='gaussian']"
+    page.get_by_label("mean μ", exact=True).fill("3")
+    page.get_by_label("standard deviation σ", exact=True).fill("3")
+    x_range = json.loads(page.locator(f"{fig} svg").get_attribute("data-x-range"))
+    assert x_range[0] <= 3 - 9 and x_range[1] >= 3 + 9, x_range
+    band = page.locator(f"{fig} svg path.p2l-band-3").bounding_box()
+    plot = page.locator(f"{fig} svg .p2l-axes line").first.bounding_box()  # the x axis
+    assert band["x"] >= plot["x"] - 1 and band["x"] + band["width"] <= plot["x"] + plot["width"] + 1, (band, plot)
+    ticks = [float(t.replace("\u2212", "-")) for t in page.locator(f"{fig} svg .p2l-axes text").all_inner_texts()
+             if re.fullmatch(r"[-\u2212]?\d+", t)]
+    assert max(ticks) >= 12, ticks
+    page.get_by_label("standard deviation σ", exact=True).fill("0.4")
+    y_range = json.loads(page.locator(f"{fig} svg").get_attribute("data-y-range"))
+    assert y_range[1] >= 1 / (0.4 * math.sqrt(2 * math.pi)), y_range
+
+
+@pytest.mark.browser
+def test_softmax_figure_clears_its_output_on_invalid_input(visit):
+    tab = visit("book/05-softmax.html")
+    page, fig = tab.page, "[data-p2l-figure='softmax']"
+    assert readouts(page, fig, "probability")
+    page.get_by_label("logit z₂", exact=True).fill("")
+    assert "must be a number" in page.locator(f"{fig} [data-role='status']").inner_text()
+    assert readouts(page, fig, "probability") == [], "the old table stays beside the error"
+    assert page.locator(f"{fig} svg rect.p2l-bar").count() == 0, "the old bars stay beside the error"
+    assert "must be a number" in page.locator(f"{fig} svg").get_attribute("aria-label")
+    page.get_by_label("logit z₂", exact=True).fill("1")
+    assert readouts(page, fig, "probability") == ["0.6590", "0.2424", "0.0986"]
+    assert page.locator(f"{fig} svg rect.p2l-bar").count() == 3
+
+
+WIDE_EQUATIONS = """() => [...document.querySelectorAll('.bd-article mjx-container[display="true"]')]
+  .filter(m => m.scrollWidth > m.clientWidth + 1).map(m => m.textContent.slice(0, 60))"""
+
+
+@pytest.mark.browser
+def test_display_equations_fit_a_phone(device):
+    """Long display equations are broken into lines (aligned), not cut at 390 px."""
+    for doc in ("book/03-distributions", "book/08-cross-entropy"):
+        tab = device(f"{doc}.html", width=390, height=844)
+        tab.page.wait_for_function("() => document.querySelectorAll('mjx-container').length > 0")
+        wide = tab.page.evaluate(WIDE_EQUATIONS)
+        assert not wide, f"{doc}: equations cut at 390 px: {wide}"
+        tab.close()
+
+
+FIGURE_IMAGES = """() => [...document.querySelectorAll('.bd-article .cell_output img')].map(i => ({
+  src: i.getAttribute('src'), shown: i.getBoundingClientRect().width, natural: i.naturalWidth,
+  filter: getComputedStyle(i).filter}))"""
+
+
+@pytest.mark.browser
+def test_matplotlib_figure_text_is_readable_on_a_phone(root, built_site, device):
+    """At 390 px every matplotlib figure is drawn large enough that its smallest text is 9 CSS px or more
+    (in a box that scrolls sideways), and the page itself does not scroll sideways."""
+    points = smallest_figure_font_points(root)
+    checked = 0
+    for doc in chapters(root):
+        tab = device(f"{doc}.html", width=390, height=844)
+        tab.page.wait_for_function("() => [...document.images].every(i => i.complete)")
+        tab.page.wait_for_timeout(100)
+        for image in tab.page.evaluate(FIGURE_IMAGES):
+            data = (html_path(built_site, doc).parent / image["src"]).read_bytes()
+            dpi = png_dpi(data) if data.startswith(b"\x89PNG") else None
+            if dpi is None:
+                continue
+            px = points * dpi / 72 * image["shown"] / image["natural"]
+            assert px >= 9, f"{doc}: {image['src']} at 390 px is drawn at {image['shown']:.0f} of {image['natural']} px: text {px:.1f} px"
+            checked += 1
+        width = tab.page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 390, f"{doc}: the page is {width} px wide"
+        tab.close()
+    assert checked >= 12, f"only {checked} matplotlib figures measured"
+
+
+@pytest.mark.browser
+def test_matplotlib_figures_follow_dark_mode(device):
+    """In the dark theme the white PNGs are inverted (hues kept): no light card on a dark page."""
+    tab = device("book/03-distributions.html", width=1280, theme="dark")
+    images = tab.page.evaluate(FIGURE_IMAGES)
+    assert images
+    assert all("invert" in image["filter"] for image in images), images[:2]
+    light = device("book/03-distributions.html", width=1280, theme="light")
+    assert all("invert" not in image["filter"] for image in light.page.evaluate(FIGURE_IMAGES))
+
+
 def png_dpi(data):
     """The dots per inch matplotlib stored in a PNG (its pHYs chunk), or None."""
     position = 8
