@@ -39,11 +39,28 @@
     document.querySelectorAll("button.search-button-field").forEach(function (button) {
       button.removeAttribute("aria-label");
     });
-    document.querySelectorAll("button.theme-switch-button").forEach(function (button) {
-      button.querySelectorAll(".theme-switch[title]").forEach(function (icon) {
-        icon.setAttribute("data-p2l-title", icon.getAttribute("title"));
-        icon.removeAttribute("title");
+    // The colour-mode icons: Font Awesome replaces each <i title="Light"> by an <svg> holding a <title>
+    // (when it gets to it: before or after this script, a race), which gave the button the content
+    // "Light Dark System Settings" against its name "Color mode". The icons are made silent now and
+    // again whenever Font Awesome swaps them.
+    function silenceIcons(button) {
+      button.querySelectorAll(".theme-switch").forEach(function (icon) {
+        if (icon.hasAttribute("title")) {
+          icon.setAttribute("data-p2l-title", icon.getAttribute("title"));
+          icon.removeAttribute("title");
+        }
+        icon.querySelectorAll("title").forEach(function (title) {
+          icon.setAttribute("data-p2l-title", title.textContent);
+          title.remove();
+        });
+        icon.removeAttribute("aria-labelledby");
+        icon.setAttribute("aria-hidden", "true");
       });
+    }
+    document.querySelectorAll("button.theme-switch-button").forEach(function (button) {
+      silenceIcons(button);
+      new MutationObserver(function () { silenceIcons(button); })
+        .observe(button, { childList: true, subtree: true, attributes: true, attributeFilter: ["title", "aria-labelledby"] });
     });
     document.querySelectorAll("nav details > summary").forEach(function (summary) {
       if (summary.textContent.trim() || summary.getAttribute("aria-label")) return;
