@@ -102,15 +102,41 @@ def merge_adjacent_streams(outputs):
     return kept
 
 
-def glue_text(plain: str, spec: str | None) -> str:
-    """What myst-nb's ``{glue:text}`` role shows for a glued text/plain (quotes stripped; a format spec applied)."""
-    text = plain.strip("'")
-    if spec:
-        try:
-            return format(ast.literal_eval(text), spec)
-        except (ValueError, SyntaxError, TypeError):
-            return text
-    return text
+def readable_number(value: float) -> str:
+    """A float as prose shows it: at most 6 significant digits, tiny and huge ones as 8.88e-16."""
+    if value == 0 or value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    text = repr(value)
+    digits = re.sub(r"^0*", "", text.lstrip("-").replace(".", "").split("e")[0])
+    if len(digits) <= 6:
+        return text
+    return format(value, ".3g" if abs(value) < 1e-4 or abs(value) >= 1e7 else ".6g")
+
+
+def readable(value) -> str:
+    """A glued value as words: yes/no for a boolean (not Python's True), numbers by ``readable_number``,
+    lists and tuples item by item; anything else as ``str`` (what myst-nb shows)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return readable_number(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(readable(v) for v in value) + "]"
+    return str(value)
+
+
+def glue_text(plain: str, spec: str | None = None) -> str:
+    """What the site shows for ``{glue:text}`name:spec```: the glued text/plain read back as a Python value,
+    formatted with ``spec`` as myst-nb does, or without one for reading (``readable``)."""
+    try:
+        value = ast.literal_eval(plain)
+    except (SyntaxError, ValueError):
+        value = plain
+    if spec and spec != "s":
+        from myst_nb.core.variables import format_plain_text
+
+        return format_plain_text(plain, spec)
+    return readable(value)
 
 
 def title_of(doc: str, root: Path) -> str:

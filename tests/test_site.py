@@ -372,6 +372,30 @@ def test_setup_page_lists_every_module_the_notebooks_import(root, built_site):
     assert "book/setup" in toc_docs(root)
 
 
+def significant_digits(number: str) -> int:
+    mantissa = number.lstrip("-+").split("e")[0].split("E")[0].replace(".", "").lstrip("0")
+    return len(mantissa)
+
+
+def test_glued_numbers_are_formatted_for_reading(root, built_site):
+    """Every number glued into the prose of a chapter (span.pasted-text) has at most 6 significant digits and
+    no glued value is Python's True or False; the student notebooks say the same words."""
+    from course.student_notebook import glue_text
+
+    assert glue_text("8.881784197001252e-16") == "8.88e-16" and glue_text("True") == "yes"  # the planted cases
+    seen = 0
+    for doc in chapters(root):
+        page = html_path(built_site, doc).read_text(encoding="utf-8")
+        for text in re.findall(r'<span class="pasted-text">(.*?)</span>', page, re.S):
+            text = html.unescape(text)
+            seen += 1
+            assert text not in ("True", "False"), f"{doc}: a bare boolean in the prose: {text!r}"
+            assert not re.search(r"\b(True|False)\b", text), f"{doc}: {text!r}"
+            for number in re.findall(r"-?\d[\d.]*(?:e[-+]?\d+)?", text):
+                assert significant_digits(number) <= 6, f"{doc}: {number} in the prose has more than 6 significant digits"
+    assert seen > 100, f"only {seen} glued values found"
+
+
 def jupyter_book(root, config, toc, out):
     """Build the chapters with another _config.yml, without executing them, into out/_build."""
     out.mkdir(parents=True, exist_ok=True)

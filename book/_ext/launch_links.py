@@ -114,8 +114,28 @@ def merge_only_adjacent_streams() -> None:
     render.coalesce_streams = merge_adjacent_streams
 
 
+def readable_glued_text() -> None:
+    """``{glue:text}`` without a format shows numbers for reading (at most 6 significant digits, 8.88e-16
+    rather than 8.881784197001252e-16) and booleans as yes/no, not Python's ``True``
+    (``course.student_notebook.glue_text``, which the student notebooks use too)."""
+    from myst_nb.ext.glue import roles
+
+    from course.student_notebook import glue_text
+
+    original = roles.format_plain_text
+    if getattr(original, "readable", False):
+        return
+
+    def format_for_reading(text, fmt_spec):
+        return glue_text(text) if fmt_spec in ("", "s") else original(text, fmt_spec)
+
+    format_for_reading.readable = True
+    roles.format_plain_text = format_for_reading
+
+
 def setup(app: Sphinx):
     merge_only_adjacent_streams()
+    readable_glued_text()
     app.add_config_value("course_site_url", "", "html")
     app.connect("build-finished", zip_notebooks)
     app.connect("config-inited", check_launch_config)
