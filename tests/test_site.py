@@ -1112,6 +1112,31 @@ def test_search_finds_softmax(visit):
     assert not tab.problems, tab.problems
 
 
+@pytest.mark.browser
+def test_search_results_are_clean_unique_and_highlight_the_opened_page(visit):
+    """Summaries hold the chapter's text, not its header chrome (".pdf", "Contents"); no page is listed twice
+    under one title; the result opened highlights the words searched for."""
+    tab = visit("search.html?q=cross-entropy")
+    page = tab.page
+    results = page.locator("#search-results ul.search > li")
+    results.first.wait_for(timeout=15_000)
+    page.locator("#search-results ul.search > li p.context").first.wait_for(timeout=15_000)
+    page.wait_for_timeout(500)
+    entries = page.evaluate("""() => [...document.querySelectorAll('#search-results ul.search > li')].map(li => ({
+        href: li.querySelector('a').getAttribute('href'), title: li.querySelector('a').textContent,
+        summary: (li.querySelector('p.context') || {textContent: ''}).textContent}))""")
+    keys = [(e["href"].split("#")[0].split("?")[0], re.sub(r"^[\d.]+\s+", "", e["title"]).strip().lower()) for e in entries]
+    assert len(keys) == len(set(keys)), f"a result listed twice: {keys}"
+    for entry in entries:
+        assert not re.search(r"\.pdf|\.ipynb|\bContents\b|Download this page|Toggle", entry["summary"]), entry
+    bce = [e for e in entries if "09-bce" in e["href"]]
+    assert len(bce) >= 1
+    page.locator("#search-results ul.search > li a").first.click()
+    page.wait_for_load_state("load")
+    page.wait_for_function("() => document.querySelectorAll('span.highlighted').length > 0", timeout=10_000)
+    assert not tab.problems, tab.problems
+
+
 CONTRAST = """(selector) => {
   function rgb(color) {
     const m = color.match(/rgba?\\(([^)]+)\\)/);

@@ -92,8 +92,17 @@
       .trim();
   }
 
+  // The page chrome inside the theme's [role=main] (the article header's buttons: ".pdf", the contents
+  // list, "Contents"; the previous/next links) is not part of a result's summary.
+  var CHROME = [
+    ".bd-header-article", ".header-article-items", ".article-header-buttons", ".bd-sidebar-secondary",
+    ".prev-next-area", ".prev-next-footer", ".bd-footer-article", ".bd-footer-content", ".dropdown",
+    "button", ".toggle-details", "nav", ".p2l-figure",
+  ].join(", ");
+
   function plainFormulas(htmlString) {
     var parsed = new DOMParser().parseFromString(htmlString, "text/html");
+    parsed.querySelectorAll(CHROME).forEach(function (node) { node.remove(); });
     parsed.querySelectorAll(".math").forEach(function (formula) {
       formula.textContent = texToText(formula.textContent);
     });
@@ -157,6 +166,34 @@
     });
     readableFigures();
     window.addEventListener("resize", readableFigures);
+  });
+
+  // Search results: one entry per page and section (Sphinx lists a page whose title matches both as the
+  // page and as its first section, "Binary cross-entropy" twice), and each link carries the words
+  // searched for, so that the opened page highlights them (sphinx_highlight.js reads ?highlight=).
+  ready(function () {
+    var results = document.getElementById("search-results");
+    if (!results) return;
+    var words = (new URLSearchParams(window.location.search).get("q") || "").trim();
+    function tidy() {
+      var seen = {};
+      results.querySelectorAll("ul.search > li").forEach(function (item) {
+        var link = item.querySelector("a");
+        if (!link) return;
+        var page = (link.getAttribute("href") || "").split("#")[0].split("?")[0];
+        var title = link.textContent.replace(/^[\d.]+\s+/, "").trim().toLowerCase();
+        var key = page + "|" + title;
+        if (seen[key] && seen[key] !== item) { item.remove(); return; }
+        seen[key] = item;
+        if (words && !/[?&]highlight=/.test(link.getAttribute("href"))) {
+          var href = link.getAttribute("href"), hash = href.indexOf("#");
+          var base = hash < 0 ? href : href.slice(0, hash), anchor = hash < 0 ? "" : href.slice(hash);
+          link.setAttribute("href", base + (base.indexOf("?") < 0 ? "?" : "&") + "highlight=" + encodeURIComponent(words) + anchor);
+        }
+      });
+    }
+    new MutationObserver(tidy).observe(results, { childList: true, subtree: true });
+    tidy();
   });
 
   window.p2lTexToText = texToText;
