@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import hashlib
 import html
 import json
 import re
@@ -363,6 +364,8 @@ def paired_notebook(doc: str, root: Path = ROOT, build: Path | None = None):
     source.metadata.pop("jupytext", None)
     notebook = student_notebook(json.loads(nbformat.writes(source)), doc, glued_values_of(doc, build), root,
                                 keep_outputs=False)
+    for index, cell in enumerate(notebook["cells"]):  # ids that stay the same from one `make notebooks` to the next
+        cell["id"] = hashlib.sha1(f"{doc}:{index}:{cell['cell_type']}".encode()).hexdigest()[:8]
     return nbformat.from_dict(notebook)
 
 
