@@ -134,9 +134,10 @@
   });
 
   // Matplotlib figures on phones: scaled to the column, a 1000-px figure's tick labels shrank to 5 CSS px.
-  // Below 600 px each figure is drawn at MIN_SCALE of its own size at least (its text about 10 px),
+  // Below 600 px each figure is drawn at MIN_SCALE of its own size at least (its smallest text, 8 pt at
+  // 100 dpi, about 9.4 px),
   // in a box that scrolls sideways; a tap opens the image itself.
-  var MIN_SCALE = 0.72;
+  var MIN_SCALE = 0.85;
   function readableFigures() {
     document.querySelectorAll(".bd-article .cell_output img").forEach(function (image) {
       if (!image.naturalWidth) return;
