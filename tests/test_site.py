@@ -372,6 +372,17 @@ def test_setup_page_lists_every_module_the_notebooks_import(root, built_site):
     assert "book/setup" in toc_docs(root)
 
 
+@pytest.mark.parametrize("doc", chapters(ROOT))
+def test_site_code_cells_show_no_build_plumbing(root, built_site, doc):
+    """A chapter page's code (what readers read and the copy button copies) has no glue() call and no myst_nb
+    import; the chapter's source has them, the kernel ran them."""
+    text = html.unescape(re.sub(r"<[^>]+>", "", html_path(built_site, doc).read_text(encoding="utf-8")))
+    source = (root / f"{doc}.md").read_text(encoding="utf-8")
+    assert "glue(" in source
+    assert not re.search(r"\bglue\(", text), f"{doc}: a glue() call is shown"
+    assert "myst_nb" not in text, f"{doc}: the myst_nb import is shown"
+
+
 def significant_digits(number: str) -> int:
     mantissa = number.lstrip("-+").split("e")[0].split("E")[0].replace(".", "").lstrip("0")
     return len(mantissa)

@@ -133,9 +133,35 @@ def readable_glued_text() -> None:
     roles.format_plain_text = format_for_reading
 
 
+def hide_build_code(app: Sphinx, doctree) -> None:
+    """The site's code cells without the build's plumbing (the ``from myst_nb import glue`` block and the
+    ``glue(...)`` calls), which readers would otherwise read and copy; the kernel ran them all the same."""
+    from docutils import nodes
+
+    from course.student_notebook import strip_build_code
+
+    for container in list(doctree.findall(nodes.container)):
+        if "cell_input" not in container.get("classes", []):
+            continue
+        for block in list(container.findall(nodes.literal_block)):
+            source = block.astext()
+            if "glue" not in source:
+                continue
+            try:
+                stripped = strip_build_code(source)
+            except (SyntaxError, ValueError):
+                continue  # not plain Python, or glue used another way: shown as written
+            if not stripped.strip():
+                container.parent.remove(container)
+                break
+            block.children = [nodes.Text(stripped)]
+            block.rawsource = stripped
+
+
 def setup(app: Sphinx):
     merge_only_adjacent_streams()
     readable_glued_text()
+    app.connect("doctree-read", hide_build_code)
     app.add_config_value("course_site_url", "", "html")
     app.connect("build-finished", zip_notebooks)
     app.connect("config-inited", check_launch_config)
