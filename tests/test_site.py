@@ -1404,6 +1404,9 @@ def test_gaussian_axes_hold_the_three_sigma_band(device):
     labels = page.evaluate(f"() => [...document.querySelectorAll(\"{fig} svg .p2l-axes text\")].map(t => t.textContent)")
     ticks = [float(t.replace("\u2212", "-")) for t in labels if re.fullmatch(r"[-\u2212]?\d+", t)]
     assert max(ticks) >= 12, ticks
+    peak = 1 / (3 * math.sqrt(2 * math.pi))
+    y_range = json.loads(page.locator(f"{fig} svg").get_attribute("data-y-range"))
+    assert peak < y_range[1] <= 3 * peak, f"the y axis does not fit the peak {peak:.3f}: {y_range}"
     page.get_by_label("standard deviation σ", exact=True).fill("0.4")
     y_range = json.loads(page.locator(f"{fig} svg").get_attribute("data-y-range"))
     assert y_range[1] >= 1 / (0.4 * math.sqrt(2 * math.pi)), y_range

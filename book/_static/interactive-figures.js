@@ -257,7 +257,7 @@
   function setupGaussian(figure) {
     var mu = role(figure, "mu"), sigma = role(figure, "sigma");
     var svg = figure.querySelector("svg");
-    var XR = [-10, 10], YR = [0, 1];  // at least this much; more where the ±3σ band or the peak needs it
+    var XR = [-10, 10], YR = [0, 1];  // x: at least this much, more where the ±3σ band needs it; y: to the peak
 
     function update() {
       var m = number(mu), s = number(sigma);
@@ -281,11 +281,13 @@
       var xt = niceTicks(Math.min(-10, m - 3.5 * s), Math.max(10, m + 3.5 * s), 10);
       XR = [Math.min(-10, xt.ticks[0] > m - 3.5 * s ? xt.ticks[0] - xt.step : xt.ticks[0]),
             Math.max(10, xt.ticks[xt.ticks.length - 1] < m + 3.5 * s ? xt.ticks[xt.ticks.length - 1] + xt.step : xt.ticks[xt.ticks.length - 1])];
-      var yt = niceTicks(0, Math.max(1, peak * 1.05), 4);
-      YR = [0, Math.max(1, yt.ticks[yt.ticks.length - 1] < peak ? yt.ticks[yt.ticks.length - 1] + yt.step : yt.ticks[yt.ticks.length - 1])];
-      var ydigits = yt.step < 0.1 ? 3 : yt.step < 1 ? 2 : 0;
+      var top = peak * 1.6;  // room above the curve for the legend
+      var yt = niceTicks(0, top, 4);
+      var last = yt.ticks[yt.ticks.length - 1];
+      YR = [0, last < top ? last + yt.step : last];
+      var ydigits = yt.step < 0.01 ? 3 : yt.step < 1 ? 2 : 0;
       var f = frame(svg, box, XR, YR, {
-        xticks: niceTicks(XR[0], XR[1], 10).ticks, yticks: niceTicks(YR[0], YR[1], 4).ticks,
+        xticks: niceTicks(XR[0], XR[1], 10).ticks, yticks: niceTicks(YR[0], YR[1], 4).ticks.filter(function (v) { return v <= YR[1] + 1e-12; }),
         yfmt: function (t) { return t.toFixed(ydigits); },
         xlabel: "x", ylabel: "density",
         title: "Gaussian density, \u03bc = " + fixed(m, 1) + ", \u03c3 = " + fixed(s, 1)
