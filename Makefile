@@ -25,9 +25,12 @@ release: $(STAMP)
 	$(BIN)/course release
 
 # The chapters are the one source; their paired notebooks (no outputs) are what launch buttons
-# open. A test checks that they match the chapters.
+# open: the chapter as a student reads it in Jupyter or Colab (course/student_notebook.py: numbers
+# from the build written in, links to the published site, solutions at the end, no build plumbing).
+# A test checks that they match the chapters and the build.
 notebooks: $(STAMP)
-	$(BIN)/jupytext --quiet --update --to ipynb book/[0-9][0-9]-*.md
+	$(BIN)/course build
+	$(BIN)/python -m course.student_notebook
 
 book: $(STAMP) release
 	$(BIN)/course build

@@ -28,6 +28,17 @@ c.CourseDirectory.db_url = os.environ.get("COURSE_DB_URL", "sqlite:///" + os.pat
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
+# Released notebooks link the chapters they practise on the published site (course/chapter_links.py;
+# the address: course_site_url in _config.yml), not by their path in this repository, which a student
+# who opens the notebook alone does not have. First, so that the checksums nbgrader records are the
+# released cells'.
+from nbgrader.converters import GenerateAssignment  # noqa: E402
+
+from course.chapter_links import AbsoluteChapterLinks  # noqa: E402
+
+c.GenerateAssignment.preprocessors = [AbsoluteChapterLinks] + list(
+    GenerateAssignment.class_traits()["preprocessors"].make_dynamic_default())
+
 # nbgrader's own pipeline, with three changes: tampered cell metadata is restored from the
 # gradebook (instead of aborting the whole batch), Execute is replaced by the sandboxed,
 # hidden-check executor, and everything a student controls (outputs, markdown and raw cells)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from chapter_links import CHAPTER_LINK
 from course.judge import array_from_reference, load_hidden_checks
+from course.student_notebook import site_url
 from grading_support import (ASSIGNMENTS, ROOT, feedback_html, make_course, max_points, nbgrader, written_points,
                              replace_function, scores, solution_notebook, student_version, submit)
 
@@ -230,7 +231,8 @@ def chapter_title(path):
 
 
 def test_notebooks_link_their_chapters_by_title_and_the_links_resolve():
-    """Solution and released notebooks name chapters as links that work in a clone, on GitHub and in Jupyter."""
+    """Solution notebooks name chapters as links that work in a clone and on GitHub; released notebooks link the
+    chapters on the published site (the 16 links work in Jupyter, Colab and on a hub), no relative path left."""
     for assignment, name in ASSIGNMENTS.items():
         for path in (ROOT / "solutions" / assignment / name, ROOT / "assignments" / assignment / name):
             notebook = nbformat.read(path, as_version=4)
@@ -240,10 +242,16 @@ def test_notebooks_link_their_chapters_by_title_and_the_links_resolve():
             assert CHAPTER_LINK.search(notebook.cells[0].source), f"{path.relative_to(ROOT)}: the intro links no chapter"
             # No chapter named only by a bare path, as before: `book/NN-....md`.
             assert not re.search(r"`book/\d\d-[\w-]+(\.md)?`", markdown), f"{path.relative_to(ROOT)}: a bare chapter path"
+            if path.is_relative_to(ROOT / "assignments"):
+                assert not re.search(r"\]\((?!https?://)[^)]*\.md\b", markdown), f"{path.relative_to(ROOT)}: a relative link"
             for text, target, stem in links:
-                chapter = (path.parent / target).resolve()
-                assert chapter == ROOT / "book" / f"{stem}.md" and chapter.is_file(), (
-                    f"{path.relative_to(ROOT)}: the link {target} does not reach book/{stem}.md")
+                chapter = ROOT / "book" / f"{stem}.md"
+                if path.is_relative_to(ROOT / "solutions"):  # in a clone: the chapter's source
+                    assert (path.parent / target).resolve() == chapter and chapter.is_file(), (
+                        f"{path.relative_to(ROOT)}: the link {target} does not reach book/{stem}.md")
+                else:  # released, opened alone in Jupyter, Colab or on a hub: the published chapter
+                    assert target == f"{site_url(ROOT)}book/{stem}.html" and chapter.is_file(), (
+                        f"{path.relative_to(ROOT)}: the link {target} is not the published book/{stem}.html")
                 assert " ".join(text.split()) == chapter_title(chapter), (
                     f"{path.relative_to(ROOT)}: the link to {stem} reads {text!r}, the chapter is {chapter_title(chapter)!r}")
 

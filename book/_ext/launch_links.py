@@ -2,7 +2,12 @@
 
 * sphinx-book-theme copies a chapter's executed notebook into ``_sources/`` (the ".ipynb"
   download button) only when some launch service is configured. Here every chapter gets its
-  download, configured or not (``offer_notebook_download``).
+  download, configured or not (``offer_notebook_download``), and it is the notebook a student
+  reads (``course/student_notebook.py``): numbers written in, links to the published site,
+  solutions at the end, no build plumbing.
+* Every notebook the site offers (a chapter's, an assignment's) also has a ``.zip`` beside it
+  (``zip_notebooks``): from the site's folder (file://) browsers show an ``.ipynb`` as text
+  instead of saving it, so there ``site.js`` points the download links at the zips.
 * Launch buttons appear only for the services given a URL in ``_config.yml``
   (``launch_buttons``), and then only with ``repository.url`` naming the repository that holds
   the book: a service without a repository, or a placeholder address, stops the build with a
@@ -13,7 +18,8 @@
 """
 from __future__ import annotations
 
-import shutil
+import json
+import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -57,13 +63,107 @@ def offer_notebook_download(app: Sphinx, pagename, templatename, context, doctre
     executed = Path(app.outdir).parent / "jupyter_execute" / f"{pagename}.ipynb"
     if not executed.is_file():
         return  # a plain Markdown page, not a notebook
+    from course.student_notebook import glued_values_of, student_notebook
+
     target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(executed, target)
+    notebook = json.loads(executed.read_text(encoding="utf-8"))
+    readable = student_notebook(notebook, pagename, glued_values_of(pagename, Path(app.outdir).parent),
+                                Path(app.srcdir),
+                                base=site_url(app.config))
+    target.write_text(json.dumps(readable, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     context["ipynb_source"] = f"{pagename}.ipynb"
 
 
+def site_url(config) -> str:
+    from course.student_notebook import DEFAULT_SITE_URL
+
+    url = str(config.course_site_url or "").strip() or DEFAULT_SITE_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def write_zip(notebook: Path) -> Path:
+    """``name.zip`` beside ``name.ipynb``, holding it (a fixed date: the same notebook gives the same zip)."""
+    target = notebook.with_suffix(".zip")
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        info = zipfile.ZipInfo(notebook.name, date_time=(2026, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o644 << 16
+        archive.writestr(info, notebook.read_bytes())
+    return target
+
+
+def zip_notebooks(app: Sphinx, exception) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    out = Path(app.outdir)
+    for folder in ("_sources", "_downloads"):
+        for notebook in (out / folder).rglob("*.ipynb"):
+            write_zip(notebook)
+
+
+def merge_only_adjacent_streams() -> None:
+    """One box per run of printed text: myst-nb takes glue outputs out of a cell, which left the prints
+    before and after each ``glue()`` call in boxes of their own. With ``nb_merge_streams`` on (_config.yml),
+    myst-nb's coalescing is replaced by one that joins only streams that follow one another, so text
+    printed after a figure stays after it."""
+    from myst_nb.core import render
+
+    from course.student_notebook import merge_adjacent_streams
+
+    render.coalesce_streams = merge_adjacent_streams
+
+
+def readable_glued_text() -> None:
+    """``{glue:text}`` without a format shows numbers for reading (at most 6 significant digits, 8.88e-16
+    rather than 8.881784197001252e-16) and booleans as yes/no, not Python's ``True``
+    (``course.student_notebook.glue_text``, which the student notebooks use too)."""
+    from myst_nb.ext.glue import roles
+
+    from course.student_notebook import glue_text
+
+    original = roles.format_plain_text
+    if getattr(original, "readable", False):
+        return
+
+    def format_for_reading(text, fmt_spec):
+        return glue_text(text) if fmt_spec in ("", "s") else original(text, fmt_spec)
+
+    format_for_reading.readable = True
+    roles.format_plain_text = format_for_reading
+
+
+def hide_build_code(app: Sphinx, doctree) -> None:
+    """The site's code cells without the build's plumbing (the ``from myst_nb import glue`` block and the
+    ``glue(...)`` calls), which readers would otherwise read and copy; the kernel ran them all the same."""
+    from docutils import nodes
+
+    from course.student_notebook import strip_build_code
+
+    for container in list(doctree.findall(nodes.container)):
+        if "cell_input" not in container.get("classes", []):
+            continue
+        for block in list(container.findall(nodes.literal_block)):
+            source = block.astext()
+            if "glue" not in source:
+                continue
+            try:
+                stripped = strip_build_code(source)
+            except (SyntaxError, ValueError):
+                continue  # not plain Python, or glue used another way: shown as written
+            if not stripped.strip():
+                container.parent.remove(container)
+                break
+            block.children = [nodes.Text(stripped)]
+            block.rawsource = stripped
+
+
 def setup(app: Sphinx):
+    merge_only_adjacent_streams()
+    readable_glued_text()
+    app.connect("doctree-read", hide_build_code)
+    app.add_config_value("course_site_url", "", "html")
+    app.connect("build-finished", zip_notebooks)
     app.connect("config-inited", check_launch_config)
     # Before sphinx-book-theme builds its header buttons (priority 501).
     app.connect("html-page-context", offer_notebook_download, priority=500)

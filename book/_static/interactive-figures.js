@@ -74,6 +74,47 @@
     return node;
   }
 
+  // The box a drawn element takes (null where the browser cannot tell: not rendered).
+  function measure(node) {
+    try {
+      var b = node.getBBox();
+      return b.width || b.height ? b : null;
+    } catch (error) {
+      return null;
+    }
+  }
+
+  // Grow the viewBox to hold everything drawn (larger text on phones), never shrink it below the
+  // size the chapter gave.
+  function fit(svg) {
+    if (!svg.dataset.viewBox) { svg.dataset.viewBox = svg.getAttribute("viewBox"); }
+    var v = svg.dataset.viewBox.split(/\s+/).map(Number);
+    var b = measure(svg);
+    if (!b) { return; }
+    var x0 = Math.min(v[0], b.x - 4), y0 = Math.min(v[1], b.y - 4);
+    var x1 = Math.max(v[0] + v[2], b.x + b.width + 4), y1 = Math.max(v[1] + v[3], b.y + b.height + 4);
+    svg.setAttribute("viewBox", [x0, y0, x1 - x0, y1 - y0].map(function (n) { return Math.round(n); }).join(" "));
+  }
+
+  // Redraw when the layout changes (a phone turned, the window resized): text sizes follow the width.
+  function onResize(update) {
+    var pending = false, width = window.innerWidth;
+    window.addEventListener("resize", function () {
+      if (pending || window.innerWidth === width) { return; }
+      pending = true;
+      window.requestAnimationFrame(function () { pending = false; width = window.innerWidth; update(); });
+    });
+  }
+
+  // About n round tick values from lo to hi (steps of 1, 2 or 5 times a power of ten).
+  function niceTicks(lo, hi, n) {
+    var raw = (hi - lo) / n, power = Math.pow(10, Math.floor(Math.log10(raw)));
+    var step = [1, 2, 5, 10].map(function (m) { return m * power; }).filter(function (s) { return s >= raw; })[0];
+    var ticks = [];
+    for (var v = Math.ceil(lo / step - 1e-9) * step; v <= hi + 1e-9; v += step) { ticks.push(Math.round(v / step) * step); }
+    return { ticks: ticks, step: step };
+  }
+
   function clear(svg) {
     while (svg.lastChild) { svg.removeChild(svg.lastChild); }
   }
@@ -93,14 +134,27 @@
       el("line", { x1: box.x - 4, y1: sy(t), x2: box.x, y2: sy(t) }, g);
       text(g, box.x - 7, sy(t) + 4, opts.yfmt ? opts.yfmt(t) : String(t), { "text-anchor": "end" });
     });
+    // Axis titles go outside the tick labels as drawn: on phones the CSS makes all text larger
+    // (interactive-figures.css), so fixed offsets put the titles over the tick labels.
+    var xBottom = box.y + box.h + 16, yLeft = box.x - 32;
+    Array.prototype.forEach.call(g.querySelectorAll("text"), function (label) {
+      var b = measure(label);
+      if (!b) { return; }
+      if (b.y > box.y + box.h) { xBottom = Math.max(xBottom, b.y + b.height); }
+      else if (b.x + b.width <= box.x) { yLeft = Math.min(yLeft, b.x); }
+    });
     if (opts.xlabel) {
-      text(g, box.x + box.w / 2, box.y + box.h + 34, opts.xlabel, { "text-anchor": "middle", "class": "p2l-axis-title" });
+      var xt = text(g, box.x + box.w / 2, 0, opts.xlabel, { "text-anchor": "middle", "class": "p2l-axis-title" });
+      var xh = measure(xt);
+      xt.setAttribute("y", xBottom + 4 + (xh ? xh.height * 0.8 : 14));
     }
     if (opts.ylabel) {
       var yl = box.y + box.h / 2;
-      text(g, box.x - 40, yl, opts.ylabel, {
-        "text-anchor": "middle", "class": "p2l-axis-title", transform: "rotate(-90 " + (box.x - 40) + " " + yl + ")"
-      });
+      var ytitle = text(g, 0, yl, opts.ylabel, { "text-anchor": "middle", "class": "p2l-axis-title" });
+      var yh = measure(ytitle);
+      var yx = yLeft - 6 - (yh ? yh.height * 0.25 : 4);
+      ytitle.setAttribute("x", yx);
+      ytitle.setAttribute("transform", "rotate(-90 " + yx + " " + yl + ")");
     }
     if (opts.title) {
       text(g, box.x + box.w / 2, box.y - 10, opts.title, { "text-anchor": "middle", "class": "p2l-plot-title" });
@@ -144,8 +198,13 @@
       var T = number(temperature);
       var logits = logitInputs.map(number);
       temperatureOut.textContent = fixed(T, 2);
-      if (logits.some(isNaN)) {
+      if (logits.some(isNaN) || !(T > 0)) {
+        // No stale numbers: the bars, the table and the label of the last valid input go too.
         status.textContent = "Every logit must be a number.";
+        rows.textContent = "";
+        clear(svg);
+        delete figure.dataset.probabilities;
+        describe(svg, "No bar chart: every logit must be a number. Enter a number in each logit field.");
         return;
       }
       status.textContent = "";
@@ -182,7 +241,9 @@
       });
       describe(svg, "Bar chart of the softmax probabilities at temperature " + fixed(T, 2) + ": " +
         probs.map(function (p, i) { return "class " + (i + 1) + " (logit " + logits[i] + ") " + fixed(p, 4); }).join(", ") + ".");
+      fit(svg);
     }
+    onResize(update);
 
     logitInputs.concat([temperature]).forEach(function (input) {
       input.addEventListener("input", update);
@@ -196,7 +257,7 @@
   function setupGaussian(figure) {
     var mu = role(figure, "mu"), sigma = role(figure, "sigma");
     var svg = figure.querySelector("svg");
-    var XR = [-10, 10], YR = [0, 1];
+    var XR = [-10, 10], YR = [0, 1];  // x: at least this much, more where the ±3σ band needs it; y: to the peak
 
     function update() {
       var m = number(mu), s = number(sigma);
@@ -216,9 +277,18 @@
 
       clear(svg);
       var box = { x: 60, y: 30, w: 420, h: 180 };
+      // The axes hold the whole ±3σ band (with a margin) and the peak.
+      var xt = niceTicks(Math.min(-10, m - 3.5 * s), Math.max(10, m + 3.5 * s), 10);
+      XR = [Math.min(-10, xt.ticks[0] > m - 3.5 * s ? xt.ticks[0] - xt.step : xt.ticks[0]),
+            Math.max(10, xt.ticks[xt.ticks.length - 1] < m + 3.5 * s ? xt.ticks[xt.ticks.length - 1] + xt.step : xt.ticks[xt.ticks.length - 1])];
+      var top = peak * 1.6;  // room above the curve for the legend
+      var yt = niceTicks(0, top, 4);
+      var last = yt.ticks[yt.ticks.length - 1];
+      YR = [0, last < top ? last + yt.step : last];
+      var ydigits = yt.step < 0.01 ? 3 : yt.step < 1 ? 2 : 0;
       var f = frame(svg, box, XR, YR, {
-        xticks: [-10, -8, -6, -4, -2, 0, 2, 4, 6, 8, 10], yticks: [0, 0.25, 0.5, 0.75, 1],
-        yfmt: function (t) { return t.toFixed(2); },
+        xticks: niceTicks(XR[0], XR[1], 10).ticks, yticks: niceTicks(YR[0], YR[1], 4).ticks.filter(function (v) { return v <= YR[1] + 1e-12; }),
+        yfmt: function (t) { return t.toFixed(ydigits); },
         xlabel: "x", ylabel: "density",
         title: "Gaussian density, \u03bc = " + fixed(m, 1) + ", \u03c3 = " + fixed(s, 1)
       });
@@ -249,7 +319,11 @@
         ", peak density " + fixed(peak, 4) + ". " + bands.map(function (b) {
           return fixed(100 * b.mass, 2) + "% of the mass lies in [" + fixed(b.lo, 2) + ", " + fixed(b.hi, 2) + "]";
         }).join("; ") + ".");
+      svg.dataset.xRange = JSON.stringify(XR);
+      svg.dataset.yRange = JSON.stringify(YR);
+      fit(svg);
     }
+    onResize(update);
 
     [mu, sigma].forEach(function (input) {
       input.addEventListener("input", update);
@@ -308,7 +382,9 @@
       describe(svg, "Cross-entropy at q(true class) = " + fixed(q, 3) + ": loss " + fixed(loss, 4) +
         ", gradient with respect to the true logit " + fixed(dLdz, 4) +
         ", derivative with respect to q " + fixed(dLdq, 4) + ".");
+      fit(svg);
     }
+    onResize(update);
 
     prob.addEventListener("input", update);
     prob.addEventListener("change", update);

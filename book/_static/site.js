@@ -39,11 +39,28 @@
     document.querySelectorAll("button.search-button-field").forEach(function (button) {
       button.removeAttribute("aria-label");
     });
-    document.querySelectorAll("button.theme-switch-button").forEach(function (button) {
-      button.querySelectorAll(".theme-switch[title]").forEach(function (icon) {
-        icon.setAttribute("data-p2l-title", icon.getAttribute("title"));
-        icon.removeAttribute("title");
+    // The colour-mode icons: Font Awesome replaces each <i title="Light"> by an <svg> holding a <title>
+    // (when it gets to it: before or after this script, a race), which gave the button the content
+    // "Light Dark System Settings" against its name "Color mode". The icons are made silent now and
+    // again whenever Font Awesome swaps them.
+    function silenceIcons(button) {
+      button.querySelectorAll(".theme-switch").forEach(function (icon) {
+        if (icon.hasAttribute("title")) {
+          icon.setAttribute("data-p2l-title", icon.getAttribute("title"));
+          icon.removeAttribute("title");
+        }
+        icon.querySelectorAll("title").forEach(function (title) {
+          icon.setAttribute("data-p2l-title", title.textContent);
+          title.remove();
+        });
+        icon.removeAttribute("aria-labelledby");
+        icon.setAttribute("aria-hidden", "true");
       });
+    }
+    document.querySelectorAll("button.theme-switch-button").forEach(function (button) {
+      silenceIcons(button);
+      new MutationObserver(function () { silenceIcons(button); })
+        .observe(button, { childList: true, subtree: true, attributes: true, attributeFilter: ["title", "aria-labelledby"] });
     });
     document.querySelectorAll("nav details > summary").forEach(function (summary) {
       if (summary.textContent.trim() || summary.getAttribute("aria-label")) return;
@@ -75,8 +92,17 @@
       .trim();
   }
 
+  // The page chrome inside the theme's [role=main] (the article header's buttons: ".pdf", the contents
+  // list, "Contents"; the previous/next links) is not part of a result's summary.
+  var CHROME = [
+    ".bd-header-article", ".header-article-items", ".article-header-buttons", ".bd-sidebar-secondary",
+    ".prev-next-area", ".prev-next-footer", ".bd-footer-article", ".bd-footer-content", ".dropdown",
+    "button", ".toggle-details", "nav", ".p2l-figure", ".onlyprint", "#jb-print-docs-body",
+  ].join(", ");
+
   function plainFormulas(htmlString) {
     var parsed = new DOMParser().parseFromString(htmlString, "text/html");
+    parsed.querySelectorAll(CHROME).forEach(function (node) { node.remove(); });
     parsed.querySelectorAll(".math").forEach(function (formula) {
       formula.textContent = texToText(formula.textContent);
     });
@@ -90,6 +116,92 @@
     Search.htmlToText = function (htmlString, anchor) {
       return htmlToText(plainFormulas(htmlString), anchor);
     };
+  });
+
+  // Downloads from the site's folder (file://): Chromium and Firefox show an .ipynb as text (the
+  // `download` attribute does not hold for file: links), so a notebook's link points at the .zip
+  // that the build writes beside it (book/_ext/launch_links.py), which browsers save.
+  ready(function () {
+    if (window.location.protocol !== "file:") return;
+    document.querySelectorAll('a[href$=".ipynb"]').forEach(function (link) {
+      var href = link.getAttribute("href");
+      if (/^[a-z][a-z0-9+.-]*:/i.test(href)) return;  // the site's own files only, not a launch service
+      link.setAttribute("href", href.replace(/\.ipynb$/, ".zip"));
+      link.setAttribute("download", "");
+      var label = link.querySelector(".btn__text-container");
+      if (label && label.textContent.trim() === ".ipynb") label.textContent = ".ipynb (zip)";
+    });
+  });
+
+  // Matplotlib figures on phones: scaled to the column, a 1000-px figure's tick labels shrank to 5 CSS px.
+  // Below 600 px each figure is drawn at MIN_SCALE of its own size at least (its smallest text, 8 pt at
+  // 100 dpi, about 9.4 px),
+  // in a box that scrolls sideways; a tap opens the image itself.
+  var MIN_SCALE = 0.85;
+  function readableFigures() {
+    document.querySelectorAll(".bd-article .cell_output img").forEach(function (image) {
+      if (!image.naturalWidth) return;
+      var box = image.parentElement.classList.contains("p2l-figure-scroll") ? image.parentElement : null;
+      if (window.innerWidth >= 600) {
+        image.style.width = "";
+        return;
+      }
+      if (!box) {
+        box = document.createElement("div");
+        box.className = "p2l-figure-scroll";
+        box.tabIndex = 0;  // a scrolling box is reachable by keyboard
+        box.setAttribute("role", "group");
+        box.setAttribute("aria-label", "Figure (scrolls sideways; tap to open the full image)");
+        image.parentElement.insertBefore(box, image);
+        box.appendChild(image);
+        box.addEventListener("click", function () { window.open(image.currentSrc || image.src, "_blank"); });
+      }
+      var column = box.parentElement.getBoundingClientRect().width;
+      image.style.width = Math.max(Math.min(column, image.naturalWidth), image.naturalWidth * MIN_SCALE) + "px";
+    });
+  }
+  ready(function () {
+    var images = document.querySelectorAll(".bd-article .cell_output img");
+    images.forEach(function (image) {
+      if (!image.complete) image.addEventListener("load", readableFigures);
+    });
+    readableFigures();
+    window.addEventListener("resize", readableFigures);
+  });
+
+  // Search results: one entry per page and section (Sphinx lists a page whose title matches both as the
+  // page and as its first section, "Binary cross-entropy" twice), and each link carries the words
+  // searched for, so that the opened page highlights them (sphinx_highlight.js reads ?highlight=).
+  ready(function () {
+    var results = document.getElementById("search-results");
+    if (!results) return;
+    var words = (new URLSearchParams(window.location.search).get("q") || "").trim();
+    function tidy() {
+      var seen = {};
+      results.querySelectorAll("ul.search > li").forEach(function (item) {
+        var link = item.querySelector("a");
+        if (!link) return;
+        var page = (link.getAttribute("href") || "").split("#")[0].split("?")[0];
+        var title = link.textContent.replace(/^[\d.]+\s+/, "").trim().toLowerCase();
+        var key = page + "|" + title;
+        if (seen[key] && seen[key] !== item) { item.remove(); return; }
+        seen[key] = item;
+        if (words && !/[?&]highlight=/.test(link.getAttribute("href"))) {
+          var href = link.getAttribute("href"), hash = href.indexOf("#");
+          var base = hash < 0 ? href : href.slice(0, hash), anchor = hash < 0 ? "" : href.slice(hash);
+          link.setAttribute("href", base + (base.indexOf("?") < 0 ? "?" : "&") + "highlight=" + encodeURIComponent(words) + anchor);
+        }
+      });
+    }
+    new MutationObserver(tidy).observe(results, { childList: true, subtree: true });
+    tidy();
+  });
+
+  // The opened result: sphinx_highlight.js marks the searched words only where `Search` is undefined, but
+  // the theme loads searchtools.js on every page, so it never did. Here it is asked to, off the search page.
+  ready(function () {
+    if (document.getElementById("search-results") || typeof SphinxHighlight === "undefined") return;
+    if (!document.querySelector("span.highlighted")) SphinxHighlight.highlightSearchWords();
   });
 
   window.p2lTexToText = texToText;
