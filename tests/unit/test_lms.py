@@ -41,8 +41,9 @@ def canvas_name(sortable_name, user_id, attachment_id, display_name, late=False)
 
 
 def moodle_prefix(full_name, participant):
-    """mod/assign/locallib.php download_submissions: the student's prefix."""
-    return f"{full_name.replace('_', ' ')}_{participant}"
+    """mod/assign/locallib.php download_submissions: the student's prefix, "_" in the name as spaces, then
+    clean_filename (lib/moodlelib.php, PARAM_FILE: control characters and &<>"`|':\\/ removed)."""
+    return re.sub(r"[\x00-\x1f\x7f&<>\"`|':\\/]", "", f"{full_name.replace('_', ' ')}_{participant}")
 
 
 def zipped(files):
