@@ -235,7 +235,9 @@ def _moodle_time(value, tz, zone, where, result):
 # --------------------------------------------------------------------------- spreadsheet cells
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-PLAIN_NUMBER = re.compile(r"^[+-]?\d+(?:\.\d+)?$")
+# Numbers stay numbers, and a lone "-" is the "no value" both LMSs write (Moodle's grading worksheet, whose
+# importer compares its "Last modified (grade)" cell; Canvas's importer reads "-" as no score): no formula either.
+PLAIN_NUMBER = re.compile(r"^(?:[+-]?\d+(?:\.\d+)?|-)$")
 
 
 def csv_cell(text, style="quote"):

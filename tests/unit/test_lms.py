@@ -175,6 +175,7 @@ def test_canvas_csv_and_moodle_worksheet_times(tmp_path):
     ('=HYPERLINK("http://x","y")', "'=HYPERLINK(\"http://x\",\"y\")", '="=HYPERLINK(""http://x"",""y"")"'),
     ("  =1", "'  =1", '="  =1"'),
     ("-1.5", "-1.5", "-1.5"),  # a number stays a number
+    ("-", "-", "-"),  # the LMSs' "no value"
     ("Müller, Jürgen", "Müller, Jürgen", "Müller, Jürgen"),
 ])
 def test_one_neutralising_rule_for_every_csv(text, quoted, canvas):
