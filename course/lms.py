@@ -242,7 +242,7 @@ PLAIN_NUMBER = re.compile(r"^(?:[+-]?\d+(?:\.\d+)?|-)$")
 
 def csv_cell(text, style="quote"):
     """A text cell that a spreadsheet shows as text and never evaluates (OWASP's CSV injection rule: a cell that
-    starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return).  Numbers stay numbers.
+    starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return).  Numbers, and a lone ``-``, stay as they are.
 
     * ``"canvas"``: Canvas's own form, ``="<text>"`` (lib/gradebook_exporter.rb, ``student_name``: a name that
       starts with ``=`` is exported so), which Canvas reads back as the same name; its importer matches rows by

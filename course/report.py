@@ -253,13 +253,15 @@ def write_report(grade_run, run):
     else:
         lines.append("None: every submission collected was graded.")
     lines.append("")
-    lines += ["## Files and students not collected", ""]
+    lines += ["## Collection problems", ""]
     if problems:
-        lines += ["These were never graded: a student listed here has no grade from these files (`course export` "
-                  "leaves their cell blank and lists them).", "", "| file | problem |", "|---|---|"]
+        lines += ["Files and students not collected were never graded: a student whose files were found but none "
+                  "collected has no grade from them (`course export` leaves their cell blank and lists them). "
+                  "Submissions without a submission time are listed here once.", "",
+                  "| file | problem |", "|---|---|"]
         lines += [f"| {_md(problem.where)} | {_md(problem.reason)} |" for problem in problems]
     else:
-        lines.append("None: every file found was collected.")
+        lines.append("None: every file found was collected, with its time where the assignment has a due date.")
     lines.append("")
     lines += _collection_tally(problems)
 
@@ -287,7 +289,7 @@ def summary_lines(grade_run, runs):
         rows.append([run.name, len(run.submissions), status["graded"], status["unchanged"],
                      len(failed_to_grade(grade_run, run, only)), len(run.collected.problems), mean,
                      os.path.relpath(run.report, grade_run.root)])
-    header = ["assignment", "found", "graded", "unchanged", "failed", "not collected", "mean score", "report"]
+    header = ["assignment", "found", "graded", "unchanged", "failed", "problems", "mean score", "report"]
     if only is not None:
         header[6] = "score" if len(only) == 1 else "their mean"
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]

@@ -118,7 +118,7 @@ def test_a_canvas_class_from_download_to_import(tmp_path):
     assert row[header.index("failed")] == "0"  # nothing failed to grade; the files not collected are problems
     failed_section = report.split("## Submissions that failed to grade")[1].split("##")[0]
     assert "None" in failed_section and "5008" not in failed_section
-    assert "canvas-5008" in report.split("## Files and students not collected")[1]
+    assert "canvas-5008" in report.split("## Collection problems")[1]
 
     (tmp_path / "roster.csv").write_text("".join(
         ",".join('"' + cell.replace('"', '""') + '"' if any(c in cell for c in ',"') else cell for cell in line) + "\n"
