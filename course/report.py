@@ -175,13 +175,14 @@ def _collection_tally(problems):
     return lines + [""]
 
 
-def _noted(noted, submissions):
+def _noted(noted, submissions, timeless=frozenset()):
     """The "Graded with a note" table: the grader's notes on each student's notebooks, and the
     worker problems of this run (a notebook executed here instead)."""
     grouped = {}
-    # A submission without a time is one collection problem for the class ("no-time"), not a note per student
-    noted = [(student, note) for student, note in noted
-             if not (isinstance(note, dict) and note.get("kind") == "late" and note.get("without_timestamp"))]
+    # The submissions without a time that the collection's one "no-time" problem lists (``timeless``) are said
+    # there once, not in a note per student
+    noted = [(student, note) for student, note in noted if not (student in timeless and isinstance(note, dict)
+                                                                and note.get("kind") == "late" and note.get("without_timestamp"))]
     for student, note in noted:
         grouped.setdefault(student, ([], []))[0].append(note)
     for submission in submissions:
@@ -265,7 +266,8 @@ def write_report(grade_run, run):
     lines.append("")
     lines += _collection_tally(problems)
 
-    lines += _noted(noted, run.submissions)
+    listed = any(problem.kind == "no-time" for problem in run.collected.problems)
+    lines += _noted(noted, run.submissions, set(run.collected.timeless) if listed else frozenset())
 
     path = folder / "report.md"
     path.write_text("\n".join(lines))
