@@ -121,7 +121,8 @@ def output_of(results, command):
 
 def test_the_guide_has_a_command_for_each_step():
     blocks = guide_commands()
-    for command in ("course release", "cat >> nbgrader_config.py", "course grade a2-losses --submissions",
+    for command in ("course release", "cat >> nbgrader_config.py",
+                    "course grade a2-losses --lms canvas --submissions lms-export.zip --submission-times",
                     "nbgrader generate_feedback", "course similarity", "course export --lms canvas",
                     "course grade a2-losses --student", "python grader_tests/make_references.py"):
         assert any(block.lstrip().startswith(command) for block in blocks), command
