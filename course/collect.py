@@ -365,10 +365,11 @@ class _Export:
         if not raw:
             return None
         student = self.preset.student(raw) if self.preset else student_name(raw)
-        if groups.get("name"):
-            self.names.setdefault(student, student_name(groups["name"]))
-        if outer and groups.get("late"):
-            self.marked_late.add(student)
+        if outer:  # a name inside a student's upload is theirs to choose: neither another's name nor a late mark
+            if groups.get("name"):
+                self.names.setdefault(student, student_name(groups["name"]))
+            if groups.get("late"):
+                self.marked_late.add(student)
         return student
 
     def folder_owner(self, where, folder):
