@@ -215,3 +215,15 @@ def test_similarity_is_the_same_in_every_process(tmp_path):
         assert run.returncode == 0, run.stderr
         outputs.add(run.stdout)
     assert len(outputs) == 1, outputs
+
+
+def test_a_member_of_an_upload_cannot_name_or_mark_another_student(tmp_path):
+    files = {canvas_name("Victim, Vic", 21, 1, "losses.ipynb"): NOTEBOOK,
+             canvas_name("Attacker, Al", 22, 2, "work.zip"): zipped({
+                 canvas_name("Forged Name", 21, 3, "losses.ipynb", late=True): NOTEBOOK, "losses.ipynb": NOTEBOOK})}
+    export = tmp_path / "export.zip"
+    export.write_bytes(zipped(dict(reversed(list(files.items())))))  # the attacker's upload read first
+    result = collect(export, "a2", course_dir(tmp_path), {"losses"}, lms="canvas")
+    assert sorted(result.students) == ["canvas-21", "canvas-22"]
+    assert result.names["canvas-21"] == "victimvic" and record(tmp_path, "canvas-21")["marked_late"] is False
+    assert [p.kind for p in result.problems] == ["other-student"]
