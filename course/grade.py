@@ -443,6 +443,9 @@ class GradeRun:
 
     # ---- the run ----------------------------------------------------------------------------
     def run(self, assignments, submissions_path=None):
+        if self.times is not None and submissions_path is None:  # nothing would be collected for them to date
+            raise UsageError(f"--submission-times {self.times.source}: the times are for an LMS export; pass it with "
+                             "--submissions")
         try:
             with nbgrader_speedups():
                 return self._run(assignments, submissions_path)
