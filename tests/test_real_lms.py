@@ -12,8 +12,8 @@ import json
 import nbformat
 import pytest
 
-from grading_support import (ASSIGNMENTS, make_course, max_points, replace_function, scores, solution_notebook,
-                             student_version, zipped)
+from grading_support import (make_course, max_points, replace_function, scores, solution_notebook, student_version,
+                             written_points, zipped)
 from test_course_grade import KL_SWAPPED, course_grade
 from test_export import run
 from unit.test_lms import canvas_name, moodle_prefix
@@ -128,7 +128,7 @@ def test_a_canvas_class_from_download_to_import(tmp_path):
     assert exported.returncode == 1, exported.stdout + exported.stderr  # two students to look at
     table = rows(tmp_path / "canvas-grades.csv")
     assert table[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "a2-losses (40012)"]
-    assert table[1] == ["Points Possible", "", "", "", "", number(points + sum(_written().values()))]
+    assert table[1] == ["Points Possible", "", "", "", "", number(points + sum(written_points(ASSIGNMENT).values()))]
     expected = {
         "4711": ["Müller, Jürgen", number(points)],
         "5001": ["Wang, Wei", number(points)],
@@ -165,12 +165,6 @@ def test_a_canvas_class_from_download_to_import(tmp_path):
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert (course / "reports" / ASSIGNMENT / "similarity.csv").read_text() == once
     assert "canvas-4711" in once
-
-
-def _written():
-    from grading_support import written_points
-
-    return written_points(ASSIGNMENT)
 
 
 # Moodle: the grading worksheet (Assignment > View all submissions > Grading action > Download grading worksheet),
