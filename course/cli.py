@@ -13,6 +13,14 @@ SUBMISSIONS = ("--submissions", dict(
 PATTERN = ("--pattern", dict(metavar="REGEX", help="LMS file name pattern, with named groups student_id and file_id; "
                                                   "{notebooks} stands for the assignment's notebook names "
                                                   "(default: c.Collect.lms_pattern)"))
+COLLECT_LMS = ("--lms", dict(choices=("canvas", "moodle"), help=(
+    "read the export as this LMS names its files (Canvas 'Download Submissions', Moodle 'Download all "
+    "submissions'): the student is the LMS's user id, e.g. canvas-4711 (default: c.Collect.lms)")))
+TIMES = ("--submission-times", dict(metavar="FILE", help=(
+    "the submission times exported from the LMS (with --lms): Canvas's submissions API as JSON or a CSV with "
+    "user_id,submitted_at; Moodle's grading worksheet CSV (see INSTRUCTORS.md)")))
+TIMES_ZONE = ("--times-zone", dict(metavar="ZONE", help=(
+    "the time zone of times that do not say theirs (Moodle's grading worksheet), e.g. Europe/London")))
 
 GRADE_OPTIONS = [
     SUBMISSIONS,
@@ -23,7 +31,10 @@ GRADE_OPTIONS = [
     DB,
     ("--force", dict(action="store_true", help="regrade submissions that have not changed")),
     COURSE,
+    COLLECT_LMS,
     PATTERN,
+    TIMES,
+    TIMES_ZONE,
     ("--roster-only", dict(action="store_true", help="accept only students already in the gradebook")),
     ("--no-feedback", dict(action="store_true", help="do not generate feedback HTML")),
     ("--no-progress", dict(action="store_true", help="no progress bar")),
@@ -34,6 +45,7 @@ GRADE_OPTIONS = [
 
 SIMILARITY_OPTIONS = [
     SUBMISSIONS,
+    COLLECT_LMS,
     PATTERN,
     COURSE,
     ("--top", dict(type=int, metavar="N", help="pairs shown side by side in the HTML report")),
@@ -116,14 +128,15 @@ def run_grade(args):
     return grade(args.assignments, root=args.course, submissions=args.submissions, db_url=args.db,
                  workers=args.workers, scheduler=args.scheduler, force=args.force, pattern=args.pattern,
                  roster_only=args.roster_only, feedback=not args.no_feedback, progress=not args.no_progress,
-                 sandbox=not args.no_sandbox, students=args.student)
+                 sandbox=not args.no_sandbox, students=args.student, lms=args.lms,
+                 submission_times=args.submission_times, times_zone=args.times_zone)
 
 
 def run_similarity(args):
     from .similarity import SHOWN_PAIRS, similarity
 
     similarity(args.assignment, root=args.course, submissions=args.submissions, top=SHOWN_PAIRS if args.top is None else args.top,
-               pattern=args.pattern)
+               pattern=args.pattern, lms=args.lms)
     return 0
 
 

@@ -16,7 +16,14 @@ Two kinds of input are accepted:
 
   ``{notebooks}`` in the expression stands for the assignment's notebook names.  Another LMS
   needs another expression: ``--pattern`` on the command line, or
-  ``c.Collect.lms_pattern`` in ``nbgrader_config.py``.  Collected notebooks are written to
+  ``c.Collect.lms_pattern`` in ``nbgrader_config.py``.
+
+  For Canvas and Moodle, ``--lms canvas`` and ``--lms moodle`` (``c.Collect.lms``) read the names as those
+  LMSs write them (``course.lms``, with the LMS source of each rule): the student is the LMS's user id
+  (gradebook id ``canvas-4711``, ``moodle-1234567``), the name beside it only for people to read, and Canvas's
+  ``LATE`` mark is kept.  Submission times come only from what the LMS wrote: a ``timestamp`` in the outer file
+  name, or the times exported from the LMS (``--submission-times FILE``); never from a name inside a student's
+  upload nor from a file a student uploaded.  Collected notebooks are written to
   ``submitted/<student>/<assignment>/`` (and ``timestamp.txt``, the latest time the student's
   file names carry), exactly where ``nbgrader zip_collect`` puts them.  A student's new submission
   replaces the earlier one whole: a notebook it lacks is removed, and a changed submission whose
@@ -43,6 +50,7 @@ as usual.  Nested archives are copied to a temporary file one at a time, within 
 budget for the whole export, so memory stays flat whatever the export holds.
 """
 import contextlib
+import json
 import os
 import re
 import stat
@@ -51,11 +59,17 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from traitlets import Unicode
+from traitlets import Enum, Unicode
 from traitlets.config import Configurable
 
+from .lms import PRESETS, student_name
+
 DEFAULT_LMS_PATTERN = r"^(?P<student_id>[^_]+)_(?:.*_)?(?P<file_id>{notebooks})(?:-\d+)?\.ipynb$"
-SAFE_STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
+# A gradebook id is a folder name and an nbgrader id: letters (any script: the LMS's names are Unicode), digits and
+# ._@+- only, NFC (student_name); never a path separator, a dot first, a space or a control or format character.
+SAFE_STUDENT_ID = re.compile(r"[^\W_][\w.@+-]{0,127}")
+# Written beside a student's collected notebooks: who the LMS says they are, and the LMS's own late mark.
+LMS_RECORD = "lms.json"
 MAX_NOTEBOOK_BYTES = 64 * 1024**2  # larger files are not notebooks a student wrote
 # Archives inside archives: an export zip and a student's zip in it, or a folder, a zip of the
 # export in it and a student's zip in that.  A zip a student put inside their own zip is deeper.
@@ -80,6 +94,9 @@ PROBLEM_KINDS = {
     "symlink": "a symbolic link (never followed)",
     "not-a-file": "something that is not a regular file",
     "timestamp": "an unreadable timestamp",
+    "superseded": "an older file of a student whose newer file was collected",
+    "no-time": "submissions without a submission time, for an assignment with a due date",
+    "times": "a row of the submission times that cannot be read",
 }
 
 
@@ -91,6 +108,9 @@ class Collect(Configurable):
         "Regular expression for file names in an LMS export, matched against the base name; named groups "
         "student_id and file_id (and optionally timestamp); {notebooks} stands for the assignment's notebook names."
     )).tag(config=True)
+    lms = Enum(sorted(PRESETS), None, allow_none=True, help=(
+        "The LMS whose submission download is read (canvas or moodle): its own file names, the LMS's user id as "
+        "the student; overrides lms_pattern.")).tag(config=True)
 
 
 @dataclass
@@ -112,6 +132,17 @@ class Collected:
     problems: list = field(default_factory=list)
     source: str = ""
     kind: str = ""  # "nbgrader" or "lms"
+    names: dict = field(default_factory=dict)  # student -> the name the LMS wrote beside the id
+    timeless: list = field(default_factory=list)  # students collected now whose submission has no time
+
+    def uncollected(self):
+        """{student: why} for every student whose files were found but none collected: their grade is not
+        "no submission" (``course export`` leaves it blank and lists it)."""
+        found = {}
+        for problem in self.problems:
+            if problem.student and problem.student not in self.students and problem.kind != "superseded":
+                found.setdefault(problem.student, problem.reason)
+        return found
 
 
 def notebook_pattern(pattern, notebooks):
@@ -121,12 +152,13 @@ def notebook_pattern(pattern, notebooks):
 
 
 def collect(source, assignment, coursedir, notebooks, pattern=DEFAULT_LMS_PATTERN, roster=None, log=None,
-            archive_budget=EXPORT_ARCHIVE_BUDGET):
+            archive_budget=EXPORT_ARCHIVE_BUDGET, lms=None, times=None):
     """Gather the submissions of ``assignment`` from ``source`` into ``coursedir``'s submitted/ folder.
 
     ``notebooks`` are the assignment's notebook names without ``.ipynb``; ``roster`` (a set of
     student ids, or None) limits which students are accepted; ``archive_budget`` is the number of
-    bytes of nested archives read from the whole export.  Returns a ``Collected``.
+    bytes of nested archives read from the whole export; ``lms`` a key of ``course.lms.PRESETS`` (its
+    naming replaces ``pattern``); ``times`` the ``SubmissionTimes`` exported from the LMS.  Returns a ``Collected``.
     """
     submitted = Path(coursedir.root) / coursedir.submitted_directory
     source = Path(source) if source else submitted
@@ -142,9 +174,11 @@ def collect(source, assignment, coursedir, notebooks, pattern=DEFAULT_LMS_PATTER
                                                         f"(expected <student>/{assignment}/*.ipynb)", kind="missing"))
     else:
         result.kind = "lms"
-        with _Export(assignment, notebooks, pattern, roster, result.problems, archive_budget, log) as export:
+        with _Export(assignment, notebooks, pattern, roster, result.problems, archive_budget, log, lms, times) as export:
             export.read_source(source)
             export.write(submitted, result)
+        if times is not None:
+            result.problems += [Problem(where, why, kind="times") for where, why in times.problems]
     # Every student with a folder for this assignment in submitted/ is graded, including
     # those collected by an earlier run; those found now with problems are reported above.
     if result.kind == "lms" or source.resolve() != submitted.resolve():
@@ -175,7 +209,7 @@ def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, 
             result.problems.append(Problem(str(link), "a symbolic link; not followed, nothing in it was collected",
                                            student, "symlink"))
             continue
-        if not SAFE_STUDENT_ID.fullmatch(student):
+        if not SAFE_STUDENT_ID.fullmatch(student) or student != student_name(student):
             result.problems.append(Problem(where, f"{student!r} is not a usable student id (letters, digits and ._@+- only)",
                                            student, "unknown-student"))
             continue
@@ -287,9 +321,15 @@ class _Export:
     time, to a temporary folder (removed at the end), within one byte budget for the export.
     """
 
-    def __init__(self, assignment, notebooks, pattern, roster, problems, archive_budget, log):
+    def __init__(self, assignment, notebooks, pattern, roster, problems, archive_budget, log, lms=None, times=None):
         from nbgrader.plugins import FileNameCollectorPlugin
 
+        self.preset = PRESETS[lms] if lms else None
+        if self.preset is not None:
+            pattern = self.preset.pattern
+        # Moodle's "download submissions in folders": each student's files in a folder named after them
+        self.folder_pattern = re.compile(self.preset.folder) if self.preset and self.preset.folder else None
+        self.times, self.names, self.marked_late, self.folders = times, {}, set(), {}
         self.assignment, self.notebooks, self.pattern, self.roster = assignment, notebooks, pattern, roster
         self.problems, self.budget_left, self.budget_total, self.log = problems, archive_budget, archive_budget, log
         self.collector = FileNameCollectorPlugin(named_regexp=notebook_pattern(pattern, notebooks))
@@ -311,11 +351,43 @@ class _Export:
     def problem(self, where, reason, student="", kind="unreadable"):
         self.problems.append(Problem(where, reason, student, kind))
 
-    def uploader_of(self, name):
-        """The student a file's name names, read as the LMS names an upload (``.ipynb`` in place of its suffix)."""
+    def uploader_of(self, name, outer=False):
+        """The student a file's name names, read as the LMS names an upload (``.ipynb`` in place of its suffix);
+        ``outer``: the name is the LMS's (not one inside a student's upload), so its late mark counts."""
         stem = PurePosixPath(name).stem if PurePosixPath(name).suffix else name
         match = self.uploader_pattern.match(stem + ".ipynb")
-        return (match.groupdict().get("student_id") or None) if match else None
+        return self.identify(match.groupdict(), outer) if match else None
+
+    def identify(self, groups, outer=False):
+        """The gradebook id a matched name says (the LMS's user id under a preset), or None; the name the LMS
+        wrote beside it is kept for people to read, and the LMS's late mark where the name is the LMS's own."""
+        raw = (groups or {}).get("student_id")
+        if not raw:
+            return None
+        student = self.preset.student(raw) if self.preset else student_name(raw)
+        if outer:  # a name inside a student's upload is theirs to choose: neither another's name nor a late mark
+            if groups.get("name"):
+                self.names.setdefault(student, student_name(groups["name"]))
+            if groups.get("late"):
+                self.marked_late.add(student)
+        return student
+
+    def folder_owner(self, where, folder):
+        """The student whose folder ``folder`` is (Moodle's per-student folder; registered as their upload), None
+        where the name is no student's folder, "" where that student is not accepted."""
+        if self.folder_pattern is None:
+            return None
+        if where in self.folders:
+            return self.folders[where]
+        match = self.folder_pattern.match(folder)
+        student = self.identify(match.groupdict(), outer=True) if match else None
+        if student is not None:
+            if not self.accept(student, where):
+                student = ""
+            else:
+                self.uploads[where] = _Upload(student)
+        self.folders[where] = student
+        return student
 
     def accept(self, student, where):
         """Whether ``student`` may have files collected; says why not."""
@@ -346,7 +418,7 @@ class _Export:
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         return self.stack.enter_context(os.fdopen(descriptor, "rb"))
 
-    def read_folder(self, folder):
+    def read_folder(self, folder, owner=None, upload=None):
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as error:
@@ -355,15 +427,21 @@ class _Export:
         for entry in entries:
             path = Path(entry.path)
             if entry.is_symlink():
-                student = self.uploader_of(entry.name) or ""
+                student = owner or self.uploader_of(entry.name) or ""
                 if student:
                     self.named.add(student)
                 self.problem(str(path), "a symbolic link; not followed, nothing was collected from it", student, "symlink")
             elif entry.is_dir(follow_symlinks=False):
-                self.read_folder(path)
+                student = self.folder_owner(str(path), entry.name) if owner is None else None
+                if student == "":
+                    continue  # a student not accepted: said once, by accept()
+                self.read_folder(path, owner or student, upload if student is None else str(path))
             elif entry.is_file(follow_symlinks=False):
+                if upload is not None:
+                    self.uploads[upload].members.append(entry.name)
                 size = entry.stat(follow_symlinks=False).st_size
-                self.entry(str(path), entry.name, None, None, 0, lambda path=path: _read_no_follow(path, MAX_NOTEBOOK_BYTES),
+                self.entry(str(path), entry.name, owner, upload, 0,
+                           lambda path=path: _read_no_follow(path, MAX_NOTEBOOK_BYTES),
                            size, lambda path=path: self.open_file(path))
             else:
                 self.problem(str(path), "not a regular file (a device, socket or pipe); skipped",
@@ -388,7 +466,7 @@ class _Export:
     def read_archive(self, where, owner, upload, level, open_archive, name=None):
         """Read a zip: the export's own (``name`` None), or one found in the export at ``level``."""
         if owner is None and name is not None:
-            student = self.uploader_of(name)
+            student = self.uploader_of(name, outer=True)
             if student:  # a student's upload: all of it is theirs
                 if not self.accept(student, where):
                     return
@@ -415,9 +493,18 @@ class _Export:
             inner = PurePosixPath(info.filename)
             if info.is_dir() or "__MACOSX" in inner.parts or any(part.startswith(".") for part in inner.parts):
                 continue  # folders, and what macOS and Jupyter add (.DS_Store, .ipynb_checkpoints)
-            if upload is not None:
-                self.uploads[upload].members.append(inner.name)
-            self.entry(f"{where}:{info.filename}", inner.name, owner, upload, level,
+            member_owner, member_upload = owner, upload
+            if owner is None:  # the export's own archive: a student's folder in it is their upload
+                for depth, part in enumerate(inner.parts[:-1]):
+                    student = self.folder_owner(f"{where}:{'/'.join(inner.parts[:depth + 1])}", part)
+                    if student is not None:
+                        member_owner, member_upload = student, f"{where}:{'/'.join(inner.parts[:depth + 1])}"
+                        break
+                if member_owner == "":
+                    continue  # a student not accepted: said once, by accept()
+            if member_upload is not None:
+                self.uploads[member_upload].members.append(inner.name)
+            self.entry(f"{where}:{info.filename}", inner.name, member_owner, member_upload, level,
                        lambda archive=archive, info=info: _read_member(archive, info),
                        info.file_size, lambda archive=archive, info=info: self.spool_member(archive, info))
 
@@ -442,7 +529,7 @@ class _Export:
 
     def notebook(self, where, name, owner, upload, read, size):
         info = self.collector.collect(name) or {}
-        named = info.get("student_id") or self.uploader_of(name)
+        named = self.identify(info, outer=owner is None) or self.uploader_of(name, outer=owner is None)
         if owner is None:
             if not info:
                 if named and self.accept(named, where):
@@ -452,7 +539,7 @@ class _Export:
                     self.problem(where, "the file name does not say which student it belongs to "
                                         f"(it does not match the LMS pattern {self.pattern!r}); skipped", kind="unattributed")
                 return
-            student = info["student_id"]
+            student = named
             if not self.accept(student, where):
                 return
         else:
@@ -475,7 +562,9 @@ class _Export:
             self.problem(where, f"{size // 1024**2} MiB is too large for a notebook; skipped", student, "too-large")
             return
         timestamp = None
-        if info.get("timestamp"):
+        # A time only from the LMS's own name of the file: a name inside a student's upload is the student's to
+        # choose (an on-time date in a late upload), and never a submission time.
+        if owner is None and info.get("timestamp"):
             from nbgrader.utils import parse_utc
 
             try:
@@ -501,7 +590,7 @@ class _Export:
                     and candidate.timestamp != previous.timestamp:
                 newer, older = (candidate, previous) if candidate.timestamp > previous.timestamp else (previous, candidate)
                 self.problem(older.where, f"an older file for student {candidate.student}, {candidate.notebook}.ipynb; "
-                                          f"graded the newer {newer.where}", candidate.student, "duplicate")
+                                          f"graded the newer {newer.where}", candidate.student, "superseded")
                 chosen[key] = newer
             else:
                 chosen[key] = None
@@ -535,7 +624,24 @@ class _Export:
             if candidate.timestamp is not None:
                 times[student] = max(times.get(student, candidate.timestamp), candidate.timestamp)
             result.students.setdefault(student, []).append(path)
-        for student in sorted(changed | set(times)):
+        supplied = self.times.times if self.times is not None else {}
+        for student in result.students:
+            if student in supplied:  # the LMS's own record of when it was submitted
+                times[student] = supplied[student]
+            if times.get(student) is None:
+                result.timeless.append(student)
+            marked = student in self.marked_late or (self.times is not None and self.times.late.get(student) is True)
+            path = submitted / student / self.assignment / LMS_RECORD
+            if self.preset is not None or marked:
+                record = {"lms": self.preset.lms if self.preset else "", "student": student,
+                          "name": self.names.get(student, ""), "marked_late": marked}
+                if _write_if_changed(path, json.dumps(record, ensure_ascii=False, sort_keys=True).encode()):
+                    changed.add(student)
+            elif path.is_file():  # an earlier collection's record is not this submission's
+                path.unlink()
+                changed.add(student)
+        result.names.update({s: n for s, n in self.names.items() if s in result.students})
+        for student in sorted((changed | set(times) | set(supplied)) & set(result.students)):
             self.write_time(submitted / student / self.assignment, student, times.get(student))
         for student in result.students:  # a notebook the new submission lacks is not graded from an earlier one
             for notebook in sorted(self.notebooks):
@@ -594,3 +700,13 @@ def _write_if_changed(path, data):
         pass
     path.write_bytes(data)
     return True
+
+
+def read_lms_record(folder):
+    """What collection wrote beside a student's notebooks about who the LMS says they are and its late mark
+    (``LMS_RECORD``); {} where there is none (the nbgrader layout, or an older collection)."""
+    try:
+        record = json.loads((Path(folder) / LMS_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}

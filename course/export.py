@@ -16,17 +16,31 @@ its assignments:
   ``Institution``, ``Department``, ``Email address``, one per grade item.  The file written keeps ``First name``,
   ``Last name``, ``ID number`` and ``Email address`` and one column per assignment, named as the roster's grade
   item (``Assignment: a2-losses (Real)``) or by its id; on import, map from ``Email address`` to ``Email address``.
+* **Moodle's grading worksheet** (Assignment > View all submissions > Grading action > Download grading
+  worksheet), the roster for submissions collected with ``--lms moodle``: its ``Identifier`` ("Participant
+  1234567") is the participant id in Moodle's download names.  The file written is the worksheet, every column as
+  it was, the ``Grade`` filled in; Moodle imports it with Grading action > Upload grading worksheet (one
+  assignment per worksheet).
 
-Students are matched by the ids collection used (the LMS file names: Canvas names each upload after the
-student's sortable name, ``smithjane``; a Moodle export, after whichever id the course chose).  A roster row
-matches a gradebook student whose id equals, ignoring case, one of the row's ids: for Canvas the SIS Login ID,
-the SIS User ID, the Canvas ID or the sortable name with everything but letters and digits dropped; for Moodle
-the username, the ID number, the email address or its part before the ``@``.  Nobody is dropped silently:
-enrolled students with no submission get 0 (or a blank, ``--missing blank``) and are listed; graded students
-the roster does not have, ids that match two roster rows, a row matched by two ids that both submitted,
-submissions whose written answers are not graded by hand yet, and submissions whose last grading by
-``course grade`` failed (nbgrader then keeps an earlier submission's scores) are listed (the doubtful cells
-blank), and the command exits 1 so that a script notices.
+Students are matched by the LMS's own id first: a student collected with ``--lms canvas`` (``canvas-4711``) is the
+roster row whose Canvas ``ID`` is 4711, and one collected with ``--lms moodle`` (``moodle-1234567``) the worksheet
+row "Participant 1234567"; such a student matches no other way, so a namesake or an SIS id that happens to be the
+same number is never taken for them.  Other ids (``--pattern``, the nbgrader layout) match a roster row whose id
+equals, ignoring case, one of the row's ids: for Canvas the SIS Login ID, the SIS User ID, the Canvas ID or the
+sortable name as Canvas writes it into file names (lib/content_zipper.rb: lower case, every character that is not a
+Unicode word character dropped, so "Müller, Jürgen" is ``müllerjürgen``); for Moodle the username, the ID number,
+the email address or its part before the ``@``.  Nobody is dropped silently: enrolled students with no submission
+get 0 (or a blank, ``--missing blank``) and are listed; students whose files the last ``course grade`` found but did
+not collect (two files, an unreadable one, ...), graded students the roster does not have, ids that match two
+roster rows, a row matched by two ids that both submitted, submissions whose written answers are not graded by hand
+yet, and submissions whose last grading by ``course grade`` failed (nbgrader then keeps an earlier submission's
+scores) are listed (the doubtful cells blank), and the command exits 1 so that a script notices.
+
+Every text cell is written so that a spreadsheet never evaluates it (``course.lms.csv_cell``): Canvas's own
+``="<text>"`` form in the Canvas file (and a roster's ``="<text>"`` is read as ``<text>``, so it goes back as it
+came), a leading apostrophe in the Moodle files; the cells the LMS matches on (Canvas's ``ID``, Moodle's
+``Email address`` in the gradebook import, the worksheet's ``Identifier``) are left as they are, and listed if
+they look like a formula.
 
 The score is nbgrader's own: the total of the autograded and manually graded cells, less the late penalty, never
 below 0 (as ``nbgrader export`` computes it).  The late penalties are first applied again to the current scores
@@ -42,7 +56,9 @@ from nbgrader.plugins import ExportPlugin
 from traitlets import Enum, Unicode
 
 from .errors import UsageError
+from .lms import PRESETS, canvas_text, csv_cell, student_name
 from .report import final_score
+from .sanitize import log_text
 
 CANVAS_IDENTITY = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 CANVAS_OPTIONAL_IDENTITY = ("Integration ID",)
@@ -53,6 +69,10 @@ class RosterError(UsageError):
     """The roster cannot be read as the LMS's gradebook export (names the file and what is wrong)."""
 
 
+LMS_ID = re.compile(rf"^(?:{'|'.join(PRESETS)})-\d+$")  # a gradebook id collected with --lms: matches by it only
+MOODLE_PARTICIPANT = re.compile(r"^\s*Participant\s+(\d+)\s*$", re.IGNORECASE)
+
+
 @dataclass
 class Roster:
     header: list  # identity columns to write, in the LMS's order
@@ -60,6 +80,10 @@ class Roster:
     keys: list  # for each row, the ids it matches (lower case)
     assignment_columns: dict  # assignment id -> the LMS's column name for it
     points_row: bool = False
+    ids: list = field(default_factory=list)  # for each row, the gradebook id of its LMS identity (canvas-4711), or ""
+    style: str = "quote"  # how text cells are neutralised (course.lms.csv_cell)
+    raw_columns: tuple = ()  # the columns the LMS matches on: written as they are
+    worksheet: bool = False  # Moodle's grading worksheet: written back whole, its Grade column filled
 
 
 @dataclass
@@ -71,11 +95,15 @@ class Matching:
     conflicts: list = field(default_factory=list)  # (row label, assignment, student ids with a submission each)
     ungraded: list = field(default_factory=list)  # (row label, assignment): written answers not graded by hand yet
     failed: list = field(default_factory=list)  # (row label, assignment, why): the last grading failed, left blank
+    # (row label or student id, assignment, why): files found by the last collection but not collected, left blank
+    not_collected: list = field(default_factory=list)
+    live_keys: list = field(default_factory=list)  # (row label, column): a cell the LMS matches on that looks like a formula
 
     @property
     def complete(self):
         """Every student accounted for and every score final."""
-        return not (self.not_in_roster or self.ambiguous or self.conflicts or self.ungraded or self.failed)
+        return not (self.not_in_roster or self.ambiguous or self.conflicts or self.ungraded or self.failed
+                    or self.not_collected)
 
 
 def read_csv(path):
@@ -106,7 +134,11 @@ def assignment_column(header, assignment):
 
 
 def canvas_key(sortable_name):
-    return re.sub(r"[^0-9a-z]", "", sortable_name.lower())
+    """The name Canvas writes into a download's file names (lib/content_zipper.rb: ``sanitize_user_name`` lower-cases
+    it and turns ``_<digits>_`` into the digits, ``sanitize_file_name`` drops every character that is not
+    ``[[:word:]]``; Unicode letters stay)."""
+    name = re.sub(r"_(\d+)_", r"\1", student_name(sortable_name).lower())
+    return re.sub(r"[^\w]", "", name)
 
 
 def read_canvas_roster(path, assignments):
@@ -119,9 +151,10 @@ def read_canvas_roster(path, assignments):
         raise RosterError(f"{path}: not a Canvas gradebook export: no column {', '.join(repr(m) for m in missing)} "
                           f"(its first row is {', '.join(header[:6])})")
     identity = [name for name in CANVAS_IDENTITY + CANVAS_OPTIONAL_IDENTITY if name in header]
-    rows, keys, points_row = [], [], False
+    rows, keys, points_row, ids = [], [], False, []
     for line in table[1:]:
-        row = dict(zip(header, (cell.strip() for cell in line)))
+        # ="<text>" is Canvas's own form of a name that starts with "=" (gradebook_exporter.rb, student_name)
+        row = dict(zip(header, (canvas_text(cell.strip()) for cell in line)))
         student = row.get("Student", "")
         if student in ("Points Possible", "Manual Posting", "") and not row.get("ID"):
             points_row = points_row or student == "Points Possible"
@@ -131,12 +164,17 @@ def read_canvas_roster(path, assignments):
         rows.append(row)
         keys.append({k.lower() for k in (row.get("SIS Login ID"), row.get("SIS User ID"), row.get("ID"),
                                          canvas_key(student)) if k})
-    return Roster(identity, rows, keys, {a: assignment_column(header, a) or a for a in assignments}, points_row)
+        ids.append(PRESETS["canvas"].student(row["ID"]) if row.get("ID", "").isdigit() else "")
+    # Canvas's importer finds the student by the ID column first (lib/gradebook_importer.rb), never by the name
+    return Roster(identity, rows, keys, {a: assignment_column(header, a) or a for a in assignments}, points_row,
+                  ids=ids, style="canvas", raw_columns=("ID",))
 
 
 def read_moodle_roster(path, assignments):
     table = read_csv(path)
     header = [name.strip() for name in table[0]] if table else []
+    if "Identifier" in header:
+        return read_moodle_worksheet(path, table, header, assignments)
     missing = [name for name in ("First name", "Last name", "Email address") if name not in header]
     if missing:
         raise RosterError(f"{path}: not a Moodle grade export: no column {', '.join(repr(m) for m in missing)} "
@@ -150,16 +188,56 @@ def read_moodle_roster(path, assignments):
         email = row.get("Email address", "")
         keys.append({k.lower() for k in (row.get("Username"), row.get("ID number"), email, email.partition("@")[0]) if k})
     identity = [name for name in MOODLE_IDENTITY if name in header]
-    return Roster(identity, rows, keys, {a: assignment_column(header, a) or a for a in assignments})
+    # Moodle's grade import (grade/import/csv) maps the file to users by the column chosen: Email address
+    return Roster(identity, rows, keys, {a: assignment_column(header, a) or a for a in assignments},
+                  ids=[""] * len(rows), raw_columns=("Email address",))
 
 
-def match(gradebook, roster, assignments, missing, failure=lambda assignment, student: None):
+def read_moodle_worksheet(path, table, header, assignments):
+    """Moodle's grading worksheet (mod/assign/feedback/offline, download_grades): one assignment, each row a
+    participant ("Participant 1234567", the id in Moodle's download names), written back with its Grade."""
+    if "Grade" not in header:
+        raise RosterError(f"{path}: a Moodle grading worksheet without a 'Grade' column; download it again "
+                          "(Assignment > View all submissions > Grading action > Download grading worksheet)")
+    if len(assignments) != 1:
+        raise RosterError(f"{path}: a Moodle grading worksheet is for one assignment; pass --assignment "
+                          f"(the gradebook has {', '.join(assignments)})")
+    rows, keys, ids = [], [], []
+    for number, line in enumerate(table[1:], 2):
+        row = dict(zip(header, line))
+        if not any(cell.strip() for cell in row.values()):
+            continue
+        participant = MOODLE_PARTICIPANT.match(row.get("Identifier", ""))
+        if not participant:
+            raise RosterError(f"{path}: line {number}: the Identifier {row.get('Identifier', '')[:40]!r} is not "
+                              "'Participant <number>' as Moodle writes it")
+        rows.append(row)
+        email = row.get("Email address", "").strip()
+        keys.append({k.lower() for k in (email, email.partition("@")[0]) if k})
+        ids.append(PRESETS["moodle"].student(participant.group(1)))
+    # mod/assign/feedback/offline/importgradeslib.php reads the participant from Identifier and the Grade
+    return Roster(header, rows, keys, {assignments[0]: "Grade"}, ids=ids,
+                  raw_columns=("Identifier",), worksheet=True)
+
+
+def rows_of(roster, student):
+    """The roster rows a gradebook id matches: by the LMS's id alone where it is one (``canvas-4711``), else by the
+    row's ids (see the module's documentation)."""
+    if LMS_ID.match(student):
+        return [i for i, ident in enumerate(roster.ids) if ident == student]
+    key = student_name(student).lower()
+    return [i for i, keys in enumerate(roster.keys) if key in keys]
+
+
+def match(gradebook, roster, assignments, missing, failure=lambda assignment, student: None,
+          uncollected=lambda assignment: {}):
     """The score of each roster row; ``failure(assignment, student)`` says why a student's last grading
-    failed (``course grade``'s state), or None."""
+    failed (``course grade``'s state), or None; ``uncollected(assignment)`` is {student: why} of the students
+    whose files the last collection found but did not collect."""
     result = Matching()
     owners, unsure = {}, set()  # roster row -> the gradebook ids it matches; rows an ambiguous id matches
     for student in gradebook.students:
-        rows = [i for i, keys in enumerate(roster.keys) if student.id.lower() in keys]
+        rows = rows_of(roster, student.id)
         if len(rows) > 1:
             result.ambiguous.append((student.id, [label(roster.rows[i]) for i in rows]))
             unsure.update(rows)
@@ -167,11 +245,22 @@ def match(gradebook, roster, assignments, missing, failure=lambda assignment, st
             owners.setdefault(rows[0], []).append(student.id)
         elif any(_has_submission(gradebook, a, student.id) for a in assignments):
             result.not_in_roster.append(student.id)
+    lost = {}  # (row, assignment) -> why: files found, none collected
+    for assignment in assignments:
+        for student, why in sorted(uncollected(assignment).items()):
+            rows = rows_of(roster, student)
+            for i in rows:
+                lost.setdefault((i, assignment), why)
+            if not rows:
+                result.not_collected.append((student, assignment, f"{why} (no roster row for {student})"))
     for i, row in enumerate(roster.rows):
         result.scores[i] = {}
         for assignment in assignments:
             found = [s for s in (_submission(gradebook, assignment, owner) for owner in owners.get(i, [])) if s]
-            if len(found) > 1:  # one person under two ids, each with a submission: a person decides
+            if (i, assignment) in lost:  # never "no submission", nor an earlier submission's score
+                result.not_collected.append((label(row), assignment, lost[i, assignment]))
+                result.scores[i][assignment] = None
+            elif len(found) > 1:  # one person under two ids, each with a submission: a person decides
                 result.conflicts.append((label(row), assignment, [s.student.id for s in found]))
                 result.scores[i][assignment] = None
             elif found and (why := failure(assignment, found[0].student.id)):  # the scores are an earlier submission's
@@ -201,7 +290,8 @@ def _has_submission(gradebook, assignment, student):
 
 
 def label(row):
-    return row.get("Student") or f"{row.get('First name', '')} {row.get('Last name', '')}".strip() or "?"
+    return (row.get("Student") or row.get("Full name")
+            or f"{row.get('First name', '')} {row.get('Last name', '')}".strip() or row.get("Identifier") or "?")
 
 
 def number(value):
@@ -209,13 +299,29 @@ def number(value):
 
 
 def write_grades(path, roster, result, assignments, max_scores):
+    def text(value, column):
+        if column in roster.raw_columns:  # what the LMS matches on must stay as it is
+            if csv_cell(value, roster.style) != value:
+                result.live_keys.append((label(row), column))
+            return value
+        return csv_cell(value, roster.style)
+
     with open(path, "w", newline="", encoding="utf-8") as stream:
         out = csv.writer(stream)
-        out.writerow(roster.header + [roster.assignment_columns[a] for a in assignments])
+        if roster.worksheet:  # Moodle's worksheet, column for column, the Grade filled in
+            out.writerow([csv_cell(name) for name in roster.header])
+            for i, row in enumerate(roster.rows):
+                out.writerow([number(result.scores[i][assignments[0]]) if name == "Grade" else text(row.get(name, ""), name)
+                              for name in roster.header])
+            return
+        out.writerow([csv_cell(name, roster.style) for name in roster.header]
+                     + [csv_cell(roster.assignment_columns[a], roster.style) for a in assignments])
         if roster.points_row:
             out.writerow(["Points Possible"] + [""] * (len(roster.header) - 1) + [number(max_scores[a]) for a in assignments])
         for i, row in enumerate(roster.rows):
-            out.writerow([row.get(name, "") for name in roster.header] + [number(result.scores[i][a]) for a in assignments])
+            out.writerow([text(row.get(name, ""), name) for name in roster.header]
+                         + [number(result.scores[i][a]) for a in assignments])
+
 
 
 class LmsExportPlugin(ExportPlugin):
@@ -256,7 +362,8 @@ class LmsExportPlugin(ExportPlugin):
             for student, assignment in refresh_penalties(gradebook, policy, assignments):
                 self.log.warning("Late penalty of %s for %s recomputed from the current score (graded by hand since)",
                                  student, assignment)
-        result = match(gradebook, roster, assignments, self.missing, self.course_grade_state().failure)
+        state = self.course_grade_state()
+        result = match(gradebook, roster, assignments, self.missing, state.failure, state.uncollected_of)
         max_scores = {a: gradebook.find_assignment(a).max_score for a in assignments}
         dest = self.to or self.default_to
         try:
@@ -278,7 +385,14 @@ class LmsExportPlugin(ExportPlugin):
         for who, assignment in result.ungraded:
             self.log.warning("%s, %s: written answers not graded by hand yet (they count 0)", who, assignment)
         for who, assignment, why in result.failed:
-            self.log.error("%s, %s: the last grading failed (%s): blank in the file; grade it again", who, assignment, why)
+            self.log.error("%s, %s: the last grading failed (%s): blank in the file; grade it again", log_text(who),
+                           assignment, log_text(why))
+        for who, assignment, why in result.not_collected:
+            self.log.error("%s, %s: files found but not collected (%s): blank in the file; fix and run course grade again",
+                           log_text(who), assignment, log_text(why))
+        for who, column in result.live_keys:
+            self.log.error("%s: the %s cell starts like a formula; written as it is, because the LMS matches on it",
+                           log_text(who), column)
 
 
 class CanvasExportPlugin(LmsExportPlugin):
@@ -320,15 +434,20 @@ def export(lms, roster, root=None, to=None, assignments=(), missing=None, db_url
     result = plugin.result
     out(f"course export: {plugin.to} for {lms}: {len(result.scores)} students")
     for who, assignment in result.no_submission:
-        out(f"  no submission: {who}, {assignment} ({'0' if plugin.missing == 'zero' else 'blank'})")
+        out(log_text(f"  no submission: {who}, {assignment} ({'0' if plugin.missing == 'zero' else 'blank'})", 10_000))
     for student in result.not_in_roster:
-        out(f"  NOT IN THE ROSTER, left out: {student}")
+        out(log_text(f"  NOT IN THE ROSTER, left out: {student}", 10_000))
     for student, rows in result.ambiguous:
-        out(f"  MATCHES {len(rows)} ROSTER ROWS, left out, those rows blank: {student} ({'; '.join(rows)})")
+        out(log_text(f"  MATCHES {len(rows)} ROSTER ROWS, left out, those rows blank: {student} ({'; '.join(rows)})", 10_000))
     for who, assignment, ids in result.conflicts:
-        out(f"  TWO IDS WITH SUBMISSIONS, blank: {who}, {assignment} ({' and '.join(ids)})")
+        out(log_text(f"  TWO IDS WITH SUBMISSIONS, blank: {who}, {assignment} ({' and '.join(ids)})", 10_000))
     for who, assignment in result.ungraded:
-        out(f"  not graded by hand yet (written answers count 0): {who}, {assignment}")
+        out(log_text(f"  not graded by hand yet (written answers count 0): {who}, {assignment}", 10_000))
     for who, assignment, why in result.failed:
-        out(f"  LAST GRADING FAILED, blank (run course grade again): {who}, {assignment} ({why})")
+        out(log_text(f"  LAST GRADING FAILED, blank (run course grade again): {who}, {assignment} ({why})", 10_000))
+    for who, assignment, why in result.not_collected:
+        out(log_text(f"  FOUND BUT NOT COLLECTED, blank (fix, then course grade again): {who}, {assignment} ({why})",
+                     10_000))
+    for who, column in result.live_keys:
+        out(log_text(f"  the {column} of {who} starts like a formula; written as it is: the LMS matches on it", 10_000))
     return 0 if result.complete else 1

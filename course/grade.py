@@ -211,7 +211,8 @@ class GradeRun:
     """One ``course grade`` invocation."""
 
     def __init__(self, root=None, db_url=None, workers=None, scheduler=None, force=False, pattern=None,
-                 roster_only=False, progress=True, feedback=True, out=None, sandbox=True, students=None):
+                 roster_only=False, progress=True, feedback=True, out=None, sandbox=True, students=None, lms=None,
+                 submission_times=None, times_zone=None):
         from nbgrader.coursedir import CourseDirectory
 
         tools = str(Path(sys.executable).parent)  # nbgrader runs `alembic` when it creates a gradebook
@@ -235,7 +236,18 @@ class GradeRun:
         # --student: only these students are collected and regraded (always, changed or not); nobody
         # else's files, grades or feedback are touched
         self.only = set(students) if students else None
-        self.pattern = pattern or Collect(config=self.config).lms_pattern
+        collect_settings = Collect(config=self.config)
+        self.pattern = pattern or collect_settings.lms_pattern
+        self.lms = lms or (None if pattern else collect_settings.lms)  # --pattern: the pattern, not the config's preset
+        self.times = None
+        if submission_times:
+            if not self.lms:
+                raise UsageError("--submission-times needs --lms canvas or --lms moodle: the times are keyed by the "
+                                 "LMS's user ids")
+            from .lms import read_submission_times
+
+            self.times = read_submission_times(submission_times, self.lms, times_zone)
+        self.late_policy = LatePolicy(config=self.config)
         self.scheduler = scheduler
         self.workers = workers or self.settings.workers or os.cpu_count() or 1
         self.out = out or sys.stdout
@@ -318,8 +330,10 @@ class GradeRun:
             with self.gradebook() as gradebook:
                 roster = {s.id for s in gradebook.students}
         run.collected = self._collect(submissions_path, assignment, set(notebooks), roster)
+        self._note_missing_times(assignment, run.collected)
         if self.only is None:
-            self.state.remember_collection(assignment, [asdict(p) for p in run.collected.problems])
+            self.state.remember_collection(assignment, [asdict(p) for p in run.collected.problems],
+                                           run.collected.uncollected())
         else:  # the report still lists what the last whole collection found about everyone else
             again = submissions_path is not None  # the export read now reports its own problems about no student
             run.earlier_problems = [Problem(**p) for p in self.state.last_collection(assignment)
@@ -349,23 +363,50 @@ class GradeRun:
             run.submissions.append(submission)
         return run
 
+    def _note_missing_times(self, assignment, collected):
+        """Submissions collected now without a time, for an assignment with a due date: one problem that says how
+        many, which rule applied and how to supply the times (not one note per student)."""
+        timeless = sorted(s for s in collected.timeless if self.only is None or s in self.only)
+        if not timeless:
+            return
+        with self.gradebook() as gradebook:
+            due = self.late_policy.due.get(assignment) or gradebook.find_assignment(assignment).duedate
+        if not due:
+            return
+        from .collect import read_lms_record
+
+        marked = [s for s in timeless if read_lms_record(
+            self.coursedir.format_path(self.coursedir.submitted_directory, s, assignment)).get("marked_late") is True]
+        shown = ", ".join(timeless[:5]) + (f" and {len(timeless) - 5} more" if len(timeless) > 5 else "")
+        rules = f"{len(timeless) - len(marked)} graded by the late policy's rule for no time ({self.late_policy.without_time_rule(False)})"
+        if marked:
+            rules += (f"; {len(marked)} the LMS marks late ({', '.join(marked[:5])}), graded by its rule for late work "
+                      f"without a time ({self.late_policy.without_time_rule(True)})")
+        how = ("pass --submission-times FILE with the times exported from the LMS (INSTRUCTORS.md, 'Submission times')"
+               if self.times is None else f"{self.times.source} has no time for them")
+        collected.problems.append(Problem(str(collected.source), f"{len(timeless)} submission(s) of {assignment} have "
+                                          f"no submission time ({shown}): {how}; {rules}", kind="no-time"))
+
     def _collect(self, source, assignment, notebooks, roster):
         """``collect``; with ``--student``, an export is read in a scratch folder and only those students'
         files reach submitted/."""
+        lms = dict(lms=self.lms, times=self.times)
         if self.only is None:
-            return collect(source, assignment, self.coursedir, notebooks, self.pattern, roster, self.log)
+            return collect(source, assignment, self.coursedir, notebooks, self.pattern, roster, self.log, **lms)
         problems = []
         if source is not None:
             submitted = Path(self.coursedir.root) / self.coursedir.submitted_directory
             with tempfile.TemporaryDirectory(prefix="course-collect-") as scratch:
                 found = collect(source, assignment, SimpleNamespace(root=scratch, submitted_directory="submitted"),
-                                notebooks, self.pattern, roster, self.log)
+                                notebooks, self.pattern, roster, self.log, **lms)
                 for student in sorted(self.only & set(found.students)):
                     shutil.rmtree(submitted / student / assignment, ignore_errors=True)  # the resubmission, whole
                     shutil.copytree(Path(scratch) / "submitted" / student / assignment, submitted / student / assignment)
             problems = found.problems
         result = collect(None, assignment, self.coursedir, notebooks, self.pattern, roster, self.log)
         result.problems = [p for p in problems + result.problems if not p.student or p.student in self.only]
+        if source is not None:
+            result.timeless = [s for s in found.timeless if s in self.only]
         return result
 
     def _fingerprint(self, assignment):
@@ -405,6 +446,9 @@ class GradeRun:
 
     # ---- the run ----------------------------------------------------------------------------
     def run(self, assignments, submissions_path=None):
+        if self.times is not None and submissions_path is None:  # nothing would be collected for them to date
+            raise UsageError(f"--submission-times {self.times.source}: the times are for an LMS export; pass it with "
+                             "--submissions")
         try:
             with nbgrader_speedups():
                 return self._run(assignments, submissions_path)
@@ -636,7 +680,23 @@ class GradeRun:
         plugin.to = str(path)
         with self.gradebook() as gradebook:
             plugin.export(gradebook)
+        neutralise_csv(path)
         return path
+
+
+def neutralise_csv(path):
+    """nbgrader's grades CSV, every text cell that a spreadsheet would evaluate written as text (``csv_cell``):
+    student ids and names come from file names and rosters."""
+    import csv
+
+    from .lms import csv_cell
+
+    with open(path, newline="", encoding="utf-8") as stream:
+        table = list(csv.reader(stream))
+    safe = [[csv_cell(cell) for cell in row] for row in table]
+    if safe != table:
+        with open(path, "w", newline="", encoding="utf-8") as stream:
+            csv.writer(stream).writerows(safe)
 
 
 def selected_feedback_class():

@@ -53,11 +53,11 @@ class GradeState:
     def __init__(self, path, db_url, warn, unreadable="every submission is graded again"):
         self.path = Path(path)
         self.db_key = hashlib.sha256(db_url.encode()).hexdigest()[:16]
-        self.submissions, self.collection, self.failures = self._load(warn, unreadable)
+        self.submissions, self.collection, self.failures, self.uncollected = self._load(warn, unreadable)
 
     def _load(self, warn, unreadable):
         if not self.path.exists():
-            return {}, {}, {}
+            return {}, {}, {}, {}
         try:
             state = json.loads(self.path.read_text())
             if (isinstance(state, dict) and state.get("version") == STATE_VERSION
@@ -70,16 +70,26 @@ class GradeState:
                 failures = state.get("failures", {})
                 if not (isinstance(failures, dict) and all(isinstance(v, str) for v in failures.values())):
                     failures = {}
-                return state["submissions"], (collection if valid else {}), failures
+                uncollected = state.get("uncollected", {})
+                if not (isinstance(uncollected, dict) and all(
+                        isinstance(v, dict) and all(isinstance(x, str) for x in v.values()) for v in uncollected.values())):
+                    uncollected = {}
+                return state["submissions"], (collection if valid else {}), failures, uncollected
             problem = "not a state file of this version"
         except (OSError, ValueError) as error:
             problem = f"{type(error).__name__}: {error}"
         warn(f"{self.path} is unreadable ({problem}); {unreadable}")
-        return {}, {}, {}
+        return {}, {}, {}, {}
 
-    def remember_collection(self, assignment, problems):
-        """The problems of an assignment's last whole collection (as dicts), for a later one-student run's report."""
+    def remember_collection(self, assignment, problems, uncollected=None):
+        """The problems of an assignment's last whole collection (as dicts), for a later one-student run's report,
+        and {student: why} of the students whose files it found but did not collect, for ``course export``."""
         self.collection[f"{self.db_key}:{assignment}"] = problems
+        self.uncollected[f"{self.db_key}:{assignment}"] = dict(uncollected or {})
+
+    def uncollected_of(self, assignment):
+        """{student: why} of the students whose files the last whole collection found but did not collect."""
+        return self.uncollected.get(f"{self.db_key}:{assignment}", {})
 
     def last_collection(self, assignment):
         return self.collection.get(f"{self.db_key}:{assignment}", [])
@@ -116,6 +126,7 @@ class GradeState:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps({"version": STATE_VERSION, "submissions": self.submissions,
-                                          "collection": self.collection, "failures": self.failures},
+                                          "collection": self.collection, "failures": self.failures,
+                                          "uncollected": self.uncollected},
                                          indent=1, sort_keys=True))
         temporary.replace(self.path)

@@ -13,7 +13,10 @@ apply the same policy:
   up to ``cap_percent``;
 * ``zero_after_hours``: later than this, the score is 0 (None: no cutoff);
 * ``without_timestamp``: a submission with no time when its assignment has a due date is graded ``"on-time"``
-  or gets ``"zero"``, and is reported either way.
+  or gets ``"zero"``, and is reported either way;
+* ``marked_late_without_time``: a submission the LMS marks late (Canvas writes ``LATE`` into the file name, or
+  ``late: true`` in its submissions API) whose time is unknown gets the largest penalty (``"cap"``, the default:
+  it is late, by how much is unknown), ``"zero"``, or is graded ``"on-time"``.  A known time always decides.
 
 What was decided is kept as data in the graded notebook (``metadata["course"]["late"]``: due, submitted, how
 late, the penalty and the rule), for the student's feedback and the report.  The penalty is a share of the score,
@@ -66,6 +69,9 @@ class LatePolicy(LateSubmissionPlugin):
     zero_after_hours = Float(None, allow_none=True, help="later than this many hours: score 0").tag(config=True)
     without_timestamp = Enum(["on-time", "zero"], "on-time",
                              help="a submission with no time, for an assignment with a due date").tag(config=True)
+    marked_late_without_time = Enum(["cap", "zero", "on-time"], "cap", help=(
+        "a submission the LMS marks late whose time is unknown: the largest penalty (cap_percent), 0, or on time"
+    )).tag(config=True)
 
     @validate("grace_minutes", "penalty_percent", "zero_after_hours")
     def _not_negative(self, proposal):
@@ -107,7 +113,20 @@ class LatePolicy(LateSubmissionPlugin):
         """Points taken from ``score`` when the submission has no time but its assignment a due date."""
         return max(0.0, float(score or 0.0)) if self.without_timestamp == "zero" else 0.0
 
-    def submission_penalty(self, score, submission):
+    def penalty_marked_late(self, score):
+        """Points taken from ``score`` when the LMS marks the submission late but its time is unknown."""
+        score = max(0.0, float(score or 0.0))
+        rule = self.marked_late_without_time
+        return score if rule == "zero" else score * self.cap_percent / 100 if rule == "cap" else 0.0
+
+    def without_time_rule(self, marked_late):
+        """The rule applied to a submission without a time, in words, for the notes."""
+        if marked_late:
+            return {"cap": f"the largest penalty, {self.cap_percent:g}% of the score", "zero": "a score of 0",
+                    "on-time": "graded as on time"}[self.marked_late_without_time]
+        return "graded as on time" if self.without_timestamp == "on-time" else "a score of 0"
+
+    def submission_penalty(self, score, submission, marked_late=False):
         """Points taken from ``score`` for a graded nbgrader ``submission``: by how late it is (through the
         plug-in's ``late_submission_penalty``, which a subclass may override), or by the no-timestamp rule;
         never below 0 nor above the score.  The one route from policy to penalty, for autograding and for
@@ -116,7 +135,7 @@ class LatePolicy(LateSubmissionPlugin):
         if submission.duedate is None:
             return 0.0
         if submission.timestamp is None:
-            penalty = self.penalty_without_timestamp(score)
+            penalty = self.penalty_marked_late(score) if marked_late else self.penalty_without_timestamp(score)
         else:
             penalty = self.late_submission_penalty(submission.student.id, score, submission.total_seconds_late)
         return min(score, max(0.0, float(penalty or 0.0)))
@@ -174,8 +193,9 @@ class ApplyLatePolicy(AssignLatePenalties):
                 self.log.warning("%s/%s is %s late: a penalty of %g of %g points", info["student"], info["assignment"],
                                  describe_lateness(submission.total_seconds_late), late["penalty"], notebook.score or 0.0)
             if submission.timestamp is None:
-                self.log.warning("%s/%s has no submission time: graded as %s", info["student"], info["assignment"],
-                                 "on time" if policy.without_timestamp == "on-time" else "late (score 0)")
+                self.log.warning("%s/%s has no submission time%s: %s", info["student"], info["assignment"],
+                                 " and the LMS marks it late" if late.get("marked_late") else "",
+                                 policy.without_time_rule(late.get("marked_late")))
         write_late(nb, late)
         return nb, resources
 
@@ -205,16 +225,28 @@ def refresh_penalties(gradebook, policy, assignments):
         for submission in gradebook.assignment_submissions(assignment):
             if submission.duedate is None:
                 continue
+            marked = marked_late(policy.config, submission.student.id, assignment)
             for notebook in submission.notebooks:
-                if refresh_penalty(policy, submission, notebook):
+                if refresh_penalty(policy, submission, notebook, marked):
                     changed.append((submission.student.id, assignment))
     gradebook.db.commit()
     return sorted(set(changed))
 
 
-def refresh_penalty(policy, submission, notebook):
+def marked_late(config, student, assignment):
+    """Whether the LMS marked the student's submission late (what collection wrote beside it, from the LMS's own
+    file name or submission times; never from anything the student uploaded)."""
+    from nbgrader.coursedir import CourseDirectory
+
+    from .collect import read_lms_record
+
+    coursedir = CourseDirectory(config=config)
+    return read_lms_record(coursedir.format_path(coursedir.submitted_directory, student, assignment)).get("marked_late") is True
+
+
+def refresh_penalty(policy, submission, notebook, marked=False):
     """The policy's penalty on the notebook's score as it is now, into the gradebook; True if it changed."""
-    penalty = policy.submission_penalty(notebook.score, submission)
+    penalty = policy.submission_penalty(notebook.score, submission, marked)
     if abs((notebook.late_submission_penalty or 0.0) - penalty) <= 1e-12:
         return False
     notebook.late_submission_penalty = penalty or None  # None, as nbgrader writes "no penalty"
@@ -234,19 +266,23 @@ def decide(gradebook, policy, info):
     apply_due_date(gradebook, policy, info["assignment"])
     submission = gradebook.find_submission(info["assignment"], info["student"])
     notebook = gradebook.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
-    refresh_penalty(policy, submission, notebook)
+    marked = marked_late(policy.config, info["student"], info["assignment"])
+    refresh_penalty(policy, submission, notebook, marked)
     gradebook.db.commit()
     if submission.duedate is None:
         return notebook, None
-    return notebook, late_record(submission, float(notebook.late_submission_penalty or 0.0), policy)
+    return notebook, late_record(submission, float(notebook.late_submission_penalty or 0.0), policy, marked)
 
 
-def late_record(submission, penalty, policy):
+def late_record(submission, penalty, policy, marked=False):
     """What was decided about a submission with a due date, as data for the feedback and the report."""
     late = {"due": _iso(submission.duedate), "submitted": _iso(submission.timestamp),
             "seconds_late": submission.total_seconds_late, "penalty": penalty, "rule": policy.rule()}
     if submission.timestamp is None:
-        late["without_timestamp"] = policy.without_timestamp
+        late["without_timestamp"] = policy.marked_late_without_time if marked else policy.without_timestamp
+        late["time_rule"] = policy.without_time_rule(marked)
+        if marked:
+            late["marked_late"] = True
     return late
 
 
@@ -318,6 +354,9 @@ def lateness_note(late):
     """The feedback's sentence about lateness, from the data ``ApplyLatePolicy`` kept; None when on time."""
     if not late:
         return None
+    if late.get("marked_late"):
+        return (f"The LMS marks this submission late but gives no submission time; the course's late policy for that "
+                f"applies: {late.get('time_rule', late['without_timestamp'])} (a penalty of {late['penalty']:g} points).")
     if late.get("without_timestamp"):
         if late["without_timestamp"] == "zero":
             return "This submission has no submission time, and the course's late policy scores such work 0."

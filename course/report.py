@@ -45,6 +45,19 @@ def assignment_scores(grade_run, assignment):
                 if not grade_run.state.failure(assignment, s.student.id)}
 
 
+def failed_to_grade(grade_run, run, students=None):
+    """[(submission, why)] of the submissions of ``run`` that were collected but failed to grade: in this run
+    (grading or feedback), or in an earlier one and not graded since.  Files never collected are not here: they
+    are collection problems.  The report's table and the summary's "failed" count are both this list (the
+    summary of a one-student regrade, ``students``, counts theirs)."""
+    failed = [(s.where, s.reason) for s in run.submissions if s.status == "failed" or s.feedback_failed]
+    this_run = {s.student for s in run.submissions}
+    failed += [(f"{student}/{run.name}", f"{why} (an earlier run)")
+               for student, why in sorted(grade_run.state.failures_of(run.name).items())
+               if student not in this_run and (students is None or student in students)]
+    return failed
+
+
 def _cells(grade_run, assignment):
     """The assignment's autograded test cells in notebook order, and every graded submission's total and points
     per cell (a submission whose last grading failed is left out: its scores are an earlier submission's)."""
@@ -162,10 +175,14 @@ def _collection_tally(problems):
     return lines + [""]
 
 
-def _noted(noted, submissions):
+def _noted(noted, submissions, timeless=frozenset()):
     """The "Graded with a note" table: the grader's notes on each student's notebooks, and the
     worker problems of this run (a notebook executed here instead)."""
     grouped = {}
+    # The submissions without a time that the collection's one "no-time" problem lists (``timeless``) are said
+    # there once, not in a note per student
+    noted = [(student, note) for student, note in noted if not (student in timeless and isinstance(note, dict)
+                                                                and note.get("kind") == "late" and note.get("without_timestamp"))]
     for student, note in noted:
         grouped.setdefault(student, ([], []))[0].append(note)
     for submission in submissions:
@@ -201,10 +218,7 @@ def write_report(grade_run, run):
         noted.extend((student, note) for note in notes)
 
     status = collections.Counter(s.status for s in run.submissions)
-    not_graded = [(s.where, s.reason) for s in run.submissions if s.status == "failed" or s.feedback_failed]
-    this_run = {s.student for s in run.submissions}
-    not_graded += [(f"{student}/{run.name}", f"{why} (an earlier run)")
-                   for student, why in sorted(grade_run.state.failures_of(run.name).items()) if student not in this_run]
+    not_graded = failed_to_grade(grade_run, run)
     lines = [f"# {run.name}: grading report", ""]
     lines.append(f"Written by `course grade` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
                  f"from the gradebook `{_safe_url(grade_run.db_url)}`.")
@@ -234,16 +248,26 @@ def write_report(grade_run, run):
     lines.append("")
 
     lines += ["## Submissions that failed to grade", ""]
-    failures = not_graded + [(problem.where, problem.reason) for problem in problems]
-    if failures:
-        lines += ["| submission or file | reason |", "|---|---|"]
-        lines += [f"| {_md(where)} | {_md(reason)} |" for where, reason in failures]
+    if not_graded:
+        lines += ["| submission | reason |", "|---|---|"]
+        lines += [f"| {_md(where)} | {_md(reason)} |" for where, reason in not_graded]
     else:
-        lines.append("None: every submission found was graded.")
+        lines.append("None: every submission collected was graded.")
+    lines.append("")
+    lines += ["## Collection problems", ""]
+    if problems:
+        lines += ["Files and students not collected were never graded: a student whose files were found but none "
+                  "collected has no grade from them (`course export` leaves their cell blank and lists them). "
+                  "Submissions without a submission time are listed here once.", "",
+                  "| file | problem |", "|---|---|"]
+        lines += [f"| {_md(problem.where)} | {_md(problem.reason)} |" for problem in problems]
+    else:
+        lines.append("None: every file found was collected, with its time where the assignment has a due date.")
     lines.append("")
     lines += _collection_tally(problems)
 
-    lines += _noted(noted, run.submissions)
+    listed = any(problem.kind == "no-time" for problem in run.collected.problems)
+    lines += _noted(noted, run.submissions, set(run.collected.timeless) if listed else frozenset())
 
     path = folder / "report.md"
     path.write_text("\n".join(lines))
@@ -255,15 +279,21 @@ def summary_lines(grade_run, runs):
     failed, the collection problems, the mean score and the report; then where the outputs are and
     every submission that failed, with the reason."""
     rows = []
+    only = getattr(grade_run, "only", None)
     for run in runs:
         scores = assignment_scores(grade_run, run.name)
+        if only is not None:  # a regrade of some students says their scores, not the class's
+            scores = {student: score for student, score in scores.items() if student in only}
         status = collections.Counter(s.status for s in run.submissions)
         totals = [score for score, _ in scores.values()]
         maximum = max((m for _, m in scores.values()), default=0.0)
         mean = f"{sum(totals) / len(totals):.1f} / {maximum:g}" if totals else "-"
-        rows.append([run.name, len(run.submissions), status["graded"], status["unchanged"], status["failed"],
-                     len(run.collected.problems), mean, os.path.relpath(run.report, grade_run.root)])
+        rows.append([run.name, len(run.submissions), status["graded"], status["unchanged"],
+                     len(failed_to_grade(grade_run, run, only)), len(run.collected.problems), mean,
+                     os.path.relpath(run.report, grade_run.root)])
     header = ["assignment", "found", "graded", "unchanged", "failed", "problems", "mean score", "report"]
+    if only is not None:
+        header[6] = "score" if len(only) == 1 else "their mean"
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
 
     def aligned(values):
@@ -279,5 +309,5 @@ def summary_lines(grade_run, runs):
     lines.append(f"grades: {os.path.relpath(grade_run.csv_path, root)}"
                  + (f"   feedback: {feedback}" if grade_run.make_feedback else "")
                  + f"   log: {os.path.relpath(grade_run.log_path, root)}")
-    lines += [f"failed: {s.where}: {s.reason}" for run in runs for s in run.submissions if s.status == "failed"]
+    lines += [f"failed: {where}: {why}" for run in runs for where, why in failed_to_grade(grade_run, run, only)]
     return lines

@@ -52,7 +52,6 @@ ALLOWED_ATTRIBUTES = {"a": ["href", "title"], "img": ["src", "alt", "title", "wi
                       "abbr": ["title"], "ol": ["start"]}
 BLOCK_CLASS = "course-student-markdown"
 _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
 
 
 # --------------------------------------------------------------------------- outputs
@@ -260,16 +259,26 @@ def html_text(text, single_line=True):
 
 
 def log_text(text, limit=300):
-    """Student text quoted in a log line: one line, control characters shown as escapes."""
+    """Student text quoted in a log line: one line, every character that is not shown as itself escaped."""
     text = _text(text)
     if len(text) > limit:
         text = text[:limit] + "…"
-    return text.encode("unicode_escape").decode("ascii") if _CONTROL.search(text) or "\n" in text else text
+    return escape_hidden(text)
 
 
 def one_line(text, limit=500):
-    text = _CONTROL.sub(" ", _text(text).replace("\r", " ").replace("\n", " "))
+    text = escape_hidden(_text(text).replace("\r", " ").replace("\n", " "))
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def escape_hidden(text):
+    """Every character of Unicode category C* (controls, format characters such as the bidi overrides U+202A-E and
+    isolates U+2066-9, surrogates, private use, unassigned) and every separator but the space, as its escape
+    (``\\x1b``, ``\\u202e``): a file or student name shown in a summary, a report or a log can neither reorder
+    nor hide what is around it.  ``str.isprintable`` is exactly "none of these"."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 # --------------------------------------------------------------------------- the grader's notes

@@ -17,9 +17,15 @@ comments or reformatting does not hide a copy.
 
 The similarity of a pair is the larger of the two shares: the part of one student's answer
 tokens found in the other's.  A high number asks a person to look; it proves nothing alone.
+
+The numbers are the same for the same input in any process: copydetect hashes k-grams with Python's
+``hash()``, which is salted per process (PYTHONHASHSEED), so winnowing kept different fingerprints each run;
+here its ``copydetect.utils.hashed_kgrams`` is replaced, while fingerprints are made, by a keyed-free BLAKE2b.
 """
 import ast
+import contextlib
 import csv
+import hashlib
 import html
 import io
 import itertools
@@ -34,6 +40,7 @@ from copydetect import CodeFingerprint, compare_files
 from copydetect.utils import highlight_overlap
 
 from .errors import UsageError
+from .lms import csv_cell
 
 # copydetect's own defaults: k-grams of 25 tokens, and every match of 30 or more tokens found
 NOISE_TOKENS = 25
@@ -113,8 +120,31 @@ def boilerplate_hashes(release_notebooks):
     return list(fingerprint("release.py", "\n".join(code), window=1).hashes)
 
 
+def stable_kgram_hashes(string, k):
+    """copydetect's ``hashed_kgrams`` with a hash that is the same in every process (BLAKE2b, 64 bits, signed as
+    numpy's int64 like ``hash()``), in place of Python's salted ``hash()``."""
+    data = [hashlib.blake2b(string[offset:offset + k].encode("utf-8", "surrogatepass"), digest_size=8).digest()
+            for offset in range(len(string) - k + 1)]
+    return np.array([int.from_bytes(d, "little", signed=True) for d in data], dtype=np.int64)
+
+
+@contextlib.contextmanager
+def stable_hashing():
+    """copydetect's k-gram hashing made deterministic while fingerprints are made (its ``get_document_fingerprints``
+    looks ``hashed_kgrams`` up in ``copydetect.utils`` at each call)."""
+    import copydetect.utils
+
+    original = copydetect.utils.hashed_kgrams
+    copydetect.utils.hashed_kgrams = stable_kgram_hashes
+    try:
+        yield
+    finally:
+        copydetect.utils.hashed_kgrams = original
+
+
 def fingerprint(name, code, boilerplate=None, window=GUARANTEED_TOKENS - NOISE_TOKENS + 1):
-    return CodeFingerprint(name, NOISE_TOKENS, window, boilerplate, language="python", fp=io.StringIO(code))
+    with stable_hashing():
+        return CodeFingerprint(name, NOISE_TOKENS, window, boilerplate, language="python", fp=io.StringIO(code))
 
 
 def read_answers(submissions, assignment, release_notebooks, problems):
@@ -161,22 +191,20 @@ def highlighted(answers, slices):
     return text
 
 
-def csv_safe(text):
-    """A cell a spreadsheet shows as text, never evaluates as a formula."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def write_csv(path, pairs):
     with open(path, "w", newline="", encoding="utf-8") as stream:
         out = csv.writer(stream)
         out.writerow(["rank", "student_a", "student_b", "similarity", "share_of_a", "share_of_b", "shared_tokens"])
         for rank, pair in enumerate(pairs, 1):
-            out.writerow([rank, csv_safe(pair.first.student), csv_safe(pair.second.student), f"{pair.similarity:.3f}",
+            out.writerow([rank, csv_cell(pair.first.student), csv_cell(pair.second.student), f"{pair.similarity:.3f}",
                           f"{pair.shares[0]:.3f}", f"{pair.shares[1]:.3f}", pair.tokens])
 
 
 def write_html(path, assignment, students, pairs, problems, shown=SHOWN_PAIRS):
-    e = html.escape
+    from .sanitize import escape_hidden
+
+    def e(text):  # names and file names: HTML escaped, and no bidi override or control character shown raw
+        return html.escape(escape_hidden(str(text)))
     rows = "\n".join(
         f'<tr><td>{rank}</td><td><a href="#pair-{rank}">{e(p.first.student)} and {e(p.second.student)}</a></td>'
         f"<td>{p.similarity:.0%}</td><td>{p.shares[0]:.0%} / {p.shares[1]:.0%}</td><td>{p.tokens}</td></tr>"
@@ -220,7 +248,7 @@ proves nothing alone. Highlighted lines are the matching code.</p>
     Path(path).write_text(page, encoding="utf-8")
 
 
-def similarity(assignment, root=None, submissions=None, top=SHOWN_PAIRS, pattern=None, out=print):
+def similarity(assignment, root=None, submissions=None, top=SHOWN_PAIRS, pattern=None, out=print, lms=None):
     """Compare the students' answers of ``assignment``; write the HTML and CSV reports; return the ranked pairs."""
     from .config import load_config
     from nbgrader.coursedir import CourseDirectory
@@ -241,9 +269,10 @@ def similarity(assignment, root=None, submissions=None, top=SHOWN_PAIRS, pattern
                 # an LMS export: collected as `course grade` collects it, into a scratch folder
                 from .collect import Collect, collect
 
+                settings = Collect(config=config)
                 collected = collect(folder, assignment, SimpleNamespace(root=scratch, submitted_directory="submitted"),
                                     [Path(name).stem for name in release_notebooks],
-                                    pattern or Collect(config=config).lms_pattern)
+                                    pattern or settings.lms_pattern, lms=lms or (None if pattern else settings.lms))
                 problems += [str(problem) for problem in collected.problems]
                 folder = Path(scratch) / "submitted"
         students = read_answers(folder, assignment, release_notebooks, problems)
@@ -263,6 +292,6 @@ def similarity(assignment, root=None, submissions=None, top=SHOWN_PAIRS, pattern
     out(f"course similarity: {len(students)} submissions of {assignment}, {len(pairs)} pairs share code; "
         f"the most similar:")
     for rank, pair in enumerate(pairs[:min(top, 5)], 1):
-        out(f"  {rank}. {pair.first.student} and {pair.second.student}: {pair.similarity:.0%}")
+        out(log_text(f"  {rank}. {pair.first.student} and {pair.second.student}: {pair.similarity:.0%}"))
     out(f"course similarity: {reports / 'similarity.html'} and similarity.csv")
     return pairs

@@ -81,17 +81,24 @@ def lms_export(course):
     for cell in copied.cells:
         if cell.metadata.get("nbgrader", {}).get("solution") and cell.cell_type == "code":
             cell.source = renamed(cell.source)
+    # Canvas's "Download Submissions" (lib/content_zipper.rb): <sortable name>[_LATE]_<user id>_<attachment id>_<file>,
+    # the latest attempt only (a file uploaded again under its name is renamed losses-1.ipynb), no time.
     uploads = {  # due 2026-10-05 23:59 UTC; 10% per started day, zero after 72 hours
-        "smithjane_20261005T200000Z_losses.ipynb": mistake,  # first try, replaced by the resubmission below
-        "smithjane_20261005T233000Z_losses-1.ipynb": reference,
-        "doejohn_20261007T080000Z_losses.ipynb": own_way,  # 32 hours late: 20%
-        "leeann_20261005T120000Z_losses.ipynb": mistake,
-        "copycat_20261005T210000Z_losses.ipynb": copied,
-        "latecomer_20261009T120000Z_losses.ipynb": another_way,  # more than 72 hours late: 0
+        "smithjane_5001_7001_losses-1.ipynb": reference,  # her resubmission
+        "doejohn_LATE_5002_7002_losses.ipynb": own_way,  # 32 hours late: 20%
+        "leeann_5003_7003_losses.ipynb": mistake,
+        "copycat_5004_7004_losses.ipynb": copied,
+        "comerlate_LATE_5005_7005_losses.ipynb": another_way,  # more than 72 hours late: 0
     }
     with zipfile.ZipFile(course / "lms-export.zip", "w") as archive:
         for name, notebook in uploads.items():
             archive.writestr(name, nbformat.writes(notebook))
+    # GET /api/v1/courses/:course/assignments/:assignment/submissions, as the guide says to save it
+    times = [(5001, "2026-10-05T23:30:00Z", False), (5002, "2026-10-07T08:00:00Z", True),
+             (5003, "2026-10-05T12:00:00Z", False), (5004, "2026-10-05T21:00:00Z", False),
+             (5005, "2026-10-09T12:00:00Z", True), (5006, None, False)]
+    (course / "submissions.json").write_text(json.dumps(
+        [{"user_id": user, "submitted_at": at, "late": late} for user, at, late in times]))
     (course / "canvas-gradebook.csv").write_text(CANVAS_ROSTER, encoding="utf-8")
 
 
@@ -114,7 +121,8 @@ def output_of(results, command):
 
 def test_the_guide_has_a_command_for_each_step():
     blocks = guide_commands()
-    for command in ("course release", "cat >> nbgrader_config.py", "course grade a2-losses --submissions",
+    for command in ("course release", "cat >> nbgrader_config.py",
+                    "course grade a2-losses --lms canvas --submissions lms-export.zip --submission-times",
                     "nbgrader generate_feedback", "course similarity", "course export --lms canvas",
                     "course grade a2-losses --student", "python grader_tests/make_references.py"):
         assert any(block.lstrip().startswith(command) for block in blocks), command
@@ -129,9 +137,9 @@ def test_a_semester_run_from_the_guide(semester):
     course, results = semester
     points = scores(course, ASSIGNMENT)
     full = 12.0  # the autograded points of a2-losses; the written answers wait for the formgrader
-    assert points["smithjane"]["_total"] == full  # the resubmission was graded, not the first try
-    assert points["doejohn"]["_total"] == full and points["leeann"]["test_kl_divergence"] == 0
-    assert "mobrien" not in points  # submitted nothing
+    assert points["canvas-5001"]["_total"] == full  # the resubmission
+    assert points["canvas-5002"]["_total"] == full and points["canvas-5003"]["test_kl_divergence"] == 0
+    assert "canvas-5006" not in points  # submitted nothing
 
     from nbgrader.api import Gradebook
 
@@ -139,20 +147,22 @@ def test_a_semester_run_from_the_guide(semester):
         penalty = {s.student.id: s.late_submission_penalty for s in gradebook.assignment_submissions(ASSIGNMENT)}
         written = [g for s in gradebook.assignment_submissions(ASSIGNMENT) for n in s.notebooks for g in n.grades
                    if g.cell.cell_type == "markdown"]
-    assert penalty["smithjane"] == 0 and penalty["leeann"] == 0
-    assert penalty["doejohn"] == pytest.approx(0.2 * full)
-    assert penalty["latecomer"] == pytest.approx(full)
+    assert penalty["canvas-5001"] == 0 and penalty["canvas-5003"] == 0
+    assert penalty["canvas-5002"] == pytest.approx(0.2 * full)
+    assert penalty["canvas-5005"] == pytest.approx(full)
     assert written and all(g.needs_manual_grade for g in written)
 
-    feedback = (course / "feedback" / "doejohn" / ASSIGNMENT / "losses.html").read_text()
+    feedback = (course / "feedback" / "canvas-5002" / ASSIGNMENT / "losses.html").read_text()
     assert "1 day, 8 hours" in feedback and "penalty of 2.4 points" in feedback
     report = (course / "reports" / ASSIGNMENT / "report.md").read_text()
-    assert "smithjane_20261005T200000Z_losses.ipynb" in report  # the older upload, reported
-    assert "doejohn" in report and "after the due date" in report
+    assert "canvas-5002" in report and "after the due date" in report
+    assert "no submission time" not in report  # every time came from the LMS
 
     similarity = list(csv.DictReader(open(course / "reports" / ASSIGNMENT / "similarity.csv", encoding="utf-8")))
-    assert {similarity[0]["student_a"], similarity[0]["student_b"]} == {"leeann", "copycat"}, similarity[:3]
-    assert float(similarity[0]["similarity"]) > 0.95
+    # the copied pair ranks first (tied, since copydetect abstracts names, with the reference and the swapped-argument
+    # mistake: the same tokens; ties are listed by student id)
+    copied = next(row for row in similarity if {row["student_a"], row["student_b"]} == {"canvas-5003", "canvas-5004"})
+    assert copied["similarity"] == similarity[0]["similarity"] and float(copied["similarity"]) > 0.95, similarity[:3]
 
     exported = {row[0]: row[-1] for row in csv.reader(open(course / "canvas-grades.csv", encoding="utf-8"))}
     assert exported["Smith, Jane"] == "12" and exported["Doe, John"] == "9.6" and exported["Comer, Late"] == "0"
@@ -161,7 +171,7 @@ def test_a_semester_run_from_the_guide(semester):
     assert "no submission: O'Brien, Mary" in said and "NOT IN THE ROSTER" not in said
 
     regraded = output_of(results, "course grade a2-losses --student")
-    assert "leeann" in regraded and "1 submission" in regraded
+    assert "canvas-5003" in regraded and "1 submission" in regraded
 
     fresh = json.loads((course / "references-new" / f"{ASSIGNMENT}.json").read_text())
     assert fresh["checks"]

@@ -457,7 +457,10 @@ def test_a_resubmission_in_an_lms_export_regrades_only_that_student(graded, tmp_
         f"late_102_202_{NOTEBOOK}.ipynb": nbformat.writes(replace_function(correct(), "softmax", "def softmax(x): return x")),
         f"newcomer_103_203_{NOTEBOOK}.ipynb": nbformat.writes(correct()),
     }))
-    course_grade(course, "--submissions", str(export), "--student", WRITER)
+    result = course_grade(course, "--submissions", str(export), "--student", WRITER, codes=(1,))
+    # the export carries no time, and the assignment has a due date: one problem that says so, and the rule
+    no_time = [line for line in result.stdout.splitlines() if "no submission time" in line]
+    assert len(no_time) == 1 and WRITER in no_time[0] and "graded as on time" in no_time[0], result.stdout
 
     assert (course / "submitted" / WRITER / ASSIGNMENT / f"{NOTEBOOK}.ipynb").read_text() == resubmitted
     assert sorted(p.name for p in (course / "submitted").iterdir()) == students_before  # no newcomer
