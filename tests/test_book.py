@@ -328,8 +328,8 @@ PROSE_NUMBERS = {
         ("smallest_float64", math.ulp(0.0), 2, "below about {}, and"),
         ("log_smallest_float64", math.log(math.ulp(0.0)), 3, "about {}, which is exactly why"),
         # maximum likelihood is KL to the data: the coin's P_hat = (0.8, 0.2)
-        ("coin_data_entropy", -(0.8 * math.log(0.8) + 0.2 * math.log(0.2)), 4, "{} nats. The fair coin's mean NLL"),
-        ("coin_mean_nll_fair", math.log(2), 4, "The fair coin's mean NLL, {}, is"),
+        ("coin_data_entropy", -(0.8 * math.log(0.8) + 0.2 * math.log(0.2)), 4, "{} nats. The fair coin"),
+        ("coin_mean_nll_fair", math.log(2), 4, "mean NLL, {}, is that entropy plus"),
         ("coin_kl_fair", math.log(2) + 0.8 * math.log(0.8) + 0.2 * math.log(0.2), 4, "a KL divergence of {}; at"),
         # MAP with a N(0, 1) prior on the logit: the root of k - n sigmoid(w) - w = 0
         ("map_8_of_10", map_coin(8, 10), 3, "8 heads in 10 give {} instead of 0.8"),
@@ -393,7 +393,7 @@ PROSE_NUMBERS = {
         ("nats_per_bit", math.log(2), 3, "about {}. Calling KL"),
         ("opposite_over_entropy", bits([0.9, 0.1], [0.1, 0.9]) / bits([0.9, 0.1], [0.9, 0.1]), 2,
          "costs about {} times"),
-        ("mle_kl_entropy", first_letter_entropy_bits(), 4, "the data's entropy, {} bits"),
+        ("mle_kl_entropy", first_letter_entropy_bits(), 4, "{} bits, plus its KL divergence from the data"),
         ("mle_kl_half_nll", first_letter_half_and_half()[0], 4, "mixture scores {} bits, of which"),
         ("mle_kl_half_kl", first_letter_half_and_half()[1], 4, "of which {} is KL"),
     ],
