@@ -896,6 +896,12 @@ def test_the_deeper_sections_follow_their_data(built_site):
     assert float(values["bigram_q_u_add_one"]) < float(values["bigram_penalty_q_u"]) < network_q_u
     for key in ("bigram_matching_lambda", "bigram_penalty_dev_nll", "bigram_add_one_dev_nll", "bigram_penalty_q_u"):
         assert str(values[key]) in text, key
+    # the figure's comparison: add-one pulls the rarest rows (q, x) harder, the penalty the three busiest
+    add_one_pull, penalty_pull = values["bigram_pull_add_one"], values["bigram_pull_penalty"]
+    assert all(a > b for a, b in zip(add_one_pull[:2], penalty_pull[:2]))
+    assert all(a < b for a, b in zip(add_one_pull[2:], penalty_pull[2:]))
+    assert min(add_one_pull[:2]) > max(add_one_pull[2:]) and min(penalty_pull[:2]) > max(penalty_pull[2:])
+    assert "add-one’s fixed 27 imaginary counts pull the rarest rows harder, while the penalty pulls the busiest rows harder" in text
     top = int(np.argmax(ref["weights"] * ref["row_entropy"]))
     itos = {i: c for c, i in ref["stoi"].items()}
     assert values["bigram_top_row"] == repr(itos[top])
