@@ -561,3 +561,22 @@ def test_a5_training_reference_beats_the_count_model_margin_on_held_out_names():
     assert margin_case["rtol"] == 0 and f"within {margin_case['atol']} nats" in margin_case["about"]
     assert abs(heldout_nll - count_nll) < margin_case["atol"]
     assert not set(cases[2]["measure"]["words"]) & set(cases[0]["args"][0]["bigram_indices"]["words"]), "held-out names are not trained on"
+
+
+def test_a2_visible_check_shows_the_clipping_a_zero_probability_needs():
+    """The hidden case with probabilities of exactly 0 and 1 passes only with eps = 1e-7; a visible check says so first."""
+    released = nbformat.read(ROOT / "assignments" / "a2-losses" / ASSIGNMENTS["a2-losses"], as_version=4)
+    check = next(c.source for c in released.cells
+                 if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "test_binary_cross_entropy")
+    assert "np.array([0.0]), np.array([1.0])" in check
+
+    def clipped(eps):
+        def binary_cross_entropy(probs, labels, eps=eps):
+            q = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
+            y = np.asarray(labels, dtype=np.float64)
+            return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+        return binary_cross_entropy
+
+    exec(check, {"np": np, "binary_cross_entropy": clipped(1e-7)})   # the reference's clipping passes
+    with pytest.raises(AssertionError, match="clip q to"):
+        exec(check, {"np": np, "binary_cross_entropy": clipped(1e-12)})

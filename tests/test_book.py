@@ -144,9 +144,10 @@ def test_worked_examples_agree_with_their_definitions(built_site):
     assert mae_fit == pytest.approx(1.1, abs=1e-4)    # their median
     assert mae_fit < huber_fit < mse_fit
     batch3 = glued(built_site, "book/08-cross-entropy")["batch3_ce"]
-    rows = [[2.0, 1.0, 0.1], [0.5, 2.5, 0.3], [1.2, 0.8, 3.0]]
-    expected = sum(math.log(sum(map(math.exp, row))) - row[t] for row, t in zip(rows, [0, 1, 0])) / 3
-    assert batch3 == pytest.approx(expected, abs=1e-6)
+    # the source labs' batch: each row's largest logit is its target, and the loss is 0.767950
+    rows = [[0.1, 0.2, 0.7], [0.1, 0.7, 0.2], [0.7, 0.1, 0.2]]
+    expected = sum(math.log(sum(map(math.exp, row))) - row[t] for row, t in zip(rows, [2, 1, 0])) / 3
+    assert batch3 == pytest.approx(expected, abs=1e-6) == pytest.approx(0.767950, abs=1e-6)
     h, ce, kl = glued(built_site, "book/10-entropy-kl")["first_letter_bits"]
     assert ce == pytest.approx(math.log2(26), abs=1e-4) and kl == pytest.approx(ce - h, abs=2e-4)
     assert 3.5 < h < math.log2(26)
@@ -250,6 +251,45 @@ def sigmoid(z):
     return 1 / (1 + math.exp(-z))
 
 
+def softmax(z):
+    exps = [math.exp(v - max(z)) for v in z]
+    return [e / sum(exps) for e in exps]
+
+
+def double_softmax_gradient_ratio(z, target):
+    """|grad of CE(z)| over |grad of CE(softmax(z))| with respect to z: q - p, and J^T (softmax(q) - p)."""
+    q = softmax(z)
+    right = [qi - (i == target) for i, qi in enumerate(q)]
+    outer = [ri - (i == target) for i, ri in enumerate(softmax(q))]
+    # the softmax Jacobian is diag(q) - q q^T, symmetric
+    double = [sum((q[i] * (i == j) - q[i] * q[j]) * outer[i] for i in range(len(z))) for j in range(len(z))]
+    return math.hypot(*right) / math.hypot(*double)
+
+
+def map_coin(heads, flips):
+    """The MAP heads probability with a N(0, 1) prior on the logit: the root of heads - flips sigmoid(w) - w."""
+    from scipy.optimize import brentq
+    return sigmoid(brentq(lambda w: heads - flips * sigmoid(w) - w, -50, 50, xtol=1e-14))
+
+
+def first_letter_counts():
+    names = load_names()
+    return [sum(n[0] == c for n in names) for c in "abcdefghijklmnopqrstuvwxyz"], len(names)
+
+
+def first_letter_entropy_bits():
+    counts, total = first_letter_counts()
+    return -sum(k / total * math.log2(k / total) for k in counts if k)
+
+
+def first_letter_half_and_half():
+    """Mean NLL (bits) of the names' first letters under 0.5 P_hat + 0.5 uniform, and its KL from P_hat."""
+    counts, total = first_letter_counts()
+    model = [0.5 * k / total + 0.5 / 26 for k in counts]
+    nll = -sum(k * math.log2(m) for k, m in zip(counts, model)) / total
+    return nll, nll - first_letter_entropy_bits()
+
+
 def bits(distribution, model):
     return -sum(p * math.log2(q) for p, q in zip(distribution, model))
 
@@ -287,6 +327,15 @@ PROSE_NUMBERS = {
         ("likelihood_area", math.factorial(8) * 2 / math.factorial(11), 2, "integrates to about {} over"),
         ("smallest_float64", math.ulp(0.0), 2, "below about {}, and"),
         ("log_smallest_float64", math.log(math.ulp(0.0)), 3, "about {}, which is exactly why"),
+        # maximum likelihood is KL to the data: the coin's P_hat = (0.8, 0.2)
+        ("coin_data_entropy", -(0.8 * math.log(0.8) + 0.2 * math.log(0.2)), 4, "{} nats. The fair coin"),
+        ("coin_mean_nll_fair", math.log(2), 4, "mean NLL, {}, is that entropy plus"),
+        ("coin_kl_fair", math.log(2) + 0.8 * math.log(0.8) + 0.2 * math.log(0.2), 4, "a KL divergence of {}; at"),
+        # MAP with a N(0, 1) prior on the logit: the root of k - n sigmoid(w) - w = 0
+        ("map_8_of_10", map_coin(8, 10), 3, "8 heads in 10 give {} instead of 0.8"),
+        ("map_3_of_3", map_coin(3, 3), 3, "3 heads in 3 give {} instead of"),
+        ("map_800_of_1000", map_coin(800, 1000), 4, "the MAP estimate, {}, is almost the MLE"),
+        ("weight_decay_prior_sd", 1 / math.sqrt(50_000 * 5e-4), 2, "about {} here"),
     ],
     "book/07-gaussian-nll-mse": [
         ("nll_constant", 0.5 * math.log(8 * math.pi), 4, "about {}, so both bottom out"),
@@ -300,7 +349,28 @@ PROSE_NUMBERS = {
         ("neglog_catastrophic", -math.log(0.001), 2, "pays about {}, as much as"),
         ("catastrophic_over_confident", math.log(0.001) / math.log(0.99), 3, "as much as {} confident correct"),
         ("ce_q_true", math.exp(2) / (math.exp(2) + math.exp(1) + math.exp(0.1)), 3, "{} (the worked example)"),
-        ("perfect_probs_as_logits_loss", math.log(1 + 2 / math.e), 3, "about {}, and its gradients"),
+        ("perfect_probs_as_logits_loss", math.log(1 + 2 / math.e), 3, "about {}. The argmax survives"),
+        # the labs' 3 x 3 batch: every row's softmax is a permutation of softmax([0.1, 0.2, 0.7])
+        ("batch3_ce_text", -math.log(softmax([0.1, 0.2, 0.7])[2]), 6, "the mean cross-entropy of the batch is {}."),
+        ("batch3_q_high", softmax([0.1, 0.2, 0.7])[2], 4, "{} on the largest logit 0.7,"),
+        ("batch3_q_mid", softmax([0.1, 0.2, 0.7])[1], 4, "{} on 0.2 and"),
+        ("batch3_q_low", softmax([0.1, 0.2, 0.7])[0], 4, "{} on 0.1. Each target"),
+        ("double_softmax_floor", math.log(1 + 2 / math.e), 4, "{}, however good the predictions get"),
+        ("double_softmax_grad_ratio", double_softmax_gradient_ratio([2.0, 1.0, 0.1], 0), 2,
+         "the first gradient is {} times smaller than the right one"),
+        ("index_loss", (math.log(sum(map(math.exp, [2.0, 1.0, 0.1]))) - 2.0
+                        + math.log(sum(map(math.exp, [0.5, 2.5, 0.3]))) - 2.5) / 2, 5,
+         "With integer targets the loss is {}, with the float"),
+        ("one_hot_same_loss", (math.log(sum(map(math.exp, [2.0, 1.0, 0.1]))) - 2.0
+                               + math.log(sum(map(math.exp, [0.5, 2.5, 0.3]))) - 2.5) / 2, 5,
+         "one-hot matrix {}: the same number"),
+        # the multiclass hinge at z = [2, 1, 0.1]: 0 for class 0, 2.1 for class 1, 4.8 for class 2
+        ("hinge_ce_example", math.log(sum(map(math.exp, [2.0, 1.0, 0.1]))) - 2.0, 4,
+         "cross-entropy still charges {} and keeps pushing"),
+        ("hinge_score_example", 1 + math.exp(-2.1) + math.exp(-4.8), 4, "add up to {} at these logits"),
+        ("hinge_score_zero", 3 * math.exp(-2), 4, "and to {} at"),
+        ("binary_hinge_score_0", 2 / math.e, 4, "about {}. At"),
+        ("binary_hinge_score_2", 1 + math.exp(-3), 4, "about {}. The sum changes"),
         ("uniform_loss_10", math.log(10), 4, "about {} for"),
         ("uniform_loss_50000", math.log(50_000), 4, "about {} for"),
     ],
@@ -315,15 +385,21 @@ PROSE_NUMBERS = {
         ("softplus_3", math.log1p(math.exp(3)), 5, "about {}. For"),
         ("label_zero_bce_grad", sigmoid(10), 5, "BCE gives about {} while"),
         ("label_zero_mse_grad", 2 * sigmoid(10) ** 2 * (1 - sigmoid(10)), 2, "MSE gives about {}. Only BCE"),
+        # F.binary_cross_entropy's gradient at q = 0, label 1: (q - 1) / max(q (1 - q), 1e-12)
+        ("bce_prob_grad_at_zero", -1e12, 2, "it is about {} (PyTorch divides"),
     ],
     "book/10-entropy-kl": [
         ("nats_per_bit", math.log(2), 3, "nats, about {}. Deep learning"),
         ("nats_per_bit", math.log(2), 3, "about {}. Calling KL"),
         ("opposite_over_entropy", bits([0.9, 0.1], [0.1, 0.9]) / bits([0.9, 0.1], [0.9, 0.1]), 2,
          "costs about {} times"),
+        ("mle_kl_entropy", first_letter_entropy_bits(), 4, "{} bits, plus its KL divergence from the data"),
+        ("mle_kl_half_nll", first_letter_half_and_half()[0], 4, "mixture scores {} bits, of which"),
+        ("mle_kl_half_kl", first_letter_half_and_half()[1], 4, "of which {} is KL"),
     ],
     "book/11-bigram": [
         ("bigram_init_loss_zero", math.log(27), 5, "about {} (where the zero-initialised network started)"),
+        ("bigram_prior_sd_100", 1 / math.sqrt(200), 3, "about {} for"),
     ],
     "book/12-gradient-descent": [
         # x and y shrink by 1 - 2 eta and 1 - 20 eta per step from (3, 4)
@@ -702,3 +778,151 @@ def test_a_chapter_without_the_names_package_says_how_to_install_it(root, chapte
     ok = subprocess.run([sys.executable, "-c", ast.get_source_segment(code, guard)], cwd=tmp_path,
                         capture_output=True, text=True)
     assert ok.returncode == 0 and not ok.stderr, ok.stderr
+
+
+def bigram_reference():
+    """The chapter 11 numbers recomputed from the names alone, with the chapter's split (numpy seed 0, 80/10/10)."""
+    import numpy as np
+
+    names = load_names()
+    itos = ["."] + sorted(set("".join(names)))
+    stoi = {c: i for i, c in enumerate(itos)}
+
+    def counts(words):
+        table = np.zeros((27, 27))
+        for w in words:
+            for a, b in zip("." + w, w + "."):
+                table[stoi[a], stoi[b]] += 1
+        return table
+
+    order = np.random.default_rng(0).permutation(len(names))
+    n_train = int(0.8 * len(names))
+    full, train = counts(names), counts([names[i] for i in order[:n_train]])
+    rows = full / full.sum(axis=1, keepdims=True)
+    weights = full.sum(axis=1) / full.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        row_entropy = -np.nansum(np.where(rows > 0, rows * np.log(rows), 0.0), axis=1)
+    next_marginal = full.sum(axis=0) / full.sum()
+    add_one = (full + 1) / (full + 1).sum(axis=1, keepdims=True)
+    return {"stoi": stoi, "full": full, "train": train, "weights": weights, "row_entropy": row_entropy,
+            "cond_entropy": float(weights @ row_entropy),
+            "next_entropy": float(-(next_marginal * np.log(next_marginal)).sum()),
+            "add_one": add_one}
+
+
+def test_the_deeper_sections_follow_their_data(built_site):
+    """The wrong claims of the course-review issue, fixed: each number recomputed here, each in its sentence."""
+    import numpy as np
+
+    def shown_in(chapter, items):
+        values, text = glued(built_site, chapter), page_text(built_site, chapter)
+        for key, exact, significant, sentence in items:
+            assert_shows_truly(values[key], exact, significant, what=f"{chapter}: {key}")
+            assert sentence.format(values[key]) in text, f"{chapter}: the text does not read {sentence.format(values[key])!r}"
+        return values, text
+
+    # Chapter 1: the 2-sigma band checked on fresh points, not only on the residuals sigma-hat came from.
+    rng = np.random.default_rng(0)
+    x = np.sort(rng.uniform(0.0, 1.0, size=80))
+    y = np.sin(2 * np.pi * x) + rng.normal(0.0, 0.25, size=80)
+    coeffs = np.polyfit(x, y, deg=3)
+    sigma_hat = float(np.sqrt(np.mean((y - np.polyval(coeffs, x)) ** 2)))
+    x_new = rng.uniform(0.0, 1.0, size=10_000)
+    y_new = np.sin(2 * np.pi * x_new) + rng.normal(0.0, 0.25, size=10_000)
+    fresh = float(np.mean(np.abs(y_new - np.polyval(coeffs, x_new)) < 2 * sigma_hat))
+    assert fresh < 0.95 and sigma_hat < 0.25   # as the text explains
+    shown_in("book/01-why-probability", [
+        ("inside_2sigma_new", fresh, 3, "only a fraction {} lands inside the band, below"),
+        ("sigma_hat_demo", sigma_hat, 3, "{} is smaller than the true noise level 0.25"),
+    ])
+
+    # Chapter 8: double softmax keeps the argmax; its loss stays just above log(1 + 2/e).
+    values, _ = shown_in("book/08-cross-entropy", [])
+    floor = math.log(1 + 2 / math.e)
+    assert float(values["double_softmax_q0"]) > 0.999
+    assert floor <= float(values["double_softmax_loss"]) < floor + 0.001
+    text = page_text(built_site, "book/08-cross-entropy")
+    assert f"puts {values['double_softmax_q0']} on the true class" in text
+    assert f"stuck at {values['double_softmax_loss']}, just above the floor" in text
+    assert f"the hinge loss is exactly {values['hinge_example']}" in text
+    assert float(values["hinge_example"]) == 0.0
+    assert "trains slowly towards the wrong target" not in text and "not a one-hot float matrix" not in text
+
+    # Chapter 9: the clamp keeps the gradient with respect to q; the logit's dies because sigma rounds to 0.
+    bce = glued(built_site, "book/09-bce")
+    assert bce["bce_logit_grad_at_zero"] == 0.0
+    assert f"the logit gets {bce['bce_logit_grad_at_zero']}" in page_text(built_site, "book/09-bce")
+
+    # Chapter 10: KL names its direction.
+    kl_text = page_text(built_site, "book/10-entropy-kl")
+    assert "forward KL, which is what maximum likelihood does) is mass-covering" in kl_text
+
+    # Chapter 11: the q row, emma, the conditional entropy, the matched penalty.
+    ref = bigram_reference()
+    q, u, e, m = (ref["stoi"][c] for c in "quem")
+    full, train = ref["full"], ref["train"]
+    q_followers = {j: int(full[q, j]) for j in range(27) if full[q, j]}
+    assert len(q_followers) == 2 and q_followers[ref["stoi"]["i"]] == 1
+    values, text = shown_in("book/11-bigram", [
+        ("bigram_q_u_raw", train[q, u] / train[q].sum(), 3, "the unsmoothed training counts {} ("),
+        ("bigram_q_u_add_one", (train[q, u] + 1) / (train[q].sum() + 27), 2, "the add-one table only {}. The network"),
+        ("emma_em_nats", -math.log(ref["add_one"][e, m]), 3, "The expensive steps are em, at {} nats"),
+        ("emma_mm_nats", -math.log(ref["add_one"][m, m]), 3, "mm, at {}: both"),
+        ("bigram_cond_entropy", ref["cond_entropy"], 4, "{} nats, exactly the mean NLL of the unsmoothed table"),
+        ("bigram_next_entropy", ref["next_entropy"], 4, "an entropy of {} nats; the previous"),
+        ("bigram_context_gain", ref["next_entropy"] - ref["cond_entropy"], 4, "removes {} nats of it"),
+        ("bigram_first_letter_bits", ref["row_entropy"][0] / math.log(2), 4, "its entropy, {} bits, is the first-letter"),
+        ("bigram_lecture_lambda", 0.01 * train.sum() / 729, 2, "{}: about the same strength"),
+    ])
+    assert values["bigram_unseen_count"] == int((full == 0).sum())
+    assert (values["bigram_q_total"], values["bigram_q_u"], values["bigram_q_other"]) == (
+        int(full[q].sum()), q_followers[u], int(full[q].sum()) - q_followers[u]) and values["bigram_q_other"] == 1
+    assert (values["bigram_q_u_train"], values["bigram_q_train"]) == (int(train[q, u]), int(train[q].sum()))
+    # The network's q row has converged to the data: close to the unsmoothed estimate, far from add-one.
+    network_q_u = float(values["bigram_q_u_network"])
+    assert abs(network_q_u - train[q, u] / train[q].sum()) < 0.01 < float(values["bigram_q_u_add_one"]) and network_q_u > 0.9
+    assert f"the network gives it {values['bigram_q_u_network']}, the unsmoothed" in text
+    assert "has moved little" not in text and "a rare pair, even in a common name" not in text
+    assert "anything except u, never occur" not in text and "as in Karpathy's makemore lecture" not in text
+    # The first letters' entropy is chapter 10's, in bits.
+    assert float(values["bigram_first_letter_bits"]) == pytest.approx(
+        glued(built_site, "book/10-entropy-kl")["first_letter_bits"][0], abs=1e-4)
+    # The matched penalty: same training NLL as add-one by construction, a dev NLL within 0.01, and on the q row
+    # between add-one and the unsmoothed counts.
+    lam = float(values["bigram_matching_lambda"])
+    assert 0.1 < lam < 1.0
+    assert abs(float(values["bigram_penalty_dev_nll"]) - float(values["bigram_add_one_dev_nll"])) < 0.01
+    assert float(values["bigram_add_one_dev_nll"]) == pytest.approx(values["bigram_count_dev_nll"], abs=1e-4)
+    assert float(values["bigram_q_u_add_one"]) < float(values["bigram_penalty_q_u"]) < network_q_u
+    for key in ("bigram_matching_lambda", "bigram_penalty_dev_nll", "bigram_add_one_dev_nll", "bigram_penalty_q_u"):
+        assert str(values[key]) in text, key
+    # the figure's comparison: add-one pulls the rarest rows (q, x) harder, the penalty the three busiest
+    add_one_pull, penalty_pull = values["bigram_pull_add_one"], values["bigram_pull_penalty"]
+    assert all(a > b for a, b in zip(add_one_pull[:2], penalty_pull[:2]))
+    assert all(a < b for a, b in zip(add_one_pull[2:], penalty_pull[2:]))
+    assert min(add_one_pull[:2]) > max(add_one_pull[2:]) and min(penalty_pull[:2]) > max(penalty_pull[2:])
+    assert "add-one’s fixed 27 imaginary counts pull the rarest rows harder, while the penalty pulls the busiest rows harder" in text
+    top = int(np.argmax(ref["weights"] * ref["row_entropy"]))
+    itos = {i: c for c, i in ref["stoi"].items()}
+    assert values["bigram_top_row"] == repr(itos[top])
+
+
+def test_one_meaning_per_symbol(root):
+    """The notation clashes the course review found stay fixed."""
+    chapters = {c: (root / f"{c}.md").read_text() for c in numbered_chapters(root)}
+    # ell is a per-example loss, never the log-likelihood
+    assert r"\ell(p)" not in chapters["book/06-maximum-likelihood"] and r"d\ell" not in chapters["book/06-maximum-likelihood"]
+    # the softmax has no temperature inside; a temperature divides the logits
+    assert r"\operatorname{softmax}(z)_i = \frac{e^{z_i / T}}" not in chapters["book/05-softmax"]
+    # b is the line's intercept, not the Laplace scale; theta is never the distribution computed in chapter 1
+    assert r"\frac{1}{2b}" not in chapters["book/07-gaussian-nll-mse"]
+    assert r"\theta = f_w" not in chapters["book/01-why-probability"]
+    # alpha is add-alpha smoothing only; RMSprop's decay is rho
+    assert r"\alpha s_{t-1}" not in chapters["book/13-optimizers"]
+    notation = (root / "book/notation.md").read_text()
+    assert r"| $\ell(\theta) = \log" not in notation
+    for symbol in (r"$\rho$", r"$\alpha$", r"$\lambda$", r"$\tau$", "$T$"):
+        assert symbol in notation, symbol
+    index = (root / "book/index.md").read_text()
+    assert "Every loss function you meet in deep learning is a negative log-likelihood" not in index
+    assert "hinge loss" in index
