@@ -12,13 +12,11 @@ failed check and a plain message for a passed one, and nbgrader's own
 feedback, export) is unchanged.
 """
 import functools
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import nbformat
-import zmq
 from jupyter_core.utils import ensure_async, run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
@@ -30,12 +28,11 @@ from . import ROOT, feedback, sanitize
 from .judge import MAX_REPLY_CHARS, HiddenCheckError, Verdict, judge, load_hidden_checks, new_nonce, reply_from_outputs, request_for, harness_code
 from .harness import RESULT_MIME
 from .forkserver import fork_server_for
-from .kernel import SandboxedKernelManager, WarmKernel, Watchdog, new_scratch
+from .kernel import SandboxedKernelManager, WarmKernel, Watchdog, new_scratch, remove_scratch
 from .sandbox import GIB, GradingInterrupted, Limits, file_tail, require_sandbox, warn_unsandboxed
 
 TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
 RESULTS_KEPT = 2  # one reply per case; a second is kept only to say "more than one result came back"
-RECEIVE_QUEUE_MESSAGES = 16  # messages the grader's sockets queue before the kernel's own queue fills
 
 
 def is_autograded_test(cell):
@@ -67,12 +64,10 @@ class LimitedOutputClient(NotebookClient):
         self.flooded = None  # why the grader stopped reading this kernel, if it did
 
     async def async_start_new_kernel_client(self):
-        """nbclient's, with the client's sockets made by the kernel manager's context, so its limits
-        (largest message, receive queue) hold on every channel."""
-        context = self.km.context
-        context.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE_MESSAGES)
+        """nbclient's, with the client made by the kernel manager (``SandboxedKernelClient``) on its
+        context, so each channel's budget (largest message, queue) holds on every socket."""
         try:
-            self.kc = self.km.client(context=context)
+            self.kc = self.km.client(context=self.km.context)
             await ensure_async(self.kc.start_channels())
             await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
         except Exception:
@@ -344,7 +339,7 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
     finally:
         if run is not None:
             run.release()
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_scratch(scratch)  # the channel's tmpfs too: nothing the submission wrote outlives grading
     if run.stopped:
         notes.append(feedback.stopped_early(run.stopped))
     if run.km.enforced is False:

@@ -5,11 +5,11 @@ when the batch is done; ``stop()`` ends it at once (an interrupted batch): the w
 kernels and fork servers.
 """
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
+from .files import remove_quietly
 from .sandbox import socket_folder
 
 
@@ -57,7 +57,7 @@ class LocalPool:
             os.environ.pop("TMPDIR", None)
         else:
             os.environ["TMPDIR"] = self.previous_tmpdir
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        remove_quietly(self.scratch)  # any depth: a worker killed mid-submission leaves its sandbox's files
 
     def stop(self, grace: float = 5.0):
         """End the workers now: each kills its kernels and fork servers and exits (``workers.stop_now``)."""
