@@ -437,6 +437,8 @@ class SubmissionRun:
             self.stop(self.interrupted)
         if self.stopped is None and self.watchdog.check_memory():  # a process of it was killed, the kernel lives on
             self.stop(self.watchdog.violation)
+        if self.stopped is None and self.watchdog.check_disk():  # its channel is full: the write failed, it lives on
+            self.stop(self.watchdog.violation)
         if time.monotonic() > deadline and self.stopped is None:
             self.stop("the notebook ran past its total time limit")
 

@@ -119,6 +119,22 @@ def channel_inodes(limits: Limits):
     return max(1024, limits.scratch_bytes // ENTRY_BYTES)
 
 
+def unmount_under(folder: Path):
+    """Unmount every mount at or under ``folder`` (channels, a fork server's folder) that a process
+    killed mid-submission left behind, so the folder can be removed; root only."""
+    if os.geteuid() != 0:
+        return
+    from .forkserver import mount_points, unmount
+
+    top = str(folder).rstrip("/")
+    points = [p for p in set(mount_points()) if p == top or p.startswith(top + "/")]
+    for point in sorted(points, key=len, reverse=True):  # the deepest first
+        try:
+            unmount(point)
+        except OSError:
+            pass
+
+
 def remove_scratch(scratch: Path):
     """Remove a submission's host-side scratch folder: its channel's tmpfs unmounted (whatever the
     kernel wrote there goes with it, named or not), then the rest, at any depth, links not followed.
@@ -423,6 +439,16 @@ class Watchdog:
             self.violation = self.memory_violation()
         return self.violation
 
+    def disk_violation(self):
+        return f"the submission wrote more than {self.km.limits.scratch_bytes // 1024**2} MiB"
+
+    def check_disk(self):
+        """Record a full channel folder as the violation; return the violation.  Checked after every
+        cell too: the filesystem refuses the write at once, and the cell can end before the next look."""
+        if self.violation is None and self.channel_full():
+            self.violation = self.disk_violation()
+        return self.violation
+
     def _run(self):
         limits = self.km.limits
         while not self._stop.wait(self.interval):
@@ -432,7 +458,7 @@ class Watchdog:
             elif used > limits.notebook_cpu_seconds:
                 self._kill(f"the notebook used more than {limits.notebook_cpu_seconds} s of CPU time")
             elif self.channel_full():
-                self._kill(f"the submission wrote more than {limits.scratch_bytes // 1024**2} MiB")
+                self._kill(self.disk_violation())
             elif self.km.memory_exceeded():
                 self._kill(self.memory_violation())
 
