@@ -204,8 +204,9 @@ def safe_markdown_html(source):
 
 def cut_student_text(text, limit=None):
     """A student's text no longer than ``limit`` characters (``Limits.student_text_chars``), and whether
-    it was cut: every piece of student text is cut before anything parses it, so the grader's time
-    and memory for it are bounded whatever a submission holds."""
+    it was cut: a student-written cell is cut before the Markdown renderer and the sanitizer read it,
+    so their time and memory are bounded whatever a submission holds.  (nbformat has read the
+    notebook's JSON whole before this: that parse is not bounded here.)"""
     from .sandbox import Limits
 
     limit = Limits.student_text_chars if limit is None else limit
