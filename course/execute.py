@@ -13,13 +13,11 @@ feedback, export) is unchanged.
 """
 import functools
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import nbformat
-import zmq
 from jupyter_core.utils import ensure_async, run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
@@ -33,12 +31,11 @@ from .judge import MAX_REPLY_CHARS, HiddenCheckError, Verdict, judge, load_hidde
 from .harness import RESULT_MIME
 from .rules import FORBIDDEN_MIME, guard_code, run_breach, source_breaches
 from .forkserver import fork_server_for
-from .kernel import SandboxedKernelManager, WarmKernel, Watchdog, new_scratch
+from .kernel import SandboxedKernelManager, WarmKernel, Watchdog, new_scratch, remove_scratch
 from .sandbox import GIB, GradingInterrupted, Limits, file_tail, require_sandbox, warn_unsandboxed
 
 TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
 RESULTS_KEPT = 2  # one reply per case; a second is kept only to say "more than one result came back"
-RECEIVE_QUEUE_MESSAGES = 16  # messages the grader's sockets queue before the kernel's own queue fills
 
 
 def is_autograded_test(cell):
@@ -74,12 +71,10 @@ class LimitedOutputClient(NotebookClient):
     MAX_REFUSALS_KEPT = 10  # per probe: one is enough to fail the function; the rest would only cost memory
 
     async def async_start_new_kernel_client(self):
-        """nbclient's, with the client's sockets made by the kernel manager's context, so its limits
-        (largest message, receive queue) hold on every channel."""
-        context = self.km.context
-        context.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE_MESSAGES)
+        """nbclient's, with the client made by the kernel manager (``SandboxedKernelClient``) on its
+        context, so each channel's budget (largest message, queue) holds on every socket."""
         try:
-            self.kc = self.km.client(context=context)
+            self.kc = self.km.client(context=self.km.context)
             await ensure_async(self.kc.start_channels())
             await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
         except Exception:
@@ -368,7 +363,7 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
     finally:
         if run is not None:
             run.release()
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_scratch(scratch)  # the channel's tmpfs too: nothing the submission wrote outlives grading
     if run.stopped:
         notes.append(feedback.stopped_early(run.stopped))
     if run.km.enforced is False:
@@ -474,6 +469,8 @@ class SubmissionRun:
             self.interrupt(f"the kernel was interrupted (KeyboardInterrupt) in cell {index + 1}")
             self.stop(self.interrupted)
         if self.stopped is None and self.watchdog.check_memory():  # a process of it was killed, the kernel lives on
+            self.stop(self.watchdog.violation)
+        if self.stopped is None and self.watchdog.check_disk():  # its channel is full: the write failed, it lives on
             self.stop(self.watchdog.violation)
         if time.monotonic() > deadline and self.stopped is None:
             self.stop("the notebook ran past its total time limit")

@@ -49,6 +49,7 @@ Protocol, over a Unix ``SOCK_SEQPACKET`` socket (one JSON message per packet):
 """
 import array
 import ctypes
+import errno
 import functools
 import gc
 import json
@@ -195,7 +196,8 @@ def mounts_to_keep(points, folder, hide):
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
-MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 4096, 8192, 16384, 1 << 18
+MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE, MS_SHARED = 4096, 8192, 16384, 1 << 18, 1 << 20
+MNT_DETACH = 2
 PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 4, 36, 38
 INIT_IGNORES = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -205,6 +207,7 @@ def libc():
     library = ctypes.CDLL(None, use_errno=True)
     library.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
     library.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    library.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
     return library
 
 
@@ -219,6 +222,16 @@ def mount(source, target, fstype, flags, data=None):
         return None if text is None else text.encode()
 
     checked(libc().mount(encoded(source), encoded(target), encoded(fstype), flags, encoded(data)), f"mount {target}")
+
+
+def unmount(target):
+    """Detach the mount at ``target`` (lazily: it goes once nothing uses it); False if none was there."""
+    if libc().umount2(str(target).encode(), MNT_DETACH) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOENT):  # not a mount point, or no such folder
+        return False
+    raise OSError(error, f"umount {target}: {os.strerror(error)}")
 
 
 def prctl(option, value):
@@ -537,6 +550,17 @@ class ForkServer:
             raise ForkServerError("a fork server needs root and bubblewrap on Linux")
         self.modules = tuple(modules)
         self.root = Path(tempfile.mkdtemp(prefix="course-fs-", dir=socket_folder()))
+        # Each kernel's channel is a size-limited tmpfs that the grader mounts on the host once the
+        # server runs (course.kernel.mount_channel).  The server's sandbox sees it only if the folder
+        # of every channel is a shared mount here: bubblewrap's copy of it is then its slave, and
+        # receives every mount (and unmount) made under it.
+        try:
+            mount(str(self.root), str(self.root), None, MS_BIND)
+            mount(None, str(self.root), None, MS_SHARED)
+        except OSError as error:  # then kernels start cold, each with its channel mounted before bubblewrap
+            unmount(self.root)
+            os.rmdir(self.root)
+            raise ForkServerError(f"the fork server's folder cannot be a shared mount: {error}") from None
         self._control, server_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._lock = threading.Lock()
         self._replies = {}  # key -> reply message, once it came
@@ -636,8 +660,6 @@ class ForkServer:
         return file_tail(self.server_log)
 
     def close(self):
-        import shutil
-
         try:
             # shutdown() first: close() alone would not wake the reader thread's recv(), and the
             # server would not see the end of the connection until that thread let go of it.
@@ -653,7 +675,13 @@ class ForkServer:
         except Exception:
             self.process.kill()
             self.process.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            unmount(self.root)  # and with it any kernel's channel still mounted under it
+        except OSError:
+            pass
+        from .files import remove_quietly
+
+        remove_quietly(self.root)
 
 
 class ForkedKernel:

@@ -47,6 +47,7 @@ from traitlets.config import Configurable
 from .collect import Collect, Problem, collect
 from .config import load_config
 from .errors import UsageError
+from .files import remove_quietly
 from .execute import SandboxedExecute, source_imports, source_notebooks
 from .incremental import GradeState, assignment_fingerprint, grader_files, submission_digest
 from .cases import references_path
@@ -400,7 +401,7 @@ class GradeRun:
                 found = collect(source, assignment, SimpleNamespace(root=scratch, submitted_directory="submitted"),
                                 notebooks, self.pattern, roster, self.log, **lms)
                 for student in sorted(self.only & set(found.students)):
-                    shutil.rmtree(submitted / student / assignment, ignore_errors=True)  # the resubmission, whole
+                    remove_quietly(submitted / student / assignment)  # the resubmission, whole (any depth, no links followed)
                     shutil.copytree(Path(scratch) / "submitted" / student / assignment, submitted / student / assignment)
             problems = found.problems
         result = collect(None, assignment, self.coursedir, notebooks, self.pattern, roster, self.log)

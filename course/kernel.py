@@ -8,14 +8,14 @@ in ``pyproject.toml`` and named in the kernel spec's ``metadata.kernel_provision
 command wrapped in bubblewrap and the limits (``course.sandbox``), the submission's cgroup joined
 first, or the kernel forked from a fork server (``course.forkserver``) where there is one.
 
-``Watchdog`` enforces what rlimits cannot (CPU summed over the sandbox's processes, the
-channel folder's size, the cgroup's memory kills); ``WarmKernel`` is a kernel started ahead of
+``Watchdog`` enforces what rlimits cannot (CPU summed over the sandbox's processes, the cgroup's
+memory kills) and stops a kernel that filled its channel folder, a size-limited tmpfs of its own
+(``mount_channel``); ``WarmKernel`` is a kernel started ahead of
 time for the next submission (``course.workers`` starts it, ``course.execute`` runs the
 submission in it), and ``KernelRecipe`` says what such a kernel is started with.
 """
 import os
 import secrets
-import shutil
 import signal
 import tempfile
 import threading
@@ -28,6 +28,7 @@ from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.provisioning import LocalProvisioner
 
+from .files import ENTRY_BYTES, disk_usage, remove_quietly
 from .forkserver import ForkServer, ForkServerError
 from .sandbox import (GIB, SANDBOX_UID_RANGE, Limits, bubblewrap_arguments, require_sandbox, rlimit_only_arguments,
                       socket_folder, thread_environment, warn_unsandboxed)
@@ -72,7 +73,80 @@ def kill_all_sandboxes():
             km.kill_everything()
         except Exception:
             pass
-        shutil.rmtree(km.channel.parent, ignore_errors=True)
+        remove_scratch(km.channel.parent)
+
+
+class ChannelDisk(NamedTuple):
+    """How the disk that a kernel's channel folder may use is limited."""
+
+    by_filesystem: bool  # a tmpfs of its own with size= and nr_inodes=: a write past it fails (ENOSPC)
+    problem: "str | None" = None  # why not, where it is only the watchdog's listing
+
+
+_LISTING_ONLY_SAID = threading.Event()
+
+
+def mount_channel(channel: Path, uid: int, limits: Limits, log) -> ChannelDisk:
+    """Mount a size-limited tmpfs of its own on a kernel's (empty) host-side channel folder.
+
+    The kernel writes there by file descriptor: paths past PATH_MAX, files unlinked while open
+    and nameless ones (O_TMPFILE) are out of any listing's sight, but not of the filesystem's
+    count.  Its pages are charged to the cgroup of the process that writes them (the submission's),
+    and they go when the folder is unmounted (``remove_scratch``).  Needs root on the host; else
+    the watchdog's listing is all there is, and the log says so once."""
+    from .forkserver import MS_NODEV, MS_NOSUID, mount
+
+    if os.geteuid() != 0:
+        disk = ChannelDisk(False, "the grader is not root, so it cannot mount a filesystem per channel")
+    else:
+        options = (f"size={limits.scratch_bytes},nr_inodes={channel_inodes(limits)},mode=0700,"
+                   f"uid={uid},gid={uid}")
+        try:
+            mount("tmpfs", str(channel), "tmpfs", MS_NOSUID | MS_NODEV, options)
+            return ChannelDisk(True)
+        except OSError as error:
+            disk = ChannelDisk(False, f"a tmpfs for the channel could not be mounted: {error}")
+    if not _LISTING_ONLY_SAID.is_set():
+        _LISTING_ONLY_SAID.set()
+        log.warning("the kernel's channel folder is limited to %d MiB only by a listing (%s): files kept open after "
+                    "unlinking, or made nameless, escape it", limits.scratch_bytes // 1024**2, disk.problem)
+    return disk
+
+
+def channel_inodes(limits: Limits):
+    """Files and folders a channel may hold: as many as its size allows at ``ENTRY_BYTES`` each
+    (an empty file costs the host an inode and memory, as a full one costs bytes)."""
+    return max(1024, limits.scratch_bytes // ENTRY_BYTES)
+
+
+def unmount_under(folder: Path):
+    """Unmount every mount at or under ``folder`` (channels, a fork server's folder) that a process
+    killed mid-submission left behind, so the folder can be removed; root only."""
+    if os.geteuid() != 0:
+        return
+    from .forkserver import mount_points, unmount
+
+    top = str(folder).rstrip("/")
+    points = [p for p in set(mount_points()) if p == top or p.startswith(top + "/")]
+    for point in sorted(points, key=len, reverse=True):  # the deepest first
+        try:
+            unmount(point)
+        except OSError:
+            pass
+
+
+def remove_scratch(scratch: Path):
+    """Remove a submission's host-side scratch folder: its channel's tmpfs unmounted (whatever the
+    kernel wrote there goes with it, named or not), then the rest, at any depth, links not followed.
+    Call it once the sandbox is dead."""
+    if os.geteuid() == 0:
+        from .forkserver import unmount
+
+        try:
+            unmount(Path(scratch) / "channel")
+        except OSError:
+            pass
+    remove_quietly(scratch)
 
 
 def new_scratch(fork_server=None):
@@ -170,10 +244,14 @@ class SandboxedKernelManager(AsyncKernelManager):
         self.enforced = use_bubblewrap
         self.cgroup = None  # the submission's cgroup, made when its command is (course.cgroups)
         self.channel.mkdir(parents=True, exist_ok=True)
-        # The grader refuses oversized messages instead of parsing them.
+        self.channel_disk = (mount_channel(self.channel, self.sandbox_uid, limits, self.log) if use_bubblewrap
+                             else ChannelDisk(False, "grading without the sandbox"))
+        # Every socket made from this context gets the quiet channels' budget unless made for a channel
+        # with a budget of its own (_create_connected_socket): the heartbeat's socket is made elsewhere.
         context = zmq.asyncio.Context()
-        context.setsockopt(zmq.MAXMSGSIZE, limits.max_message_bytes)
+        set_socket_budget(context, QUIET, limits)
         kwargs.setdefault("kernel_spec_manager", SandboxKernelSpecs())
+        kwargs.setdefault("client_class", "course.kernel.SandboxedKernelClient")
         super().__init__(kernel_name="python3", transport="ipc", ip=str(self.channel / "kernel"), context=context, **kwargs)
         self.connection_file = str(self.channel / "kernel.json")
         _LIVE_SANDBOXES.add(self)
@@ -239,16 +317,74 @@ class SandboxedKernelManager(AsyncKernelManager):
                     pass
             self.cgroup.remove()  # whatever is left in it dies, then the cgroup goes
 
+    def _create_connected_socket(self, channel, identity=None):
+        return budgeted_socket(super(), self.context, self.limits, channel, identity)
+
     def memory_exceeded(self):
         """Whether the submission's processes together hit its memory limit: the out-of-memory killer
         ended one of them in its cgroup."""
         return self.cgroup is not None and not self.cgroup.removed and self.cgroup.oom_kills() > 0
 
 
+class SocketBudget(NamedTuple):
+    """What one of the grader's sockets to a kernel may hold: ZeroMQ drops the connection rather
+    than take a larger message, and stops reading (the kernel waits) once this many are queued."""
+
+    max_message_bytes: int
+    queued_messages: int
+
+
+QUIET = "quiet"  # stdin, control and heartbeat: the grader reads nothing large there, or nothing at all
+
+
+def channel_budgets(limits: Limits) -> "dict[str, SocketBudget]":
+    """The budget of each channel the grader opens to a kernel (``Limits`` says the numbers)."""
+    quiet = SocketBudget(limits.quiet_message_bytes, limits.quiet_queue_messages)
+    return {"iopub": SocketBudget(limits.max_message_bytes, limits.output_queue_messages),
+            "shell": SocketBudget(limits.max_message_bytes, limits.reply_queue_messages),
+            "stdin": quiet, "control": quiet, "hb": quiet, QUIET: quiet}
+
+
+def set_socket_budget(target, channel, limits: Limits = Limits()):
+    """The budget of ``channel`` on a ZeroMQ context (for the sockets it makes next) or socket."""
+    import zmq
+
+    budget = channel_budgets(limits)[channel]
+    target.setsockopt(zmq.MAXMSGSIZE, budget.max_message_bytes)
+    target.setsockopt(zmq.RCVHWM, budget.queued_messages)
+
+
+def budgeted_socket(connector, context, limits: Limits, channel, identity):
+    """jupyter_client's socket for ``channel`` (``connector._create_connected_socket``), made with that
+    channel's budget: set on the context for the moment the socket is made, because the socket is
+    connected before it is returned, and an option set after connecting misses that connection.
+    One context per kernel, whose sockets are made one at a time."""
+    set_socket_budget(context, channel if channel in ("iopub", "shell", "stdin", "control", "hb") else QUIET, limits)
+    try:
+        return connector._create_connected_socket(channel, identity)
+    finally:
+        set_socket_budget(context, QUIET, limits)
+
+
+def _async_client_class():
+    from jupyter_client.asynchronous import AsyncKernelClient
+
+    return AsyncKernelClient
+
+
+class SandboxedKernelClient(_async_client_class()):
+    """jupyter_client's asynchronous client, its every socket made with its channel's budget
+    (``channel_budgets``); the kernel manager's limits say the numbers."""
+
+    def _create_connected_socket(self, channel, identity=None):
+        limits = getattr(self.parent, "limits", None) or Limits()  # the parent is its kernel manager
+        return budgeted_socket(super(), self.context, limits, channel, identity)
+
+
 class Watchdog:
-    """Enforces what rlimits cannot: CPU per cell and per notebook summed over all
-    the sandbox's processes, the size of the host-side channel folder (all of it, sub-folders
-    included), and the memory of the whole submission (its cgroup's out-of-memory kills)."""
+    """Enforces what rlimits cannot: CPU per cell and per notebook summed over all the sandbox's
+    processes, and the memory of the whole submission (its cgroup's out-of-memory kills); and
+    stops a kernel whose host-side channel folder is full (``channel_full``)."""
 
     def __init__(self, km: "SandboxedKernelManager", interval: float = 0.25):
         self.km, self.interval = km, interval
@@ -280,31 +416,18 @@ class Watchdog:
                 pass
         return sum(self._seen.values())
 
-    # What a file or folder costs at least, however small: a submission that makes millions of
-    # empty ones fills the host's disk (its inodes) as surely as one big file.
-    ENTRY_BYTES = 4096
-
-    def channel_bytes(self, stop_above=None):
-        """Bytes under the channel folder, every sub-folder included (links are not followed);
-        counting stops once past ``stop_above``."""
-        total = 0
-        folders = [self.km.channel]
-        while folders:
+    def channel_full(self):
+        """Whether the submission filled its channel folder.  On its own tmpfs the filesystem refuses
+        the write past the limit, and this only notices it (no space or no inode left), so the
+        feedback can say why; elsewhere the listing is the limit (``course.files.disk_usage``)."""
+        limit = self.km.limits.scratch_bytes
+        if self.km.channel_disk.by_filesystem:
             try:
-                with os.scandir(folders.pop()) as entries:
-                    for entry in entries:
-                        try:
-                            size = entry.stat(follow_symlinks=False).st_size
-                            if entry.is_dir(follow_symlinks=False):
-                                folders.append(entry.path)
-                        except OSError:
-                            continue
-                        total += max(size, self.ENTRY_BYTES)
-                        if stop_above is not None and total > stop_above:
-                            return total
+                usage = os.statvfs(self.km.channel)
             except OSError:
-                continue
-        return total
+                return False
+            return usage.f_bavail == 0 or usage.f_favail == 0
+        return disk_usage(self.km.channel, stop_above=limit) > limit
 
     def memory_violation(self):
         return (f"the submission's processes together used more than its memory limit of "
@@ -316,6 +439,16 @@ class Watchdog:
             self.violation = self.memory_violation()
         return self.violation
 
+    def disk_violation(self):
+        return f"the submission wrote more than {self.km.limits.scratch_bytes // 1024**2} MiB"
+
+    def check_disk(self):
+        """Record a full channel folder as the violation; return the violation.  Checked after every
+        cell too: the filesystem refuses the write at once, and the cell can end before the next look."""
+        if self.violation is None and self.channel_full():
+            self.violation = self.disk_violation()
+        return self.violation
+
     def _run(self):
         limits = self.km.limits
         while not self._stop.wait(self.interval):
@@ -324,8 +457,8 @@ class Watchdog:
                 self._kill(f"a cell used more than {limits.cell_cpu_seconds:.0f} s of CPU time")
             elif used > limits.notebook_cpu_seconds:
                 self._kill(f"the notebook used more than {limits.notebook_cpu_seconds} s of CPU time")
-            elif self.channel_bytes(stop_above=limits.scratch_bytes) > limits.scratch_bytes:
-                self._kill(f"the submission wrote more than {limits.scratch_bytes // 1024**2} MiB")
+            elif self.channel_full():
+                self._kill(self.disk_violation())
             elif self.km.memory_exceeded():
                 self._kill(self.memory_violation())
 
@@ -392,7 +525,7 @@ class WarmKernel:
         if self.task is not None and not self.task.done():
             self.task.cancel()
         close_kernel(self.km, self.kc)
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        remove_scratch(self.scratch)
 
 
 def close_kernel(km, kc):

@@ -5,11 +5,12 @@ when the batch is done; ``stop()`` ends it at once (an interrupted batch): the w
 kernels and fork servers.
 """
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
+from .files import remove_quietly
+from .kernel import unmount_under
 from .sandbox import socket_folder
 
 
@@ -57,7 +58,9 @@ class LocalPool:
             os.environ.pop("TMPDIR", None)
         else:
             os.environ["TMPDIR"] = self.previous_tmpdir
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        # A worker killed mid-submission leaves its sandbox's files, and mounts: any depth, every mount.
+        unmount_under(self.scratch)
+        remove_quietly(self.scratch)
 
     def stop(self, grace: float = 5.0):
         """End the workers now: each kills its kernels and fork servers and exits (``workers.stop_now``)."""

@@ -71,7 +71,16 @@ class Limits:
     output_chars_per_cell: int = 20_000  # output kept in the graded notebook
     open_files: int = 1024
     scratch_bytes: int = 512 * 1024**2  # writable space: the home/work folder and /tmp each
-    max_message_bytes: int = 64 * 1024**2  # largest message the kernel may send the grader
+    # The grader's memory for what a kernel sends, bounded per socket by ZeroMQ itself (course.kernel's
+    # channel_budgets): at most queue x message size waits in the grader, whatever the kernel does.
+    max_message_bytes: int = 16 * 1024**2  # largest message on the channels the grader reads (iopub, shell)
+    output_queue_messages: int = 16  # messages queued on the output channel (iopub) before the kernel waits
+    reply_queue_messages: int = 4  # ... on the shell channel, where only replies to the grader belong
+    quiet_message_bytes: int = 64 * 1024  # largest message on stdin, control and heartbeat (all small replies)
+    quiet_queue_messages: int = 4  # ... and how many of them queue
+    # Characters of one student-written cell (a written answer, a raw cell) that the grader parses
+    # (course.sanitize): cut there, with a note, before any parser sees it.
+    student_text_chars: int = 100_000
     output_bytes_per_cell: int = 32 * 1024**2  # messages the grader reads during one cell (course.execute)
     output_bytes_per_submission: int = 128 * 1024**2  # ... and for the whole notebook
 

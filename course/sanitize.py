@@ -24,9 +24,7 @@ import html
 import math
 import re
 
-import bleach
 import nbformat
-from bs4 import BeautifulSoup, NavigableString
 from nbconvert.exporters import NotebookExporter
 from nbconvert.preprocessors import Preprocessor
 from nbgrader.preprocessors import NbGraderPreprocessor
@@ -43,7 +41,8 @@ SAFE_LINK_PREFIXES = ("http:", "https:", "mailto:", "#")
 # HTML or Unicode from arbitrary fonts, load extensions, or open tooltips and actions.
 MATHJAX_HTML_COMMANDS = ("href", "class", "cssId", "style", "data", "require", "unicode", "bbox", "mmlToken",
                          "texttip", "mathtip", "toggle", "actiontype", "tooltip", "html", "attr")
-_MATHJAX_COMMAND = re.compile(r"\\+\s*(?=(?:%s)(?![A-Za-z]))" % "|".join(MATHJAX_HTML_COMMANDS))
+# Only at the start of a run of backslashes (the look-behind), so a long run is read once, not once per backslash.
+_MATHJAX_COMMAND = re.compile(r"(?<!\\)\\+\s*(?=(?:%s)(?![A-Za-z]))" % "|".join(MATHJAX_HTML_COMMANDS))
 ALLOWED_TAGS = ["a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "div", "dl", "dt", "em", "h1", "h2",
                 "h3", "h4", "h5", "h6", "hr", "i", "img", "input", "kbd", "li", "ol", "p", "pre", "s", "span",
                 "strong", "sub", "sup", "table", "tbody", "td", "th", "thead", "tr", "ul"]
@@ -168,12 +167,15 @@ def safe_cell(cell):
         return cell
     cell.pop("attachments", None)
     cell["metadata"] = _student_cell_metadata(cell.get("metadata", {}))
-    if cell.get("cell_type") == "markdown":
-        cell["source"] = safe_markdown_block(_text(cell.get("source", "")))
-    elif cell.get("cell_type") == "raw":
-        # Shown as text: a raw cell is otherwise pasted into the page as HTML.
-        cell["source"] = f'<pre class="{BLOCK_CLASS}">{html_text(cell.get("source", ""), single_line=False)}</pre>'
-        cell["metadata"]["raw_mimetype"] = "text/html"
+    if cell.get("cell_type") in ("markdown", "raw"):
+        source, cut = cut_student_text(_text(cell.get("source", "")))
+        note = f'<p class="course-cut-note"><em>{html.escape(cut_note())}</em></p>' if cut else ""
+        if cell["cell_type"] == "markdown":
+            cell["source"] = safe_markdown_block(source, note)
+        else:
+            # Shown as text: a raw cell is otherwise pasted into the page as HTML.
+            cell["source"] = f'<pre class="{BLOCK_CLASS}">{html_text(source, single_line=False)}</pre>{note}'
+            cell["metadata"]["raw_mimetype"] = "text/html"
     return cell
 
 
@@ -182,9 +184,10 @@ def _student_cell_metadata(metadata):
     return {"nbgrader": metadata["nbgrader"]} if isinstance(metadata.get("nbgrader"), dict) else {}
 
 
-def safe_markdown_block(source):
-    """A student's markdown as one HTML block that nbconvert's markdown renderer passes through as it is."""
-    rendered = safe_markdown_html(source)
+def safe_markdown_block(source, note=""):
+    """A student's markdown as one HTML block that nbconvert's markdown renderer passes through as it is
+    (``note``: the grader's own HTML, after it)."""
+    rendered = safe_markdown_html(source) + note
     # A blank line would end the HTML block and hand the rest back to the markdown parser.
     rendered = re.sub(r"\n(?=[ \t]*(\n|$))", "&#10;", rendered.replace("\r\n", "\n").replace("\r", "\n"))
     return f'<div class="{BLOCK_CLASS}">\n{rendered}\n</div>'
@@ -195,9 +198,102 @@ def safe_markdown_html(source):
     from nbconvert.filters.markdown_mistune import MarkdownWithMath
 
     rendered = MarkdownWithMath(renderer=_StudentRenderer(escape=False, exclude_anchor_links=True)).render(source)
-    cleaned = bleach.clean(rendered, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES,
-                           protocols=["http", "https", "mailto"], strip=True, strip_comments=True)
-    return _disarm(cleaned)
+    return clean_html(rendered)
+
+
+def cut_student_text(text, limit=None):
+    """A student's text no longer than ``limit`` characters (``Limits.student_text_chars``), and whether
+    it was cut: a student-written cell is cut before the Markdown renderer and the sanitizer read it,
+    so their time and memory are bounded whatever a submission holds.  (nbformat has read the
+    notebook's JSON whole before this: that parse is not bounded here.)"""
+    from .sandbox import Limits
+
+    limit = Limits.student_text_chars if limit is None else limit
+    return (text, False) if len(text) <= limit else (text[:limit], True)
+
+
+def cut_note(limit=None):
+    """What the feedback says where a student's text was cut."""
+    from .sandbox import Limits
+
+    limit = Limits.student_text_chars if limit is None else limit
+    return f"[The grader cut this cell at {limit:,} characters; the submitted notebook keeps all of it.]"
+
+
+# One tag, as the sanitizer reads it: a name, then anything but "<" and ">" (so matching it never
+# scans past the next "<": every character is looked at a bounded number of times).  A quoted
+# value holding ">" does not match, and is shown as text.
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)([^<>]*)>")
+_ATTRIBUTE = re.compile(r"""([^\s"'<>/=]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'=<>`]+))?""")
+VOID_TAGS = frozenset({"br", "hr", "img", "input"})
+_ALLOWED_TAG_SET = frozenset(ALLOWED_TAGS)
+
+
+def clean_html(fragment):
+    """HTML reduced to ``ALLOWED_TAGS`` with ``ALLOWED_ATTRIBUTES``, safe links only, balanced, comments
+    dropped, text re-escaped with MathJax's HTML commands disarmed; in one pass, linear in its input.
+
+    It replaces an HTML5 parser (html5lib through bleach, then BeautifulSoup), which took time
+    quadratic in a table's rows or in the depth of nesting.  Anything it does not read as an allowed
+    tag becomes text: a tag it drops keeps its text (``<script>x</script>`` shows ``x``), a stray
+    ``<`` is escaped.  A close tag closes what is open above its match; one with no match is dropped;
+    whatever is open at the end is closed."""
+    out, open_tags, open_count = [], [], {}
+    position, end = 0, len(fragment)
+    while position < end:
+        lt = fragment.find("<", position)
+        if lt < 0:
+            out.append(_clean_text(fragment[position:]))
+            break
+        if lt > position:
+            out.append(_clean_text(fragment[position:lt]))
+        if fragment.startswith("<!--", lt):
+            close = fragment.find("-->", lt + 4)
+            position = end if close < 0 else close + 3  # an unclosed comment runs to the end, as in HTML
+            continue
+        match = _TAG.match(fragment, lt)
+        if match is None:
+            out.append("&lt;")
+            position = lt + 1
+            continue
+        position = match.end()
+        name = match.group(2).lower()
+        if name not in _ALLOWED_TAG_SET:
+            continue
+        if match.group(1):  # a close tag
+            if name in VOID_TAGS or not open_count.get(name):
+                continue
+            while True:  # each tag is opened once and closed once: linear overall
+                top = open_tags.pop()
+                open_count[top] -= 1
+                out.append(f"</{top}>")
+                if top == name:
+                    break
+        else:
+            out.append(_open_tag(name, match.group(3)))
+            if name not in VOID_TAGS:
+                open_tags.append(name)
+                open_count[name] = open_count.get(name, 0) + 1
+    out.extend(f"</{name}>" for name in reversed(open_tags))
+    return "".join(out)
+
+
+def _open_tag(name, attributes):
+    allowed, kept = ALLOWED_ATTRIBUTES.get(name, ()), {}
+    for match in _ATTRIBUTE.finditer(attributes):
+        key, value = match.group(1).lower(), match.group(2)
+        if key not in allowed or key in kept:
+            continue
+        value = "" if value is None else html.unescape(value[1:-1] if value[0] in "\"'" else value)
+        if key in ("href", "src") and not is_safe_link(value):
+            continue
+        kept[key] = f' {key}="{html.escape(value, quote=True)}"'
+    return f"<{name}{''.join(kept.values())}>"
+
+
+def _clean_text(text):
+    """Text between tags as a browser decodes it, MathJax's HTML commands disarmed, escaped again."""
+    return html.escape(neutralize_math(html.unescape(text)), quote=False)
 
 
 def _renderer_base():
@@ -220,21 +316,6 @@ def is_safe_link(url):
         text = unquote(text)
     text = re.sub(r"[\x00-\x20\x7f]", "", text).lower()  # browsers drop these inside a URL
     return text.startswith(SAFE_LINK_PREFIXES)
-
-
-def _disarm(fragment):
-    """Second look at sanitized HTML, as a browser decodes it: links and MathJax commands."""
-    soup = BeautifulSoup(fragment, "html.parser")
-    for tag in soup.find_all(True):
-        for name in list(tag.attrs):
-            value = tag.attrs[name]
-            if name.lower().startswith("on") or (name in ("href", "src") and not is_safe_link(value)):
-                del tag.attrs[name]
-    for text in soup.find_all(string=True):
-        disarmed = neutralize_math(str(text))
-        if disarmed != str(text):
-            text.replace_with(NavigableString(disarmed))
-    return str(soup)
 
 
 def neutralize_math(text):

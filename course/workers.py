@@ -25,7 +25,6 @@ other modules, it waited too long) is killed unused.
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,7 +33,7 @@ import time
 import sys
 
 from .forkserver import close_fork_servers, fork_server_for
-from .kernel import KernelRecipe, WarmKernel, close_kernel, kill_all_sandboxes
+from .kernel import KernelRecipe, WarmKernel, close_kernel, kill_all_sandboxes, remove_scratch
 from .sandbox import require_sandbox
 
 # course.execute (nbgrader, nbformat) is imported inside the functions that use it, so that a worker
@@ -171,7 +170,7 @@ def drain(*_):
         warm, state.warm = state.warm, None
         if warm is not None:
             close_kernel(warm.km, warm.kc)
-            shutil.rmtree(warm.scratch, ignore_errors=True)
+            remove_scratch(warm.scratch)
             killed += 1
     return killed
 

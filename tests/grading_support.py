@@ -340,3 +340,21 @@ def zipped(members):
         for name, data in members.items():
             archive.writestr(name, data)
     return buffer.getvalue()
+
+
+def peak_rss_wrapper(*command):
+    """Run a console script in a Python process that reports its own and its children's peak RSS (KiB) at exit."""
+    code = ("import atexit, resource, runpy, sys\n"
+            "def report():\n"
+            "    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+            "    sys.stderr.write(f'\\nPEAK-RSS-KIB {own} {children}\\n')\n"
+            "atexit.register(report)\n"
+            "sys.argv = sys.argv[1:]\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    return [sys.executable, "-c", code, str(BIN / command[0]), *command[1:]]
+
+
+def peak_rss(stderr):
+    own, children = re.findall(r"PEAK-RSS-KIB (\d+) (\d+)", stderr)[-1]
+    return int(own) * 1024, int(children) * 1024

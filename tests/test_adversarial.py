@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -20,8 +21,9 @@ import nbformat
 import psutil
 import pytest
 
-from grading_support import (FILLS_A_CHANNEL_SUB_FOLDER, MEMORY_HOG, MEMORY_IN_MANY_PROCESSES, CgroupWatcher, add_cell,
-                             cgroups_available, environment, feedback_html, grading_notes, make_course, max_points, nbgrader, released_notebook, scores,
+from grading_support import (BIN, FILLS_A_CHANNEL_SUB_FOLDER, MEMORY_HOG, MEMORY_IN_MANY_PROCESSES, CgroupWatcher, add_cell,
+                             cgroups_available, environment, feedback_html, grading_notes, make_course, max_points, nbgrader, peak_rss,
+                             peak_rss_wrapper, released_notebook, scores,
                              solution_notebook, student_version, submit)
 
 pytestmark = [pytest.mark.slow]
@@ -579,3 +581,199 @@ def test_a5_submissions_score_as_an_honest_grader_would(graded_a5):
     notebook = nbformat.read(course / "autograded" / "a5-reads-the-references" / A5 / "training.ipynb", as_version=4)
     printed = "".join(str(o.get("text", "")) for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert "FOUND 0" in printed, printed
+
+
+# --- issue 23: limits the kernel cannot see around, a grader bounded on every input, honest oddities ---
+# Each attack goes through `nbgrader autograde` and `course grade` alike (the fixture's two params),
+# with real kernels in the real sandbox.  The grader's peak memory is compared with a run that
+# graded only the honest submission, on the same path.
+
+CHANNEL = "from ipykernel.connect import get_connection_file\nimport os, time\nchannel = os.path.dirname(get_connection_file())\n"
+# Written 4 MiB at a time (the kernel's own memory stays small), in files of at most 250 MiB (under
+# the sandbox's largest file), 1.25 GiB in all: past the channel's 512 MiB whoever counts it.
+WRITE_PAST_THE_LIMIT = """
+chunk = b"x" * (4 << 20)
+written = 0
+try:
+    for fd in targets:
+        for _ in range(250 // 4):
+            written += os.write(fd, chunk)
+except OSError as error:
+    print("refused after", written >> 20, "MiB:", type(error).__name__)
+time.sleep(3)  # the watchdog's moment to notice, while this cell still runs
+"""
+CHANNEL_PAST_PATH_MAX = CHANNEL + """
+fd = os.open(channel, os.O_RDONLY | os.O_DIRECTORY)
+for _ in range(2100):  # two bytes a level: a chain past PATH_MAX (4096), reached by file descriptor only
+    os.mkdir("a", dir_fd=fd)
+    child = os.open("a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+    os.close(fd)
+    fd = child
+targets = [os.open(f"big-{i}", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd) for i in range(5)]
+""" + WRITE_PAST_THE_LIMIT
+CHANNEL_UNLINKED_AND_NAMELESS = CHANNEL + """
+targets = []
+for i in range(3):  # files kept open after unlinking them: in no listing
+    path = os.path.join(channel, f"gone-{i}")
+    targets.append(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.unlink(path)
+for i in range(2):  # nameless files
+    targets.append(os.open(channel, os.O_TMPFILE | os.O_RDWR, 0o600))
+""" + WRITE_PAST_THE_LIMIT
+# Within every stated limit: a 1500-deep tree of one-letter folders (a 3 kB path, deeper than the
+# interpreter's recursion limit) and a 200 MiB file, left in the channel.
+HONEST_DEEP_TREE = CHANNEL + """
+deep = channel
+for _ in range(1500):  # one level at a time (os.makedirs itself recurses once per level)
+    deep = os.path.join(deep, "a")
+    os.mkdir(deep)
+with open(os.path.join(deep, "data.bin"), "wb") as f:
+    for _ in range(50):
+        f.write(b"x" * (4 << 20))
+os.symlink("/", os.path.join(deep, "root"))  # a link to follow, for a walker that would
+print("left", len(deep), "characters deep")
+"""
+# Messages on a channel the grader never reads (stdin), to the grader's own identity, as input() would
+# send its prompt: each 20 MB, under the old 64 MiB limit per message, queued 16 deep before.
+FLOODS_A_QUIET_CHANNEL = """
+kernel = get_ipython().kernel
+ident = kernel._get_shell_context_var(kernel._shell_parent_ident)
+parent = kernel.get_parent("shell")
+big = "x" * (20 * 1000 * 1000)
+for _ in range(40):
+    kernel.session.send(kernel.stdin_socket, "input_request", {"prompt": big, "password": False}, parent=parent, ident=ident)
+del big
+print("sent")
+"""
+MILLION_PARAGRAPHS = "a\n\n" * 1_500_000  # 4.5 MB of written answer
+
+
+def trust_attacks(course):
+    partial = {g: ("full" if g in BEFORE_FAULT else 0) for g in max_points(ASSIGNMENT)}
+    answer = nbformat.from_dict(correct())
+    answer.cells.insert(1, nbformat.v4.new_markdown_cell(MILLION_PARAGRAPHS))
+    return {
+        "channel-past-path-max": (after(correct(), "test_logsumexp", CHANNEL_PAST_PATH_MAX), partial),
+        "channel-unlinked-and-nameless": (after(correct(), "test_logsumexp", CHANNEL_UNLINKED_AND_NAMELESS), partial),
+        "honest-deep-tree": (after(correct(), "test_logsumexp", HONEST_DEEP_TREE), "full"),
+        "floods-stdin": (after(correct(), "test_logsumexp", FLOODS_A_QUIET_CHANNEL), "full"),
+        "a-million-paragraphs": (answer, "full"),
+    }
+
+
+def run_with_peak(course, env, path):
+    """Grade what is submitted (and, for nbgrader, write the feedback); the grader's peak RSS.
+
+    ``nbgrader autograde`` grades in its own process: its ``getrusage`` peak.  ``course grade`` grades
+    in worker processes, and ``getrusage`` of children would count the kernels too (a kernel's memory
+    is its cgroup's to bound): so the largest RSS of any of its processes outside a sandbox (not
+    bubblewrap or under it), sampled while it runs."""
+    if path == "nbgrader":
+        result = subprocess.run(peak_rss_wrapper("nbgrader", "autograde", ASSIGNMENT), cwd=course, env=env,
+                                capture_output=True, text=True, timeout=1800)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+        nbgrader(course, "generate_feedback", ASSIGNMENT, check=False, env=env)
+        return peak_rss(result.stderr)[0], result.stdout + result.stderr
+    command = [str(BIN / "course"), "grade", ASSIGNMENT, "--no-progress", "--workers", "1"]
+    process = subprocess.Popen(command, cwd=course, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak, done = 0, threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.wait(0.05):
+            try:
+                tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+            except psutil.Error:
+                continue
+            sandboxed = set()
+            for child in tree:
+                try:
+                    if child.name() == "bwrap":
+                        sandboxed |= {child.pid, *(c.pid for c in child.children(recursive=True))}
+                except psutil.Error:
+                    pass
+            for child in tree:
+                try:
+                    if child.pid not in sandboxed:
+                        peak = max(peak, child.memory_info().rss)
+                except psutil.Error:
+                    pass
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        stdout, stderr = process.communicate(timeout=1800)
+    finally:
+        done.set()
+        sampler.join()
+    assert process.returncode in (0, 1) and "Traceback" not in stderr, stdout[-3000:] + stderr[-6000:]
+    return peak, stdout + stderr
+
+
+@pytest.fixture(scope="module", params=["nbgrader", "course-grade"])
+def trust_graded(request, tmp_path_factory):
+    path = request.param
+    course = make_course(tmp_path_factory.mktemp(f"trust-{path}") / "course", extra_config=LIMITS)
+    scratch = course.parent / "grader-tmp"
+    scratch.mkdir()
+    env = environment()
+    env["TMPDIR"] = str(scratch)
+    submit(course, "honest", ASSIGNMENT, correct())
+    honest_peak, _ = run_with_peak(course, env, path)
+    expectations = {"honest": "full"}
+    attacks = trust_attacks(course)
+    # The long answer is graded on its own: nbformat's parse of its 30 MB of notebook JSON (3 million
+    # lines) happens before any of the grader's code sees it, and costs the grader ~170 MiB a copy.
+    answer, expectations["a-million-paragraphs"] = attacks.pop("a-million-paragraphs")
+    for student, (notebook, expected) in attacks.items():
+        submit(course, student, ASSIGNMENT, notebook)
+        expectations[student] = expected
+    peak, log = run_with_peak(course, env, path)
+    submit(course, "a-million-paragraphs", ASSIGNMENT, answer)
+    answer_peak, answer_log = run_with_peak(course, env, path)
+    yield dict(path=path, course=course, scratch=scratch, expectations=expectations, log=log + answer_log,
+               scores=scores(course, ASSIGNMENT), honest_peak=honest_peak, peak=peak, answer_peak=answer_peak)
+
+
+def test_trust_attacks_score_as_an_honest_grader_would(trust_graded):
+    wrong = {}
+    for student, expected in trust_graded["expectations"].items():
+        got = {g: s for g, s in trust_graded["scores"].get(student, {}).items() if g != "_total"}
+        if got != expected_points(expected):
+            wrong[student] = {"expected": expected_points(expected), "got": got}
+    assert not wrong, json.dumps(wrong, indent=1) + "\n" + trust_graded["log"][-4000:]
+
+
+def test_the_channel_limit_is_the_filesystems_and_the_feedback_says_so(trust_graded):
+    """Past PATH_MAX, unlinked while open, nameless: out of any listing's sight, so only the filesystem's
+    own count can have stopped them; the note stays.  (What the cell printed may not reach the graded
+    notebook: the kernel is stopped right after the refused write.)"""
+    course = trust_graded["course"]
+    for student in ("channel-past-path-max", "channel-unlinked-and-nameless"):
+        assert "wrote more than 512 MiB" in feedback_html(course, student, ASSIGNMENT), student
+
+
+def test_a_long_written_answer_is_cut_and_the_feedback_says_so(trust_graded):
+    from course.sanitize import cut_note
+
+    page = feedback_html(trust_graded["course"], "a-million-paragraphs", ASSIGNMENT)
+    assert cut_note() in page
+    assert page.count("<p>") < 60_000, "more of the answer reached the feedback than the limit lets through"
+
+
+def test_the_graders_memory_is_flat_whatever_a_submission_sends(trust_graded):
+    """Floods on a channel the grader does not read, full channels, deep trees: as an honest run."""
+    honest, peak = trust_graded["honest_peak"], trust_graded["peak"]
+    print(f"{trust_graded['path']}: honest {honest / 1024**2:.0f} MiB, attacks {peak / 1024**2:.0f} MiB, "
+          f"the 4.5 MB answer {trust_graded['answer_peak'] / 1024**2:.0f} MiB")
+    assert peak < honest + 160 * 1024**2, (
+        f"{trust_graded['path']}: the grader grew from {honest / 1024**2:.0f} MiB (honest submission) "
+        f"to {peak / 1024**2:.0f} MiB")
+
+
+def test_nothing_a_submission_wrote_outlives_grading(trust_graded):
+    scratch = trust_graded["scratch"]
+    assert not list(scratch.iterdir()), f"left behind: {list(scratch.iterdir())}"
+    with open("/proc/self/mountinfo") as mounts:
+        left = [line for line in mounts if str(scratch) in line]
+    assert not left, f"mounts left behind: {left}"

@@ -4,11 +4,9 @@ the shell step that makes a cold kernel join; the channel folder counted with it
 import os
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 from course.cgroups import Layout, SubmissionCgroup, candidate_layouts, parse_mountinfo, parse_proc_cgroup
-from course.kernel import Watchdog
-from course.sandbox import Limits
+from course.files import ENTRY_BYTES, disk_usage
 
 # A hybrid machine (v1 controllers, a v2 mount with no controllers), the process in a memory sub-cgroup.
 HYBRID_CGROUP = """\
@@ -116,7 +114,6 @@ def test_the_channel_folder_is_counted_with_its_sub_folders_without_following_li
     outside.write_bytes(b"x" * 50_000_000)
     os.symlink(outside, channel / "a" / "link")
     os.symlink(tmp_path, channel / "a" / "loop")
-    watchdog = Watchdog(SimpleNamespace(channel=channel, limits=Limits()))
-    total = watchdog.channel_bytes()
-    assert 3_010_000 <= total < 3_010_000 + 10 * Watchdog.ENTRY_BYTES
-    assert watchdog.channel_bytes(stop_above=1_000) < total  # stops counting once over
+    total = disk_usage(channel)
+    assert 3_010_000 <= total < 3_010_000 + 10 * ENTRY_BYTES
+    assert disk_usage(channel, stop_above=1_000) < total  # stops counting once over
