@@ -529,7 +529,19 @@ class _Export:
 
     def notebook(self, where, name, owner, upload, read, size):
         info = self.collector.collect(name) or {}
-        named = self.identify(info, outer=owner is None) or self.uploader_of(name, outer=owner is None)
+        if owner is None:
+            # The LMS writes its ids first and the student's own file name last, so the first reading of the
+            # ids is the uploader's.  A file name can imitate another student's ids ("x_9999_1_losses.ipynb"),
+            # which a pattern that reads the notebook's name from the end would take for that student's.
+            uploader = self.uploader_of(name, outer=True)
+            named = self.identify(info, outer=uploader is None) if info else uploader
+            if uploader and named != uploader:
+                self.problem(where, f"the name the student gave the file imitates another student's ({named}); "
+                                    "a file counts only for the student who uploaded it; not collected",
+                             uploader, "other-student")
+                return
+        else:
+            named = self.identify(info) or self.uploader_of(name)
         if owner is None:
             if not info:
                 if named and self.accept(named, where):

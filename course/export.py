@@ -19,7 +19,8 @@ its assignments:
 * **Moodle's grading worksheet** (Assignment > View all submissions > Grading action > Download grading
   worksheet), the roster for submissions collected with ``--lms moodle``: its ``Identifier`` ("Participant
   1234567") is the participant id in Moodle's download names.  The file written is the worksheet, every column as
-  it was, the ``Grade`` filled in; Moodle imports it with Grading action > Upload grading worksheet (one
+  it was, the ``Grade`` filled in on the worksheet's scale (the score times its ``Maximum Grade`` over nbgrader's
+  total, to two decimals); Moodle imports it with Grading action > Upload grading worksheet (one
   assignment per worksheet).
 
 Students are matched by the LMS's own id first: a student collected with ``--lms canvas`` (``canvas-4711``) is the
@@ -298,6 +299,19 @@ def number(value):
     return "" if value is None else f"{value:g}"
 
 
+def moodle_grade(score, max_score, row):
+    """A score in nbgrader's points on the worksheet's own scale: Moodle reads the Grade column against the
+    assignment's "Maximum Grade" (mod/assign/feedback/offline, upload_grades), which need not be nbgrader's total."""
+    maximum = next((value for name, value in row.items() if name.strip().lower() == "maximum grade"), "")
+    try:
+        maximum = float(str(maximum).replace(",", "."))
+    except ValueError:
+        maximum = None
+    if score is None or not maximum or not max_score:
+        return score
+    return round(score * maximum / max_score, 2)
+
+
 def write_grades(path, roster, result, assignments, max_scores):
     def text(value, column):
         if column in roster.raw_columns:  # what the LMS matches on must stay as it is
@@ -311,7 +325,8 @@ def write_grades(path, roster, result, assignments, max_scores):
         if roster.worksheet:  # Moodle's worksheet, column for column, the Grade filled in
             out.writerow([csv_cell(name) for name in roster.header])
             for i, row in enumerate(roster.rows):
-                out.writerow([number(result.scores[i][assignments[0]]) if name == "Grade" else text(row.get(name, ""), name)
+                grade = moodle_grade(result.scores[i][assignments[0]], max_scores[assignments[0]], row)
+                out.writerow([number(grade) if name == "Grade" else text(row.get(name, ""), name)
                               for name in roster.header])
             return
         out.writerow([csv_cell(name, roster.style) for name in roster.header]
@@ -372,18 +387,20 @@ class LmsExportPlugin(ExportPlugin):
             raise UsageError(f"{dest}: cannot write the grades file ({error.strerror})") from None
         self.result = result
         self.log.info("Wrote %s: %d students, %d assignment(s)", dest, len(roster.rows), len(assignments))
+        # names and ids come from the roster and the LMS: control and bidi characters are shown escaped
         for who, assignment in result.no_submission:
-            self.log.warning("No submission of %s from %s (%s in the file)", assignment, who,
+            self.log.warning("No submission of %s from %s (%s in the file)", assignment, log_text(who),
                              "0" if self.missing == "zero" else "blank")
         for student in result.not_in_roster:
-            self.log.error("Graded student %s is not in the roster %s: left out of the file", student, self.roster)
+            self.log.error("Graded student %s is not in the roster %s: left out of the file", log_text(student), self.roster)
         for student, rows in result.ambiguous:
             self.log.error("Graded student %s matches %d roster rows (%s): left out of the file, those rows blank",
-                           student, len(rows), "; ".join(rows))
+                           log_text(student), len(rows), log_text("; ".join(rows)))
         for who, assignment, ids in result.conflicts:
-            self.log.error("%s has submissions of %s under %s: blank in the file", who, assignment, " and ".join(ids))
+            self.log.error("%s has submissions of %s under %s: blank in the file", log_text(who), assignment,
+                           log_text(" and ".join(ids)))
         for who, assignment in result.ungraded:
-            self.log.warning("%s, %s: written answers not graded by hand yet (they count 0)", who, assignment)
+            self.log.warning("%s, %s: written answers not graded by hand yet (they count 0)", log_text(who), assignment)
         for who, assignment, why in result.failed:
             self.log.error("%s, %s: the last grading failed (%s): blank in the file; grade it again", log_text(who),
                            assignment, log_text(why))

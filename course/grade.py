@@ -57,6 +57,7 @@ from .kernel import KernelRecipe
 from .pools import DaskPool, LocalPool, PoolUnavailable
 from .record import NotInGradebook, PrecomputedExecute, ensure_in_gradebook, record, sanitize_notebook
 from .sandbox import UNSANDBOXED, SandboxUnavailable, require_sandbox
+from .sanitize import log_text
 FEEDBACK_BATCH = 4  # feedback is written in batches (templates compiled once per batch)
 FEEDBACK_TEMPLATE = "feedback"
 
@@ -333,14 +334,20 @@ class GradeRun:
         run.collected = self._collect(submissions_path, assignment, set(notebooks), roster)
         self._note_missing_times(assignment, run.collected)
         if self.only is None:
-            self.state.remember_collection(assignment, [asdict(p) for p in run.collected.problems],
-                                           run.collected.uncollected())
+            uncollected = run.collected.uncollected()
+            if submissions_path is None:  # no export read now: what the last one found still holds for whoever
+                # is still without a submission (a plain regrade must not turn their blank into "no submission")
+                uncollected = {**{student: why for student, why in self.state.uncollected_of(assignment).items()
+                                  if student not in run.collected.students}, **uncollected}
+            self.state.remember_collection(assignment, [asdict(p) for p in run.collected.problems], uncollected)
         else:  # the report still lists what the last whole collection found about everyone else
+            if submissions_path is not None:  # those of them collected from this export are no longer uncollected
+                self.state.forget_uncollected(assignment, self.only & set(run.collected.students))
             again = submissions_path is not None  # the export read now reports its own problems about no student
             run.earlier_problems = [Problem(**p) for p in self.state.last_collection(assignment)
                                     if p.get("student") not in self.only and not (again and not p.get("student"))]
         for problem in run.collected.problems:
-            self.log.warning("%s: %s", assignment, problem)
+            self.log.warning("%s: %s", assignment, log_text(str(problem), limit=10_000))
         with self.gradebook() as gradebook:
             recorded = {s.student.id for s in gradebook.assignment_submissions(assignment)}
         if self.only is not None:

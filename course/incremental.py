@@ -87,6 +87,11 @@ class GradeState:
         self.collection[f"{self.db_key}:{assignment}"] = problems
         self.uncollected[f"{self.db_key}:{assignment}"] = dict(uncollected or {})
 
+    def forget_uncollected(self, assignment, students):
+        """``students`` were collected since the last whole collection: their files are no longer uncollected."""
+        kept = self.uncollected_of(assignment)
+        self.uncollected[f"{self.db_key}:{assignment}"] = {s: why for s, why in kept.items() if s not in students}
+
     def uncollected_of(self, assignment):
         """{student: why} of the students whose files the last whole collection found but did not collect."""
         return self.uncollected.get(f"{self.db_key}:{assignment}", {})

@@ -220,14 +220,20 @@ def test_a_moodle_class_from_download_to_import(tmp_path):
     assert exported.returncode == 1, exported.stdout + exported.stderr
     table = rows(tmp_path / "upload.csv")
     assert table[0] == WORKSHEET_HEADER  # the worksheet as Moodle wrote it, for Upload grading worksheet
+    # Moodle reads the Grade against the worksheet's Maximum Grade (10.00 here), not nbgrader's points
+    total = points + sum(written_points(ASSIGNMENT).values())
+
+    def on_moodle_scale(score):
+        return number(round(score * 10 / total, 2))
+
     expected = {
-        "Participant 1234567": ("Jürgen Müller", number(points)),
-        "Participant 1234568": ("Wei Wang", number(points)),
-        "Participant 1234569": ("Wei Wang", number((points - 2) * 0.8)),
-        "Participant 1234570": ("'=HYPERLINK(\"http://x.example\",\"click\")", number(points)),
+        "Participant 1234567": ("Jürgen Müller", on_moodle_scale(points)),
+        "Participant 1234568": ("Wei Wang", on_moodle_scale(points)),
+        "Participant 1234569": ("Wei Wang", on_moodle_scale((points - 2) * 0.8)),
+        "Participant 1234570": ("'=HYPERLINK(\"http://x.example\",\"click\")", on_moodle_scale(points)),
         "Participant 1234571": ("No File", "0"),
         "Participant 1234572": ("Two Files", ""),  # two files: blank and listed, never 0
-        "Participant 1234573": ("Élodie Ŕ", number(points)),  # no time: the policy's rule (on time), said once
+        "Participant 1234573": ("Élodie Ŕ", on_moodle_scale(points)),  # no time: the policy's rule (on time), said once
     }
     assert len(table) == 1 + len(expected)
     for line, original in zip(table[1:], WORKSHEET):
@@ -237,3 +243,11 @@ def test_a_moodle_class_from_download_to_import(tmp_path):
         assert [c for i, c in enumerate(line) if i not in (1, 4)] == [c for i, c in enumerate(original) if i not in (1, 4)]
     assert "FOUND BUT NOT COLLECTED, blank (fix, then course grade again): Two Files" in exported.stdout
     assert "no submission: No File" in exported.stdout
+
+    # a plain regrade (no export read: INSTRUCTORS.md's step after grading by hand) keeps what the export found
+    course_grade(course, ASSIGNMENT)
+    again = run("course", "export", "--lms", "moodle", "--roster", str(worksheet), "--assignment", ASSIGNMENT,
+                "--to", str(tmp_path / "upload-again.csv"), cwd=course)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert {line[0]: line[4] for line in rows(tmp_path / "upload-again.csv")[1:]}["Participant 1234572"] == ""
+    assert "FOUND BUT NOT COLLECTED, blank (fix, then course grade again): Two Files" in again.stdout

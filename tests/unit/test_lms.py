@@ -62,6 +62,26 @@ def record(tmp_path, student):
     return json.loads((tmp_path / "course" / "submitted" / student / "a2" / LMS_RECORD).read_text(encoding="utf-8"))
 
 
+def test_a_canvas_upload_named_like_another_students_file_counts_for_its_uploader_only(tmp_path):
+    """Canvas puts the student's own file name after its ids; a name that imitates another student's ids
+    ("x_9999_1_losses.ipynb") must neither land in that student's grade nor shed the uploader's LATE mark."""
+    files = {
+        canvas_name("Smith, Jane", 4711, 90001, "x_9999_1_losses.ipynb"): NOTEBOOK,
+        canvas_name("Victim, Vic", 9999, 90002, "losses.ipynb"): NOTEBOOK,
+        canvas_name("Late, Lou", 5005, 90003, "x_5005_1_losses.ipynb", late=True): NOTEBOOK,
+    }
+    assert "smithjane_4711_90001_x_9999_1_losses.ipynb" in files
+    export = tmp_path / "submissions.zip"
+    export.write_bytes(zipped(files))
+    result = collect(export, "a2", course_dir(tmp_path), {"losses"}, lms="canvas")
+    # the victim has their own file and nothing else; Lou's file is Lou's, still marked late by Canvas
+    assert sorted(result.students) == ["canvas-5005", "canvas-9999"]
+    assert record(tmp_path, "canvas-5005")["marked_late"] is True
+    assert [(p.student, p.kind) for p in result.problems] == [("canvas-4711", "other-student")]
+    assert "imitates another student's (canvas-9999)" in result.problems[0].reason
+    assert result.uncollected() == {"canvas-4711": result.problems[0].reason}
+
+
 def test_canvas_file_names_unicode_namesakes_late_and_resubmissions(tmp_path):
     files = {
         canvas_name("Müller, Jürgen", 4711, 90001, "losses.ipynb"): NOTEBOOK,
