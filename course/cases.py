@@ -232,7 +232,26 @@ def problems(data):
         called = {case["function"] for cases in data["checks"].values() for case in cases}
         lines += [f"rule {rule['rule']!r}: no case calls {name!r}"
                   for rule in data.get("rules", []) for name in rule.get("functions", []) if name not in called]
+        lines += _dead_first_steps(data)
     return lines
+
+
+def _dead_first_steps(data):
+    """A variant of a mistake's first entries that could never be recognised: ``first`` must be its own length,
+    and the expected value a list at least that long (the judge compares the reply's first entries)."""
+    found = []
+    for grade_id, cases in data["checks"].items():
+        for index, case in enumerate(cases):
+            for number, variant in enumerate(case.get("variants", [])):
+                if "first" not in variant:
+                    continue
+                where = f"check {grade_id!r}, case {index} ({case['case']!r}): variants[{number}]"
+                if variant["value"]["shape"] != [variant["first"]]:
+                    found.append(f"{where}: first is {variant['first']}, but the value has shape {variant['value']['shape']}")
+                elif len(case["expected"].get("shape", [])) != 1 or case["expected"]["shape"][0] < variant["first"]:
+                    found.append(f"{where}: first is {variant['first']}, but the expected value has shape "
+                                 f"{case['expected'].get('shape')}")
+    return found
 
 
 def _meant(error):

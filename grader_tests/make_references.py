@@ -34,7 +34,8 @@ import numpy as np
 from course.cases import problems, stored_array
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # perturbations.py, beside this file, as a script or imported
-from perturbations import KINDS as PERTURBATIONS, InputNoise, NudgedGenerator, rounding_noise, stability_problems
+from perturbations import (KINDS as PERTURBATIONS, InputNoise, NudgedGenerator, noisy_modules, rounding_noise,
+                           stability_problems)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "references"
@@ -80,7 +81,7 @@ def reference_namespace(assignment):
         meta = cell.metadata.get("nbgrader", {})
         if cell.cell_type == "code" and not meta.get("grade"):
             exec(compile(cell.source, f"{notebook_path.name}:{meta.get('grade_id')}", "exec"), namespace)
-    return namespace
+    return noisy_modules(namespace) if NUMPY_NOISE else namespace
 
 
 class Cases:
@@ -147,6 +148,8 @@ class Cases:
 
 # Set by --perturb inputs (grader_tests/perturbations.py): every input moved by one ulp.
 INPUT_NOISE = None
+# Set by --perturb rounding: the reference code's numpy and math results moved by one ulp.
+NUMPY_NOISE = False
 
 
 def rng(salt):
@@ -412,6 +415,7 @@ def training():
     c = Cases("a5-training")
     g = rng(5)
     ref = c.ref
+    literal = INPUT_NOISE.literal if INPUT_NOISE is not None else (lambda value: value)  # --perturb inputs
 
     def add(grade_id, function, about, args, kwargs, expected, variants=(), tolerance=FLOAT64, first_steps=(), **extra):
         """A case whose expected value (and mistakes' values) were computed here, not by Cases.add."""
@@ -426,14 +430,15 @@ def training():
                 case["variants"].append({"message": message, "value": stored_array(value)})
         for message, value in first_steps:  # a chaotic mistake: its first steps only (perturbations.py)
             value = np.asarray(plain(value), dtype=np.float64)
-            if not np.allclose(value, expected[:len(value)], rtol=1e-6, equal_nan=True):
+            # told apart from the answer by the judge's own tolerance, or it would name a correct curve
+            if not np.allclose(value, expected[:len(value)], rtol=tolerance["rtol"], atol=tolerance["atol"], equal_nan=True):
                 case["variants"].append({"message": message, "value": stored_array(value), "first": len(value)})
         c.checks.setdefault(grade_id, []).append(case)
         return case
 
     # Gradient descent on f(x) = sum(curvature * (x - minimum)**2 / 2), whose gradient the kernel builds.
     def descent(about, curvature, minimum, x0, lr, steps):
-        curvature, minimum = np.asarray(curvature, float), np.asarray(minimum, float)
+        curvature, minimum, x0, lr = (literal(v) for v in (np.asarray(curvature, float), np.asarray(minimum, float), x0, lr))
         spec = {"quadratic_gradient": {"curvature": curvature.tolist(), "minimum": minimum.tolist()}}
 
         def grad_fn(x):
@@ -503,6 +508,7 @@ def training():
     ]
 
     def momentum_case(about, param, velocity, grads, lr, momentum):
+        lr, momentum = literal(lr), literal(momentum)
         expected = torch_sgd(param, velocity, grads, lr, momentum)
         kwargs = {"lr": lr, "momentum": momentum}
         start = [param, 0.0, velocity]
@@ -562,6 +568,8 @@ def training():
     ]
 
     def adam_case(about, param, m, v, first_t, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, pass_defaults=False):
+        if pass_defaults:  # defaults the student's function supplies itself are exact
+            lr, betas, eps = literal(lr), literal(betas), literal(eps)
         expected = torch_adam(param, m, v, first_t, grads, lr, betas, eps)
         kwargs = {"lr": lr, "betas": list(betas), "eps": eps} if pass_defaults else {}
         start = [param, 0.0, m, v, 0]
@@ -756,12 +764,12 @@ def _inputs_only(references):
 def main(folder=OUT, perturb=None):
     """Write every assignment's references into ``folder``; with ``perturb``, recompute them under
     that kind of last-bit noise (perturbations.py) for the stability test, never for grading."""
-    global INPUT_NOISE
+    global INPUT_NOISE, NUMPY_NOISE
     noise = contextlib.nullcontext()
     if perturb == "inputs":
         INPUT_NOISE = InputNoise()
     elif perturb == "rounding":
-        noise = rounding_noise()
+        noise, NUMPY_NOISE = rounding_noise(), True
     elif perturb == "threads":
         import torch
 

@@ -116,9 +116,24 @@ def test_the_check_names_a_value_that_moved_and_passes_one_that_did_not():
     assert any("no longer differs" in line for line in perturbations.stability_problems(nudged, reference))
 
 
-def test_the_simd_environment_reaches_torch():
-    """The portable code path is really taken: torch reports its default kernels under that environment."""
+def test_the_simd_environment_reaches_torch_and_numpy():
+    """The portable code paths are really taken: torch reports its default kernels, and none of NumPy's
+    dispatched CPU features is in use, under that environment."""
     env = {**os.environ, **perturbations.simd_env()}
-    printed = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-                             env=env, capture_output=True, text=True, check=True).stdout.strip()
-    assert printed == "DEFAULT", printed
+    printed = subprocess.run([sys.executable, "-c", "import json, torch; from numpy._core import _multiarray_umath as u; "
+                              "print(json.dumps([torch.backends.cpu.get_cpu_capability(), "
+                              "[f for f in u.__cpu_dispatch__ if u.__cpu_features__.get(f)]]))"],
+                             env=env, capture_output=True, text=True, check=True).stdout
+    capability, numpy_features = json.loads(printed)
+    assert capability == "DEFAULT" and numpy_features == [], printed
+
+
+def test_the_rounding_noise_reaches_numpy_and_math_in_the_reference_code():
+    namespace = perturbations.noisy_modules({"np": np, "math": __import__("math")})
+    x = np.linspace(0.1, 3.0, 64)
+    assert not np.array_equal(namespace["np"].exp(x), np.exp(x))
+    assert np.allclose(namespace["np"].exp(x), np.exp(x), rtol=4e-16, atol=0)
+    assert namespace["np"].sum(np.arange(5)) == 10  # whole-number and integer results stay as they are
+    assert namespace["np"].ndarray is np.ndarray
+    logs = {namespace["math"].log(0.3) for _ in range(20)}
+    assert len(logs) > 1 and all(abs(v - np.log(0.3)) <= 2 * abs(np.spacing(np.log(0.3))) for v in logs)

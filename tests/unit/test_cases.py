@@ -6,7 +6,7 @@ import json
 import pytest
 
 from course import ROOT
-from course.cases import REFERENCES_SCHEMA, ReferencesValidator, problems, references_path
+from course.cases import REFERENCES_SCHEMA, ReferencesValidator, problems, references_path, stored_array
 from course.judge import HiddenCheckError, load_hidden_checks
 from course.parity import parity_case
 
@@ -71,6 +71,12 @@ BROKEN = {
     "an unknown view": (lambda d: softmax_case(d).update(view="item"), "view: 'item' does not match"),
     "a variant without its value": (lambda d: softmax_case(d)["variants"].append({"message": "m"}),
                                     "variants[0]: 'value' is a required property"),
+    "a mistake's first entries longer than its value": (
+        lambda d: softmax_case(d)["variants"].append({"message": "m", "first": 3, "value": stored_array([0.1, 0.2])}),
+        "first is 3, but the value has shape [2]"),
+    "a mistake's first entries beyond the expected value": (
+        lambda d: softmax_case(d)["variants"].append({"message": "m", "first": 9, "value": stored_array([0.1] * 9)}),
+        "first is 9, but the expected value has shape [4]"),
     "a gradient case without its reference": (lambda d: softmax_case(d).update(grad=True),
                                               "'expected_grad' is a required property"),
     "an unknown measure": (lambda d: softmax_case(d).update(measure={"kind": "accuracy", "words": []}),
