@@ -1458,11 +1458,9 @@ def test_matplotlib_figure_text_is_readable_on_a_phone(root, built_site, device)
         tab.page.wait_for_function("() => [...document.images].every(i => i.complete)")
         tab.page.wait_for_timeout(100)
         for image in tab.page.evaluate(FIGURE_IMAGES):
-            data = (html_path(built_site, doc).parent / image["src"]).read_bytes()
-            dpi = png_dpi(data) if data.startswith(b"\x89PNG") else None
-            if dpi is None:
+            px = figure_text_px(built_site, doc, image, points)
+            if px is None:
                 continue
-            px = points * dpi / 72 * image["shown"] / image["natural"]
             assert px >= 9, f"{doc}: {image['src']} at 390 px is drawn at {image['shown']:.0f} of {image['natural']} px: text {px:.1f} px"
             checked += 1
         width = tab.page.evaluate("() => document.documentElement.scrollWidth")
@@ -1495,6 +1493,14 @@ def png_dpi(data):
     return None
 
 
+def figure_text_px(built_site, doc, image, points):
+    """The CSS pixels of a matplotlib figure's smallest text (``points`` at the PNG's dpi) as the page draws
+    the image (``shown`` of ``natural`` px); None for an image that is not a matplotlib PNG."""
+    data = (html_path(built_site, doc).parent / image["src"]).read_bytes()
+    dpi = png_dpi(data) if data.startswith(b"\x89PNG") else None
+    return None if dpi is None else points * dpi / 72 * image["shown"] / image["natural"]
+
+
 def smallest_figure_font_points(root):
     """The smallest font matplotlib uses in the chapters' figures: its defaults, or a size a chapter sets."""
     import matplotlib
@@ -1519,11 +1525,9 @@ def test_figure_text_is_at_least_9_px_at_1280_px(root, built_site, desktop_pages
     checked = 0
     for doc in chapters(root):
         for image in desktop_pages[doc]["images"]:
-            data = (html_path(built_site, doc).parent / image["src"]).read_bytes()
-            dpi = png_dpi(data) if data.startswith(b"\x89PNG") else None
-            if dpi is None:
+            px = figure_text_px(built_site, doc, image, points)
+            if px is None:
                 continue
-            px = points * dpi / 72 * image["shown"] / image["natural"]
             assert px >= 9, f"{doc}: {image['src']} is drawn at {image['shown']:.0f} of {image['natural']} px: text {px:.1f} px"
             checked += 1
     assert checked >= 12, f"only {checked} matplotlib figures measured"

@@ -10,7 +10,6 @@ The file names are built by the LMSs' own rules, not by this project's pattern:
   ``_<participant id>``, then ``_assignsubmission_file_/<file>`` (folders, the default) or
   ``_assignsubmission_file_<file>``.
 """
-import io
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from course.collect import LMS_RECORD, collect
 from course.errors import UsageError
 from course.lms import canvas_text, csv_cell, read_submission_times
 from course.sanitize import escape_hidden, log_text, markdown_text
+from grading_support import zipped
 
 NOTEBOOK = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
 
@@ -44,14 +44,6 @@ def moodle_prefix(full_name, participant):
     """mod/assign/locallib.php download_submissions: the student's prefix, "_" in the name as spaces, then
     clean_filename (lib/moodlelib.php, PARAM_FILE: control characters and &<>"`|':\\/ removed)."""
     return re.sub(r"[\x00-\x1f\x7f&<>\"`|':\\/]", "", f"{full_name.replace('_', ' ')}_{participant}")
-
-
-def zipped(files):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def course_dir(tmp_path):
