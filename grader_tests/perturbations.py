@@ -169,14 +169,14 @@ def rounding_noise():
     def nudge(value):
         if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.numel() == 0:
             return value
-        with torch.no_grad():
-            up = torch.rand(value.shape, generator=generator) < 0.5
-            moved = torch.where(up, torch.nextafter(value, torch.full_like(value, math.inf)),
-                                torch.nextafter(value, torch.full_like(value, -math.inf)))
-            # a whole-number result (a step counter, a count) is exact on every CPU: IEEE arithmetic on
-            # whole numbers is, and libm's exp(0) and log(1) are too
-            keep = ~torch.isfinite(value) | (value == torch.round(value))
-            return torch.where(keep, value, moved)
+        # below autograd (a dispatch mode sees aten operators after it), so nothing here joins a graph
+        up = torch.rand(value.shape, generator=generator) < 0.5
+        moved = torch.where(up, torch.nextafter(value, torch.full_like(value, math.inf)),
+                            torch.nextafter(value, torch.full_like(value, -math.inf)))
+        # a whole-number result (a step counter, a count) is exact on every CPU: IEEE arithmetic on
+        # whole numbers is, and libm's exp(0) and log(1) are too
+        keep = ~torch.isfinite(value) | (value == torch.round(value))
+        return torch.where(keep, value, moved)
 
     class RoundingNoise(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):

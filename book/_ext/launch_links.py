@@ -63,6 +63,8 @@ def offer_notebook_download(app: Sphinx, pagename, templatename, context, doctre
     executed = Path(app.outdir).parent / "jupyter_execute" / f"{pagename}.ipynb"
     if not executed.is_file():
         return  # a plain Markdown page, not a notebook
+    if getattr(app.config, "nb_execution_mode", None) == "off":
+        return  # a preview built without running the chapters: no numbers to write into a student's copy
     from course.student_notebook import glued_values_of, student_notebook
 
     target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
