@@ -877,37 +877,37 @@ def test_site_works_opened_from_its_folder(built_site, browser, site_url):
         tab.close()
 
 
+def assert_downloads_zip(page, link, tmp_path, notebook, page_name):
+    """Clicking ``link`` downloads ``<notebook stem>.zip`` holding exactly ``notebook``, and the tab stays on
+    ``page_name`` (a file:// page cannot download a bare .ipynb: the browser shows it instead)."""
+    import zipfile
+
+    with page.expect_download(timeout=15_000) as download:
+        link.click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    assert saved.name == f"{notebook.stem}.zip", saved.name
+    with zipfile.ZipFile(saved) as archive:
+        assert archive.read(notebook.name) == notebook.read_bytes()
+    assert page.url.endswith(page_name), f"the tab left the page: {page.url}"
+
+
 @pytest.mark.browser
 def test_notebooks_download_from_the_folder(root, built_site, browser, site_url, tmp_path):
     """Opened from its folder (file://), the site saves notebooks instead of showing them as text: a chapter's
     download button and an assignment's link each save a .zip that holds the notebook the site serves."""
-    import zipfile
-
     folder = (built_site / "html").resolve().as_uri() + "/"
     tab = Visit(browser, site_url)
     try:
         page = tab.page
         tab.open(folder + "book/05-softmax.html")
         page.locator("button[aria-label='Download this page']:visible").click()
-        link = page.locator("a.btn-download-notebook-button, a[href*='_sources/'][href$='.zip']").first
-        with page.expect_download(timeout=15_000) as download:
-            link.click()
-        saved = tmp_path / download.value.suggested_filename
-        download.value.save_as(saved)
-        assert saved.name == "05-softmax.zip", saved.name
-        with zipfile.ZipFile(saved) as archive:
-            assert archive.read("05-softmax.ipynb") == (built_site / "html/_sources/book/05-softmax.ipynb").read_bytes()
-        assert page.url.endswith("book/05-softmax.html"), f"the tab left the page: {page.url}"
+        assert_downloads_zip(page, page.locator("a.btn-download-notebook-button, a[href*='_sources/'][href$='.zip']").first,
+                             tmp_path, built_site / "html/_sources/book/05-softmax.ipynb", "book/05-softmax.html")
 
         tab.open(folder + "book/assignments/a2-losses.html")
-        with page.expect_download(timeout=15_000) as download:
-            page.locator("a[href*='_downloads/']").first.click()
-        saved = tmp_path / download.value.suggested_filename
-        download.value.save_as(saved)
-        assert saved.name == "losses.zip", saved.name
-        with zipfile.ZipFile(saved) as archive:
-            assert archive.read("losses.ipynb") == (root / "assignments/a2-losses/losses.ipynb").read_bytes()
-        assert page.url.endswith("a2-losses.html"), f"the tab left the page: {page.url}"
+        assert_downloads_zip(page, page.locator("a[href*='_downloads/']").first, tmp_path,
+                             root / "assignments/a2-losses/losses.ipynb", "a2-losses.html")
         # A link that downloads ends its navigation with ERR_ABORTED: that is the download, not a failure.
         problems = [p for p in tab.problems if not (p.endswith("(net::ERR_ABORTED)") and ".zip" in p)]
         assert not problems, problems
