@@ -62,6 +62,7 @@ from pathlib import Path, PurePosixPath
 from traitlets import Enum, Unicode
 from traitlets.config import Configurable
 
+from . import files
 from .lms import PRESETS, student_name
 
 DEFAULT_LMS_PATTERN = r"^(?P<student_id>[^_]+)_(?:.*_)?(?P<file_id>{notebooks})(?:-\d+)?\.ipynb$"
@@ -89,7 +90,7 @@ PROBLEM_KINDS = {
     "duplicate": "two files for the same student and notebook",
     "no-notebook": "an upload, or a student, with no notebook",
     "too-large": "a file too large for a notebook",
-    "too-deep": "an archive nested deeper than supported",
+    "too-deep": "an archive, or folders, nested deeper than supported",
     "over-budget": "archives past the export's total size budget",
     "symlink": "a symbolic link (never followed)",
     "not-a-file": "something that is not a regular file",
@@ -237,18 +238,24 @@ def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, 
             target = submitted / student / assignment
             target.mkdir(parents=True, exist_ok=True)
             copied = set()
-            for path in sorted(assignment_dir.rglob("*")):
-                if path.is_symlink():
-                    if path not in links:
-                        result.problems.append(Problem(str(path), "a symbolic link; not followed, not copied", student,
-                                                       "symlink"))
-                elif path.is_file():
-                    destination = target / path.relative_to(assignment_dir)
-                    destination.parent.mkdir(parents=True, exist_ok=True)
-                    _write_if_changed(destination, _read_no_follow(path))
-                    copied.add(destination)
-            for stale in [p for p in target.rglob("*") if (p.is_file() or p.is_symlink()) and p not in copied]:
-                stale.unlink()  # the submission is the folder as it is now: an earlier copy's extra files go
+            found_here = files.listing(assignment_dir)
+            for relative in found_here.links:
+                if assignment_dir / relative not in links:
+                    result.problems.append(Problem(str(assignment_dir / relative),
+                                                   "a symbolic link; not followed, not copied", student, "symlink"))
+            for relative in found_here.too_deep:
+                result.problems.append(Problem(
+                    str(assignment_dir / relative), f"folders nested more than {files.MAX_SUBMISSION_DEPTH} deep; "
+                    "what they hold was not copied", student, "too-deep"))
+            for relative in found_here.files:
+                destination = target / relative
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                _write_if_changed(destination, _read_no_follow(assignment_dir / relative))
+                copied.add(destination)
+            in_target = files.listing(target)
+            for stale in [target / p for p in in_target.files + in_target.links]:
+                if stale not in copied:
+                    stale.unlink()  # the submission is the folder as it is now: an earlier copy's extra files go
             known = [target / p.name for p in known]
         result.students[student] = known
 

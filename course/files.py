@@ -14,6 +14,8 @@ walk a tree that nothing changes any more (the sandbox that wrote it is gone).
 """
 import os
 import stat
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Callable, NamedTuple
 
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -130,6 +132,51 @@ def remove_quietly(path):
         return True
     except OSError:
         return False
+
+
+# How deep a submission folder that is copied or fingerprinted is read (``listing``): nbgrader's own
+# copy of a submission (shutil.copytree) recurses once per level, and a path may not exceed PATH_MAX.
+MAX_SUBMISSION_DEPTH = 16
+
+
+@dataclass
+class Listing:
+    """What ``listing`` found under a folder, as paths relative to it, sorted."""
+
+    files: list = field(default_factory=list)  # regular files
+    links: list = field(default_factory=list)  # symbolic links: never followed
+    others: list = field(default_factory=list)  # sockets, pipes, devices
+    too_deep: list = field(default_factory=list)  # folders at the depth limit that hold more: not read
+
+
+def listing(top, max_depth=MAX_SUBMISSION_DEPTH):
+    """The entries under ``top`` down to ``max_depth`` folders, without recursion and without following
+    links; what lies deeper is named, not read (``Listing.too_deep``)."""
+    found, pending = Listing(), [PurePosixPath()]
+    while pending:
+        folder = pending.pop()
+        with os.scandir(os.path.join(top, folder)) as entries:
+            for entry in entries:
+                relative = folder / entry.name
+                if entry.is_symlink():
+                    found.links.append(relative)
+                elif entry.is_dir(follow_symlinks=False):
+                    if len(relative.parts) < max_depth:
+                        pending.append(relative)
+                    elif _holds_anything(os.path.join(top, relative)):
+                        found.too_deep.append(relative)
+                elif entry.is_file(follow_symlinks=False):
+                    found.files.append(relative)
+                else:
+                    found.others.append(relative)
+    for paths in (found.files, found.links, found.others, found.too_deep):
+        paths.sort()
+    return found
+
+
+def _holds_anything(folder):
+    with os.scandir(folder) as entries:
+        return any(True for _ in entries)
 
 
 # What a file or folder costs at least, however small: a submission that makes millions of empty

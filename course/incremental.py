@@ -11,6 +11,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from . import files
+
 STATE_VERSION = 1
 GRADER_CODE = Path(__file__).parent
 
@@ -37,13 +39,15 @@ def grader_files(hidden_checks, config_file, source_folder):
 def submission_digest(fingerprint, folder):
     """SHA-256 of the assignment's fingerprint and a submission folder's files (names and bytes)."""
     digest = hashlib.sha256(fingerprint)
-    for path in sorted(Path(folder).rglob("*")):
-        if path.is_file():
-            digest.update(str(path.relative_to(folder)).encode() + b"\0")
-            try:
-                digest.update(hashlib.sha256(path.read_bytes()).digest())
-            except OSError:
-                digest.update(b"unreadable")
+    found = files.listing(folder)
+    for relative in found.files:
+        digest.update(str(relative).encode() + b"\0")
+        try:
+            digest.update(hashlib.sha256((Path(folder) / relative).read_bytes()).digest())
+        except OSError:
+            digest.update(b"unreadable")
+    for relative in found.too_deep:  # what lies deeper is not read (course.files.listing): its place counts
+        digest.update(b"too deep\0" + str(relative).encode() + b"\0")
     return digest.hexdigest()
 
 

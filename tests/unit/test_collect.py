@@ -302,3 +302,37 @@ def test_a_new_submission_replaces_the_earlier_one_whole(tmp_path):
         collect_from(source.parent.parent, notebooks=("losses",))
         assert sorted(p.name for p in folder.iterdir()) == sorted(files)
     assert (folder / "losses.ipynb").read_bytes() == notebook("two")
+
+
+def test_a_copied_layout_with_folders_deeper_than_the_recursion_limit_is_collected_and_the_rest_reported(tmp_path):
+    """Path.rglob recursed once per level (RecursionError), and a path past PATH_MAX cannot be copied."""
+    from unit.test_files import DEPTH, deep_tree
+
+    from course.files import remove_tree
+
+    layout = tmp_path / "elsewhere"
+    (layout / "lee" / ASSIGNMENT).mkdir(parents=True)
+    (layout / "lee" / ASSIGNMENT / "losses.ipynb").write_bytes(notebook("lee"))
+    (layout / "lee" / ASSIGNMENT / "data").mkdir()
+    (layout / "lee" / ASSIGNMENT / "data" / "counts.csv").write_bytes(b"1,2")
+    deep_tree(layout / "lee" / ASSIGNMENT / "tree", depth=DEPTH)
+    try:
+        deeper_than_the_limit_is_reported(tmp_path, layout)
+    finally:
+        remove_tree(layout)  # pytest's clean-up of old temporary folders recurses
+
+
+def deeper_than_the_limit_is_reported(tmp_path, layout):
+    from course.files import MAX_SUBMISSION_DEPTH
+    from course.incremental import submission_digest
+
+    result, collected = run(tmp_path, layout)
+    assert collected == {"lee": [notebook("lee")]}
+    target = tmp_path / "course" / "submitted" / "lee" / ASSIGNMENT
+    assert (target / "data" / "counts.csv").read_bytes() == b"1,2"
+    [deep] = [p for p in result.problems if p.kind == "too-deep"]
+    assert deep.student == "lee" and f"more than {MAX_SUBMISSION_DEPTH} deep" in deep.reason
+    assert deep.where.endswith("tree" + "/a" * (MAX_SUBMISSION_DEPTH - 1))
+    before = submission_digest(b"fingerprint", layout / "lee" / ASSIGNMENT)
+    (layout / "lee" / ASSIGNMENT / "data" / "counts.csv").write_bytes(b"1,3")
+    assert submission_digest(b"fingerprint", layout / "lee" / ASSIGNMENT) != before
