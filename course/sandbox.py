@@ -78,6 +78,13 @@ class Limits:
     reply_queue_messages: int = 4  # ... on the shell channel, where only replies to the grader belong
     quiet_message_bytes: int = 64 * 1024  # largest message on stdin, control and heartbeat (all small replies)
     quiet_queue_messages: int = 4  # ... and how many of them queue
+    # A submitted notebook as the grader reads it (course.submitted_notebook), as it is parsed: what the
+    # parse builds is bounded whatever the file holds.  Over a limit, the file is graded as unreadable
+    # and its feedback names the limit.
+    notebook_bytes: int = 32 * 1024**2  # bytes of the file
+    notebook_cells: int = 5_000
+    notebook_values: int = 1_000_000  # JSON values built, a cell's text counting as one
+    code_cell_chars: int = 1_000_000  # characters of one code cell
     # Characters of one student-written cell (a written answer, a raw cell) that the grader parses
     # (course.sanitize): cut there, with a note, before any parser sees it.
     student_text_chars: int = 100_000

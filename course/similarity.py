@@ -39,8 +39,10 @@ import numpy as np
 from copydetect import CodeFingerprint, compare_files
 from copydetect.utils import highlight_overlap
 
+from . import submitted_notebook
 from .errors import UsageError
 from .lms import csv_cell
+from .sanitize import escape_hidden, log_text, why_not_a_notebook
 
 # copydetect's own defaults: k-grams of 25 tokens, and every match of 30 or more tokens found
 NOISE_TOKENS = 25
@@ -162,9 +164,11 @@ def read_answers(submissions, assignment, release_notebooks, problems):
             if not path.is_file() or path.is_symlink():
                 continue
             try:  # one student's file never stops the comparison of the others
-                parts.append(answer_code(nbformat.read(path, as_version=4), released))
+                with open(path, encoding="utf-8") as stream:
+                    parts.append(answer_code(submitted_notebook.read(stream), released))
             except Exception as error:
-                problems.append(f"{path}: not read as a notebook ({type(error).__name__}); left out of the comparison")
+                problems.append(f"{path}: not read as a notebook ({why_not_a_notebook(error)}); "
+                                "left out of the comparison")
         if parts:
             students.append(Answers(folder.parent.name, "\n".join(parts)))
     return students
@@ -201,7 +205,6 @@ def write_csv(path, pairs):
 
 
 def write_html(path, assignment, students, pairs, problems, shown=SHOWN_PAIRS):
-    from .sanitize import escape_hidden
 
     def e(text):  # names and file names: HTML escaped, and no bidi override or control character shown raw
         return html.escape(escape_hidden(str(text)))
@@ -285,7 +288,6 @@ def similarity(assignment, root=None, submissions=None, top=SHOWN_PAIRS, pattern
     reports.mkdir(parents=True, exist_ok=True)
     write_csv(reports / "similarity.csv", pairs)
     write_html(reports / "similarity.html", assignment, students, pairs, problems, shown=top)
-    from .sanitize import log_text
 
     for problem in problems:
         out(log_text(f"course similarity: {problem}", limit=10_000))  # one line each: names can carry newlines
