@@ -343,10 +343,15 @@ def zipped(members):
 
 
 def peak_rss_wrapper(*command):
-    """Run a console script in a Python process that reports its own and its children's peak RSS (KiB) at exit."""
-    code = ("import atexit, resource, runpy, sys\n"
+    """Run a console script in a Python process that reports its own and its children's peak RSS (KiB) at exit.
+
+    Its own is the kernel's high-water mark of its memory (VmHWM), not ``getrusage``'s ``ru_maxrss``: Linux
+    carries that across ``exec`` from the memory the process was started from, so a process started by
+    this test process (vfork, then exec) would report the test process's own peak."""
+    code = ("import atexit, re, resource, runpy, sys\n"
             "def report():\n"
-            "    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "    with open('/proc/self/status') as status:\n"
+            "        own = int(re.search(r'VmHWM:\\s+(\\d+) kB', status.read()).group(1))\n"
             "    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
             "    sys.stderr.write(f'\\nPEAK-RSS-KIB {own} {children}\\n')\n"
             "atexit.register(report)\n"

@@ -11,9 +11,10 @@ import json
 
 import nbformat
 import pytest
+from nbgrader.api import Gradebook
 
-from grading_support import (make_course, max_points, replace_function, scores, solution_notebook, student_version,
-                             written_points, zipped)
+from grading_support import (make_course, max_points, nbgrader, replace_function, scores, solution_notebook,
+                             student_version, written_points, zipped)
 from test_course_grade import KL_SWAPPED, course_grade
 from test_export import run
 from unit.test_lms import canvas_name, moodle_prefix
@@ -83,8 +84,8 @@ def test_a_canvas_class_from_download_to_import(tmp_path):
         canvas_name("Twice, Tom", 5008, 90008, "losses.ipynb"): correct(),
         canvas_name("Twice, Tom", 5008, 90009, "losses-1.ipynb"): mistake(),  # two files in one attempt
         canvas_name("Bidi, Bea", 5009, 90010, "losses\u202ebynpi.ipynb"): correct(),  # a display name with an override
-        canvas_name("+Plus, Pia", 5010, 90011, "work.zip"): zipped({
-            "losses.ipynb": correct(), "timestamp.txt": "2026-10-01 10:00:00"}),  # her own "time" counts for nothing
+        canvas_name("+Plus, Pia", 5010, 90011, "work.zip", late=True): zipped({
+            "losses.ipynb": correct(), "timestamp.txt": "2026-10-01 10:00:00"}),  # late; her own "time" counts for nothing
     }
     assert "müllerjürgen_4711_90001_losses.ipynb" in download and "wangwei_LATE_5002_90003_losses.ipynb" in download
     export = tmp_path / "submissions.zip"
@@ -96,7 +97,7 @@ def test_a_canvas_class_from_download_to_import(tmp_path):
            {"user_id": 5005, "submitted_at": "2026-10-04T09:00:00+02:00", "late": False},
            {"user_id": 5006, "submitted_at": "2026-10-05T23:30:00Z", "late": False},
            {"user_id": 5007, "submitted_at": None, "late": False},
-           {"user_id": 5010, "submitted_at": "2026-10-05T12:00:00Z", "late": False}]
+           {"user_id": 5010, "submitted_at": "2026-10-06T12:00:00Z", "late": True}]
     (tmp_path / "submissions.json").write_text(json.dumps(api))
 
     result = course_grade(course, ASSIGNMENT, "--lms", "canvas", "--submissions", str(export),
@@ -107,7 +108,12 @@ def test_a_canvas_class_from_download_to_import(tmp_path):
     assert got == {"canvas-4711": points, "canvas-5001": points, "canvas-5002": points - 2, "canvas-5004": points,
                    "canvas-5005": points, "canvas-5006": points, "canvas-5010": points}
     stamp = course / "submitted" / "canvas-5010" / ASSIGNMENT / "timestamp.txt"
-    assert stamp.read_text() == "2026-10-05 12:00:00"  # the LMS's time, not the timestamp.txt in her zip
+    assert stamp.read_text() == "2026-10-06 12:00:00"  # the LMS's time, not the timestamp.txt in her zip
+    # nbgrader's own path reads what was collected: her submission autograded again by stock `nbgrader autograde`
+    # keeps the LMS's time, and its late penalty (the export below)
+    nbgrader(course, "autograde", ASSIGNMENT, "--force", "--student=canvas-5010")
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        assert gradebook.find_submission(ASSIGNMENT, "canvas-5010").timestamp.strftime("%F %T") == "2026-10-06 12:00:00"
     # one problem for the one submission without a time, saying the rule that applied (the largest penalty)
     no_time = [line for line in result.stdout.splitlines() if "no submission time" in line]
     assert len(no_time) == 1 and "canvas-5004" in no_time[0] and "largest penalty, 50%" in no_time[0], result.stdout
@@ -139,7 +145,7 @@ def test_a_canvas_class_from_download_to_import(tmp_path):
         "5007": ["Nobody, Ned", "0"],
         "5008": ["Twice, Tom", ""],  # found, not collected: blank, never 0
         "5009": ["Bidi, Bea", ""],
-        "5010": ['="+Plus, Pia"', number(points)],
+        "5010": ['="+Plus, Pia"', number(points * 0.9)],  # a started day late, by the LMS's time
     }
     assert len(table) == 2 + len(expected)
     for line in table[2:]:
