@@ -128,7 +128,9 @@ def readable(value) -> str:
 
 def glue_text(plain: str, spec: str | None = None) -> str:
     """What the site shows for ``{glue:text}`name:spec```: the glued text/plain read back as a Python value,
-    formatted with ``spec`` as myst-nb does, or without one for reading (``readable``)."""
+    formatted with ``spec`` as myst-nb does, or without one for reading (``readable``). A list or tuple takes
+    ``spec`` item by item (``{glue:text}`probs:.4f``` shows ``[0.6590, 0.2424, 0.0986]``), so that the prose
+    can print a number as the chapter's own tables do, trailing zeros included."""
     try:
         value = ast.literal_eval(plain)
     except (SyntaxError, ValueError):
@@ -136,6 +138,8 @@ def glue_text(plain: str, spec: str | None = None) -> str:
     if spec and spec != "s":
         from myst_nb.core.variables import format_plain_text
 
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(format_plain_text(repr(item), spec) for item in value) + "]"
         return format_plain_text(plain, spec)
     return readable(value)
 

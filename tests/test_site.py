@@ -265,12 +265,12 @@ def test_downloaded_chapter_notebook_reads_as_a_notebook(root, built_site, doc):
     path = built_site / "html" / "_sources" / f"{doc}.ipynb"
     notebook = json.loads(path.read_text())
     everything = assert_reads_as_a_notebook(root, built_site, doc, notebook, path.name)
-    executed = json.loads((built_site / "jupyter_execute" / f"{doc}.ipynb").read_text())
-    values = [o["data"]["text/plain"].strip("'") for c in executed["cells"] for o in c.get("outputs", [])
-              if "scrapbook" in o.get("metadata", {}) and o["metadata"]["scrapbook"]["name"] in
-              (root / f"{doc}.md").read_text()]
-    for value in values:
-        assert value in everything or value in json.dumps(notebook), f"{path.name}: the glued {value!r} is not written in"
+    from course.student_notebook import GLUE_ROLE, glue_text, glued_values_of
+
+    values = glued_values_of(doc, built_site)
+    for name, spec in GLUE_ROLE.findall((root / f"{doc}.md").read_text()):
+        shown = glue_text(values[name], spec or None)
+        assert shown in everything, f"{path.name}: the glued {name} ({shown!r}) is not written in"
     for cell in notebook["cells"]:
         outputs = cell.get("outputs", [])
         assert not any("scrapbook" in o.get("metadata", {}) for o in outputs), f"{path.name}: a glue output is left"
@@ -405,6 +405,87 @@ def test_glued_numbers_are_formatted_for_reading(root, built_site):
             for number in re.findall(r"-?\d[\d.]*(?:e[-+]?\d+)?", text):
                 assert significant_digits(number) <= 6, f"{doc}: {number} in the prose has more than 6 significant digits"
     assert seen > 100, f"only {seen} glued values found"
+
+
+class ProseAndOutputs(HTMLParser):
+    """A chapter page's glued numbers in the prose (``span.pasted-text``) and the text its code cells print
+    (``div.cell_output``: streams, tables, reprs)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.pasted, self.outputs = [], []
+        self._divs, self._output_at, self._in_pasted = 0, None, False
+
+    def handle_starttag(self, tag, attrs):
+        classes = (dict(attrs).get("class") or "").split()
+        if tag == "div":
+            self._divs += 1
+            if self._output_at is None and "cell_output" in classes:
+                self._output_at = self._divs
+        elif tag == "span" and "pasted-text" in classes:
+            self._in_pasted = True
+            self.pasted.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "div":
+            if self._output_at == self._divs:
+                self._output_at = None
+                self.outputs.append("\n")
+            self._divs -= 1
+        elif tag == "span":
+            self._in_pasted = False
+
+    def handle_data(self, data):
+        if self._in_pasted:
+            self.pasted[-1] += data
+        if self._output_at is not None:
+            self.outputs.append(data)
+
+
+STRAIGHT_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+DECIMAL = re.compile(r"(?<![\w.])-?\d+\.\d+(?![\w.])")  # 0.194, -3.5; not 1e-5, 6.9e-05, 1.2.3
+
+
+def dropped_trailing_zeros(prose_texts, printed):
+    """Numbers in the prose that the chapter's printed output shows with trailing zeros the prose drops
+    (prose 0.194, table 0.1940): (the glued text, its number, the printed number)."""
+    printed_numbers = set(DECIMAL.findall(printed))
+    found = []
+    for text in prose_texts:
+        for number in DECIMAL.findall(text):
+            for shown in printed_numbers:
+                if shown != number and shown.startswith(number) and set(shown[len(number):]) == {"0"}:
+                    found.append((text, number, shown))
+    return found
+
+
+def test_the_trailing_zeros_check_catches_a_dropped_zero():
+    assert dropped_trailing_zeros(["[0.5017, 0.3043, 0.194]"], "2.0 |  0.5017  0.3043   0.1940 | 1.6487") \
+        == [("[0.5017, 0.3043, 0.194]", "0.194", "0.1940")]
+    assert dropped_trailing_zeros(["2.382"], "test: network NLL 2.3820   count model 2.3732")
+    # the same number as printed, another number, a number in scientific notation, an integer: no finding
+    assert not dropped_trailing_zeros(["0.1940", "0.19", "6.9", "3"], "0.1940 0.1900001 6.90000e-05 3.000 0.19 0.4")
+
+
+def test_glued_numbers_show_the_decimals_of_the_chapters_own_tables(root, built_site):
+    """A number glued into a chapter's prose is printed as the chapter's own output prints it: never 0.194 in the
+    text beside 0.1940 in the table above it (``{glue:text}`name:.4f``` formats it as the table does). The
+    chapter's notebook (the .ipynb download, course/student_notebook.py) writes every glued text as the site
+    shows it."""
+    problems, seen = [], 0
+    for doc in chapters(root):
+        page = ProseAndOutputs()
+        page.feed(html_path(built_site, doc).read_text(encoding="utf-8"))
+        seen += len(page.pasted)
+        problems += [f"{doc}: the prose says {number} ({text!r}), the output prints {shown}"
+                     for text, number, shown in dropped_trailing_zeros(page.pasted, "".join(page.outputs))]
+        notebook = json.loads((built_site / "html" / "_sources" / f"{doc}.ipynb").read_text(encoding="utf-8"))
+        markdown = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
+        plain = lambda text: " ".join(text.translate(STRAIGHT_QUOTES).split())  # noqa: E731 (Sphinx's smart quotes)
+        problems += [f"{doc}.ipynb does not show the site's {text!r}" for text in page.pasted
+                     if plain(text) not in plain(markdown)]
+    assert seen > 100, f"only {seen} glued values found"
+    assert not problems, f"{len(problems)} places:\n" + "\n".join(problems)
 
 
 def jupyter_book(root, config, toc, out):
