@@ -1429,7 +1429,12 @@ FIGURE_TEXT = """(selector) => [...document.querySelectorAll(selector)].map(svg 
 
 
 @pytest.mark.browser
-def test_phone_width_has_no_sideways_scroll_and_readable_figure_labels(root, device):
+def test_phone_width_has_no_sideways_scroll_and_readable_figure_labels(root, built_site, device):
+    """At 390 px (one load per page): the page does not scroll sideways; the interactive figures' text is 9 px or
+    more; every matplotlib figure is fitted to the column (no box that scrolls sideways, no figure wider than
+    the text) and its smallest text (tick labels, legends) is still about 9 CSS px or more."""
+    points = smallest_figure_font_points(root)
+    checked = 0
     for doc in toc_docs(root):
         tab = device(f"{doc}.html", width=390, height=844)
         page_width = tab.page.evaluate("() => document.documentElement.scrollWidth")
@@ -1439,7 +1444,18 @@ def test_phone_width_has_no_sideways_scroll_and_readable_figure_labels(root, dev
         assert not small, f"{doc}: interactive figure text below 9 px at 390 px: {small[:5]}"
         if doc in ("book/03-distributions", "book/05-softmax", "book/08-cross-entropy"):
             assert labels, f"{doc}: no interactive figure text measured"
+        tab.page.wait_for_function("() => [...document.images].every(i => i.complete)")
+        for image in tab.page.evaluate(FIGURE_IMAGES):
+            px = figure_text_px(built_site, doc, image, points)
+            if px is None:
+                continue
+            assert image["shown"] <= image["column"] + 0.5 and not image["scrolls"], (
+                f"{doc}: {image['src']} is {image['shown']:.0f} px wide in a {image['column']:.0f} px column at 390 px")
+            assert px >= 9, (f"{doc}: {image['src']} fitted to {image['shown']:.0f} px at 390 px (drawn "
+                             f"{image['natural']} px wide): its {points:g} pt text is {px:.1f} CSS px")
+            checked += 1
         tab.close()
+    assert checked >= 25, f"only {checked} matplotlib figures measured"
 
 
 AXIS_TITLES_CLEAR = """(selector) => [...document.querySelectorAll(selector)].map(svg => {
@@ -1525,29 +1541,11 @@ def test_display_equations_fit_a_phone(device):
 
 FIGURE_IMAGES = """() => [...document.querySelectorAll('.bd-article .cell_output img')].map(i => ({
   src: i.getAttribute('src'), shown: i.getBoundingClientRect().width, natural: i.naturalWidth,
+  column: i.closest('.cell_output').getBoundingClientRect().width,
+  scrolls: (() => { for (let e = i.parentElement; e && !e.matches('article'); e = e.parentElement)
+    if (e.scrollWidth > e.clientWidth + 1 && ['auto', 'scroll'].includes(getComputedStyle(e).overflowX)) return true;
+    return false; })(),
   filter: getComputedStyle(i).filter}))"""
-
-
-@pytest.mark.browser
-def test_matplotlib_figure_text_is_readable_on_a_phone(root, built_site, device):
-    """At 390 px every matplotlib figure is drawn large enough that its smallest text is 9 CSS px or more
-    (in a box that scrolls sideways), and the page itself does not scroll sideways."""
-    points = smallest_figure_font_points(root)
-    checked = 0
-    for doc in chapters(root):
-        tab = device(f"{doc}.html", width=390, height=844)
-        tab.page.wait_for_function("() => [...document.images].every(i => i.complete)")
-        tab.page.wait_for_timeout(100)
-        for image in tab.page.evaluate(FIGURE_IMAGES):
-            px = figure_text_px(built_site, doc, image, points)
-            if px is None:
-                continue
-            assert px >= 9, f"{doc}: {image['src']} at 390 px is drawn at {image['shown']:.0f} of {image['natural']} px: text {px:.1f} px"
-            checked += 1
-        width = tab.page.evaluate("() => document.documentElement.scrollWidth")
-        assert width <= 390, f"{doc}: the page is {width} px wide"
-        tab.close()
-    assert checked >= 12, f"only {checked} matplotlib figures measured"
 
 
 @pytest.mark.browser
