@@ -934,6 +934,44 @@ def test_every_page_renders_offline_with_math_and_figures(root, visit, desktop_p
     assert checked_math >= 10, f"only {checked_math} pages had typeset math"
 
 
+# A code cell's output boxes, in order, as the reader sees them: one box per run of printed text (stdout, and
+# stderr apart), a figure or a value between two runs. Two text boxes of the same stream side by side are one
+# output split in two (a glue() call stood between two prints, issue 25).
+SPLIT_OUTPUTS = """() => [...document.querySelectorAll('.bd-article .cell')].flatMap(cell => {
+  const output = cell.querySelector(':scope > .cell_output');
+  if (!output) return [];
+  const boxes = [...output.children].filter(e => e.getBoundingClientRect().height > 0).map(e =>
+    e.classList.contains('stream') ? 'stdout' : e.classList.contains('stderr') ? 'stderr' : e.tagName.toLowerCase());
+  const split = boxes.some((box, i) => i > 0 && box === boxes[i - 1] && (box === 'stdout' || box === 'stderr'));
+  if (!split) return [];
+  const code = cell.querySelector('.cell_input pre');
+  return [{boxes, code: code ? code.textContent.trim().split('\\n')[0] : '', text: output.textContent.trim().slice(0, 80)}];
+})"""
+
+
+@pytest.mark.browser
+def test_each_code_cell_prints_into_one_box(desktop_pages):
+    """No code cell on any page shows its printed text split into two boxes side by side (chapter 3's Xavier/He
+    cell and chapter 6's coin cell were, where glue() calls stood between the prints); text printed after a
+    figure is a box of its own, after the figure."""
+    split = [f"{doc}: {cell['boxes']} in the cell starting {cell['code']!r} ({cell['text']!r})"
+             for doc, seen in desktop_pages.items() for cell in seen["split_outputs"]]
+    assert not split, "one output shown as several boxes:\n" + "\n".join(split)
+
+
+@pytest.mark.browser
+def test_the_split_output_check_catches_two_boxes_of_one_print(browser, tmp_path):
+    box = '<div class="output stream highlight-myst-ansi"><div class="highlight"><pre>{}</pre></div></div>'
+    markup = ('<html><body><article class="bd-article"><div class="cell"><div class="cell_input"><pre>print(1)</pre>'
+              '</div><div class="cell_output">' + box.format("Xavier std = 0.0625") + box.format("He std = 0.0884")
+              + '</div></div><div class="cell"><div class="cell_input"><pre>plot</pre></div><div class="cell_output">'
+              + box.format("before") + '<img alt="a figure" width="10" height="10" src="data:image/gif;base64,'
+              'R0lGODlhAQABAAAAACw=">' + box.format("after") + '</div></div></article></body></html>')
+    with planted_page(browser, tmp_path, markup) as tab:
+        split = tab.page.evaluate(SPLIT_OUTPUTS)
+    assert [cell["boxes"] for cell in split] == [["stdout", "stdout"]], split
+
+
 @pytest.mark.browser
 def test_site_works_opened_from_its_folder(built_site, browser, site_url):
     """A student who copies _build/html to a laptop and opens index.html: file://, no server."""
@@ -1350,6 +1388,7 @@ def desktop_pages(root, browser, site_url):
                 seen["column"] = tab.page.locator("article.bd-article").bounding_box()["width"]
             seen["images"] = tab.page.evaluate(IMAGES)
             seen["exercises"] = tab.page.locator("article .exercise .admonition-title").all_inner_texts()
+            seen["split_outputs"] = tab.page.evaluate(SPLIT_OUTPUTS)
             audit = axe_audit(tab.page)
             seen["axe"] = audit.generate_report() if audit.violations_count else None
             pages[doc] = seen
