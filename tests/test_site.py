@@ -1589,13 +1589,69 @@ FIGURE_IMAGES = """() => [...document.querySelectorAll('.bd-article .cell_output
 
 @pytest.mark.browser
 def test_matplotlib_figures_follow_dark_mode(device):
-    """In the dark theme the white PNGs are inverted (hues kept): no light card on a dark page."""
+    """In the dark theme the white PNGs are inverted (hues kept): no light card on a dark page. Checked on the
+    pixels Chromium draws, not only on the style: in the dark theme a figure is dark on the whole (its mean
+    luminance), hardly any of it is light, and its background (its commonest colour) is within a few percent
+    of the page's; the same figure in the light theme is light, so the measure tells the two apart."""
     tab = device("book/03-distributions.html", width=1280, theme="dark")
     images = tab.page.evaluate(FIGURE_IMAGES)
     assert images
     assert all("invert" in image["filter"] for image in images), images[:2]
     light = device("book/03-distributions.html", width=1280, theme="light")
     assert all("invert" not in image["filter"] for image in light.page.evaluate(FIGURE_IMAGES))
+    shown = {}
+    for theme, page in (("dark", tab.page), ("light", light.page)):
+        page.wait_for_function("() => [...document.images].every(i => i.complete)")
+        figure = page.locator(".bd-article .cell_output img").first
+        figure.scroll_into_view_if_needed()
+        page.wait_for_timeout(100)
+        background = figure.evaluate(PAGE_BEHIND)
+        shown[theme] = (figure_luminance(figure.screenshot()), css_luminance(background))
+    (dark, page_dark), (light_figure, page_light) = shown["dark"], shown["light"]
+    assert dark["mean"] < 0.3 and dark["light_share"] < 0.05, f"a light figure on the dark page: {dark}"
+    assert abs(dark["background"] - page_dark) < 0.08, f"the figure's ground {dark} is not the page's {page_dark:.3f}"
+    assert light_figure["mean"] > 0.7 and light_figure["light_share"] > 0.5, f"the light theme's figure: {light_figure}"
+    assert abs(light_figure["background"] - page_light) < 0.08, (light_figure, page_light)
+
+
+# The colour the page shows behind an element: the first ancestor's background that is not transparent.
+PAGE_BEHIND = """(element) => {
+  for (let e = element.parentElement; e; e = e.parentElement) {
+    const colour = getComputedStyle(e).backgroundColor;
+    if (colour !== 'transparent' && !/^rgba\\(.*,\\s*0\\)$/.test(colour)) return colour;
+  }
+  return 'rgb(255, 255, 255)';
+}"""
+
+
+def relative_luminance(red, green, blue):
+    """WCAG's relative luminance of an sRGB colour (0..255 channels): 0 black, 1 white."""
+    def linear(channel):
+        channel /= 255
+        return channel / 12.92 if channel <= 0.04045 else ((channel + 0.055) / 1.055) ** 2.4
+    return 0.2126 * linear(red) + 0.7152 * linear(green) + 0.0722 * linear(blue)
+
+
+def css_luminance(colour):
+    red, green, blue = (float(v) for v in re.findall(r"[\d.]+", colour)[:3])
+    return relative_luminance(red, green, blue)
+
+
+def figure_luminance(png):
+    """A screenshot's mean luminance, the share of light pixels (luminance above 0.6) and the luminance of its
+    commonest colour (a figure's background)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=float).reshape(-1, 3) / 255
+    linear = np.where(pixels <= 0.04045, pixels / 12.92, ((pixels + 0.055) / 1.055) ** 2.4)
+    luminance = linear @ np.array([0.2126, 0.7152, 0.0722])
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    commonest = colours[counts.argmax()] * 255
+    return {"mean": round(float(luminance.mean()), 3), "light_share": round(float((luminance > 0.6).mean()), 3),
+            "background": round(float(relative_luminance(*commonest)), 3)}
 
 
 def png_dpi(data):
