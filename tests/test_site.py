@@ -16,10 +16,12 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
+import types
 from html.parser import HTMLParser
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -528,6 +530,54 @@ def test_configured_launch_buttons_open_notebooks_that_exist_in_the_repository(r
     result = jupyter_book(root, config, toc, tmp_path / "placeholder")
     assert result.returncode != 0
     assert "launch_buttons.jupyterhub_url" in result.stdout + result.stderr, result.stdout[-2000:]
+
+
+def test_a_configured_site_url_reaches_the_assignments_and_the_chapter_notebooks(root, built_site, tmp_path):
+    """An instructor who publishes the site elsewhere sets course_site_url in _config.yml: `nbgrader
+    generate_assignment` (what `course release` runs) links the released notebook's chapters there, and the chapter
+    notebooks (the site's .ipynb download, `make notebooks`) link their cross-references and interactive figures
+    there; nothing links the default address. Unset, both use the default."""
+    sys.path.insert(0, str(root / "book" / "_ext"))
+    try:
+        import launch_links
+    finally:
+        sys.path.remove(str(root / "book" / "_ext"))
+    from course.student_notebook import DEFAULT_SITE_URL, glued_values_of, paired_notebook, site_url, student_notebook
+
+    configured = "https://courses.some-university.edu/prob2loss"  # no trailing slash: one is added
+    course = tmp_path / "course"
+    (course / "solutions").mkdir(parents=True)
+    shutil.copytree(root / "solutions" / "a1-distributions", course / "solutions" / "a1-distributions")
+    shutil.copy2(root / "nbgrader_config.py", course / "nbgrader_config.py")
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    assert not config["sphinx"]["config"]["course_site_url"] and site_url(root) == DEFAULT_SITE_URL
+    config["sphinx"]["config"]["course_site_url"] = configured
+    (course / "_config.yml").write_text(yaml.safe_dump(config))
+    shutil.copytree(root / "book", course / "book", ignore=shutil.ignore_patterns("*.ipynb", "_*"))
+    assert site_url(course) == configured + "/"
+
+    bin_dir = Path(sys.executable).parent
+    result = subprocess.run([str(bin_dir / "nbgrader"), "generate_assignment", "a1-distributions", "--force",
+                             "--log-level=ERROR"], cwd=course, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    released = (course / "assignments" / "a1-distributions").glob("*.ipynb")
+    text = "\n".join("".join(c["source"]) for path in released for c in json.loads(path.read_text())["cells"])
+    links = [target for _, target, _ in CHAPTER_LINK.findall(text)]
+    assert links and all(link.startswith(f"{configured}/book/") for link in links), links
+    assert DEFAULT_SITE_URL not in text
+
+    doc = "book/05-softmax"  # cross-references and an interactive figure
+    executed = json.loads((built_site / "jupyter_execute" / f"{doc}.ipynb").read_text())
+    download_base = launch_links.site_url(types.SimpleNamespace(course_site_url=configured))  # the site's build
+    for notebook in (paired_notebook(doc, course, built_site),  # make notebooks
+                     student_notebook(executed, doc, glued_values_of(doc, built_site), course, base=download_base)):
+        markdown = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
+        links = re.findall(r"\]\((https?://[^)\s]+)\)", markdown)
+        assert any(link.startswith(f"{configured}/{doc}.html#") for link in links), links
+        assert any(link.startswith(f"{configured}/book/") and doc not in link for link in links), links
+        assert DEFAULT_SITE_URL not in markdown
+    assert launch_links.site_url(types.SimpleNamespace(course_site_url="")) == DEFAULT_SITE_URL
 
 
 def test_every_assignment_page_links_only_its_released_notebook(root, built_site):
