@@ -36,6 +36,10 @@ from nbgrader.converters import GenerateAssignment  # noqa: E402
 
 from course.chapter_links import AbsoluteChapterLinks  # noqa: E402
 
+if os.path.isfile(os.path.join(here, "_config.yml")):  # this course's own site address, wherever it is copied
+    from course.student_notebook import site_url  # noqa: E402
+
+    c.AbsoluteChapterLinks.site_url = site_url(os.path.abspath(here))
 c.GenerateAssignment.preprocessors = [AbsoluteChapterLinks] + list(
     GenerateAssignment.class_traits()["preprocessors"].make_dynamic_default())
 

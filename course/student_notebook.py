@@ -37,6 +37,9 @@ import yaml
 
 from . import ROOT
 
+# Where the course's own copy is published. A course that publishes its site elsewhere sets
+# ``course_site_url`` under ``sphinx: config:`` in ``_config.yml`` (README, "A chapter as a notebook";
+# INSTRUCTORS.md, step 1): the chapter notebooks and the released assignments then link there.
 DEFAULT_SITE_URL = "https://prob2loss.github.io/course/"
 
 GLUE_ROLE = re.compile(r"\{glue(?::text)?\}`([^`:]+)(?::([^`]*))?`")
@@ -47,9 +50,10 @@ OPTION = re.compile(r"^:([\w-]+):\s*(.*)$")
 RAW_HTML = re.compile(r"^```\{raw\}\s*html\s*\n(.*?)^```\s*$", re.S | re.M)
 
 
-def site_url(root: Path = ROOT) -> str:
-    """The published site's address, ending in "/" (``_config.yml``: ``sphinx.config.course_site_url``)."""
-    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8")) or {}
+def site_url(root: Path | str = ROOT) -> str:
+    """The published site's address, ending in "/" (``_config.yml``: ``sphinx.config.course_site_url``; empty or
+    unset: ``DEFAULT_SITE_URL``)."""
+    config = yaml.safe_load((Path(root) / "_config.yml").read_text(encoding="utf-8")) or {}
     url = str(((config.get("sphinx") or {}).get("config") or {}).get("course_site_url") or "").strip()
     url = url or DEFAULT_SITE_URL
     return url if url.endswith("/") else url + "/"
@@ -128,7 +132,9 @@ def readable(value) -> str:
 
 def glue_text(plain: str, spec: str | None = None) -> str:
     """What the site shows for ``{glue:text}`name:spec```: the glued text/plain read back as a Python value,
-    formatted with ``spec`` as myst-nb does, or without one for reading (``readable``)."""
+    formatted with ``spec`` as myst-nb does, or without one for reading (``readable``). A list or tuple takes
+    ``spec`` item by item (``{glue:text}`probs:.4f``` shows ``[0.6590, 0.2424, 0.0986]``), so that the prose
+    can print a number as the chapter's own tables do, trailing zeros included."""
     try:
         value = ast.literal_eval(plain)
     except (SyntaxError, ValueError):
@@ -136,6 +142,8 @@ def glue_text(plain: str, spec: str | None = None) -> str:
     if spec and spec != "s":
         from myst_nb.core.variables import format_plain_text
 
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(format_plain_text(repr(item), spec) for item in value) + "]"
         return format_plain_text(plain, spec)
     return readable(value)
 

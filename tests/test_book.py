@@ -450,7 +450,7 @@ def test_counts_and_step_numbers_in_the_prose_are_exact(built_site):
     fits = glued(built_site, "book/07-gaussian-nll-mse")
     assert float(fits["measurements_median"]) == pytest.approx(fits["robust_fits"][1], abs=1e-4)
     assert float(fits["measurements_mean"]) == pytest.approx(fits["robust_fits"][0], abs=1e-4)
-    assert f"multiplied by {fits['nll_quadratic_coeff']} and shifted" in page_text(built_site, "book/07-gaussian-nll-mse")
+    assert f"multiplied by {fits['nll_quadratic_coeff']:.4f} and shifted" in page_text(built_site, "book/07-gaussian-nll-mse")
 
     cross_entropy = glued(built_site, "book/08-cross-entropy")
     logits = [2.0, 1.0, 0.1]

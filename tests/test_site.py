@@ -16,10 +16,12 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
+import types
 from html.parser import HTMLParser
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -265,12 +267,12 @@ def test_downloaded_chapter_notebook_reads_as_a_notebook(root, built_site, doc):
     path = built_site / "html" / "_sources" / f"{doc}.ipynb"
     notebook = json.loads(path.read_text())
     everything = assert_reads_as_a_notebook(root, built_site, doc, notebook, path.name)
-    executed = json.loads((built_site / "jupyter_execute" / f"{doc}.ipynb").read_text())
-    values = [o["data"]["text/plain"].strip("'") for c in executed["cells"] for o in c.get("outputs", [])
-              if "scrapbook" in o.get("metadata", {}) and o["metadata"]["scrapbook"]["name"] in
-              (root / f"{doc}.md").read_text()]
-    for value in values:
-        assert value in everything or value in json.dumps(notebook), f"{path.name}: the glued {value!r} is not written in"
+    from course.student_notebook import GLUE_ROLE, glue_text, glued_values_of
+
+    values = glued_values_of(doc, built_site)
+    for name, spec in GLUE_ROLE.findall((root / f"{doc}.md").read_text()):
+        shown = glue_text(values[name], spec or None)
+        assert shown in everything, f"{path.name}: the glued {name} ({shown!r}) is not written in"
     for cell in notebook["cells"]:
         outputs = cell.get("outputs", [])
         assert not any("scrapbook" in o.get("metadata", {}) for o in outputs), f"{path.name}: a glue output is left"
@@ -407,6 +409,87 @@ def test_glued_numbers_are_formatted_for_reading(root, built_site):
     assert seen > 100, f"only {seen} glued values found"
 
 
+class ProseAndOutputs(HTMLParser):
+    """A chapter page's glued numbers in the prose (``span.pasted-text``) and the text its code cells print
+    (``div.cell_output``: streams, tables, reprs)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.pasted, self.outputs = [], []
+        self._divs, self._output_at, self._in_pasted = 0, None, False
+
+    def handle_starttag(self, tag, attrs):
+        classes = (dict(attrs).get("class") or "").split()
+        if tag == "div":
+            self._divs += 1
+            if self._output_at is None and "cell_output" in classes:
+                self._output_at = self._divs
+        elif tag == "span" and "pasted-text" in classes:
+            self._in_pasted = True
+            self.pasted.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "div":
+            if self._output_at == self._divs:
+                self._output_at = None
+                self.outputs.append("\n")
+            self._divs -= 1
+        elif tag == "span":
+            self._in_pasted = False
+
+    def handle_data(self, data):
+        if self._in_pasted:
+            self.pasted[-1] += data
+        if self._output_at is not None:
+            self.outputs.append(data)
+
+
+STRAIGHT_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+DECIMAL = re.compile(r"(?<![\w.])-?\d+\.\d+(?![\w.])")  # 0.194, -3.5; not 1e-5, 6.9e-05, 1.2.3
+
+
+def dropped_trailing_zeros(prose_texts, printed):
+    """Numbers in the prose that the chapter's printed output shows with trailing zeros the prose drops
+    (prose 0.194, table 0.1940): (the glued text, its number, the printed number)."""
+    printed_numbers = set(DECIMAL.findall(printed))
+    found = []
+    for text in prose_texts:
+        for number in DECIMAL.findall(text):
+            for shown in printed_numbers:
+                if shown != number and shown.startswith(number) and set(shown[len(number):]) == {"0"}:
+                    found.append((text, number, shown))
+    return found
+
+
+def test_the_trailing_zeros_check_catches_a_dropped_zero():
+    assert dropped_trailing_zeros(["[0.5017, 0.3043, 0.194]"], "2.0 |  0.5017  0.3043   0.1940 | 1.6487") \
+        == [("[0.5017, 0.3043, 0.194]", "0.194", "0.1940")]
+    assert dropped_trailing_zeros(["2.382"], "test: network NLL 2.3820   count model 2.3732")
+    # the same number as printed, another number, a number in scientific notation, an integer: no finding
+    assert not dropped_trailing_zeros(["0.1940", "0.19", "6.9", "3"], "0.1940 0.1900001 6.90000e-05 3.000 0.19 0.4")
+
+
+def test_glued_numbers_show_the_decimals_of_the_chapters_own_tables(root, built_site):
+    """A number glued into a chapter's prose is printed as the chapter's own output prints it: never 0.194 in the
+    text beside 0.1940 in the table above it (``{glue:text}`name:.4f``` formats it as the table does). The
+    chapter's notebook (the .ipynb download, course/student_notebook.py) writes every glued text as the site
+    shows it."""
+    problems, seen = [], 0
+    for doc in chapters(root):
+        page = ProseAndOutputs()
+        page.feed(html_path(built_site, doc).read_text(encoding="utf-8"))
+        seen += len(page.pasted)
+        problems += [f"{doc}: the prose says {number} ({text!r}), the output prints {shown}"
+                     for text, number, shown in dropped_trailing_zeros(page.pasted, "".join(page.outputs))]
+        notebook = json.loads((built_site / "html" / "_sources" / f"{doc}.ipynb").read_text(encoding="utf-8"))
+        markdown = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
+        plain = lambda text: " ".join(text.translate(STRAIGHT_QUOTES).split())  # noqa: E731 (Sphinx's smart quotes)
+        problems += [f"{doc}.ipynb does not show the site's {text!r}" for text in page.pasted
+                     if plain(text) not in plain(markdown)]
+    assert seen > 100, f"only {seen} glued values found"
+    assert not problems, f"{len(problems)} places:\n" + "\n".join(problems)
+
+
 def jupyter_book(root, config, toc, out):
     """Build the chapters with another _config.yml, without executing them, into out/_build."""
     out.mkdir(parents=True, exist_ok=True)
@@ -447,6 +530,54 @@ def test_configured_launch_buttons_open_notebooks_that_exist_in_the_repository(r
     result = jupyter_book(root, config, toc, tmp_path / "placeholder")
     assert result.returncode != 0
     assert "launch_buttons.jupyterhub_url" in result.stdout + result.stderr, result.stdout[-2000:]
+
+
+def test_a_configured_site_url_reaches_the_assignments_and_the_chapter_notebooks(root, built_site, tmp_path):
+    """An instructor who publishes the site elsewhere sets course_site_url in _config.yml: `nbgrader
+    generate_assignment` (what `course release` runs) links the released notebook's chapters there, and the chapter
+    notebooks (the site's .ipynb download, `make notebooks`) link their cross-references and interactive figures
+    there; nothing links the default address. Unset, both use the default."""
+    sys.path.insert(0, str(root / "book" / "_ext"))
+    try:
+        import launch_links
+    finally:
+        sys.path.remove(str(root / "book" / "_ext"))
+    from course.student_notebook import DEFAULT_SITE_URL, glued_values_of, paired_notebook, site_url, student_notebook
+
+    configured = "https://courses.some-university.edu/prob2loss"  # no trailing slash: one is added
+    course = tmp_path / "course"
+    (course / "solutions").mkdir(parents=True)
+    shutil.copytree(root / "solutions" / "a1-distributions", course / "solutions" / "a1-distributions")
+    shutil.copy2(root / "nbgrader_config.py", course / "nbgrader_config.py")
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    assert not config["sphinx"]["config"]["course_site_url"] and site_url(root) == DEFAULT_SITE_URL
+    config["sphinx"]["config"]["course_site_url"] = configured
+    (course / "_config.yml").write_text(yaml.safe_dump(config))
+    shutil.copytree(root / "book", course / "book", ignore=shutil.ignore_patterns("*.ipynb", "_*"))
+    assert site_url(course) == configured + "/"
+
+    bin_dir = Path(sys.executable).parent
+    result = subprocess.run([str(bin_dir / "nbgrader"), "generate_assignment", "a1-distributions", "--force",
+                             "--log-level=ERROR"], cwd=course, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    released = (course / "assignments" / "a1-distributions").glob("*.ipynb")
+    text = "\n".join("".join(c["source"]) for path in released for c in json.loads(path.read_text())["cells"])
+    links = [target for _, target, _ in CHAPTER_LINK.findall(text)]
+    assert links and all(link.startswith(f"{configured}/book/") for link in links), links
+    assert DEFAULT_SITE_URL not in text
+
+    doc = "book/05-softmax"  # cross-references and an interactive figure
+    executed = json.loads((built_site / "jupyter_execute" / f"{doc}.ipynb").read_text())
+    download_base = launch_links.site_url(types.SimpleNamespace(course_site_url=configured))  # the site's build
+    for notebook in (paired_notebook(doc, course, built_site),  # make notebooks
+                     student_notebook(executed, doc, glued_values_of(doc, built_site), course, base=download_base)):
+        markdown = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
+        links = re.findall(r"\]\((https?://[^)\s]+)\)", markdown)
+        assert any(link.startswith(f"{configured}/{doc}.html#") for link in links), links
+        assert any(link.startswith(f"{configured}/book/") and doc not in link for link in links), links
+        assert DEFAULT_SITE_URL not in markdown
+    assert launch_links.site_url(types.SimpleNamespace(course_site_url="")) == DEFAULT_SITE_URL
 
 
 def test_every_assignment_page_links_only_its_released_notebook(root, built_site):
@@ -851,6 +982,44 @@ def test_every_page_renders_offline_with_math_and_figures(root, visit, desktop_p
             assert not state["errors"], f"{doc}.html: MathJax errors {state['errors']}"
             checked_math += 1
     assert checked_math >= 10, f"only {checked_math} pages had typeset math"
+
+
+# A code cell's output boxes, in order, as the reader sees them: one box per run of printed text (stdout, and
+# stderr apart), a figure or a value between two runs. Two text boxes of the same stream side by side are one
+# output split in two (a glue() call stood between two prints, issue 25).
+SPLIT_OUTPUTS = """() => [...document.querySelectorAll('.bd-article .cell')].flatMap(cell => {
+  const output = cell.querySelector(':scope > .cell_output');
+  if (!output) return [];
+  const boxes = [...output.children].filter(e => e.getBoundingClientRect().height > 0).map(e =>
+    e.classList.contains('stream') ? 'stdout' : e.classList.contains('stderr') ? 'stderr' : e.tagName.toLowerCase());
+  const split = boxes.some((box, i) => i > 0 && box === boxes[i - 1] && (box === 'stdout' || box === 'stderr'));
+  if (!split) return [];
+  const code = cell.querySelector('.cell_input pre');
+  return [{boxes, code: code ? code.textContent.trim().split('\\n')[0] : '', text: output.textContent.trim().slice(0, 80)}];
+})"""
+
+
+@pytest.mark.browser
+def test_each_code_cell_prints_into_one_box(desktop_pages):
+    """No code cell on any page shows its printed text split into two boxes side by side (chapter 3's Xavier/He
+    cell and chapter 6's coin cell were, where glue() calls stood between the prints); text printed after a
+    figure is a box of its own, after the figure."""
+    split = [f"{doc}: {cell['boxes']} in the cell starting {cell['code']!r} ({cell['text']!r})"
+             for doc, seen in desktop_pages.items() for cell in seen["split_outputs"]]
+    assert not split, "one output shown as several boxes:\n" + "\n".join(split)
+
+
+@pytest.mark.browser
+def test_the_split_output_check_catches_two_boxes_of_one_print(browser, tmp_path):
+    box = '<div class="output stream highlight-myst-ansi"><div class="highlight"><pre>{}</pre></div></div>'
+    markup = ('<html><body><article class="bd-article"><div class="cell"><div class="cell_input"><pre>print(1)</pre>'
+              '</div><div class="cell_output">' + box.format("Xavier std = 0.0625") + box.format("He std = 0.0884")
+              + '</div></div><div class="cell"><div class="cell_input"><pre>plot</pre></div><div class="cell_output">'
+              + box.format("before") + '<img alt="a figure" width="10" height="10" src="data:image/gif;base64,'
+              'R0lGODlhAQABAAAAACw=">' + box.format("after") + '</div></div></article></body></html>')
+    with planted_page(browser, tmp_path, markup) as tab:
+        split = tab.page.evaluate(SPLIT_OUTPUTS)
+    assert [cell["boxes"] for cell in split] == [["stdout", "stdout"]], split
 
 
 @pytest.mark.browser
@@ -1269,6 +1438,7 @@ def desktop_pages(root, browser, site_url):
                 seen["column"] = tab.page.locator("article.bd-article").bounding_box()["width"]
             seen["images"] = tab.page.evaluate(IMAGES)
             seen["exercises"] = tab.page.locator("article .exercise .admonition-title").all_inner_texts()
+            seen["split_outputs"] = tab.page.evaluate(SPLIT_OUTPUTS)
             audit = axe_audit(tab.page)
             seen["axe"] = audit.generate_report() if audit.violations_count else None
             pages[doc] = seen
@@ -1348,7 +1518,12 @@ FIGURE_TEXT = """(selector) => [...document.querySelectorAll(selector)].map(svg 
 
 
 @pytest.mark.browser
-def test_phone_width_has_no_sideways_scroll_and_readable_figure_labels(root, device):
+def test_phone_width_has_no_sideways_scroll_and_readable_figure_labels(root, built_site, device):
+    """At 390 px (one load per page): the page does not scroll sideways; the interactive figures' text is 9 px or
+    more; every matplotlib figure is fitted to the column (no box that scrolls sideways, no figure wider than
+    the text) and its smallest text (tick labels, legends) is still about 9 CSS px or more."""
+    points = smallest_figure_font_points(root)
+    checked = 0
     for doc in toc_docs(root):
         tab = device(f"{doc}.html", width=390, height=844)
         page_width = tab.page.evaluate("() => document.documentElement.scrollWidth")
@@ -1358,7 +1533,18 @@ def test_phone_width_has_no_sideways_scroll_and_readable_figure_labels(root, dev
         assert not small, f"{doc}: interactive figure text below 9 px at 390 px: {small[:5]}"
         if doc in ("book/03-distributions", "book/05-softmax", "book/08-cross-entropy"):
             assert labels, f"{doc}: no interactive figure text measured"
+        tab.page.wait_for_function("() => [...document.images].every(i => i.complete)")
+        for image in tab.page.evaluate(FIGURE_IMAGES):
+            px = figure_text_px(built_site, doc, image, points)
+            if px is None:
+                continue
+            assert image["shown"] <= image["column"] + 0.5 and not image["scrolls"], (
+                f"{doc}: {image['src']} is {image['shown']:.0f} px wide in a {image['column']:.0f} px column at 390 px")
+            assert px >= 9, (f"{doc}: {image['src']} fitted to {image['shown']:.0f} px at 390 px (drawn "
+                             f"{image['natural']} px wide): its {points:g} pt text is {px:.1f} CSS px")
+            checked += 1
         tab.close()
+    assert checked >= 25, f"only {checked} matplotlib figures measured"
 
 
 AXIS_TITLES_CLEAR = """(selector) => [...document.querySelectorAll(selector)].map(svg => {
@@ -1444,40 +1630,78 @@ def test_display_equations_fit_a_phone(device):
 
 FIGURE_IMAGES = """() => [...document.querySelectorAll('.bd-article .cell_output img')].map(i => ({
   src: i.getAttribute('src'), shown: i.getBoundingClientRect().width, natural: i.naturalWidth,
+  column: i.closest('.cell_output').getBoundingClientRect().width,
+  scrolls: (() => { for (let e = i.parentElement; e && !e.matches('article'); e = e.parentElement)
+    if (e.scrollWidth > e.clientWidth + 1 && ['auto', 'scroll'].includes(getComputedStyle(e).overflowX)) return true;
+    return false; })(),
   filter: getComputedStyle(i).filter}))"""
 
 
 @pytest.mark.browser
-def test_matplotlib_figure_text_is_readable_on_a_phone(root, built_site, device):
-    """At 390 px every matplotlib figure is drawn large enough that its smallest text is 9 CSS px or more
-    (in a box that scrolls sideways), and the page itself does not scroll sideways."""
-    points = smallest_figure_font_points(root)
-    checked = 0
-    for doc in chapters(root):
-        tab = device(f"{doc}.html", width=390, height=844)
-        tab.page.wait_for_function("() => [...document.images].every(i => i.complete)")
-        tab.page.wait_for_timeout(100)
-        for image in tab.page.evaluate(FIGURE_IMAGES):
-            px = figure_text_px(built_site, doc, image, points)
-            if px is None:
-                continue
-            assert px >= 9, f"{doc}: {image['src']} at 390 px is drawn at {image['shown']:.0f} of {image['natural']} px: text {px:.1f} px"
-            checked += 1
-        width = tab.page.evaluate("() => document.documentElement.scrollWidth")
-        assert width <= 390, f"{doc}: the page is {width} px wide"
-        tab.close()
-    assert checked >= 12, f"only {checked} matplotlib figures measured"
-
-
-@pytest.mark.browser
 def test_matplotlib_figures_follow_dark_mode(device):
-    """In the dark theme the white PNGs are inverted (hues kept): no light card on a dark page."""
+    """In the dark theme the white PNGs are inverted (hues kept): no light card on a dark page. Checked on the
+    pixels Chromium draws, not only on the style: in the dark theme a figure is dark on the whole (its mean
+    luminance), hardly any of it is light, and its background (its commonest colour) is within a few percent
+    of the page's; the same figure in the light theme is light, so the measure tells the two apart."""
     tab = device("book/03-distributions.html", width=1280, theme="dark")
     images = tab.page.evaluate(FIGURE_IMAGES)
     assert images
     assert all("invert" in image["filter"] for image in images), images[:2]
     light = device("book/03-distributions.html", width=1280, theme="light")
     assert all("invert" not in image["filter"] for image in light.page.evaluate(FIGURE_IMAGES))
+    shown = {}
+    for theme, page in (("dark", tab.page), ("light", light.page)):
+        page.wait_for_function("() => [...document.images].every(i => i.complete)")
+        figure = page.locator(".bd-article .cell_output img").first
+        figure.scroll_into_view_if_needed()
+        page.wait_for_timeout(100)
+        background = figure.evaluate(PAGE_BEHIND)
+        shown[theme] = (figure_luminance(figure.screenshot()), css_luminance(background))
+    (dark, page_dark), (light_figure, page_light) = shown["dark"], shown["light"]
+    assert dark["mean"] < 0.3 and dark["light_share"] < 0.05, f"a light figure on the dark page: {dark}"
+    assert abs(dark["background"] - page_dark) < 0.08, f"the figure's ground {dark} is not the page's {page_dark:.3f}"
+    assert light_figure["mean"] > 0.7 and light_figure["light_share"] > 0.5, f"the light theme's figure: {light_figure}"
+    assert abs(light_figure["background"] - page_light) < 0.08, (light_figure, page_light)
+
+
+# The colour the page shows behind an element: the first ancestor's background that is not transparent.
+PAGE_BEHIND = """(element) => {
+  for (let e = element.parentElement; e; e = e.parentElement) {
+    const colour = getComputedStyle(e).backgroundColor;
+    if (colour !== 'transparent' && !/^rgba\\(.*,\\s*0\\)$/.test(colour)) return colour;
+  }
+  return 'rgb(255, 255, 255)';
+}"""
+
+
+def relative_luminance(red, green, blue):
+    """WCAG's relative luminance of an sRGB colour (0..255 channels): 0 black, 1 white."""
+    def linear(channel):
+        channel /= 255
+        return channel / 12.92 if channel <= 0.04045 else ((channel + 0.055) / 1.055) ** 2.4
+    return 0.2126 * linear(red) + 0.7152 * linear(green) + 0.0722 * linear(blue)
+
+
+def css_luminance(colour):
+    red, green, blue = (float(v) for v in re.findall(r"[\d.]+", colour)[:3])
+    return relative_luminance(red, green, blue)
+
+
+def figure_luminance(png):
+    """A screenshot's mean luminance, the share of light pixels (luminance above 0.6) and the luminance of its
+    commonest colour (a figure's background)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=float).reshape(-1, 3) / 255
+    linear = np.where(pixels <= 0.04045, pixels / 12.92, ((pixels + 0.055) / 1.055) ** 2.4)
+    luminance = linear @ np.array([0.2126, 0.7152, 0.0722])
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    commonest = colours[counts.argmax()] * 255
+    return {"mean": round(float(luminance.mean()), 3), "light_share": round(float((luminance > 0.6).mean()), 3),
+            "background": round(float(relative_luminance(*commonest)), 3)}
 
 
 def png_dpi(data):

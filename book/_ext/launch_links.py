@@ -118,8 +118,9 @@ def merge_only_adjacent_streams() -> None:
 
 def readable_glued_text() -> None:
     """``{glue:text}`` without a format shows numbers for reading (at most 6 significant digits, 8.88e-16
-    rather than 8.881784197001252e-16) and booleans as yes/no, not Python's ``True``
-    (``course.student_notebook.glue_text``, which the student notebooks use too)."""
+    rather than 8.881784197001252e-16) and booleans as yes/no, not Python's ``True``; with a format
+    (``{glue:text}`name:.4f```, as a chapter's table prints the number) lists are formatted item by item.
+    Both are ``course.student_notebook.glue_text``, which the student notebooks use too."""
     from myst_nb.ext.glue import roles
 
     from course.student_notebook import glue_text
@@ -129,7 +130,7 @@ def readable_glued_text() -> None:
         return
 
     def format_for_reading(text, fmt_spec):
-        return glue_text(text) if fmt_spec in ("", "s") else original(text, fmt_spec)
+        return glue_text(text, fmt_spec)
 
     format_for_reading.readable = True
     roles.format_plain_text = format_for_reading

@@ -133,42 +133,6 @@
     });
   });
 
-  // Matplotlib figures on phones: scaled to the column, a 1000-px figure's tick labels shrank to 5 CSS px.
-  // Below 600 px each figure is drawn at MIN_SCALE of its own size at least (its smallest text, 8 pt at
-  // 100 dpi, about 9.4 px),
-  // in a box that scrolls sideways; a tap opens the image itself.
-  var MIN_SCALE = 0.85;
-  function readableFigures() {
-    document.querySelectorAll(".bd-article .cell_output img").forEach(function (image) {
-      if (!image.naturalWidth) return;
-      var box = image.parentElement.classList.contains("p2l-figure-scroll") ? image.parentElement : null;
-      if (window.innerWidth >= 600) {
-        image.style.width = "";
-        return;
-      }
-      if (!box) {
-        box = document.createElement("div");
-        box.className = "p2l-figure-scroll";
-        box.tabIndex = 0;  // a scrolling box is reachable by keyboard
-        box.setAttribute("role", "group");
-        box.setAttribute("aria-label", "Figure (scrolls sideways; tap to open the full image)");
-        image.parentElement.insertBefore(box, image);
-        box.appendChild(image);
-        box.addEventListener("click", function () { window.open(image.currentSrc || image.src, "_blank"); });
-      }
-      var column = box.parentElement.getBoundingClientRect().width;
-      image.style.width = Math.max(Math.min(column, image.naturalWidth), image.naturalWidth * MIN_SCALE) + "px";
-    });
-  }
-  ready(function () {
-    var images = document.querySelectorAll(".bd-article .cell_output img");
-    images.forEach(function (image) {
-      if (!image.complete) image.addEventListener("load", readableFigures);
-    });
-    readableFigures();
-    window.addEventListener("resize", readableFigures);
-  });
-
   // Search results: one entry per page and section (Sphinx lists a page whose title matches both as the
   // page and as its first section, "Binary cross-entropy" twice), and each link carries the words
   // searched for, so that the opened page highlights them (sphinx_highlight.js reads ?highlight=).
