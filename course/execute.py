@@ -27,7 +27,8 @@ from traitlets import Bool, Float, Integer, List, Unicode
 
 from . import ROOT, feedback, sanitize
 from .cases import load_rules
-from .judge import MAX_REPLY_CHARS, HiddenCheckError, Verdict, judge, load_hidden_checks, new_nonce, reply_from_outputs, request_for, harness_code
+from .judge import (MAX_REPLY_CHARS, HiddenCheckError, Verdict, harness_code, judge, load_hidden_checks, new_nonce,
+                    replies_from_outputs, request_for_cases, same_call)
 from .harness import RESULT_MIME
 from .rules import FORBIDDEN_MIME, guard_code, run_breach, source_breaches
 from .forkserver import fork_server_for
@@ -35,7 +36,7 @@ from .kernel import SandboxedKernelManager, WarmKernel, Watchdog, new_scratch, r
 from .sandbox import GIB, GradingInterrupted, Limits, file_tail, require_sandbox, warn_unsandboxed
 
 TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
-RESULTS_KEPT = 2  # one reply per case; a second is kept only to say "more than one result came back"
+RESULTS_KEPT = 2  # a probe's replies: one per case, one more kept only to say "more than one result came back"
 
 
 def is_autograded_test(cell):
@@ -58,6 +59,7 @@ class LimitedOutputClient(NotebookClient):
     received_bytes_per_cell = Limits.output_bytes_per_cell
     received_bytes_per_submission = Limits.output_bytes_per_submission
     probing = False  # True while a hidden-check probe runs: its result is kept apart from the student's output
+    results_kept = RESULTS_KEPT  # during this probe
     store_widget_state = Bool(False)
 
     def __init__(self, *args, **kwargs):
@@ -164,7 +166,7 @@ class LimitedOutputClient(NotebookClient):
 
     def keep_result(self, outs, text):
         """A hidden check's result: only the result, and only the first few (each of bounded size)."""
-        if sum(1 for o in outs if RESULT_MIME in o.get("data", {})) >= RESULTS_KEPT:
+        if sum(1 for o in outs if RESULT_MIME in o.get("data", {})) >= self.results_kept:
             return None
         if not isinstance(text, str) or len(text) > MAX_REPLY_CHARS:
             text = None  # judged as "not plain JSON text or too large" without keeping it
@@ -516,52 +518,71 @@ class SubmissionRun:
             self.write_verdict(cell, [Verdict(False, f"not checked: {self.stopped}")], None)
             return
         device = preferred_device() if any(c.get("parity") for c in cases) else "cpu"
-        verdicts = []
-        for case in cases:
-            if case["function"] in self.breaches:  # failed already; running it would not change that
-                verdicts.append(None)
-                continue
-            verdicts.append(self.run_case(case, index, deadline, device))
+        # position in the cell's cases -> its verdict; None: not run, its function failed already
+        verdicts = {p: None for p, case in enumerate(cases) if case["function"] in self.breaches}
+        to_run = {p: case_on(case, device) for p, case in enumerate(cases) if p not in verdicts}
+        for group in calls(to_run, device):
+            verdicts.update(zip(group, self.run_call([to_run[p] for p in group], index, deadline, device)))
             if self.stopped:
                 break
         # A breach fails every case of the function, those that ran before it was seen included; the
         # note is said in full once per cell, the feedback shows the first failures side by side.
-        said = set()
-        for position, case in enumerate(cases[:len(verdicts)]):
+        said, ran = set(), sorted(verdicts)
+        for position in ran:
+            case = cases[position]
             breach = self.breaches.get(case["function"])
             if breach is not None:
                 note = breach.note() if breach.function not in said else breach.again()
                 said.add(breach.function)
                 verdicts[position] = Verdict(False, f"{case.get('about', case['case'])}: {note}")
-        self.write_verdict(cell, verdicts, device if any(c.get("torch") for c in cases) else None)
+        self.write_verdict(cell, [verdicts[p] for p in ran], device if any(c.get("torch") for c in cases) else None)
 
-    def run_case(self, case, index, deadline, device):
-        if case.get("parity"):
-            from .parity import parity_case
-            case = parity_case(case, device)
-        probe = nbformat.v4.new_code_cell(harness_code(request_for(case, self.nonce, device)))
+    def run_call(self, cases, index, deadline, device):
+        """One probe: the call these cases share, made once; a verdict per case."""
+        probe = nbformat.v4.new_code_cell(harness_code(request_for_cases(cases, self.nonce, device)))
         graded_cell = self.nb.cells[index]
         self.client.refusals = []
         self.client.probing = True
+        self.client.results_kept = len(cases) + 1  # one reply per case, and one more to tell a duplicate
         try:
             self.run_cell(probe, index, deadline)
         finally:
             self.client.probing = False
             self.nb.cells[index] = graded_cell  # nbclient stores the executed cell at its index
-        breach = run_breach(self.rules, case["function"], self.client.refusals)
+        about = [case.get("about", case["case"]) for case in cases]
+        function = cases[0]["function"]
+        breach = run_breach(self.rules, function, self.client.refusals)
         if breach is not None:
-            self.breaches.setdefault(case["function"], breach)
-            return Verdict(False, f"{case.get('about', case['case'])}: {breach.note()}")
+            self.breaches.setdefault(function, breach)
+            return [Verdict(False, f"{what}: {breach.note()}") for what in about]
         if self.stopped:
-            return Verdict(False, f"{case.get('about', case['case'])}: {self.stopped}")
-        reply, problem = reply_from_outputs(probe.outputs, self.nonce, case["case"])
-        if reply is None:
-            return Verdict(False, f"{case.get('about', case['case'])}: {problem}")
-        return judge(case, reply)
+            return [Verdict(False, f"{what}: {self.stopped}") for what in about]
+        replies = replies_from_outputs(probe.outputs, self.nonce, [case["case"] for case in cases])
+        return [judge(case, reply) if reply is not None else Verdict(False, f"{what}: {problem}")
+                for case, what, (reply, problem) in zip(cases, about, replies)]
 
     def write_verdict(self, cell, verdicts, device):
         """The grader's verdict on a graded cell: stored as data, its outputs rendered from it."""
         feedback.write_verdict(cell, feedback.CellVerdict.of(verdicts, device))
+
+
+def calls(cases, device):
+    """Cases grouped by the call they make (their positions, in the order of each group's first case):
+    cases that differ only in the view of the result they judge share one call.  ``cases``: position ->
+    case, as it runs on ``device``."""
+    groups = {}
+    for position, case in cases.items():
+        groups.setdefault(same_call(case, device), []).append(position)
+    return list(groups.values())
+
+
+def case_on(case, device):
+    """The case as it runs on ``device``: a parity case's inputs and tolerance for that device."""
+    if not case.get("parity"):
+        return case
+    from .parity import parity_case
+
+    return parity_case(case, device)
 
 
 def preferred_device():

@@ -4,8 +4,9 @@ Its *source text* is sent to the student's kernel, so it imports nothing from ``
 grader imports the same module for ``encode_array`` and ``decode_array``.  Nothing the kernel
 sends is trusted by the grader.
 
-``run_case`` decodes the inputs of one case, calls the student's function from the notebook's
-namespace, and displays the result as plain JSON under ``RESULT_MIME``.  Arrays travel both
+``run_case`` decodes the inputs of one call, calls the student's function from the notebook's
+namespace once, and displays, for each case judged from that call (``views``: the part of the
+result each judges), one reply as plain JSON under ``RESULT_MIME``.  Arrays travel both
 ways as ``encode_array`` writes them: their values as base64 little-endian float64 bytes (exact,
 NaN, infinities and -0.0 included), their shape, and their dtype's name; strings and plain
 numbers travel as JSON.  The grader parses the reply in its own process and decides; a kernel
@@ -106,7 +107,12 @@ def run_case(namespace, request):
             return {"unsupported": kind, "dtype": str(array.dtype)}
         return dict(encode_array(array), type=kind, device=device)
 
-    reply = {"nonce": request["nonce"], "case": request["case"]}
+    def error_text(error):
+        return f"{type(error).__name__}: {str(error)[:300]}"
+
+    # Every case judged from this one call: [case id, the view of the result it judges].
+    views = request.get("views") or [[request["case"], request.get("view")]]
+    replies = [{"nonce": request["nonce"], "case": case} for case, _ in views]
     try:
         function = namespace.get(request["function"])
         if not callable(function):
@@ -121,16 +127,24 @@ def run_case(namespace, request):
         if chain:
             chain = dict(chain, steps=[{k: decode(v, as_torch, device) for k, v in step.items()} for step in chain["steps"]])
         result = call(function, args, kwargs, chain)
-        reply["result"] = encode(view(result, request.get("view")))
+        for reply, (_, how) in zip(replies, views):
+            try:
+                reply["result"] = encode(view(result, how))
+            except BaseException as error:  # this view of the result fails; the others stand
+                reply["error"] = error_text(error)
         if request.get("grad"):
             result.backward()
             grad = args[0].grad
             if request.get("grad_probe") is not None:
                 grad = grad.double() @ decode(request["grad_probe"], True, device).double()
-            reply["grad"] = encode(grad)
+            grad = encode(grad)
+            for reply in replies:
+                reply["grad"] = grad
     except BaseException as error:  # the student's error is feedback, not a grader fault
-        reply["error"] = f"{type(error).__name__}: {str(error)[:300]}"
-    display({RESULT_MIME: json.dumps(reply)}, raw=True)
+        for reply in replies:
+            reply["error"] = error_text(error)
+    for reply in replies:
+        display({RESULT_MIME: json.dumps(reply)}, raw=True)
 
 
 def call(function, args, kwargs, chain=None):

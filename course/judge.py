@@ -62,6 +62,23 @@ def request_for(case, nonce, device="cpu"):
     }
 
 
+def request_for_cases(cases, nonce, device="cpu"):
+    """One request for cases that make the same call (``same_call``): the call once, a reply per case."""
+    request = request_for(cases[0], nonce, device)
+    del request["case"], request["view"]
+    request["views"] = [[case["case"], case.get("view")] for case in cases]
+    return request
+
+
+def same_call(case, device="cpu"):
+    """What decides a case's call (function, inputs, device, gradient, chain): cases alike in it differ only
+    in the part of the result they judge, so one call serves them all."""
+    request = request_for(case, "", device)
+    for judged_not_sent in ("nonce", "case", "view"):
+        del request[judged_not_sent]
+    return json.dumps(request, sort_keys=True)
+
+
 def harness_code(request):
     """Self-contained code for one case; it relies on nothing defined earlier in the kernel."""
     source = (Path(__file__).with_name("harness.py")).read_text()
@@ -77,26 +94,38 @@ def harness_code(request):
 
 def reply_from_outputs(outputs, nonce, case_id):
     """The single reply for this case among a cell's outputs, or a reason why there is none."""
-    replies = []
+    return replies_from_outputs(outputs, nonce, [case_id])[0]
+
+
+def replies_from_outputs(outputs, nonce, case_ids):
+    """For each of the cases one probe judged, its single reply among the probe's outputs or why there is
+    none.  A malformed reply, or one for another run or case, fails every case of the probe: what it was
+    meant to answer is unknown."""
+    replies = {case_id: [] for case_id in case_ids}
     for output in outputs:
         data = output.get("data") if isinstance(output, dict) else None
         if not isinstance(data, dict) or RESULT_MIME not in data:
             continue
         text = data[RESULT_MIME]
         if not isinstance(text, str) or len(text) > MAX_REPLY_CHARS:
-            return None, "the result was not plain JSON text or was too large"
+            return [(None, "the result was not plain JSON text or was too large")] * len(case_ids)
         try:
             reply = json.loads(text, parse_constant=_reject_constant)
         except (ValueError, RecursionError):
-            return None, "the result was not valid JSON"
-        if not isinstance(reply, dict) or reply.get("nonce") != nonce or reply.get("case") != case_id:
-            return None, "a result from another grading run or another case was received"
-        replies.append(reply)
-    if not replies:
-        return None, "no result came back (was the output hidden, the kernel patched, or the function stuck?)"
-    if len(replies) > 1:
-        return None, "more than one result came back for one case"
-    return replies[0], None
+            return [(None, "the result was not valid JSON")] * len(case_ids)
+        case = reply.get("case") if isinstance(reply, dict) else None
+        if not isinstance(reply, dict) or reply.get("nonce") != nonce or not isinstance(case, (str, int)) or case not in replies:
+            return [(None, "a result from another grading run or another case was received")] * len(case_ids)
+        replies[case].append(reply)
+    found = []
+    for case_id in case_ids:
+        if not replies[case_id]:
+            found.append((None, "no result came back (was the output hidden, the kernel patched, or the function stuck?)"))
+        elif len(replies[case_id]) > 1:
+            found.append((None, "more than one result came back for one case"))
+        else:
+            found.append((replies[case_id][0], None))
+    return found
 
 
 def _reject_constant(name):

@@ -13,7 +13,9 @@ import pytest
 from course import ROOT
 from course.cases import array_from_reference, stored_array
 from course.harness import decode_array, encode_array
-from course.judge import harness_code, judge, load_hidden_checks, new_nonce, reply_from_outputs, request_for, wire_value
+from course.execute import calls
+from course.judge import (harness_code, judge, load_hidden_checks, new_nonce, replies_from_outputs, reply_from_outputs,
+                          request_for, request_for_cases, wire_value)
 
 NAN, INF = float("nan"), float("inf")
 
@@ -110,3 +112,42 @@ def test_an_error_in_the_kernel_comes_back_as_a_reply(kernel):
     nonce = new_nonce()
     reply, _ = reply_from_outputs(kernel(harness_code(request_for(case, nonce)), {}), nonce, case["case"])
     assert judge(case, reply).message.endswith("your function raised NameError: no function named 'softmax' is defined")
+
+
+def test_cases_that_differ_only_in_their_view_share_one_call(kernel):
+    """a5's train_bigram and minibatches cases judge several views (an item of a tuple, the batches' coverage,
+    their lengths) of a few calls: the function runs once per distinct call, and each case gets its reply."""
+    checks = load_hidden_checks("a5-training")
+    namespace = solution_namespace("a5-training")
+    made = []
+    for grade_id in ("test_minibatches", "test_train_bigram"):
+        cases = checks[grade_id]
+        groups = calls(dict(enumerate(cases)), "cpu")
+        assert len(groups) < len(cases), grade_id  # what there is to save
+        function = namespace[cases[0]["function"]]
+        namespace[cases[0]["function"]] = lambda *a, _function=function, **k: made.append(1) or _function(*a, **k)
+        for group in groups:
+            nonce, grouped = new_nonce(), [cases[p] for p in group]
+            outputs = kernel(harness_code(request_for_cases(grouped, nonce)), namespace)
+            for case, (reply, problem) in zip(grouped, replies_from_outputs(outputs, nonce, [c["case"] for c in grouped])):
+                assert problem is None
+                verdict = judge(case, reply)
+                assert verdict.passed, verdict.message
+        assert len(made) == len(groups), grade_id
+        made.clear()
+
+
+def test_in_a_shared_call_a_foreign_reply_fails_every_case_and_a_duplicate_its_own():
+    def reply(case, nonce="n"):
+        return {"output_type": "display_data", "data": {"application/vnd.course.judge-result+json": json.dumps(
+            {"nonce": nonce, "case": case, "result": encode_array(np.array(1.0))})}}
+
+    assert [p for _, p in replies_from_outputs([reply("a"), reply("b")], "n", ["a", "b"])] == [None, None]
+    foreign = replies_from_outputs([reply("a"), reply("b"), reply("c")], "n", ["a", "b"])
+    assert all(r is None and "another case" in p for r, p in foreign)
+    assert all(r is None for r, _ in replies_from_outputs([reply("a"), reply("b", nonce="m")], "n", ["a", "b"]))
+    unhashable = {"output_type": "display_data", "data": {"application/vnd.course.judge-result+json": json.dumps(
+        {"nonce": "n", "case": ["a"]})}}
+    assert all(r is None for r, _ in replies_from_outputs([unhashable], "n", ["a"]))
+    twice = replies_from_outputs([reply("a"), reply("a"), reply("b")], "n", ["a", "b"])
+    assert twice[0][0] is None and "more than one" in twice[0][1] and twice[1][1] is None
