@@ -64,6 +64,7 @@ from traitlets.config import Configurable
 
 from . import files
 from .lms import PRESETS, student_name
+from .sandbox import Limits
 
 DEFAULT_LMS_PATTERN = r"^(?P<student_id>[^_]+)_(?:.*_)?(?P<file_id>{notebooks})(?:-\d+)?\.ipynb$"
 # A gradebook id is a folder name and an nbgrader id: letters (any script: the LMS's names are Unicode), digits and
@@ -71,7 +72,8 @@ DEFAULT_LMS_PATTERN = r"^(?P<student_id>[^_]+)_(?:.*_)?(?P<file_id>{notebooks})(
 SAFE_STUDENT_ID = re.compile(r"[^\W_][\w.@+-]{0,127}")
 # Written beside a student's collected notebooks: who the LMS says they are, and the LMS's own late mark.
 LMS_RECORD = "lms.json"
-MAX_NOTEBOOK_BYTES = 64 * 1024**2  # larger files are not notebooks a student wrote
+# Larger files are not notebooks a student wrote; the grader reads no larger one (course.submitted_notebook).
+MAX_NOTEBOOK_BYTES = Limits.notebook_bytes
 # Archives inside archives: an export zip and a student's zip in it, or a folder, a zip of the
 # export in it and a student's zip in that.  A zip a student put inside their own zip is deeper.
 MAX_ARCHIVE_LEVELS = 2
@@ -243,6 +245,12 @@ def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, 
                 if assignment_dir / relative not in links:
                     result.problems.append(Problem(str(assignment_dir / relative),
                                                    "a symbolic link; not followed, not copied", student, "symlink"))
+            for relative in found_here.unreadable:
+                result.problems.append(Problem(str(assignment_dir / relative), "a folder that cannot be read "
+                                               "(permissions or I/O error); what it holds was not copied", student))
+            for relative in found_here.others:
+                result.problems.append(Problem(str(assignment_dir / relative), "not a regular file; not copied",
+                                               student, "not-a-file"))
             for relative in found_here.too_deep:
                 result.problems.append(Problem(
                     str(assignment_dir / relative), f"folders nested more than {files.MAX_SUBMISSION_DEPTH} deep; "

@@ -48,9 +48,9 @@ class LimitedOutputClient(NotebookClient):
 
     Two budgets bound what the grader spends on a kernel's messages.  What is *kept* in the
     graded notebook: ``output_chars_per_cell`` per cell, display updates included, and during a
-    hidden-check probe at most ``RESULTS_KEPT`` results of at most ``MAX_REPLY_CHARS``.  What is
-    *received*: the bytes of every message on the output channel, of any type (comms too), per
-    cell and per submission; past either budget the grader stops reading and kills the kernel,
+    hidden-check probe one result per case it judges and one more (``results_kept``), each of at most
+    ``MAX_REPLY_CHARS``.  What is *received*: the bytes of every message on the output channel, of any
+    type (comms too), per cell and per submission; past either budget the grader stops reading and kills the kernel,
     and ``flooded`` says why.  Comms are refused: no widget state is stored and no output widget
     captures output.
     """
@@ -522,6 +522,9 @@ class SubmissionRun:
         verdicts = {p: None for p, case in enumerate(cases) if case["function"] in self.breaches}
         to_run = {p: case_on(case, device) for p, case in enumerate(cases) if p not in verdicts}
         for group in calls(to_run, device):
+            if to_run[group[0]]["function"] in self.breaches:  # failed already; running it would not change that
+                verdicts.update((p, None) for p in group)
+                continue
             verdicts.update(zip(group, self.run_call([to_run[p] for p in group], index, deadline, device)))
             if self.stopped:
                 break
@@ -548,6 +551,7 @@ class SubmissionRun:
             self.run_cell(probe, index, deadline)
         finally:
             self.client.probing = False
+            self.client.results_kept = RESULTS_KEPT
             self.nb.cells[index] = graded_cell  # nbclient stores the executed cell at its index
         about = [case.get("about", case["case"]) for case in cases]
         function = cases[0]["function"]

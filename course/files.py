@@ -11,6 +11,9 @@ followed: a link is an entry like any file (removed, or counted as itself).
 The walk climbs back up by ``..``, and checks that it arrived at the folder it came from (device
 and inode), so a folder moved while it runs stops the walk instead of sending it elsewhere.  Only
 walk a tree that nothing changes any more (the sandbox that wrote it is gone).
+
+``listing`` is the bounded view of a submission folder that is copied or fingerprinted: down to
+``MAX_SUBMISSION_DEPTH`` folders, naming what lies deeper and what cannot be read.
 """
 import os
 import stat
@@ -134,8 +137,9 @@ def remove_quietly(path):
         return False
 
 
-# How deep a submission folder that is copied or fingerprinted is read (``listing``): nbgrader's own
-# copy of a submission (shutil.copytree) recurses once per level, and a path may not exceed PATH_MAX.
+# How deep a submission folder that is copied or fingerprinted is read (``listing``): nbgrader's own copy
+# of a submission (shutil.copytree) recurses once per level, and a path may not exceed PATH_MAX.  It reads
+# by path, so like walk() it is for folders that nothing changes while they are read.
 MAX_SUBMISSION_DEPTH = 16
 
 
@@ -147,15 +151,22 @@ class Listing:
     links: list = field(default_factory=list)  # symbolic links: never followed
     others: list = field(default_factory=list)  # sockets, pipes, devices
     too_deep: list = field(default_factory=list)  # folders at the depth limit that hold more: not read
+    unreadable: list = field(default_factory=list)  # folders that could not be listed (permissions, I/O)
 
 
 def listing(top, max_depth=MAX_SUBMISSION_DEPTH):
     """The entries under ``top`` down to ``max_depth`` folders, without recursion and without following
-    links; what lies deeper is named, not read (``Listing.too_deep``)."""
+    links; what lies deeper is named, not read (``Listing.too_deep``), and so is a folder that cannot be
+    listed (``Listing.unreadable``): one student's odd folder never stops the others' collection."""
     found, pending = Listing(), [PurePosixPath()]
     while pending:
         folder = pending.pop()
-        with os.scandir(os.path.join(top, folder)) as entries:
+        try:
+            entries = os.scandir(os.path.join(top, folder))
+        except OSError:
+            found.unreadable.append(folder)
+            continue
+        with entries:
             for entry in entries:
                 relative = folder / entry.name
                 if entry.is_symlink():
@@ -169,14 +180,17 @@ def listing(top, max_depth=MAX_SUBMISSION_DEPTH):
                     found.files.append(relative)
                 else:
                     found.others.append(relative)
-    for paths in (found.files, found.links, found.others, found.too_deep):
+    for paths in (found.files, found.links, found.others, found.too_deep, found.unreadable):
         paths.sort()
     return found
 
 
 def _holds_anything(folder):
-    with os.scandir(folder) as entries:
-        return any(True for _ in entries)
+    try:
+        with os.scandir(folder) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return True  # named as too deep: what it holds is not read either way
 
 
 # What a file or folder costs at least, however small: a submission that makes millions of empty

@@ -127,10 +127,12 @@ def run_case(namespace, request):
         if chain:
             chain = dict(chain, steps=[{k: decode(v, as_torch, device) for k, v in step.items()} for step in chain["steps"]])
         result = call(function, args, kwargs, chain)
+        if len(views) > 1 and single_use(result):  # a generator: every view reads it whole
+            result = list(result)
         for reply, (_, how) in zip(replies, views):
             try:
                 reply["result"] = encode(view(result, how))
-            except BaseException as error:  # this view of the result fails; the others stand
+            except Exception as error:  # this view of the result fails; the others stand
                 reply["error"] = error_text(error)
         if request.get("grad"):
             result.backward()
@@ -145,6 +147,14 @@ def run_case(namespace, request):
             reply["error"] = error_text(error)
     for reply in replies:
         display({RESULT_MIME: json.dumps(reply)}, raw=True)
+
+
+def single_use(value):
+    """An iterator, which a first reading exhausts (a generator of minibatches, say)."""
+    try:
+        return iter(value) is value
+    except Exception:
+        return False
 
 
 def call(function, args, kwargs, chain=None):

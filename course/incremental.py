@@ -46,8 +46,9 @@ def submission_digest(fingerprint, folder):
             digest.update(hashlib.sha256((Path(folder) / relative).read_bytes()).digest())
         except OSError:
             digest.update(b"unreadable")
-    for relative in found.too_deep:  # what lies deeper is not read (course.files.listing): its place counts
-        digest.update(b"too deep\0" + str(relative).encode() + b"\0")
+    for why, folders in (("too deep", found.too_deep), ("unreadable", found.unreadable)):
+        for relative in folders:  # what it holds is not read (course.files.listing): its place counts
+            digest.update(why.encode() + b"\0" + str(relative).encode() + b"\0")
     return digest.hexdigest()
 
 

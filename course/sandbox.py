@@ -81,9 +81,9 @@ class Limits:
     # A submitted notebook as the grader reads it (course.submitted_notebook), as it is parsed: what the
     # parse builds is bounded whatever the file holds.  Over a limit, the file is graded as unreadable
     # and its feedback names the limit.
-    notebook_bytes: int = 32 * 1024**2  # bytes of the file
+    notebook_bytes: int = 64 * 1024**2  # bytes of the file (collect takes no larger one either)
     notebook_cells: int = 5_000
-    notebook_values: int = 1_000_000  # JSON values built, a cell's text counting as one
+    notebook_values: int = 100_000  # JSON values built, outside the cells' text and outputs (honest: under 1,000)
     code_cell_chars: int = 1_000_000  # characters of one code cell
     # Characters of one student-written cell (a written answer, a raw cell) that the grader parses
     # (course.sanitize): cut there, with a note, before any parser sees it.

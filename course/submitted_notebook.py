@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import TextIO
 
 import ijson
@@ -27,12 +28,11 @@ import nbformat
 
 from .sandbox import Limits
 
-CELL = "cells.item"
-CELL_TEXT = f"{CELL}.source"
-CELL_OUTPUTS = f"{CELL}.outputs"
 PARSE_BUFFER_BYTES = 1024**2
 JOIN_EVERY = 4096
-TEXT_LIMITS_NOTE = "the grader reads notebooks up to that size; clear its outputs and submit again"
+MAX_DEPTH = 64  # lists and objects in lists and objects: a notebook nests some ten deep
+# A JSON string, or Python's non-finite numbers outside one (json.dumps writes them; JSON has none).
+_NON_FINITE = re.compile(r'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)')
 
 
 class Unreadable(ValueError):
@@ -40,24 +40,35 @@ class Unreadable(ValueError):
 
 
 def read(stream: TextIO) -> nbformat.NotebookNode:
-    """The notebook in ``stream`` (text, as nbconvert opens it), within ``Limits``; raises ``Unreadable``,
-    ``UnicodeDecodeError``, ``json.JSONDecodeError`` (where it is not JSON) or nbformat's own errors.
+    """The notebook in ``stream`` (text, as nbconvert opens it), within ``Limits``.  Raises ``Unreadable``,
+    ``UnicodeDecodeError`` (a byte that is not UTF-8), ``json.JSONDecodeError`` (where it stops being JSON)
+    or nbformat's own validation errors, each of which ``course.sanitize.why_not_a_notebook`` words.
 
     A file is parsed from its bytes as they are read (``stream.buffer``): the whole file as one string
     would cost the grader some four times its size before the parse began."""
     binary = getattr(stream, "buffer", None)
     start = binary.tell() if binary is not None and binary.seekable() else None
     if start is None:  # an in-memory or unseekable stream: its text, within the limit
-        binary = io.BytesIO(stream.read(Limits.notebook_bytes + 1).encode("utf-8", "surrogateescape"))
+        binary = io.BytesIO(stream.read(Limits.notebook_bytes + 1).encode("utf-8", "surrogatepass"))
         start = 0
     try:
         document = _build(_Within(binary))
-    except ijson.JSONError:
+    except (ijson.JSONError, ValueError) as error:
+        if isinstance(error, Unreadable):
+            raise
         binary.seek(start)
-        document = _parse_whole(_Within(binary).read(Limits.notebook_bytes + 1).decode("utf-8"))
+        document = _build_lenient(_Within(binary).read(Limits.notebook_bytes + 1).decode("utf-8"))
+    if not isinstance(document, dict):
+        raise Unreadable("it is JSON, but not a notebook (a notebook is one JSON object)")
+    version = document.get("nbformat")
+    if isinstance(version, int) and version < 4:
+        raise Unreadable("it is not in the notebook format Jupyter writes today (nbformat 4): open it in "
+                         "Jupyter and save it again")
+    if version != 4 or not isinstance(document.get("cells"), list):
+        raise Unreadable("it does not follow the notebook format")
     for number, cell in enumerate(_cells(document), start=1):
         _cut_text(cell, number)
-    return nbformat.reads(json.dumps(document), as_version=4)
+    return nbformat.v4.to_notebook_json(document)
 
 
 class _Within:
@@ -70,28 +81,49 @@ class _Within:
         data = self.binary.read(PARSE_BUFFER_BYTES if size is None or size < 0 else size)
         self.count += len(data)
         if self.count > Limits.notebook_bytes:
-            raise Unreadable(f"it is larger than {Limits.notebook_bytes / 1024**2:g} MiB ({TEXT_LIMITS_NOTE})")
+            raise Unreadable(f"it is larger than {Limits.notebook_bytes / 1024**2:g} MiB (the grader reads "
+                             "notebooks up to that size; clear its outputs and submit again)")
         return data
 
 
-def _build(source: _Within) -> object:
-    """The JSON document, each cell's text as one string (cut, see the module), outputs skipped."""
+def _build(source) -> object:
+    """The JSON document, each cell's text as one string (cut, see the module), outputs skipped.
+
+    The path of each value is tracked here, not by ijson's prefixes: a prefix is a new string of the
+    whole path at every level, so nesting cost memory with the square of its depth; and a key with a
+    dot in it cannot pass for a path."""
     builder, values, cells = ijson.ObjectBuilder(), 0, 0
-    text_parts, text_chars, skipping = None, 0, False
-    # yajl joins a string that spans buffers anew with each buffer (time quadratic in its length), and
-    # ijson keeps a buffer's events until they are read (memory linear in the buffer): between the two.
-    for prefix, event, value in ijson.parse(source, use_float=True, buf_size=PARSE_BUFFER_BYTES):
+    names, in_map = [], []  # per open container: its name in its parent ("item" in a list), is it an object
+    key = None  # the key of the next value in the open object
+    text_parts, text_chars, skipping = None, 0, 0  # skipping: containers open in a cell's outputs
+    for event, value in ijson.basic_parse(source, use_float=True, buf_size=PARSE_BUFFER_BYTES):
+        if event == "map_key":
+            key = value
+            if not skipping:
+                builder.event(event, value)
+            continue
+        if event in ("end_map", "end_array"):
+            names.pop()
+            in_map.pop()
+            key = None
+        name = (key if in_map[-1] else "item") if in_map else None
+        if event in ("start_map", "start_array"):
+            if len(names) >= MAX_DEPTH:
+                raise Unreadable(f"it nests lists and objects more than {MAX_DEPTH} deep")
+            names.append(name)
+            in_map.append(event == "start_map")
+            key = None
         if skipping:
-            if prefix == CELL_OUTPUTS and event == "end_array":
-                skipping = False
+            skipping += (event in ("start_map", "start_array")) - (event in ("end_map", "end_array"))
+            if not skipping:
                 builder.event("end_array", None)
             continue
-        if text_parts is not None:
-            if prefix == CELL_TEXT and event == "end_array":
+        if text_parts is not None:  # inside a cell's text, a list of lines
+            if event == "end_array":
                 builder.event("string", "".join(text_parts))
                 text_parts = None
             elif event == "string":
-                if text_chars <= Limits.code_cell_chars:  # past it, the rest is read and dropped
+                if value and text_chars <= Limits.code_cell_chars:  # past it, the rest is read and dropped
                     text_parts.append(value[:Limits.code_cell_chars + 1 - text_chars])
                     text_chars += len(text_parts[-1])
                     if len(text_parts) > JOIN_EVERY:  # a line as its own string costs some 50 bytes more
@@ -99,20 +131,44 @@ def _build(source: _Within) -> object:
             else:
                 raise Unreadable(f"it does not follow the notebook format (cell {cells}: its text is not text)")
             continue
-        if prefix == CELL and event == "start_map":
+        # [the notebook, its "cells" list, a cell, a cell's field]
+        in_a_cell = names[1:3] == ["cells", "item"] and in_map[:3] == [True, False, True]
+        if event == "start_map" and len(names) == 3 and in_a_cell:
             cells += 1
             if cells > Limits.notebook_cells:
-                raise Unreadable(f"it has more than {Limits.notebook_cells:,} cells ({TEXT_LIMITS_NOTE})")
-        elif prefix == CELL_TEXT and event == "start_array":
-            text_parts, text_chars = [], 0
+                raise Unreadable(f"it has more than {Limits.notebook_cells:,} cells (the grader reads notebooks "
+                                 "up to that size)")
+        elif event == "start_array" and len(names) == 4 and in_a_cell and names[3] == "source":
+            text_parts, text_chars = [], 0  # the lines are joined here, not built as a list
             continue
-        elif prefix == CELL_OUTPUTS and event == "start_array":
-            skipping = True
-        values += 1
-        if values > Limits.notebook_values:
-            raise Unreadable(f"it holds more than {Limits.notebook_values:,} values ({TEXT_LIMITS_NOTE})")
+        elif event == "start_array" and len(names) == 4 and in_a_cell and names[3] == "outputs":
+            skipping = 1
+            builder.event("start_array", None)
+            continue
+        if event not in ("end_map", "end_array"):
+            values += 1
+            if values > Limits.notebook_values:
+                raise Unreadable(f"it holds more than {Limits.notebook_values:,} values outside its cells' text "
+                                 "and outputs (the grader reads notebooks up to that size)")
         builder.event(event, value)
     return builder.value
+
+
+def _build_lenient(text: str) -> object:
+    """``text`` read where yajl refused it: Python's ``NaN`` and ``Infinity`` (nbformat writes them, in a
+    widget's state say) read as ``null``, then streamed as ``_build`` does.  Where it is not JSON even so,
+    Python's own parser says where it stops being JSON, if that parse is bounded too (its values counted
+    from the characters that start them, a count that can only be too high)."""
+    finite = _NON_FINITE.sub(lambda match: match.group(0) if match.group(1) is None else "null", text)
+    if finite != text:
+        try:
+            return _build(_Within(io.BytesIO(finite.encode("utf-8", "surrogatepass"))))
+        except (ijson.JSONError, ValueError) as error:
+            if isinstance(error, Unreadable):
+                raise
+    if text.count(",") + text.count("[") + text.count("{") <= Limits.notebook_values:
+        json.loads(text)  # raises JSONDecodeError, with the line and column
+    raise Unreadable("it is not valid JSON")
 
 
 def _cells(document: object) -> list:
@@ -129,20 +185,3 @@ def _cut_text(cell: dict, number: int) -> None:
     elif len(text) > Limits.code_cell_chars:
         raise Unreadable(f"cell {number} holds more than {Limits.code_cell_chars:,} characters of code "
                          f"(the grader reads cells up to that size)")
-
-
-def _parse_whole(text: str) -> object:
-    """``text`` parsed by Python's own parser, where the streaming one refused it: Python reads what
-    Jupyter may write and yajl does not (``NaN``), says where a file stops being JSON, and which byte
-    is not UTF-8.  Only where that parse is bounded too (its values counted from the characters that
-    start them, a count that can only be too high); each cell's outputs dropped and text joined as
-    ``_build`` does."""
-    if text.count(",") + text.count("[") + text.count("{") > Limits.notebook_values:
-        raise Unreadable("it is not valid JSON")
-    document = json.loads(text)
-    for cell in _cells(document):
-        if "outputs" in cell:
-            cell["outputs"] = []
-        if isinstance(cell.get("source"), list) and all(isinstance(line, str) for line in cell["source"]):
-            cell["source"] = "".join(cell["source"])
-    return document

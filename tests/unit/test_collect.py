@@ -336,3 +336,24 @@ def deeper_than_the_limit_is_reported(tmp_path, layout):
     before = submission_digest(b"fingerprint", layout / "lee" / ASSIGNMENT)
     (layout / "lee" / ASSIGNMENT / "data" / "counts.csv").write_bytes(b"1,3")
     assert submission_digest(b"fingerprint", layout / "lee" / ASSIGNMENT) != before
+
+
+def test_a_folder_that_cannot_be_listed_is_reported_and_the_rest_collected(tmp_path, monkeypatch):
+    """As a grader that is not root meets a folder its student made unreadable (chmod 000)."""
+    import course.files
+
+    layout = tmp_path / "elsewhere"
+    (layout / "lee" / ASSIGNMENT / "locked").mkdir(parents=True)
+    (layout / "lee" / ASSIGNMENT / "losses.ipynb").write_bytes(notebook("lee"))
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(course.files.os, "scandir", scandir)
+    result, collected = run(tmp_path, layout)
+    assert collected == {"lee": [notebook("lee")]}
+    [locked] = [p for p in result.problems if p.where.endswith("locked")]
+    assert locked.student == "lee" and "cannot be read" in locked.reason

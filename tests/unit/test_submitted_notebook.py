@@ -70,3 +70,62 @@ def test_a_cell_of_many_lines_is_written_as_one_string():
     text = notebook_text(nbformat.v4.new_code_cell("x = 1\n" * 1000))
     written, _ = ReadableNotebookExporter().from_file(io.StringIO(text), {"metadata": {"name": "losses"}})
     assert json.loads(written)["cells"][0]["source"] == "x = 1\n" * 1000
+
+
+def with_metadata_text(extra):
+    """A one-cell notebook whose JSON has ``extra`` (raw JSON text) as the value of a metadata key."""
+    text = notebook_text(nbformat.v4.new_markdown_cell("fine"), metadata={"x": 0})
+    return text.replace('"x": 0', '"x": ' + extra)
+
+
+NESTED = {
+    "in the metadata": with_metadata_text("[" * 20_000 + "]" * 20_000),
+    "in an output": notebook_text(nbformat.v4.new_code_cell("x = 1")).replace(
+        '"outputs": []', '"outputs": [{"data": ' + "[" * 40_000 + "]" * 40_000 + "}]"),
+    "never closed": with_metadata_text("[" * 1_000_000),
+}
+
+
+@pytest.mark.parametrize("text", NESTED.values(), ids=list(NESTED))
+def test_deep_nesting_is_refused_in_bounded_memory(text):
+    """ijson's prefixes grew with the square of the depth (40 KB of brackets: a gigabyte)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(submitted_notebook.Unreadable, match="more than 64 deep"):
+            submitted_notebook.read(io.StringIO(text))
+        assert tracemalloc.get_traced_memory()[1] < 200 * 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_key_with_dots_is_not_a_path():
+    text = json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {"cells.item.source": ["x"]}, "cells": []})
+    assert submitted_notebook.read(io.StringIO(text)).metadata["cells.item.source"] == ["x"]
+
+
+def test_nan_is_read_and_the_limits_still_hold(monkeypatch):
+    """Python's json writes NaN; yajl refuses it: the lenient read keeps every limit of the streaming one."""
+    printed = nbformat.v4.new_code_cell("print(list(range(300_000)))", outputs=[
+        nbformat.v4.new_output("execute_result", data={"text/plain": repr(list(range(300_000)))})])
+    text = notebook_text(printed, nbformat.v4.new_markdown_cell("hello"), metadata={"w": float("nan")})
+    notebook = submitted_notebook.read(io.StringIO(text))
+    assert notebook.metadata["w"] is None and notebook.cells[0].outputs == [] and notebook.cells[1].source == "hello"
+    monkeypatch.setattr(Limits, "notebook_cells", 1)
+    with pytest.raises(submitted_notebook.Unreadable, match="more than 1 cells"):
+        submitted_notebook.read(io.StringIO(text))
+
+
+UNUSUAL = {
+    "nbformat 3": (json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": []}),
+                   "nbformat 4"),
+    "a list": ("[1, 2]", "not a notebook"),
+    "no cells": (json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}}), "does not follow"),
+}
+
+
+@pytest.mark.parametrize("text, words", UNUSUAL.values(), ids=list(UNUSUAL))
+def test_json_that_is_no_notebook_4_is_named_so(text, words):
+    with pytest.raises(submitted_notebook.Unreadable, match=words):
+        submitted_notebook.read(io.StringIO(text))

@@ -151,3 +151,16 @@ def test_in_a_shared_call_a_foreign_reply_fails_every_case_and_a_duplicate_its_o
     assert all(r is None for r, _ in replies_from_outputs([unhashable], "n", ["a"]))
     twice = replies_from_outputs([reply("a"), reply("a"), reply("b")], "n", ["a", "b"])
     assert twice[0][0] is None and "more than one" in twice[0][1] and twice[1][1] is None
+
+
+def test_a_generator_result_serves_every_view_of_its_call(kernel):
+    """minibatches written with ``yield``: the first view would exhaust it, and the others see nothing."""
+    cases = load_hidden_checks("a5-training")["test_minibatches"]
+    namespace = solution_namespace("a5-training")
+    listed = namespace["minibatches"]
+    namespace["minibatches"] = lambda *a, **k: (batch for batch in listed(*a, **k))
+    for group in calls(dict(enumerate(cases)), "cpu"):
+        nonce, grouped = new_nonce(), [cases[p] for p in group]
+        outputs = kernel(harness_code(request_for_cases(grouped, nonce)), namespace)
+        for case, (reply, problem) in zip(grouped, replies_from_outputs(outputs, nonce, [c["case"] for c in grouped])):
+            assert problem is None and judge(case, reply).passed, judge(case, reply).message
