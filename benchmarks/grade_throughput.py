@@ -127,8 +127,11 @@ class MemorySampler:
 
 
 def timed(command, cwd):
+    # Stock nbgrader runs the students' code on the host: what torch caches there (torchinductor_<user>)
+    # goes into the run's own temporary folder, removed with it.
+    env = dict(environment(), TMPDIR=str(Path(cwd).parent))
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sampler = MemorySampler(process.pid)
     output, _ = process.communicate()
     peak = sampler.stop()
