@@ -241,20 +241,16 @@ def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, 
             target.mkdir(parents=True, exist_ok=True)
             copied = set()
             found_here = files.listing(assignment_dir)
-            for relative in found_here.links:
-                if assignment_dir / relative not in links:
-                    result.problems.append(Problem(str(assignment_dir / relative),
-                                                   "a symbolic link; not followed, not copied", student, "symlink"))
-            for relative in found_here.unreadable:
-                result.problems.append(Problem(str(assignment_dir / relative), "a folder that cannot be read "
-                                               "(permissions or I/O error); what it holds was not copied", student))
-            for relative in found_here.others:
-                result.problems.append(Problem(str(assignment_dir / relative), "not a regular file; not copied",
-                                               student, "not-a-file"))
-            for relative in found_here.too_deep:
-                result.problems.append(Problem(
-                    str(assignment_dir / relative), f"folders nested more than {files.MAX_SUBMISSION_DEPTH} deep; "
-                    "what they hold was not copied", student, "too-deep"))
+            not_copied = [
+                ([p for p in found_here.links if assignment_dir / p not in links],  # top-level ones: reported above
+                 "a symbolic link; not followed, not copied", "symlink"),
+                (found_here.unreadable, "a folder that cannot be read (permissions or I/O error); what it holds "
+                 "was not copied", "unreadable"),
+                (found_here.others, "not a regular file; not copied", "not-a-file"),
+                (found_here.too_deep, f"folders nested more than {files.MAX_SUBMISSION_DEPTH} deep; what they hold "
+                 "was not copied", "too-deep")]
+            for paths, reason, kind in not_copied:
+                result.problems += [Problem(str(assignment_dir / p), reason, student, kind) for p in paths]
             for relative in found_here.files:
                 destination = target / relative
                 destination.parent.mkdir(parents=True, exist_ok=True)

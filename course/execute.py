@@ -519,8 +519,8 @@ class SubmissionRun:
             return
         device = preferred_device() if any(c.get("parity") for c in cases) else "cpu"
         # position in the cell's cases -> its verdict; None: not run, its function failed already
-        verdicts = {p: None for p, case in enumerate(cases) if case["function"] in self.breaches}
-        to_run = {p: case_on(case, device) for p, case in enumerate(cases) if p not in verdicts}
+        verdicts = {}
+        to_run = {p: case_on(case, device) for p, case in enumerate(cases)}
         for group in calls(to_run, device):
             if to_run[group[0]]["function"] in self.breaches:  # failed already; running it would not change that
                 verdicts.update((p, None) for p in group)

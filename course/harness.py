@@ -110,8 +110,7 @@ def run_case(namespace, request):
     def error_text(error):
         return f"{type(error).__name__}: {str(error)[:300]}"
 
-    # Every case judged from this one call: [case id, the view of the result it judges].
-    views = request.get("views") or [[request["case"], request.get("view")]]
+    views = request["views"]  # every case judged from this one call: [case id, the view of the result it judges]
     replies = [{"nonce": request["nonce"], "case": case} for case, _ in views]
     try:
         function = namespace.get(request["function"])

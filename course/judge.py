@@ -92,11 +92,6 @@ def harness_code(request):
     )
 
 
-def reply_from_outputs(outputs, nonce, case_id):
-    """The single reply for this case among a cell's outputs, or a reason why there is none."""
-    return replies_from_outputs(outputs, nonce, [case_id])[0]
-
-
 def replies_from_outputs(outputs, nonce, case_ids):
     """For each of the cases one probe judged, its single reply among the probe's outputs or why there is
     none.  A malformed reply, or one for another run or case, fails every case of the probe: what it was

@@ -238,8 +238,8 @@ def clean_html(fragment):
     quadratic in a table's rows or in the depth of nesting.  nh3 (ammonia, on html5ever) was weighed
     too: linear on tables and misnested tags, but 200,000 nested ``<div>`` took it 270 s (this: under
     a second).  Anything it does not read as an allowed tag becomes text: a tag it drops keeps its
-    text (``<script>x</script>`` shows ``x``), a stray ``<`` is escaped.  A close tag closes what is open above its match; one with no match is dropped;
-    whatever is open at the end is closed."""
+    text (``<script>x</script>`` shows ``x``), a stray ``<`` is escaped.  A close tag closes what is
+    open above its match; one with no match is dropped; whatever is open at the end is closed."""
     out, open_tags, open_count = [], [], {}
     position, end = 0, len(fragment)
     while position < end:

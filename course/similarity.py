@@ -205,7 +205,6 @@ def write_csv(path, pairs):
 
 
 def write_html(path, assignment, students, pairs, problems, shown=SHOWN_PAIRS):
-
     def e(text):  # names and file names: HTML escaped, and no bidi override or control character shown raw
         return html.escape(escape_hidden(str(text)))
     rows = "\n".join(

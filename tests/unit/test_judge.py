@@ -14,7 +14,7 @@ import pytest
 from course.cases import stored_array as reference
 from course.harness import RESULT_MIME, encode_array
 from course.judge import (MAX_REPLY_CHARS, RATIO_MESSAGES, close, judge, load_hidden_checks, nonfinite_mismatch,
-                          reply_from_outputs)
+                          replies_from_outputs)
 
 NAN, INF = float("nan"), float("inf")
 
@@ -129,7 +129,7 @@ def test_one_well_formed_reply_is_taken_and_other_outputs_are_ignored():
     outputs = [{"output_type": "stream", "name": "stdout", "text": "hello"},
                {"output_type": "display_data", "data": {"text/plain": "1"}, "metadata": {}},
                display_output(reply_text())]
-    got, problem = reply_from_outputs(outputs, NONCE, CASE)
+    [(got, problem)] = replies_from_outputs(outputs, NONCE, [CASE])
     assert problem is None and got["nonce"] == NONCE and got["result"]["shape"] == [2]
 
 
@@ -153,7 +153,7 @@ REJECTED = {
 
 @pytest.mark.parametrize("outputs, words", REJECTED.values(), ids=list(REJECTED))
 def test_anything_but_one_well_formed_reply_earns_nothing(outputs, words):
-    got, problem = reply_from_outputs(outputs, NONCE, CASE)
+    [(got, problem)] = replies_from_outputs(outputs, NONCE, [CASE])
     assert got is None and words in problem, problem
 
 

@@ -14,8 +14,8 @@ from course import ROOT
 from course.cases import array_from_reference, stored_array
 from course.harness import decode_array, encode_array
 from course.execute import calls
-from course.judge import (harness_code, judge, load_hidden_checks, new_nonce, replies_from_outputs, reply_from_outputs,
-                          request_for, request_for_cases, wire_value)
+from course.judge import (harness_code, judge, load_hidden_checks, new_nonce, replies_from_outputs, request_for_cases,
+                          wire_value)
 
 NAN, INF = float("nan"), float("inf")
 
@@ -89,8 +89,8 @@ def test_the_reference_solution_passes_through_the_harness(kernel, assignment, g
     namespace = solution_namespace(assignment)
     for case in load_hidden_checks(assignment)[grade_id]:
         nonce = new_nonce()
-        outputs = kernel(harness_code(request_for(case, nonce)), namespace)
-        reply, problem = reply_from_outputs(outputs, nonce, case["case"])
+        outputs = kernel(harness_code(request_for_cases([case], nonce)), namespace)
+        [(reply, problem)] = replies_from_outputs(outputs, nonce, [case["case"]])
         assert problem is None
         verdict = judge(case, reply)
         assert verdict.passed, verdict.message
@@ -102,7 +102,8 @@ def test_a_wrong_function_in_the_kernel_gets_the_diagnosis(kernel):
     right = namespace["softmax"]
     namespace["softmax"] = lambda z: right(z, axis=0)
     nonce = new_nonce()
-    reply, _ = reply_from_outputs(kernel(harness_code(request_for(case, nonce)), namespace), nonce, case["case"])
+    [(reply, _)] = replies_from_outputs(kernel(harness_code(request_for_cases([case], nonce)), namespace), nonce,
+                                        [case["case"]])
     verdict = judge(case, reply)
     assert not verdict.passed and verdict.message.endswith("normalise over the last axis (the classes)")
 
@@ -110,7 +111,8 @@ def test_a_wrong_function_in_the_kernel_gets_the_diagnosis(kernel):
 def test_an_error_in_the_kernel_comes_back_as_a_reply(kernel):
     case = load_hidden_checks("a2-losses")["test_softmax"][0]
     nonce = new_nonce()
-    reply, _ = reply_from_outputs(kernel(harness_code(request_for(case, nonce)), {}), nonce, case["case"])
+    outputs = kernel(harness_code(request_for_cases([case], nonce)), {})
+    [(reply, _)] = replies_from_outputs(outputs, nonce, [case["case"]])
     assert judge(case, reply).message.endswith("your function raised NameError: no function named 'softmax' is defined")
 
 
