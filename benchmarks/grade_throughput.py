@@ -18,7 +18,9 @@ Printed: wall time and seconds per submission of each, the throughput ratios (gr
 stock autograde vs `course grade --no-feedback`; everything: stock autograde + generate_feedback
 + export vs `course grade`), the peak memory of each run's process tree (PSS summed over every
 process, kernels included, sampled every 0.5 s), and whether the honest (correct) submissions got
-identical scores from both.
+identical scores from both, and, from the CPU account each `course grade` run writes
+(reports/grade-cpu.json, course.accounting), the CPU-seconds per submission by stage and assignment and
+the overhead above the kernel's own CPU.
 
     .venv/bin/python benchmarks/grade_throughput.py [--per-assignment 15] [--workers N]
 """
@@ -138,6 +140,46 @@ def timed(command, cwd):
     return time.perf_counter() - started, peak, process.returncode, output
 
 
+def stage_table(account_path, process_wall):
+    """The CPU account `course grade` wrote (reports/grade-cpu.json, course.accounting) as a table of
+    CPU-seconds per submission, by stage and assignment; returns the lines and the overhead per submission
+    above the kernel's own CPU (everything but the kernel running the student's code and the checks, and idle)."""
+    import json
+
+    from course.accounting import WHOLE_RUN, Stage
+
+    account = json.loads(Path(account_path).read_text())
+    seconds, counts = account["cpu_seconds"], account["submissions"]
+    total = sum(counts.values()) or 1
+    assignments = [a for a in seconds if a != WHOLE_RUN]
+    columns = [*assignments, "all, per submission"]
+    width = max(len(str(s)) for s in Stage) + 2
+    lines = [f"{'CPU-s per submission':{width}s}" + "".join(f"{c[:22]:>24s}" for c in columns)]
+    overall = {}
+    for stage in Stage:
+        row = []
+        for assignment in assignments:
+            value = seconds[assignment].get(str(stage))
+            row.append(f"{value / counts.get(assignment, 1):24.3f}" if value is not None else f"{'':24s}")
+        whole = sum(stages.get(str(stage), 0.0) for stages in seconds.values())
+        if stage is Stage.IDLE:  # the seconds before the account started (Python, imports) were idle as well
+            whole += account["cores"] * max(0.0, process_wall - account["wall_seconds"])
+        overall[stage] = whole
+        lines.append(f"{str(stage):{width}s}" + "".join(row) + f"{whole / total:24.3f}")
+    overhead = sum(v for stage, v in overall.items() if stage not in (Stage.KERNEL_RUN, Stage.IDLE)) / total
+    # How many workers one grading process can keep busy: a worker (and its kernels) needs `workers_side`
+    # CPU-s per submission, the grading process `grader_side`, and the grading process is one thread.
+    grader_side = sum(overall[s] for s in (Stage.COLLECT, Stage.SANITIZE, Stage.RECORD, Stage.FEEDBACK, Stage.REPORT,
+                                           Stage.GRADER_OTHER)) + seconds.get(WHOLE_RUN, {}).get(str(Stage.MESSAGES), 0.0)
+    workers_side = sum(overall[s] for s in (Stage.KERNEL_START, Stage.KERNEL_RUN, Stage.MESSAGES, Stage.WORKER_OTHER)) \
+        - seconds.get(WHOLE_RUN, {}).get(str(Stage.MESSAGES), 0.0)
+    lines.append(f"grading process {grader_side / total:.3f} CPU-s per submission, each worker and its kernels "
+                 f"{workers_side / total:.3f}: one grading process can feed about {workers_side / max(grader_side, 1e-9):.1f} workers")
+    lines.append(f"{len(assignments)} assignments, {total} submissions, {account['cores']} cores, "
+                 f"{process_wall:.1f} s wall ({account['wall_seconds']:.1f} s of it accounted)")
+    return lines, overhead
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-assignment", type=int, default=15)
@@ -179,6 +221,9 @@ def main():
         print(output.strip())
         print(f"course grade (exit {code})                 {ours_seconds:6.1f} s", flush=True)
 
+        bare_stages, bare_overhead = stage_table(bare / "reports" / "grade-cpu.json", bare_seconds)
+        ours_stages, ours_overhead = stage_table(ours / "reports" / "grade-cpu.json", ours_seconds)
+
         honest_same, honest_total, other_same, other_total = 0, 0, 0, 0
         mismatches = []
         for assignment in chosen:
@@ -206,9 +251,18 @@ def main():
     print(f"{'course grade --no-feedback':34s} {bare_seconds:7.1f}s {bare_seconds / count:14.2f}s {bare_peak / 2**20:10.0f} MiB")
     print(f"{'course grade (all of it)':34s} {ours_seconds:7.1f}s {ours_seconds / count:14.2f}s {ours_peak / 2**20:10.0f} MiB")
     print()
-    print(f"throughput, grading: course grade --no-feedback vs stock autograde:   {autograde_seconds / bare_seconds:.2f}x  (target: at least 3x)")
+    print(f"throughput, grading: course grade --no-feedback vs stock autograde:   {autograde_seconds / bare_seconds:.2f}x  (target: 8x)")
     print(f"throughput, everything: course grade vs stock autograde+feedback+export: {stock_full / ours_seconds:.2f}x")
     print(f"(course grade with feedback vs stock autograde alone: {autograde_seconds / ours_seconds:.2f}x)")
+    print()
+    print("Where the CPU goes, course grade --no-feedback (reports/grade-cpu.json; idle: cores x wall not used):")
+    print("\n".join(bare_stages))
+    print(f"overhead above the kernel's own CPU: {bare_overhead:.3f} CPU-s per submission (target: at most 0.15)")
+    print()
+    print("Where the CPU goes, course grade with feedback:")
+    print("\n".join(ours_stages))
+    print(f"overhead above the kernel's own CPU: {ours_overhead:.3f} CPU-s per submission")
+    print()
     print(f"honest submissions with identical scores: {honest_same}/{honest_total}"
           + (f"  MISMATCHES: {mismatches}" if mismatches else ""))
     print(f"other submissions with identical scores:  {other_same}/{other_total} "

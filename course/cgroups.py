@@ -10,6 +10,9 @@ that goes when its last submission does:
   grader says the submission exceeded the memory limit (``oom_kills``);
 * ``pids``: at most the stated number of processes and threads;
 * ``cpu``: at most the stated number of CPUs' worth of time (one by default);
+* CPU accounting: the CPU time of everything the submission ran, exited processes included
+  (``cpu_seconds``: ``cpu.stat`` on v2, ``cpuacct.usage`` on v1), read in one file instead of
+  listing the machine's processes;
 * at the end every process in it is killed (``cgroup.kill`` on cgroup v2; on v1 every process
   listed, until none is left) and the cgroup is removed.
 
@@ -33,7 +36,7 @@ from pathlib import Path
 
 PARENT_PREFIX = "course-grader-"
 REQUIRED = ("memory", "pids")
-OPTIONAL = ("cpu",)
+OPTIONAL = ("cpu", "cpuacct")  # cpuacct: cgroup v1's CPU accounting (v2 has cpu.stat in every cgroup)
 CPU_PERIOD_US = 100_000
 
 
@@ -159,6 +162,8 @@ def discover(proc="/proc/self"):
     for layout in candidate_layouts(proc_cgroup, mountinfo):
         problem = layout_problem(layout)
         if problem is None:
+            if layout.version == 1:  # an optional hierarchy we cannot write to is left out, not a failure
+                layout = Layout(1, {c: f for c, f in layout.folders.items() if c in REQUIRED or os.access(f, os.W_OK)})
             return layout, None
         problems.append(problem)
     return None, "; ".join(problems) or "no cgroup v2 or v1 memory and pids hierarchy is mounted"
@@ -223,14 +228,20 @@ class SubmissionCgroup:
             pass
         return 0
 
-    def memory_peak(self):
-        folder = self.folders["memory"]
-        for name in ("memory.peak", "memory.max_usage_in_bytes"):
-            try:
-                return int((folder / name).read_text())
-            except (OSError, ValueError):
-                continue
-        return None
+    def cpu_seconds(self):
+        """CPU time (user and system) of every process that ran in this cgroup, exited ones included;
+        None where the hierarchy keeps no account (cgroup v1 without ``cpuacct``)."""
+        try:
+            if self.version == 2:
+                for line in (self.folders["memory"] / "cpu.stat").read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        return int(value) / 1e6
+                return None
+            folder = self.folders.get("cpuacct")
+            return None if folder is None else int((folder / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, ValueError):
+            return None
 
     def kill(self, rounds=100):
         """SIGKILL every process in the cgroup; repeat until none is left (forks in flight)."""

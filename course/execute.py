@@ -26,6 +26,7 @@ from nbgrader.utils import is_grade, is_solution
 from traitlets import Bool, Float, Integer, List, Unicode
 
 from . import ROOT, feedback, sanitize
+from .accounting import KernelMarks
 from .cases import load_rules
 from .judge import (MAX_REPLY_CHARS, HiddenCheckError, Verdict, harness_code, judge, load_hidden_checks, new_nonce,
                     replies_from_outputs, request_for_cases, same_call)
@@ -332,7 +333,7 @@ def _modules_imported_by(path, mtime_ns):
 
 
 def execute_submission(nb, checks, limits, log, where="submission", use_bubblewrap=True, warm: WarmKernel = None,
-                       fork_server=None, rules=()):
+                       fork_server=None, rules=(), marks: KernelMarks = None):
     """Run one sanitized notebook in a fresh sandbox and grade its test cells by the hidden checks.
 
     Pure with respect to the course: it needs no gradebook and no course file, only its
@@ -341,7 +342,8 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
     of ``course grade`` or on a Dask worker.  ``warm`` is a kernel started ahead for this
     submission (``course.kernel.WarmKernel``), used once; otherwise the kernel is forked from
     ``fork_server`` (``course.forkserver.ForkServer``) if given, or started cold.  ``rules``
-    (``course.cases.Rule``) are enforced on the source and in the kernel (``course.rules``).  Returns
+    (``course.cases.Rule``) are enforced on the source and in the kernel (``course.rules``).  ``marks``
+    (``course.accounting.KernelMarks``), if given, gets the CPU clocks read on the way.  Returns
     the executed notebook.
     """
     nb = nbformat.from_dict(nb)
@@ -360,7 +362,7 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
     run = None
     try:
         run = SubmissionRun(nb, checks, scratch, limits, log, where, use_bubblewrap, warm=warm, fork_server=fork_server,
-                            rules=rules)
+                            rules=rules, marks=marks)
         run.execute()
     finally:
         if run is not None:
@@ -377,8 +379,9 @@ class SubmissionRun:
     """One notebook, one sandbox, one kernel: executed top to bottom, checks at test cells."""
 
     def __init__(self, nb, checks, scratch, limits, log, where, use_bubblewrap=True, warm=None, fork_server=None,
-                 rules=()):
+                 rules=(), marks=None):
         self.nb, self.checks, self.limits, self.log, self.where = nb, checks, limits, log, where
+        self.marks = marks if marks is not None else KernelMarks()
         self.rules = tuple(rules)
         # function -> the Breach that fails all its cases: the source's, read before anything runs,
         # then the run's, as a case of the function meets a refusal
@@ -410,6 +413,7 @@ class SubmissionRun:
         try:
             with open(self.kernel_log, "ab" if self.warm is not None else "wb") as kernel_output, \
                     self.client.setup_kernel(stdout=kernel_output, stderr=subprocess.STDOUT):
+                self.marks.ready(self.watchdog.cpu_seconds())
                 if self.rules:
                     self.install_rules(deadline)
                 for index, cell in enumerate(self.nb.cells):
@@ -431,6 +435,7 @@ class SubmissionRun:
                     self.write_verdict(cell, [Verdict(False, self.stopped)], None)
         finally:
             self.watchdog.stop()
+            self.marks.kernel_at_end = self.watchdog.cpu_seconds()
             self.km.kill_everything()
         if self.interrupted:
             self.log.error("%s: grading was interrupted (%s); nothing is recorded for it", self.where, self.interrupted)

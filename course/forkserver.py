@@ -69,6 +69,7 @@ if __package__:  # the grader's side; inside the fork server's sandbox this file
                           file_tail, fork_server_arguments, rlimits, socket_folder, thread_environment)
 
 MAX_PACKET = 65536
+MAX_FDS = 8  # a request carries a log and one cgroup.procs per hierarchy (cgroup v1: memory, pids, cpu, cpuacct)
 # What the server ever writes on a kernel's behalf into its exit status: 128 + the signal that ended it.
 SIGNAL_EXIT_BASE = 128
 
@@ -439,7 +440,7 @@ def spawn(request, settings, log_fd, cgroup_fds, null):
 def receive(control):
     """One packet from the grader and the file descriptors attached to it."""
     fds = array.array("i")
-    data, ancillary, _, _ = control.recvmsg(MAX_PACKET, socket.CMSG_SPACE(4 * fds.itemsize))
+    data, ancillary, _, _ = control.recvmsg(MAX_PACKET, socket.CMSG_SPACE(MAX_FDS * fds.itemsize))
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])

@@ -44,6 +44,7 @@ from types import SimpleNamespace
 from traitlets import Bool, Integer, Unicode
 from traitlets.config import Configurable
 
+from .accounting import WHOLE_RUN, CpuAccount, Stage, TaskCpu
 from .collect import Collect, Problem, collect
 from .config import load_config
 from .errors import UsageError
@@ -60,6 +61,7 @@ from .sandbox import UNSANDBOXED, SandboxUnavailable, require_sandbox
 from .sanitize import log_text
 FEEDBACK_BATCH = 4  # feedback is written in batches (templates compiled once per batch)
 FEEDBACK_TEMPLATE = "feedback"
+CPU_ACCOUNT = "grade-cpu.json"  # in the report folder: CPU-seconds by stage and assignment (course.accounting)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -217,6 +219,7 @@ class GradeRun:
                  submission_times=None, times_zone=None):
         from nbgrader.coursedir import CourseDirectory
 
+        self.account = CpuAccount()  # where the CPU goes, by stage (reports/grade-cpu.json)
         tools = str(Path(sys.executable).parent)  # nbgrader runs `alembic` when it creates a gradebook
         if tools not in os.environ.get("PATH", "").split(os.pathsep):
             os.environ["PATH"] = tools + os.pathsep + os.environ.get("PATH", "")
@@ -271,6 +274,9 @@ class GradeRun:
             self.log.warning(UNSANDBOXED)
             self.say(f"WARNING: {UNSANDBOXED}")
         self.finish_config = copy.deepcopy(self.config)
+        # nbconvert validates the whole notebook after every preprocessor unless told to do it once, after the
+        # last (its public ``optimistic_validation``): the same check, once per pass instead of six times
+        self.finish_config.Exporter.optimistic_validation = True
         pipeline = list(self.config.Autograde.get("autograde_preprocessors", []))
         self.parallel = any(_is_sandboxed_execute(p) for p in pipeline)
         if self.parallel:
@@ -280,7 +286,6 @@ class GradeRun:
         self.pool_description = ""
         self._task_count = 0
         self.feedback_queue = []
-        self.timing = dict.fromkeys(("sanitize", "record", "feedback", "report"), 0.0)
 
     # ---- logging ------------------------------------------------------------------------
     def _logger(self):
@@ -470,7 +475,8 @@ class GradeRun:
         started = time.perf_counter()
         runs = []
         for assignment in assignments:
-            runs.append(self.prepare(assignment, submissions_path))
+            with self.account.clock(assignment, Stage.COLLECT):
+                runs.append(self.prepare(assignment, submissions_path))
             run = runs[-1]
             if run.collected.problems:
                 self.say(f"{assignment}: {len(run.collected.problems)} problem(s) collecting {run.collected.source}:")
@@ -482,16 +488,17 @@ class GradeRun:
             self._grade(todo, by_name)
         for run in runs:
             self._feedback_for_unchanged(run)
-        self.csv_path = self._export()
+        with self.account.clock(WHOLE_RUN, Stage.REPORT):
+            self.csv_path = self._export()
         from .report import write_report
 
-        clock = time.perf_counter()
         for run in runs:
-            run.report = write_report(self, run)
-        self.timing["report"] += time.perf_counter() - clock
+            with self.account.clock(run.name, Stage.REPORT):
+                run.report = write_report(self, run)
         self.seconds = time.perf_counter() - started
-        self.log.info("course grade: %.1f s in all; in this process: %s", self.seconds,
-                      ", ".join(f"{k} {v:.1f} s" for k, v in self.timing.items()))
+        self.account.finish()
+        self.account.write(self.root / self.settings.report_directory / CPU_ACCOUNT)
+        self.log.info("course grade: %.1f s in all; CPU-seconds by stage: %s", self.seconds, self.account.summary())
         from .report import summary_lines
 
         for line in summary_lines(self, runs):
@@ -538,9 +545,8 @@ class GradeRun:
                         break
                     notebook = path.stem
                     try:
-                        clock = time.perf_counter()
-                        sanitized = sanitize_notebook(self.coursedir, self.config, path)
-                        self.timing["sanitize"] += time.perf_counter() - clock
+                        with self.account.clock(submission.assignment, Stage.SANITIZE):
+                            sanitized = sanitize_notebook(self.coursedir, self.finish_config, path)
                     except Exception as error:  # the record step meets it again and reports it
                         self.log.warning("%s/%s: sanitizing failed (%s: %s); nbgrader will handle it",
                                          submission.where, notebook, type(error).__name__, error)
@@ -588,6 +594,7 @@ class GradeRun:
                                   result.get("pid", "?"), submission.where, notebook, result.get("seconds", 0.0),
                                   "pre-warmed" if result.get("warm") else "cold")
                     submission.precomputed[notebook].executed = result["notebook"]
+                    self.account.task(submission.assignment, TaskCpu.of(result.get("cpu")))
                 submission.tasks.pop(notebook, None)
                 if not submission.tasks:
                     ready.append(submission)
@@ -642,10 +649,10 @@ class GradeRun:
 
     def _finish(self, submission):
         """Record one submission in the gradebook and write its feedback; True if it failed."""
-        clock = time.perf_counter()
-        recorded = record(self.coursedir, self.finish_config if self.parallel else self.config,
-                          submission.student, submission.assignment, submission.precomputed)
-        self.timing["record"] += time.perf_counter() - clock
+        with self.account.clock(submission.assignment, Stage.RECORD):
+            recorded = record(self.coursedir, self.finish_config if self.parallel else self.config,
+                              submission.student, submission.assignment, submission.precomputed)
+        self.account.graded(submission.assignment)
         submission.precomputed = {}  # the executed notebooks are in autograded/ now
         submission.seconds = time.perf_counter() - getattr(submission, "started", time.perf_counter())
         if not recorded.success:
@@ -665,9 +672,8 @@ class GradeRun:
         queued, self.feedback_queue = self.feedback_queue, []
         for assignment in dict.fromkeys(s.assignment for s in queued):
             batch = [s for s in queued if s.assignment == assignment]
-            clock = time.perf_counter()
-            failed = self.feedback(assignment, {s.student for s in batch})
-            self.timing["feedback"] += time.perf_counter() - clock
+            with self.account.clock(assignment, Stage.FEEDBACK):
+                failed = self.feedback(assignment, {s.student for s in batch})
             for submission in batch:
                 if submission.student in failed:
                     submission.feedback_failed = True

@@ -302,13 +302,6 @@ class SandboxedKernelManager(AsyncKernelManager):
         process = getattr(getattr(self, "provisioner", None), "process", None)
         if process is not None and process.poll() is None:
             process.kill()  # bubblewrap; its PID namespace dies with it
-        if os.geteuid() == 0:
-            sweep_user(self.sandbox_uid)
-        for leftover in leftovers:
-            try:
-                leftover.kill()
-            except Exception:
-                pass
         if self.cgroup is not None:
             if process is not None and hasattr(process, "args"):  # bubblewrap, our child: reaped, it leaves the cgroup
                 try:
@@ -316,6 +309,13 @@ class SandboxedKernelManager(AsyncKernelManager):
                 except Exception:
                     pass
             self.cgroup.remove()  # whatever is left in it dies, then the cgroup goes
+        if os.geteuid() == 0:  # and anything of its user id outside the cgroup (none, unless it had no cgroup)
+            sweep_user(self.sandbox_uid)
+        for leftover in leftovers:
+            try:
+                leftover.kill()
+            except Exception:
+                pass
 
     def _create_connected_socket(self, channel, identity=None):
         return budgeted_socket(super(), self.context, self.limits, channel, identity)
@@ -406,6 +406,13 @@ class Watchdog:
         self._cell_start_cpu = self.cpu_seconds()
 
     def cpu_seconds(self):
+        """CPU time of the sandbox's processes so far: its cgroup's account, one file read; without
+        one, summed over its processes (and the last seen time of those that exited)."""
+        cgroup = self.km.cgroup
+        if cgroup is not None and not cgroup.removed:
+            used = cgroup.cpu_seconds()
+            if used is not None:
+                return used
         import psutil
 
         for process in self.km.sandbox_processes():

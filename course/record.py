@@ -63,6 +63,12 @@ class Precomputed:
     digest: str
     executed: dict = None  # the worker's executed notebook, once it came back
 
+    def __deepcopy__(self, memo):
+        # nbconvert deep-copies each notebook's resources for every pass, and this entry rides in them
+        # (``resources["course"]``); it is never changed, and ``TakeSanitized`` and ``PrecomputedExecute``
+        # build fresh notebooks from it, so one copy serves every pass.
+        return self
+
 
 def sanitize_notebook(coursedir, config, path):
     """nbgrader's sanitize step for one submitted notebook, as ``Autograde`` runs it."""
@@ -82,7 +88,8 @@ class TakeSanitized(Preprocessor):
     enabled = Bool(True)
 
     def preprocess(self, nb, resources):
-        return nbformat.reads(resources["course"]["precomputed"].sanitized, as_version=4), resources
+        # nbgrader's own output, validated when it was written; the exporter validates the result again
+        return nbformat.v4.reads(resources["course"]["precomputed"].sanitized), resources
 
 
 class PrecomputedExecute(SandboxedExecute):

@@ -247,12 +247,14 @@ def run_task(task):
     bubblewrap is missing or cannot start, unless False), ``modules`` (the heavy modules of the assignment's source notebooks,
     which the fork server or a warm kernel imports ahead), ``fork_server`` (fork kernels from a
     pre-warmed interpreter where possible), ``prewarm`` (take the kernel started ahead, if any)
-    and ``prewarm_next`` (modules for the kernel started ahead for the next task, or None).
+    and ``prewarm_next`` (modules for the kernel started ahead for the next task, or None).  The result
+    carries the task's CPU account (``cpu``: ``course.accounting.TaskCpu`` as a dict).
     """
+    from .accounting import KernelMarks
     from .cases import Rule
     from .execute import execute_submission
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     handler = _Records()
     log = logging.getLogger(f"course.worker.{threading.get_ident()}")
     log.propagate = False
@@ -270,8 +272,11 @@ def run_task(task):
     warm = take_warm(recipe, log) if task.get("prewarm") else None
     if task.get("prewarm_next") is not None:
         prepare_warm(recipe._replace(modules=tuple(task["prewarm_next"])))
+    marks = KernelMarks()
     notebook = execute_submission(task["notebook"], task["checks"], recipe.limits, log, task["where"],
                                   recipe.use_bubblewrap, warm=warm, fork_server=server,
-                                  rules=[Rule.of(rule) for rule in task.get("rules", ())])
+                                  rules=[Rule.of(rule) for rule in task.get("rules", ())], marks=marks)
+    host, pid = socket.gethostname(), os.getpid()
     return {"id": task["id"], "notebook": notebook, "log": handler.records, "seconds": time.perf_counter() - started,
-            "host": socket.gethostname(), "pid": os.getpid(), "warm": warm is not None}
+            "host": host, "pid": pid, "warm": warm is not None,
+            "cpu": marks.task(cpu_started, f"{host}:{pid}").as_dict()}

@@ -68,19 +68,20 @@ def test_hybrid_machine_offers_its_v2_mount_first_and_v1_folders_under_our_own_c
     assert v1.version == 1
     assert v1.folders == {"memory": Path("/sys/fs/cgroup/memory/process_api/8b2a17"),
                           "pids": Path("/sys/fs/cgroup/pids"),
-                          "cpu": Path("/sys/fs/cgroup/cpu,cpuacct/grading")}
+                          "cpu": Path("/sys/fs/cgroup/cpu,cpuacct/grading"),
+                          "cpuacct": Path("/sys/fs/cgroup/cpu,cpuacct/grading")}
 
 
 def test_unified_machine_uses_one_folder_for_every_controller():
     [layout] = candidate_layouts(UNIFIED_CGROUP, UNIFIED_MOUNTS)
     folder = Path("/sys/fs/cgroup/system.slice/grader.service")
-    assert layout == Layout(2, {"memory": folder, "pids": folder, "cpu": folder})
+    assert layout == Layout(2, {"memory": folder, "pids": folder, "cpu": folder, "cpuacct": folder})
 
 
 def test_a_mount_of_a_sub_folder_is_followed_to_our_path_below_it():
     [layout] = candidate_layouts(CONTAINER_V1_CGROUP, CONTAINER_V1_MOUNTS)
     assert layout.folders == {"memory": Path("/sys/fs/cgroup/memory"), "pids": Path("/sys/fs/cgroup/pids/grader"),
-                              "cpu": Path("/sys/fs/cgroup/cpu,cpuacct")}
+                              "cpu": Path("/sys/fs/cgroup/cpu,cpuacct"), "cpuacct": Path("/sys/fs/cgroup/cpu,cpuacct")}
 
 
 def test_no_layout_without_memory_and_pids_or_when_our_cgroup_is_not_visible():

@@ -208,3 +208,12 @@ def test_the_server_script_imports_nothing_of_the_course_package(tmp_path):
     shown = subprocess.run([sys.executable, "-c", probe, str(script)], capture_output=True, text=True, timeout=60,
                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""}, check=True)
     assert json.loads(shown.stdout.replace("'", '"')) == []
+
+
+def test_a_spawn_request_has_room_for_a_cgroup_per_hierarchy():
+    # A request carries the log and one cgroup.procs per hierarchy; a packet with more descriptors than
+    # the server reads would lose some, and every kernel would start cold.
+    from course.cgroups import OPTIONAL, REQUIRED
+    from course.forkserver import MAX_FDS
+
+    assert MAX_FDS >= 1 + len(REQUIRED) + len(OPTIONAL)

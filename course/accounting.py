@@ -1,0 +1,168 @@
+"""Where ``course grade``'s CPU goes: CPU-seconds by stage and assignment, from each process's own clock.
+
+Every figure is measured, none is derived from wall time except ``idle``:
+
+* the grading process times its own stages with its main thread's CPU clock
+  (``time.thread_time``): collecting, sanitizing, recording, feedback, the CSV and reports; what
+  its other threads spend (sending tasks to the workers and unpacking their results) is the
+  process's CPU clock less those stages, under ``messages and judging``;
+* a worker times each task with its own CPU clock (``time.process_time``): until the kernel is
+  ready (taking the kernel started ahead and starting the next one) is ``fork and kernel start``,
+  the rest (the messages to and from the kernel, and judging the replies) is ``messages and
+  judging``; each result also carries the worker's CPU since it started, so its start-up and the
+  time between tasks are counted once, under ``worker start-up and between tasks``;
+* the sandboxed kernel's CPU is its cgroup's account (``course.cgroups.SubmissionCgroup.cpu_seconds``,
+  or its processes' times where there is no cgroup): up to the moment it is ready, ``fork and
+  kernel start``; after it, ``kernel: student code and checks``;
+* ``idle`` is what the cores could have done and did not: cores x wall time, less everything above.
+
+``course grade`` writes the account to ``reports/grade-cpu.json`` (``CpuAccount.to_json``);
+``benchmarks/grade_throughput.py`` prints it as a table.
+"""
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+
+
+class Stage(StrEnum):
+    COLLECT = "collect"
+    SANITIZE = "sanitize"
+    KERNEL_START = "fork and kernel start"
+    KERNEL_RUN = "kernel: student code and checks"
+    MESSAGES = "messages and judging"
+    RECORD = "record"
+    FEEDBACK = "feedback"
+    REPORT = "report (CSV and reports)"
+    WORKER_OTHER = "worker start-up and between tasks"
+    GRADER_OTHER = "grading process, other"
+    IDLE = "idle"
+
+
+WHOLE_RUN = "(whole run)"  # what belongs to no one assignment: start-up, idle cores, the pool's own work
+
+
+@dataclass(frozen=True)
+class TaskCpu:
+    """A worker's account of one task (plain data on the way back)."""
+
+    worker_start: float = 0.0  # the worker, until the kernel was ready
+    kernel_start: float = 0.0  # the kernel, until it was ready
+    kernel_run: float = 0.0  # the kernel after that
+    messages: float = 0.0  # the worker after that
+    worker_total: float = 0.0  # the worker process's CPU since it started, at the end of this task
+    worker: str = ""  # which worker (host:pid)
+
+    def as_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def of(cls, data):
+        """From a result's plain data; anything malformed counts as nothing (it is only an account)."""
+        if not isinstance(data, dict):
+            return cls()
+        values = {}
+        for name in ("worker_start", "kernel_start", "kernel_run", "messages", "worker_total"):
+            value = data.get(name, 0.0)
+            values[name] = float(value) if isinstance(value, (int, float)) else 0.0
+        return cls(**values, worker=str(data.get("worker", "")))
+
+
+@dataclass
+class KernelMarks:
+    """CPU clocks read as one submission runs (``course.execute.SubmissionRun``): the worker's and the
+    kernel's when the kernel was ready, and the kernel's at the end."""
+
+    worker_at_ready: float = None
+    kernel_at_ready: float = 0.0
+    kernel_at_end: float = 0.0
+
+    def ready(self, kernel_cpu):
+        self.worker_at_ready, self.kernel_at_ready = time.process_time(), kernel_cpu
+
+    def task(self, worker_at_start, worker, worker_at_end=None) -> TaskCpu:
+        """The task's account, from the worker's clock at its start (and end: now)."""
+        end = time.process_time() if worker_at_end is None else worker_at_end
+        ready = end if self.worker_at_ready is None else self.worker_at_ready
+        return TaskCpu(worker_start=ready - worker_at_start, kernel_start=self.kernel_at_ready,
+                       kernel_run=max(0.0, self.kernel_at_end - self.kernel_at_ready), messages=end - ready,
+                       worker_total=end, worker=worker)
+
+
+class StageClock:
+    """The grading process's own stages, timed on its main thread's CPU clock."""
+
+    def __init__(self, account: "CpuAccount", assignment: str, stage: Stage):
+        self.account, self.assignment, self.stage = account, assignment, stage
+
+    def __enter__(self):
+        self.started = time.thread_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.account.add(self.assignment, self.stage, time.thread_time() - self.started)
+        return False
+
+
+@dataclass
+class CpuAccount:
+    """CPU-seconds by assignment and stage for one ``course grade`` run."""
+
+    cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    seconds: dict = field(default_factory=dict)  # assignment (or WHOLE_RUN) -> {Stage: seconds}
+    submissions: dict = field(default_factory=dict)  # assignment -> submissions graded
+    wall: float = 0.0
+    _workers: dict = field(default_factory=dict)  # worker -> its CPU since start, at its last task
+    _task_worker_cpu: dict = field(default_factory=dict)  # worker -> its CPU in tasks
+    _started: tuple = field(default_factory=lambda: (time.perf_counter(), time.process_time(), time.thread_time()))
+
+    def add(self, assignment, stage: Stage, seconds: float):
+        stages = self.seconds.setdefault(assignment, {})
+        stages[stage] = stages.get(stage, 0.0) + max(0.0, seconds)
+
+    def clock(self, assignment, stage: Stage) -> StageClock:
+        return StageClock(self, assignment, stage)
+
+    def graded(self, assignment):
+        self.submissions[assignment] = self.submissions.get(assignment, 0) + 1
+
+    def task(self, assignment, cpu: TaskCpu):
+        self.add(assignment, Stage.KERNEL_START, cpu.worker_start + cpu.kernel_start)
+        self.add(assignment, Stage.KERNEL_RUN, cpu.kernel_run)
+        self.add(assignment, Stage.MESSAGES, cpu.messages)
+        if cpu.worker:
+            self._workers[cpu.worker] = max(self._workers.get(cpu.worker, 0.0), cpu.worker_total)
+            self._task_worker_cpu[cpu.worker] = self._task_worker_cpu.get(cpu.worker, 0.0) + cpu.worker_start + cpu.messages
+
+    def finish(self):
+        """Close the account: the grading process's other CPU, the workers' time outside tasks, idle."""
+        wall0, process0, thread0 = self._started
+        self.wall = time.perf_counter() - wall0
+        own_stages = (Stage.COLLECT, Stage.SANITIZE, Stage.RECORD, Stage.FEEDBACK, Stage.REPORT)
+        timed = sum(v for stages in self.seconds.values() for s, v in stages.items() if s in own_stages)
+        main_thread = time.thread_time() - thread0
+        other_threads = (time.process_time() - process0) - main_thread
+        self.add(WHOLE_RUN, Stage.MESSAGES, other_threads)
+        self.add(WHOLE_RUN, Stage.GRADER_OTHER, main_thread - timed)
+        for worker, total in self._workers.items():
+            self.add(WHOLE_RUN, Stage.WORKER_OTHER, total - self._task_worker_cpu.get(worker, 0.0))
+        used = sum(v for stages in self.seconds.values() for v in stages.values())
+        self.seconds.setdefault(WHOLE_RUN, {})[Stage.IDLE] = max(0.0, self.cores * self.wall - used)
+        return self
+
+    def summary(self):
+        """One line: the whole run's CPU-seconds by stage, largest first."""
+        totals = {}
+        for stages in self.seconds.values():
+            for stage, value in stages.items():
+                totals[stage] = totals.get(stage, 0.0) + value
+        return ", ".join(f"{stage} {value:.1f}" for stage, value in sorted(totals.items(), key=lambda kv: -kv[1]))
+
+    def to_json(self):
+        return {"cores": self.cores, "wall_seconds": round(self.wall, 3), "submissions": self.submissions,
+                "cpu_seconds": {a: {str(s): round(v, 4) for s, v in stages.items()} for a, stages in self.seconds.items()}}
+
+    def write(self, path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
