@@ -177,7 +177,33 @@ def stage_table(account_path, process_wall):
                  f"{workers_side / total:.3f}: one grading process can feed about {workers_side / max(grader_side, 1e-9):.1f} workers")
     lines.append(f"{len(assignments)} assignments, {total} submissions, {account['cores']} cores, "
                  f"{process_wall:.1f} s wall ({account['wall_seconds']:.1f} s of it accounted)")
+    if account.get("first_result_after_seconds") is not None:
+        lines.append(f"the workers' first result came {process_wall - account['wall_seconds'] + account['first_result_after_seconds']:.1f} s "
+                     f"after the command started, their last {account['wall_seconds'] - account['last_result_after_seconds']:.1f} s "
+                     "before it ended")
     return lines, overhead
+
+
+def scale_only(per_assignment, chosen, workers):
+    """`course grade --no-feedback` alone: seconds and CPU per submission, peak memory, the stage table."""
+    import json
+
+    with tempfile.TemporaryDirectory(prefix="grade-throughput-") as tmp:
+        bare = make_course(Path(tmp) / "no-feedback")
+        count = len(populate(bare, per_assignment, chosen))
+        print(f"{count} submissions ({per_assignment} per assignment), {os.cpu_count()} cores", flush=True)
+        command = [str(BIN / "course"), "grade", *chosen, "--no-progress", "--no-feedback"]
+        if workers:
+            command += ["--workers", str(workers)]
+        seconds, peak, code, output = timed(command, bare)
+        print(output.strip())
+        lines, overhead = stage_table(bare / "reports" / "grade-cpu.json", seconds)
+        account = json.loads((bare / "reports" / "grade-cpu.json").read_text())
+        used = sum(v for a in account["cpu_seconds"].values() for k, v in a.items() if k != "idle")
+    print(f"course grade --no-feedback (exit {code}): {seconds:.1f} s, {seconds / count:.3f} s and "
+          f"{used / count:.3f} CPU-s per submission (idle excluded), peak memory {peak / 2**20:.0f} MiB")
+    print("\n".join(lines))
+    print(f"overhead above the kernel's own CPU: {overhead:.3f} CPU-s per submission")
 
 
 def main():
@@ -186,8 +212,13 @@ def main():
     parser.add_argument("--workers", type=int, default=None, help="course grade --workers (default: one per core)")
     parser.add_argument("--assignments", nargs="+", choices=list(ASSIGNMENTS), default=list(ASSIGNMENTS),
                         help="grade only these (default: all; a1 to a4 compare with runs made before a5 existed)")
+    parser.add_argument("--scale-only", action="store_true",
+                        help="only `course grade --no-feedback`: its cost per submission, memory and CPU account, to "
+                             "compare a large run (--per-assignment 120: 600 submissions) with the default one")
     args = parser.parse_args()
     chosen = args.assignments
+    if args.scale_only:
+        return scale_only(args.per_assignment, chosen, args.workers)
     with tempfile.TemporaryDirectory(prefix="grade-throughput-") as tmp:
         stock = make_course(Path(tmp) / "stock", extra_config=CONFIGS["stock"])
         ours = make_course(Path(tmp) / "course")

@@ -113,6 +113,7 @@ class CpuAccount:
     seconds: dict = field(default_factory=dict)  # assignment (or WHOLE_RUN) -> {Stage: seconds}
     submissions: dict = field(default_factory=dict)  # assignment -> submissions graded
     wall: float = 0.0
+    results_between: tuple = None  # wall seconds from the start to the first and to the last task result
     _workers: dict = field(default_factory=dict)  # worker -> its CPU since start, at its last task
     _task_worker_cpu: dict = field(default_factory=dict)  # worker -> its CPU in tasks
     _started: tuple = field(default_factory=lambda: (time.perf_counter(), time.process_time(), time.thread_time()))
@@ -128,6 +129,8 @@ class CpuAccount:
         self.submissions[assignment] = self.submissions.get(assignment, 0) + 1
 
     def task(self, assignment, cpu: TaskCpu):
+        since = time.perf_counter() - self._started[0]
+        self.results_between = (since, since) if self.results_between is None else (self.results_between[0], since)
         self.add(assignment, Stage.KERNEL_START, cpu.worker_start + cpu.kernel_start)
         self.add(assignment, Stage.KERNEL_RUN, cpu.kernel_run)
         self.add(assignment, Stage.MESSAGES, cpu.messages)
@@ -160,7 +163,11 @@ class CpuAccount:
         return ", ".join(f"{stage} {value:.1f}" for stage, value in sorted(totals.items(), key=lambda kv: -kv[1]))
 
     def to_json(self):
+        first, last = self.results_between or (None, None)
         return {"cores": self.cores, "wall_seconds": round(self.wall, 3), "submissions": self.submissions,
+                # where the idle cores are: before the workers' first result, and after their last
+                "first_result_after_seconds": first and round(first, 3),
+                "last_result_after_seconds": last and round(last, 3),
                 "cpu_seconds": {a: {str(s): round(v, 4) for s, v in stages.items()} for a, stages in self.seconds.items()}}
 
     def write(self, path):

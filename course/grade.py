@@ -181,12 +181,9 @@ class Submission:
     student: str
     notebooks: list  # submitted notebook paths (those the gradebook knows)
     digest: str = ""
-    status: str = "pending"  # graded | unchanged | failed
+    status: str = "pending"  # pending | graded | unchanged | failed | interrupted
     reason: str = ""
     feedback_failed: bool = False  # graded, but its feedback could not be written
-    score: float = None
-    max_score: float = None
-    seconds: float = 0.0
     tasks: dict = field(default_factory=dict)  # notebook name -> task id still running
     precomputed: dict = field(default_factory=dict)  # notebook name -> course.record.Precomputed
     worker_problems: list = field(default_factory=list)
@@ -537,8 +534,6 @@ class GradeRun:
                     self.pool_description = pool.describe()
                 slots = pool.slots()
                 notebooks = [(submission, path) for submission in order for path in submission.notebooks]
-                for submission in order:
-                    submission.started = time.perf_counter()
                 # Each notebook goes to the workers as soon as it is sanitized, so they start at once.
                 for index, (submission, path) in enumerate(notebooks):
                     if stop.requested:
@@ -561,8 +556,6 @@ class GradeRun:
                         ready.append(submission)
             else:
                 ready = list(todo)
-                for submission in ready:
-                    submission.started = time.perf_counter()
             remaining = len(todo)
             while remaining and not stop.requested:
                 while ready and not stop.requested:
@@ -654,7 +647,6 @@ class GradeRun:
                               submission.student, submission.assignment, submission.precomputed)
         self.account.graded(submission.assignment)
         submission.precomputed = {}  # the executed notebooks are in autograded/ now
-        submission.seconds = time.perf_counter() - getattr(submission, "started", time.perf_counter())
         if not recorded.success:
             submission.status = "failed"
             submission.reason = recorded.failure
