@@ -177,9 +177,9 @@ def stage_table(account_path, process_wall):
                  f"{workers_side / total:.3f}: one grading process can feed about {workers_side / max(grader_side, 1e-9):.1f} workers")
     lines.append(f"{len(assignments)} assignments, {total} submissions, {account['cores']} cores, "
                  f"{process_wall:.1f} s wall ({account['wall_seconds']:.1f} s of it accounted)")
-    if account.get("first_result_after_seconds") is not None:
-        lines.append(f"the workers' first result came {process_wall - account['wall_seconds'] + account['first_result_after_seconds']:.1f} s "
-                     f"after the command started, their last {account['wall_seconds'] - account['last_result_after_seconds']:.1f} s "
+    if account.get("first_task_began_after_seconds") is not None:
+        lines.append(f"a worker took the first task {process_wall - account['wall_seconds'] + account['first_task_began_after_seconds']:.1f} s "
+                     f"after the command started, and finished the last {account['wall_seconds'] - account['last_task_ended_after_seconds']:.1f} s "
                      "before it ended")
     return lines, overhead
 

@@ -53,6 +53,8 @@ class TaskCpu:
     messages: float = 0.0  # the worker after that
     worker_total: float = 0.0  # the worker process's CPU since it started, at the end of this task
     worker: str = ""  # which worker (host:pid)
+    began: float = 0.0  # wall clock (time.time()) when the worker took the task, and when it was done
+    ended: float = 0.0
 
     def as_dict(self):
         return asdict(self)
@@ -63,7 +65,7 @@ class TaskCpu:
         if not isinstance(data, dict):
             return cls()
         values = {}
-        for name in ("worker_start", "kernel_start", "kernel_run", "messages", "worker_total"):
+        for name in ("worker_start", "kernel_start", "kernel_run", "messages", "worker_total", "began", "ended"):
             value = data.get(name, 0.0)
             values[name] = float(value) if isinstance(value, (int, float)) else 0.0
         return cls(**values, worker=str(data.get("worker", "")))
@@ -81,13 +83,14 @@ class KernelMarks:
     def ready(self, kernel_cpu):
         self.worker_at_ready, self.kernel_at_ready = time.process_time(), kernel_cpu
 
-    def task(self, worker_at_start, worker, worker_at_end=None) -> TaskCpu:
-        """The task's account, from the worker's clock at its start (and end: now)."""
+    def task(self, worker_at_start, worker, worker_at_end=None, began=0.0) -> TaskCpu:
+        """The task's account, from the worker's clock at its start (and end: now); ``began``: the wall
+        clock when the worker took it."""
         end = time.process_time() if worker_at_end is None else worker_at_end
         ready = end if self.worker_at_ready is None else self.worker_at_ready
         return TaskCpu(worker_start=ready - worker_at_start, kernel_start=self.kernel_at_ready,
                        kernel_run=max(0.0, self.kernel_at_end - self.kernel_at_ready), messages=end - ready,
-                       worker_total=end, worker=worker)
+                       worker_total=end, worker=worker, began=began, ended=time.time())
 
 
 class StageClock:
@@ -113,10 +116,11 @@ class CpuAccount:
     seconds: dict = field(default_factory=dict)  # assignment (or WHOLE_RUN) -> {Stage: seconds}
     submissions: dict = field(default_factory=dict)  # assignment -> submissions graded
     wall: float = 0.0
-    results_between: tuple = None  # wall seconds from the start to the first and to the last task result
+    tasks_between: tuple = None  # wall seconds from the start until a worker took the first task, and finished the last
     _workers: dict = field(default_factory=dict)  # worker -> its CPU since start, at its last task
     _task_worker_cpu: dict = field(default_factory=dict)  # worker -> its CPU in tasks
     _started: tuple = field(default_factory=lambda: (time.perf_counter(), time.process_time(), time.thread_time()))
+    _epoch: float = field(default_factory=time.time)
 
     def add(self, assignment, stage: Stage, seconds: float):
         stages = self.seconds.setdefault(assignment, {})
@@ -129,8 +133,10 @@ class CpuAccount:
         self.submissions[assignment] = self.submissions.get(assignment, 0) + 1
 
     def task(self, assignment, cpu: TaskCpu):
-        since = time.perf_counter() - self._started[0]
-        self.results_between = (since, since) if self.results_between is None else (self.results_between[0], since)
+        if cpu.began and cpu.ended:  # the worker's wall clock (the same machine's, on a local pool)
+            began, ended = cpu.began - self._epoch, cpu.ended - self._epoch
+            first, last = self.tasks_between or (began, ended)
+            self.tasks_between = (min(first, began), max(last, ended))
         self.add(assignment, Stage.KERNEL_START, cpu.worker_start + cpu.kernel_start)
         self.add(assignment, Stage.KERNEL_RUN, cpu.kernel_run)
         self.add(assignment, Stage.MESSAGES, cpu.messages)
@@ -163,11 +169,11 @@ class CpuAccount:
         return ", ".join(f"{stage} {value:.1f}" for stage, value in sorted(totals.items(), key=lambda kv: -kv[1]))
 
     def to_json(self):
-        first, last = self.results_between or (None, None)
+        first, last = self.tasks_between or (None, None)
         return {"cores": self.cores, "wall_seconds": round(self.wall, 3), "submissions": self.submissions,
-                # where the idle cores are: before the workers' first result, and after their last
-                "first_result_after_seconds": first and round(first, 3),
-                "last_result_after_seconds": last and round(last, 3),
+                # where the idle cores are: before a worker took the first task, and after the last was done
+                "first_task_began_after_seconds": None if first is None else round(first, 3),
+                "last_task_ended_after_seconds": None if last is None else round(last, 3),
                 "cpu_seconds": {a: {str(s): round(v, 4) for s, v in stages.items()} for a, stages in self.seconds.items()}}
 
     def write(self, path):

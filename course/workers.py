@@ -254,7 +254,7 @@ def run_task(task):
     from .cases import Rule
     from .execute import execute_submission
 
-    started, cpu_started = time.perf_counter(), time.process_time()
+    started, cpu_started, began = time.perf_counter(), time.process_time(), time.time()
     handler = _Records()
     log = logging.getLogger(f"course.worker.{threading.get_ident()}")
     log.propagate = False
@@ -279,4 +279,4 @@ def run_task(task):
     host, pid = socket.gethostname(), os.getpid()
     return {"id": task["id"], "notebook": notebook, "log": handler.records, "seconds": time.perf_counter() - started,
             "host": host, "pid": pid, "warm": warm is not None,
-            "cpu": marks.task(cpu_started, f"{host}:{pid}").as_dict()}
+            "cpu": marks.task(cpu_started, f"{host}:{pid}", began=began).as_dict()}

@@ -74,3 +74,13 @@ def test_a_stage_clock_counts_this_threads_cpu_not_waiting():
             pass
     assert account.seconds["a1"][Stage.SANITIZE] < 0.05
     assert account.seconds["a1"][Stage.RECORD] >= 0.05
+
+
+def test_the_account_says_when_the_workers_took_the_first_task_and_finished_the_last():
+    account = CpuAccount(cores=2)
+    epoch = account._epoch
+    account.task("a1", TaskCpu(began=epoch + 3.0, ended=epoch + 5.0))
+    account.task("a1", TaskCpu(began=epoch + 2.0, ended=epoch + 4.0))  # results come back in any order
+    account.task("a1", TaskCpu())  # a worker that sent no clock (an older one) changes nothing
+    seen = account.finish().to_json()
+    assert (seen["first_task_began_after_seconds"], seen["last_task_ended_after_seconds"]) == (2.0, 5.0)
