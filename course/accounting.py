@@ -3,9 +3,10 @@
 Every figure is measured, none is derived from wall time except ``idle``:
 
 * the grading process times its own stages with its main thread's CPU clock
-  (``time.thread_time``): collecting, sanitizing, recording, feedback, the CSV and reports; what
-  its other threads spend (sending tasks to the workers and unpacking their results) is the
-  process's CPU clock less those stages, under ``messages and judging``;
+  (``time.thread_time``): collecting, sanitizing, recording, feedback, the CSV and reports; the rest of
+  its main thread is ``grading process, other``; what its other threads spend (sending tasks to the
+  workers and unpacking their results: the process's CPU clock less its main thread's) is under
+  ``messages and judging``;
 * a worker times each task with its own CPU clock (``time.process_time``): until the kernel is
   ready (taking the kernel started ahead and starting the next one) is ``fork and kernel start``,
   the rest (the messages to and from the kernel, and judging the replies) is ``messages and
@@ -15,6 +16,8 @@ Every figure is measured, none is derived from wall time except ``idle``:
   or its processes' times where there is no cgroup): up to the moment it is ready, ``fork and
   kernel start``; after it, ``kernel: student code and checks``;
 * ``idle`` is what the cores could have done and did not: cores x wall time, less everything above.
+  It counts this machine's cores: on a Dask cluster the workers' CPU is on other machines, and idle
+  means nothing there.
 
 ``course grade`` writes the account to ``reports/grade-cpu.json`` (``CpuAccount.to_json``);
 ``benchmarks/grade_throughput.py`` prints it as a table.
@@ -112,7 +115,8 @@ class StageClock:
 class CpuAccount:
     """CPU-seconds by assignment and stage for one ``course grade`` run."""
 
-    cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                       else os.cpu_count() or 1)
     seconds: dict = field(default_factory=dict)  # assignment (or WHOLE_RUN) -> {Stage: seconds}
     submissions: dict = field(default_factory=dict)  # assignment -> submissions graded
     wall: float = 0.0

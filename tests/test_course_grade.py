@@ -194,6 +194,29 @@ def test_incremental_regrade_skips_unchanged_and_force_regrades(graded, serial):
 
 
 @pytest.mark.slow
+def test_grading_without_feedback_then_once_more_writes_only_the_feedback(template, serial, tmp_path):
+    """The README's advice for many cores: --no-feedback keeps feedback off the grading process; the next run
+    grades nothing and writes the feedback that is missing.  Both runs account for their CPU by stage."""
+    course = copy_course(template, tmp_path / "course")
+    first = course_grade(course, ASSIGNMENT, "--no-feedback")
+    assert scores(course, ASSIGNMENT) == serial, first.stdout
+    assert not list((course / "feedback").glob(f"*/{ASSIGNMENT}/*.html"))
+    account = json.loads((course / "reports" / "grade-cpu.json").read_text())
+    assert account["submissions"] == {ASSIGNMENT: 5}
+    stages = account["cpu_seconds"][ASSIGNMENT]
+    # four notebooks ran in a sandbox (the fifth is not a notebook): their kernels' own CPU, from their cgroups
+    # or their processes, and each kernel's start
+    assert stages["kernel: student code and checks"] > 0.05 and stages["fork and kernel start"] > 0.05, account
+    assert stages["record"] > 0 and stages["sanitize"] > 0 and "feedback" not in stages, account
+    again = course_grade(course, ASSIGNMENT)
+    assert "0 submission(s) graded" in again.stdout, again.stdout
+    for student in ("reference", "untouched", "mistake", "deleted-test", "broken"):
+        assert (course / "feedback" / student / ASSIGNMENT / "losses.html").is_file(), student
+    assert "swapped arguments" in (course / "feedback" / "mistake" / ASSIGNMENT / "losses.html").read_text()
+    assert scores(course, ASSIGNMENT) == serial
+
+
+@pytest.mark.slow
 def test_grading_on_a_dask_cluster_gives_the_same_grades(template, serial, tmp_path):
     from distributed import LocalCluster
 
