@@ -188,6 +188,8 @@ def scale_only(per_assignment, chosen, workers):
     """`course grade --no-feedback` alone: seconds and CPU per submission, peak memory, the stage table."""
     import json
 
+    from course.accounting import Stage
+
     with tempfile.TemporaryDirectory(prefix="grade-throughput-") as tmp:
         bare = make_course(Path(tmp) / "no-feedback")
         count = len(populate(bare, per_assignment, chosen))
@@ -199,7 +201,7 @@ def scale_only(per_assignment, chosen, workers):
         print(output.strip())
         lines, overhead = stage_table(bare / "reports" / "grade-cpu.json", seconds)
         account = json.loads((bare / "reports" / "grade-cpu.json").read_text())
-        used = sum(v for a in account["cpu_seconds"].values() for k, v in a.items() if k != "idle")
+        used = sum(v for a in account["cpu_seconds"].values() for k, v in a.items() if k != str(Stage.IDLE))
     print(f"course grade --no-feedback (exit {code}): {seconds:.1f} s, {seconds / count:.3f} s and "
           f"{used / count:.3f} CPU-s per submission (idle excluded), peak memory {peak / 2**20:.0f} MiB")
     print("\n".join(lines))
@@ -286,7 +288,7 @@ def main():
     print(f"throughput, everything: course grade vs stock autograde+feedback+export: {stock_full / ours_seconds:.2f}x")
     print(f"(course grade with feedback vs stock autograde alone: {autograde_seconds / ours_seconds:.2f}x)")
     print()
-    print("Where the CPU goes, course grade --no-feedback (reports/grade-cpu.json; idle: cores x wall not used):")
+    print("Where the CPU goes, course grade --no-feedback (reports/grade-cpu.json; idle: cores x wall not used or not measured):")
     print("\n".join(bare_stages))
     print(f"overhead above the kernel's own CPU: {bare_overhead:.3f} CPU-s per submission (target: at most 0.15)")
     print()

@@ -15,9 +15,12 @@ Every figure is measured, none is derived from wall time except ``idle``:
 * the sandboxed kernel's CPU is its cgroup's account (``course.cgroups.SubmissionCgroup.cpu_seconds``,
   or its processes' times where there is no cgroup): up to the moment it is ready, ``fork and
   kernel start``; after it, ``kernel: student code and checks``;
-* ``idle`` is what the cores could have done and did not: cores x wall time, less everything above.
-  It counts this machine's cores: on a Dask cluster the workers' CPU is on other machines, and idle
-  means nothing there.
+* ``idle, or not measured`` is cores x wall time, less everything above: what the cores could have done
+  and did not, and the CPU no clock above sees (the workers' fork servers, which import the
+  assignments' modules once per worker and module set; kernels started ahead and not used).  It counts
+  this machine's cores: on a Dask cluster the workers' CPU is on other machines, and it means nothing
+  there.  A worker's figures assume it runs one task at a time, as the local pool's processes do; a Dask
+  worker with several threads counts the others' CPU in each task.
 
 ``course grade`` writes the account to ``reports/grade-cpu.json`` (``CpuAccount.to_json``);
 ``benchmarks/grade_throughput.py`` prints it as a table.
@@ -40,7 +43,7 @@ class Stage(StrEnum):
     REPORT = "report (CSV and reports)"
     WORKER_OTHER = "worker start-up and between tasks"
     GRADER_OTHER = "grading process, other"
-    IDLE = "idle"
+    IDLE = "idle, or not measured"
 
 
 WHOLE_RUN = "(whole run)"  # what belongs to no one assignment: start-up, idle cores, the pool's own work

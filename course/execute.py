@@ -435,8 +435,10 @@ class SubmissionRun:
                     self.write_verdict(cell, [Verdict(False, self.stopped)], None)
         finally:
             self.watchdog.stop()
-            self.marks.kernel_at_end = self.watchdog.cpu_seconds()
-            self.km.kill_everything()
+            try:
+                self.marks.kernel_at_end = self.watchdog.cpu_seconds()
+            finally:  # whatever happens to the account, the kernel and its cgroup go
+                self.km.kill_everything()
         if self.interrupted:
             self.log.error("%s: grading was interrupted (%s); nothing is recorded for it", self.where, self.interrupted)
             raise GradingInterrupted(f"{self.where}: {self.interrupted}; not graded, grade it again")

@@ -391,6 +391,7 @@ class Watchdog:
         self.violation = None
         self._cell_start_cpu = 0.0
         self._seen = {}  # pid -> last CPU seconds, so exited processes still count
+        self._cgroup_cpu = None  # the cgroup's account when last read: one baseline, never mixed with _seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sandbox-watchdog", daemon=True)
 
@@ -412,7 +413,10 @@ class Watchdog:
         if cgroup is not None and not cgroup.removed:
             used = cgroup.cpu_seconds()
             if used is not None:
+                self._cgroup_cpu = used
                 return used
+        if self._cgroup_cpu is not None:  # the cgroup is gone (the kernel was stopped): its last account stands
+            return self._cgroup_cpu
         import psutil
 
         for process in self.km.sandbox_processes():

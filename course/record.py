@@ -101,6 +101,14 @@ class PrecomputedExecute(SandboxedExecute):
     """
 
     def preprocess(self, nb, resources):
+        executed, resources = self.executed(nb, resources)
+        # Validated here, before the next preprocessors save its grades: the exporter validates only after
+        # the last of them (optimistic_validation), and a notebook found invalid then would leave its
+        # grades in the gradebook while the submission is reported as failed.
+        nbformat.validate(executed, relax_add_props=True)
+        return executed, resources
+
+    def executed(self, nb, resources):
         info = resources.get("nbgrader", {})
         entry = resources.get("course", {}).get("precomputed")
         executed = entry.executed if entry is not None else None

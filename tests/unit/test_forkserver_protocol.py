@@ -210,10 +210,28 @@ def test_the_server_script_imports_nothing_of_the_course_package(tmp_path):
     assert json.loads(shown.stdout.replace("'", '"')) == []
 
 
-def test_a_spawn_request_has_room_for_a_cgroup_per_hierarchy():
+def test_a_spawn_request_with_a_cgroup_per_hierarchy_arrives_whole():
     # A request carries the log and one cgroup.procs per hierarchy; a packet with more descriptors than
-    # the server reads would lose some, and every kernel would start cold.
-    from course.cgroups import OPTIONAL, REQUIRED
-    from course.forkserver import MAX_FDS
+    # the server reads would lose some, and every kernel would start cold.  Sent as the grader sends it,
+    # read as the server reads it.
+    import array
+    import socket
 
-    assert MAX_FDS >= 1 + len(REQUIRED) + len(OPTIONAL)
+    from course.cgroups import OPTIONAL, REQUIRED
+    from course.forkserver import receive, spawn_request
+
+    cgroups = len(REQUIRED) + len(OPTIONAL)
+    grader, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sent = [os.open(os.devnull, os.O_RDONLY) for _ in range(1 + cgroups)]
+    received = []
+    try:
+        request = spawn_request(1, "/channel", ["-f", "kernel.json"], SANDBOX_UID_RANGE[0], [], 1024, cgroups)
+        grader.sendmsg([encode(request)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", sent))])
+        data, received = receive(server)
+        assert len(received) == 1 + cgroups
+        check_spawn_request(decode(data), len(received))
+    finally:
+        for fd in sent + received:
+            os.close(fd)
+        grader.close()
+        server.close()
