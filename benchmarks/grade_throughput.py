@@ -146,7 +146,7 @@ def stage_table(account_path, process_wall):
     above the kernel's own CPU (everything but the kernel running the student's code and the checks, and idle)."""
     import json
 
-    from course.accounting import WHOLE_RUN, Stage
+    from course.accounting import GRADING_PROCESS_STAGES, WHOLE_RUN, Stage
 
     account = json.loads(Path(account_path).read_text())
     seconds, counts = account["cpu_seconds"], account["submissions"]
@@ -169,8 +169,8 @@ def stage_table(account_path, process_wall):
     overhead = sum(v for stage, v in overall.items() if stage not in (Stage.KERNEL_RUN, Stage.IDLE)) / total
     # How many workers one grading process can keep busy: a worker (and its kernels) needs `workers_side`
     # CPU-s per submission, the grading process `grader_side`, and the grading process is one thread.
-    grader_side = sum(overall[s] for s in (Stage.COLLECT, Stage.SANITIZE, Stage.RECORD, Stage.FEEDBACK, Stage.REPORT,
-                                           Stage.GRADER_OTHER)) + seconds.get(WHOLE_RUN, {}).get(str(Stage.MESSAGES), 0.0)
+    grader_side = sum(overall[s] for s in (*GRADING_PROCESS_STAGES, Stage.GRADER_OTHER)) \
+        + seconds.get(WHOLE_RUN, {}).get(str(Stage.MESSAGES), 0.0)
     workers_side = sum(overall[s] for s in (Stage.KERNEL_START, Stage.KERNEL_RUN, Stage.MESSAGES, Stage.WORKER_OTHER)) \
         - seconds.get(WHOLE_RUN, {}).get(str(Stage.MESSAGES), 0.0)
     lines.append(f"grading process {grader_side / total:.3f} CPU-s per submission, each worker and its kernels "

@@ -28,7 +28,7 @@ Every figure is measured, none is derived from wall time except ``idle``:
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 
 
@@ -45,6 +45,9 @@ class Stage(StrEnum):
     GRADER_OTHER = "grading process, other"
     IDLE = "idle, or not measured"
 
+
+# The grading process's own stages, each timed on its main thread (the rest of that thread is GRADER_OTHER).
+GRADING_PROCESS_STAGES = (Stage.COLLECT, Stage.SANITIZE, Stage.RECORD, Stage.FEEDBACK, Stage.REPORT)
 
 WHOLE_RUN = "(whole run)"  # what belongs to no one assignment: start-up, idle cores, the pool's own work
 
@@ -71,7 +74,7 @@ class TaskCpu:
         if not isinstance(data, dict):
             return cls()
         values = {}
-        for name in ("worker_start", "kernel_start", "kernel_run", "messages", "worker_total", "began", "ended"):
+        for name in (f.name for f in fields(cls) if f.type is float):
             value = data.get(name, 0.0)
             values[name] = float(value) if isinstance(value, (int, float)) else 0.0
         return cls(**values, worker=str(data.get("worker", "")))
@@ -155,8 +158,7 @@ class CpuAccount:
         """Close the account: the grading process's other CPU, the workers' time outside tasks, idle."""
         wall0, process0, thread0 = self._started
         self.wall = time.perf_counter() - wall0
-        own_stages = (Stage.COLLECT, Stage.SANITIZE, Stage.RECORD, Stage.FEEDBACK, Stage.REPORT)
-        timed = sum(v for stages in self.seconds.values() for s, v in stages.items() if s in own_stages)
+        timed = sum(v for stages in self.seconds.values() for s, v in stages.items() if s in GRADING_PROCESS_STAGES)
         main_thread = time.thread_time() - thread0
         other_threads = (time.process_time() - process0) - main_thread
         self.add(WHOLE_RUN, Stage.MESSAGES, other_threads)

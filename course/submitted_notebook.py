@@ -53,9 +53,9 @@ def read(stream: TextIO) -> nbformat.NotebookNode:
         start = 0
     try:
         document = _build(_Within(binary))
-    except (ijson.JSONError, ValueError) as error:
-        if isinstance(error, Unreadable):
-            raise
+    except Unreadable:
+        raise
+    except (ijson.JSONError, ValueError):
         binary.seek(start)
         document = _build_lenient(_Within(binary).read(Limits.notebook_bytes + 1).decode("utf-8"))
     if not isinstance(document, dict):
@@ -163,9 +163,10 @@ def _build_lenient(text: str) -> object:
     if finite != text:
         try:
             return _build(_Within(io.BytesIO(finite.encode("utf-8", "surrogatepass"))))
-        except (ijson.JSONError, ValueError) as error:
-            if isinstance(error, Unreadable):
-                raise
+        except Unreadable:
+            raise
+        except (ijson.JSONError, ValueError):
+            pass
     if text.count(",") + text.count("[") + text.count("{") <= Limits.notebook_values:
         json.loads(text)  # raises JSONDecodeError, with the line and column
     raise Unreadable("it is not valid JSON")
