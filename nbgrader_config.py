@@ -13,9 +13,9 @@ from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPrep
 from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds, GetGrades, IgnorePattern,
                                     LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades)
 
-from course.execute import SandboxedExecute
+from course.plugins import RestoreCellMetadata, SandboxedExecute
 from course.late import ApplyLatePolicy, RefreshLatePenalty
-from course.sanitize import ReadableNotebookExporter, RestoreCellMetadata, SanitizeStudentHTML
+from course.sanitize import ReadableNotebookExporter, SanitizeStudentHTML
 
 here = os.path.dirname(os.path.abspath(__file__))
 c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)

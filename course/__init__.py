@@ -8,7 +8,7 @@ for the LMS).
 Grading is a pipeline, one stage per module, in this order:
 
 * ``collect``: submissions from nbgrader's folders or an LMS export;
-* ``sanitize``: the one gate for what a student may show, and nbgrader's side of it;
+* ``sanitize``: the one gate for what a student may show;
 * ``execute``: the notebook run cell by cell in the sandbox (``sandbox``: the limits and the
   bwrap command; ``kernel``: the kernel's provisioner and watchdog; ``forkserver``;
   ``cgroups``; ``workers`` for ``course grade``'s pool), the hidden checks sent in
@@ -19,6 +19,10 @@ Grading is a pipeline, one stage per module, in this order:
   the ``late`` policy;
 * ``feedback``, ``report``: what the student reads, rendered from the grader's verdicts and
   notes (data in the graded notebook), and the report read from the same data.
+
+``plugins`` holds the preprocessors ``nbgrader_config.py`` puts in nbgrader's pipeline
+(``RestoreCellMetadata`` for sanitize, ``SandboxedExecute`` for execute); the stages' own modules
+import nothing of nbgrader, so a ``course grade`` worker never loads it.
 """
 from pathlib import Path
 

@@ -1,6 +1,7 @@
-"""Trusted autograding, wired into nbgrader through ``nbgrader_config.py``.
+"""Trusted autograding: one submitted notebook executed in the sandbox, its test cells graded.
 
-``SandboxedExecute`` replaces nbgrader's ``Execute`` preprocessor.  It runs the
+``execute_submission`` is the work of ``SandboxedExecute`` (``course.plugins``), which replaces
+nbgrader's ``Execute`` preprocessor, and of a ``course grade`` worker (``course.workers``).  It runs the
 student's notebook cell by cell in a sandboxed kernel (``course.sandbox``).
 At each autograded test cell it runs that cell's hidden check: the inputs go
 to the kernel, plain JSON comes back, and ``course.judge`` judges it here, in
@@ -10,6 +11,9 @@ failed check and a plain message for a passed one, and nbgrader's own
 ``SaveAutoGrades`` turns those into points.  Everything else nbgrader does
 (restoring test cells from the gradebook, checksums, late penalties,
 feedback, export) is unchanged.
+
+Nothing here imports nbgrader: a worker imports this module, and nbgrader's package import costs a
+process about a second of CPU.
 """
 import functools
 import json
@@ -21,27 +25,26 @@ import nbformat
 from jupyter_core.utils import ensure_async, run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
-from nbgrader.preprocessors import NbGraderPreprocessor
-from nbgrader.utils import is_grade, is_solution
-from traitlets import Bool, Float, Integer, List, Unicode
+from traitlets import Bool
 
-from . import ROOT, feedback, sanitize
+from . import feedback, sanitize
 from .accounting import KernelMarks
-from .cases import load_rules
-from .judge import (MAX_REPLY_CHARS, HiddenCheckError, Verdict, harness_code, judge, load_hidden_checks, new_nonce,
+from .judge import (MAX_REPLY_CHARS, Verdict, harness_code, judge, new_nonce,
                     replies_from_outputs, request_for_cases, same_call)
 from .harness import RESULT_MIME
 from .rules import FORBIDDEN_MIME, guard_code, run_breach, source_breaches
-from .forkserver import fork_server_for
 from .kernel import SandboxedKernelManager, WarmKernel, Watchdog, new_scratch, remove_scratch
-from .sandbox import GIB, GradingInterrupted, Limits, file_tail, require_sandbox, warn_unsandboxed
+from .sandbox import GradingInterrupted, Limits, file_tail
 
 TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
 RESULTS_KEPT = 2  # a probe's replies: one per case, one more kept only to say "more than one result came back"
 
 
 def is_autograded_test(cell):
-    return cell.cell_type == "code" and is_grade(cell) and not is_solution(cell)
+    """An autograded test cell: code, a grade cell, not a solution cell (nbgrader's ``is_grade`` and
+    ``is_solution``, read here from the metadata: importing nbgrader costs a worker a second)."""
+    flags = cell.metadata.get("nbgrader")
+    return cell.cell_type == "code" and isinstance(flags, dict) and bool(flags.get("grade")) and not flags.get("solution")
 
 
 class LimitedOutputClient(NotebookClient):
@@ -204,70 +207,6 @@ def output_of(msg):
 
 def output_size(output):
     return len(str(output.get("text", ""))) + len(str(output.get("data", ""))) + len(str(output.get("traceback", "")))
-
-
-class SandboxedExecute(NbGraderPreprocessor):
-    """Run a submission in the sandbox and grade its test cells by hidden checks."""
-
-    hidden_checks_directory = Unicode(str(ROOT / "grader_tests"), help="grader_tests/ folder").tag(config=True)
-    # The limits of one submission; their defaults are those of course.sandbox.Limits.
-    memory_limit_gib = Float(Limits.memory_bytes / GIB, help=(
-        "memory of one submission, GiB: all its processes together (a cgroup, where the grader can make one) "
-        "and the address space of each")).tag(config=True)
-    cell_timeout = Float(Limits.cell_seconds, help="wall-clock seconds per cell").tag(config=True)
-    notebook_timeout = Float(Limits.notebook_seconds, help="wall-clock seconds per notebook").tag(config=True)
-    notebook_cpu_seconds = Integer(Limits.notebook_cpu_seconds, help=(
-        "CPU seconds of the whole notebook: all its processes summed, and each process")).tag(config=True)
-    max_processes = Integer(Limits.processes, help="processes and threads of one submission").tag(config=True)
-    cpus = Float(Limits.cpus, help=(
-        "CPUs one submission may keep busy at once (a cgroup, where the grader can make one)")).tag(config=True)
-    output_chars_per_cell = Integer(Limits.output_chars_per_cell, help="output kept per cell").tag(config=True)
-    output_bytes_per_cell = Integer(Limits.output_bytes_per_cell, help=(
-        "bytes of messages the grader reads from the kernel during one cell; past it the kernel is stopped")).tag(config=True)
-    output_bytes_per_submission = Integer(Limits.output_bytes_per_submission, help=(
-        "bytes of messages the grader reads from the kernel for one notebook; past it the kernel is stopped")).tag(config=True)
-    use_bubblewrap = Bool(True, help=(
-        "run kernels in bubblewrap; where it is missing or cannot start, grading refuses. False grades "
-        "WITHOUT the sandbox (resource limits only, with a warning): only on a single-user machine")).tag(config=True)
-    fork_server = Bool(True, help=(
-        "fork each kernel from a pre-warmed interpreter that imported the assignment's heavy modules once "
-        "(course.forkserver; needs root and bubblewrap, else kernels start cold)")).tag(config=True)
-    preload_modules = List(Unicode(), ["numpy", "scipy", "torch", "pandas", "matplotlib", "sklearn"], help=(
-        "modules the fork server imports ahead, if the assignment's source notebooks import them")).tag(config=True)
-
-    _announced = set()  # how kernels start, said once per process
-
-    def limits(self):
-        return Limits(memory_bytes=int(self.memory_limit_gib * GIB), processes=self.max_processes,
-                      notebook_cpu_seconds=self.notebook_cpu_seconds, cell_seconds=self.cell_timeout,
-                      notebook_seconds=self.notebook_timeout, output_chars_per_cell=self.output_chars_per_cell,
-                      output_bytes_per_cell=self.output_bytes_per_cell,
-                      output_bytes_per_submission=self.output_bytes_per_submission, cpus=self.cpus)
-
-    def preprocess(self, nb, resources):
-        info = resources.get("nbgrader", {})
-        assignment, student = info.get("assignment"), info.get("student")
-        where = f"{student}/{assignment}/{info.get('notebook')}"
-        if self.use_bubblewrap:
-            require_sandbox()  # fails this submission, unrecorded, before any of its code runs
-        else:
-            warn_unsandboxed(self.log)
-        try:  # broken hidden checks are the instructor's to fix: this submission fails, unrecorded, before it runs
-            checks = load_hidden_checks(assignment, self.hidden_checks_directory)
-            rules = load_rules(assignment, self.hidden_checks_directory)
-        except HiddenCheckError as problem:
-            self.log.error("%s: not graded: %s", where, problem)
-            raise
-        wanted = self.fork_server and any(c.cell_type == "code" for c in nb.cells)  # no code: nothing will run
-        modules = source_imports(source_notebooks(self.config, assignment), self.preload_modules) if wanted else ()
-        server = fork_server_for(modules, self.use_bubblewrap, wanted, self.log, where)
-        how = ("forked from a pre-warmed sandboxed interpreter (" + (", ".join(server.modules) or "no modules") + " imported)"
-               if server is not None else "started cold" + (" in bubblewrap" if self.use_bubblewrap else ""))
-        if how not in SandboxedExecute._announced:
-            SandboxedExecute._announced.add(how)
-            self.log.info("kernels are %s", how)
-        return execute_submission(nb, checks, self.limits(), self.log, where, self.use_bubblewrap,
-                                  fork_server=server, rules=rules), resources
 
 
 def add_grading_notes(nb, notes):
@@ -600,3 +539,12 @@ def preferred_device():
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def __getattr__(name):
+    """``course.execute.SandboxedExecute``, as older ``nbgrader_config.py`` files import it (``course.plugins``)."""
+    if name == "SandboxedExecute":
+        from .plugins import SandboxedExecute
+
+        return SandboxedExecute
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -49,7 +49,8 @@ from .collect import Collect, Problem, collect
 from .config import load_config
 from .errors import UsageError
 from .files import remove_quietly
-from .execute import SandboxedExecute, source_imports, source_notebooks
+from .execute import source_imports, source_notebooks
+from .plugins import SandboxedExecute
 from .incremental import GradeState, assignment_fingerprint, grader_files, submission_digest
 from .cases import references_path
 from .cases import load_rules
@@ -170,7 +171,8 @@ class _CachedJsonschema:
 
 
 def _is_sandboxed_execute(item):
-    return item is SandboxedExecute or item in ("course.execute.SandboxedExecute", "SandboxedExecute")
+    return item is SandboxedExecute or item in ("course.plugins.SandboxedExecute", "course.execute.SandboxedExecute",
+                                                 "SandboxedExecute")
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,28 +472,50 @@ class GradeRun:
 
     def _run(self, assignments, submissions_path):
         started = time.perf_counter()
-        runs = []
-        for assignment in assignments:
-            with self.account.clock(assignment, Stage.COLLECT):
-                runs.append(self.prepare(assignment, submissions_path))
-            run = runs[-1]
-            if run.collected.problems:
-                self.say(f"{assignment}: {len(run.collected.problems)} problem(s) collecting {run.collected.source}:")
-                for problem in run.collected.problems:
-                    self.say(f"  - {problem}")
-        todo = [s for run in runs for s in run.submissions if s.status == "pending"]
-        by_name = {run.name: run for run in runs}
-        if todo:
-            self._grade(todo, by_name)
-        for run in runs:
-            self._feedback_for_unchanged(run)
-        with self.account.clock(WHOLE_RUN, Stage.REPORT):
-            self.csv_path = self._export()
-        from .report import write_report
+        # The pool starts first: its workers start up (an interpreter, a fork server, a warm kernel each)
+        # while this process collects and sanitizes, instead of after.
+        pool = self._start_pool(assignments) if self.parallel else None
+        closing = None
+        try:
+            runs = []
+            for assignment in assignments:
+                with self.account.clock(assignment, Stage.COLLECT):
+                    runs.append(self.prepare(assignment, submissions_path))
+                run = runs[-1]
+                if run.collected.problems:
+                    self.say(f"{assignment}: {len(run.collected.problems)} problem(s) collecting {run.collected.source}:")
+                    for problem in run.collected.problems:
+                        self.say(f"  - {problem}")
+            todo = [s for run in runs for s in run.submissions if s.status == "pending"]
+            by_name = {run.name: run for run in runs}
+            if todo:
+                self._grade(todo, by_name, pool)
+            if pool is not None:
+                # Its workers end (their kernels and fork servers with them) while the CSV and reports are
+                # written; with nothing graded there is nothing to wait for.
+                nothing_running = not todo and pool.kind == "local"
+                closing = threading.Thread(target=pool.stop if nothing_running else pool.close,
+                                           name="course-grade-pool-close")
+                closing.start()
+                pool = None
+            for run in runs:
+                self._feedback_for_unchanged(run)
+            with self.account.clock(WHOLE_RUN, Stage.REPORT):
+                self.csv_path = self._export()
+            from .report import write_report
 
-        for run in runs:
-            with self.account.clock(run.name, Stage.REPORT):
-                run.report = write_report(self, run)
+            for run in runs:
+                with self.account.clock(run.name, Stage.REPORT):
+                    run.report = write_report(self, run)
+        except BaseException as error:
+            if pool is not None:
+                if isinstance(error, KeyboardInterrupt):  # Interrupted too
+                    self.say("interrupted: stopping the workers, their kernels and fork servers")
+                pool.stop()  # at once: an interruption, or the grader's own failure
+            raise
+        finally:
+            if closing is not None:
+                closing.join()
         self.seconds = time.perf_counter() - started
         self.account.finish()
         self.account.write(self.root / self.settings.report_directory / CPU_ACCOUNT)
@@ -504,21 +528,28 @@ class GradeRun:
         problems = any(run.collected.problems for run in runs)
         return 1 if failed or problems else 0
 
-    def _grade(self, todo, runs):
+    def _start_pool(self, assignments):
+        """The local pool or the Dask client, before anything is collected.  A local worker starts the
+        kernel of the first assignment in grading order (``_grade``) as it starts up."""
+        modules = {a: source_imports(source_notebooks(self.config, a), self.executor_settings.preload_modules)
+                   for a in assignments}
+        first = min(assignments, key=lambda a: (modules[a], a))
+        warm = (KernelRecipe.of(self.limits, self.executor_settings.use_bubblewrap, modules[first],
+                                self.executor_settings.fork_server) if self.settings.prewarm else None)
+        # --student: no more workers than its submissions
+        workers = self.workers if self.only is None else min(self.workers, len(self.only) * len(assignments))
+        try:
+            pool = DaskPool(self.scheduler) if self.scheduler else LocalPool(workers, warm)
+        except PoolUnavailable as problem:
+            raise UsageError(str(problem)) from None
+        self.pool_description = pool.describe() if pool.kind == "local" else ""
+        return pool
+
+    def _grade(self, todo, runs, pool):
         from tqdm import tqdm
 
-        pool = None
         order = sorted(todo, key=lambda s: (runs[s.assignment].modules, s.assignment, s.student))
-        fork = self.executor_settings.fork_server
-        if self.parallel:
-            first = runs[order[0].assignment].modules
-            warm = KernelRecipe.of(self.limits, self.executor_settings.use_bubblewrap, first, fork) if self.settings.prewarm else None
-            try:
-                pool = DaskPool(self.scheduler) if self.scheduler else LocalPool(min(self.workers, len(todo)), warm)
-            except PoolUnavailable as problem:
-                raise UsageError(str(problem)) from None
-            self.pool_description = pool.describe() if pool.kind == "local" else ""
-        else:
+        if pool is None:
             self.say("WARNING: the autograde pipeline in nbgrader_config.py has no SandboxedExecute; "
                      "grading one submission at a time with nbgrader's own pipeline")
             self.pool_description = "serial (nbgrader's own pipeline)"
@@ -597,12 +628,6 @@ class GradeRun:
         finally:
             stop.__exit__()
             bar.close()
-            if pool is not None:
-                if stop.requested:
-                    self.say("interrupted: stopping the workers, their kernels and fork servers")
-                    pool.stop()
-                else:
-                    pool.close()
         if stop.requested:
             graded = sum(s.status == "graded" for s in todo)
             failed = sum(s.status == "failed" for s in todo)

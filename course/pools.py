@@ -37,6 +37,10 @@ class LocalPool:
         os.environ["TMPDIR"] = str(self.scratch)  # workers start when tasks come, and inherit it then
         self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=initialize_worker, initargs=(warm,))
+        # A spawning executor starts a worker per task submitted while none is idle: one trivial task per
+        # worker starts them all now, so they start up while the grading process collects and sanitizes.
+        for _ in range(workers):
+            self.executor.submit(os.getpid)
 
     def describe(self):
         return f"{self.workers} local worker process{'es' if self.workers != 1 else ''}"

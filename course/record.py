@@ -27,7 +27,7 @@ from nbconvert.preprocessors import Preprocessor
 from nbgrader.converters import Autograde
 from traitlets import Bool
 
-from .execute import SandboxedExecute
+from .plugins import SandboxedExecute
 
 
 def gradebook_url(url):

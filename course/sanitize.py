@@ -28,7 +28,6 @@ import re
 import nbformat
 from nbconvert.exporters import NotebookExporter
 from nbconvert.preprocessors import Preprocessor
-from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool
 
 from . import feedback, submitted_notebook
@@ -461,65 +460,10 @@ def is_flagged(cell):
     return isinstance(meta, dict) and any(meta.get(flag) for flag in ("grade", "solution", "locked"))
 
 
-class RestoreCellMetadata(NbGraderPreprocessor):
-    """Make every cell's nbgrader metadata what the gradebook says it is.
+def __getattr__(name):
+    """``course.sanitize.RestoreCellMetadata``, as older ``nbgrader_config.py`` files import it (``course.plugins``)."""
+    if name == "RestoreCellMetadata":
+        from .plugins import RestoreCellMetadata
 
-    Runs after nbgrader's ``DeduplicateIds`` and before ``OverwriteCells``.
-    Stock nbgrader aborts the whole batch when a student's edited metadata
-    fails validation (a duplicated cell, say), and rejects a notebook whose
-    test cell lost its ``grade`` flag ("Inconsistent checksums").  Here a cell
-    the gradebook knows gets its metadata back from the gradebook, and any
-    other nbgrader metadata is dropped with a warning, so one tampered
-    notebook grades on its merits and never stops the others.
-
-    The grader's own data (``metadata["course"]``: verdicts and grading notes,
-    ``course.feedback``) is written by the grader alone: whatever a submission
-    carries there, on a cell or the notebook, is dropped here, before anything
-    runs.  The only grader data a notebook has at this point came through
-    ``resources`` (the note on an unreadable file, ``ReadableNotebookExporter``).
-    """
-
-    def preprocess(self, nb, resources):
-        from nbgrader.api import Gradebook
-
-        info = resources["nbgrader"]
-        with Gradebook(info["db_url"]) as gradebook:
-            source = gradebook.find_notebook(info["notebook"], info["assignment"])
-            known = {c.name: (c.cell_type, c.locked, c.checksum) for c in source.source_cells}
-            points = {c.name: c.max_score for c in source.grade_cells}
-            solutions = {c.name for c in source.solution_cells}
-        where = f"{info.get('student')}/{info['assignment']}/{info['notebook']}"
-        forged = [item.metadata.pop("course") for item in [nb, *nb.cells] if "course" in item.metadata]
-        if forged:
-            self.log.warning("%s: dropped the grader's metadata found in the submission (only the grader writes it)", where)
-        feedback.add_notes(nb, resources.get("course", {}).get("notes", []))
-        # DeduplicateIds left alone the copies a student stripped of nbgrader's flags; once restored they
-        # would be duplicates again.  The cell DeduplicateIds kept (the last flagged one) keeps the grade id;
-        # where no claimant is flagged, the last one.
-        claimed = {}
-        for flagged in (False, True):
-            claimed.update({grade_id_of(cell): index for index, cell in enumerate(nb.cells) if is_flagged(cell) == flagged})
-        for index, cell in enumerate(nb.cells):
-            if "nbgrader" not in cell.metadata:
-                continue
-            meta = cell.metadata["nbgrader"]
-            grade_id = grade_id_of(cell)
-            if grade_id not in known or claimed[grade_id] != index:
-                if meta and grade_id in known:
-                    self.log.warning("%s: a second cell claims grade id %r; only the last keeps it", where, grade_id)
-                elif meta:
-                    self.log.warning("%s: ignoring nbgrader metadata of a cell the gradebook does not know (%r)", where, grade_id)
-                del cell.metadata["nbgrader"]
-                continue
-            cell_type, locked, checksum = known[grade_id]
-            restored = {"grade": grade_id in points, "solution": grade_id in solutions, "locked": locked,
-                        "grade_id": grade_id, "schema_version": 3, "cell_type": cell_type}
-            if checksum:
-                restored["checksum"] = checksum
-            if grade_id in points:
-                restored["points"] = points[grade_id]
-            semantic = ("grade", "solution", "locked", "grade_id", "points")
-            if any(meta.get(k) != restored.get(k) for k in semantic):
-                self.log.warning("%s: restored the nbgrader metadata of cell %r from the gradebook", where, grade_id)
-            cell.metadata["nbgrader"] = restored
-        return nb, resources
+        return RestoreCellMetadata
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -145,10 +145,10 @@ def test_a_broken_file_fails_the_submission_before_any_of_its_code_runs(tmp_path
 
     import nbformat
 
-    import course.execute
-    from course.execute import SandboxedExecute
+    import course.plugins
+    from course.plugins import SandboxedExecute
 
-    monkeypatch.setattr(course.execute, "require_sandbox", lambda: None)  # whether bubblewrap works here is not the point
+    monkeypatch.setattr(course.plugins, "require_sandbox", lambda: None)  # whether bubblewrap works here is not the point
 
     path = write_changed_references(tmp_path, lambda data: softmax_case(data).pop("expected"))
     ran = tmp_path / "ran"

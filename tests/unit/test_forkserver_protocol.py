@@ -184,7 +184,8 @@ def test_the_fallback_applies_the_limits_then_runs_the_kernel(tmp_path):
 
 
 def test_the_limit_defaults_are_read_from_the_one_table():
-    from course.execute import LimitedOutputClient, SandboxedExecute
+    from course.execute import LimitedOutputClient
+    from course.plugins import SandboxedExecute
 
     defaults = Limits()
     assert SandboxedExecute().limits() == defaults

@@ -15,7 +15,8 @@ from course.incremental import GradeState, assignment_fingerprint, submission_di
 from course.judge import Verdict
 from course.record import gradebook_url
 from course.report import SCORED_BY_HAND, verdict_reasons
-from course.sanitize import RestoreCellMetadata, grading_notes_cell, safe_cell
+from course.plugins import RestoreCellMetadata
+from course.sanitize import grading_notes_cell, safe_cell
 
 SWAPPED = "case 'kl': expected 0.51, got 0.37 (likely mistake: swapped arguments)"
 

@@ -1,0 +1,31 @@
+"""What a ``course grade`` worker imports: the stages' own modules, never nbgrader (about a second of
+CPU per process, paid before the worker's first submission)."""
+import subprocess
+import sys
+
+from course import ROOT
+
+WORKER = """
+import sys
+from course.workers import initialize_worker, run_task, skip_slow_optional_imports
+skip_slow_optional_imports()
+import course.accounting, course.cases, course.execute, course.workers
+loaded = sorted(m for m in sys.modules if m == "nbgrader" or m.startswith("nbgrader."))
+print(",".join(loaded))
+"""
+
+
+def test_a_worker_runs_a_task_without_importing_nbgrader():
+    result = subprocess.run([sys.executable, "-c", WORKER], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"a worker's modules import nbgrader: {result.stdout.strip()}"
+
+
+def test_older_course_configs_still_find_the_plug_ins_where_they_were():
+    """An ``nbgrader_config.py`` written before ``course.plugins`` imports them from the stage modules."""
+    import course.execute
+    import course.sanitize
+    from course.plugins import RestoreCellMetadata, SandboxedExecute
+
+    assert course.execute.SandboxedExecute is SandboxedExecute
+    assert course.sanitize.RestoreCellMetadata is RestoreCellMetadata
