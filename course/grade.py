@@ -472,7 +472,7 @@ class GradeRun:
 
     def _run(self, assignments, submissions_path):
         started = time.perf_counter()
-        # The pool starts first: its workers start up (an interpreter, a fork server, a warm kernel each)
+        # The pool starts first: its first worker starts up (an interpreter, a fork server, a warm kernel)
         # while this process collects and sanitizes, instead of after.
         pool = self._start_pool(assignments) if self.parallel else None
         closing = None
@@ -539,7 +539,9 @@ class GradeRun:
         # --student: no more workers than its submissions
         workers = self.workers if self.only is None else min(self.workers, len(self.only) * len(assignments))
         try:
-            pool = DaskPool(self.scheduler) if self.scheduler else LocalPool(workers, warm)
+            # One worker starts now; the others as the first tasks come (an interpreter, a fork server and a warm
+            # kernel each: not worth starting for a run that grades one submission, or none).
+            pool = DaskPool(self.scheduler) if self.scheduler else LocalPool(workers, warm, started=1)
         except PoolUnavailable as problem:
             raise UsageError(str(problem)) from None
         self.pool_description = pool.describe() if pool.kind == "local" else ""

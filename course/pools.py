@@ -21,7 +21,7 @@ class PoolUnavailable(Exception):
 class LocalPool:
     kind = "local"
 
-    def __init__(self, workers, warm=None):
+    def __init__(self, workers, warm=None, started=1):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -37,9 +37,10 @@ class LocalPool:
         os.environ["TMPDIR"] = str(self.scratch)  # workers start when tasks come, and inherit it then
         self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=initialize_worker, initargs=(warm,))
-        # A spawning executor starts a worker per task submitted while none is idle: one trivial task per
-        # worker starts them all now, so they start up while the grading process collects and sanitizes.
-        for _ in range(workers):
+        # A spawning executor starts a worker per task submitted while none is idle, up to ``workers``: a
+        # trivial task per worker wanted at once (``started``) starts them now, so they start up while the
+        # grading process collects and sanitizes; the others start as tasks come.
+        for _ in range(min(started, workers)):
             self.executor.submit(os.getpid)
 
     def describe(self):
