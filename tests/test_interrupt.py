@@ -21,7 +21,9 @@ from grading_support import (BIN, add_cell, environment, make_course, max_points
 pytestmark = [pytest.mark.slow]
 
 SANDBOX_UIDS = range(200_000, 900_000)
-SLEEPS = "import time\ntime.sleep(30)  # long enough for the test to find this kernel and signal it"
+ASLEEP = "asleep"  # the file the sleeping cell writes in its kernel's working folder, for the test to see
+SLEEPS = (f"import time\nopen({ASLEEP!r}, 'w').close()\n"
+          "time.sleep(15)  # long enough for the test to find this kernel and signal it")
 
 
 def correct(assignment):
@@ -109,6 +111,19 @@ def sandbox_uid(process):
         return False
 
 
+def asleep_under(pid):
+    """The kernels under ``pid`` that run the submission's sleep: its cell wrote ``ASLEEP`` in the kernel's working
+    folder, which the host reads through ``/proc`` whatever the sandbox's mounts."""
+    found = []
+    for kernel in kernels_under(pid):
+        try:
+            if os.path.exists(f"/proc/{kernel.pid}/cwd/{ASLEEP}"):
+                found.append(kernel)
+        except OSError:
+            pass
+    return found
+
+
 def kernels_under(pid):
     """Each sandbox's innermost process of the sandbox user: the kernel itself (under a forked
     kernel's init, or under bubblewrap)."""
@@ -169,8 +184,7 @@ def test_a_signal_to_a_kernel_or_a_fork_server_never_becomes_a_grade_in_course_g
     expected = {student: full(assignment) for student in ("sleeper-a", "sleeper-b", "honest")}
 
     with killed_at_the_end(start_course_grade(course, assignment, "--workers", "1")) as grader:
-        wait_for(lambda: kernels_under(grader.pid), "the first sandboxed kernel")
-        time.sleep(10.0)  # the first submission is in its 30-second sleep by now
+        wait_for(lambda: asleep_under(grader.pid), "the first submission's sleep")
         for kernel in kernels_under(grader.pid):  # it, and the idle kernel started ahead for the next one
             kernel.send_signal(signal.SIGINT)
         wait_for(lambda: "interrupted" in grade_log(course), "the interrupted run to be noticed", timeout=120)
@@ -197,8 +211,7 @@ def test_a_signal_to_a_kernel_records_nothing_in_nbgrader_autograde(tmp_path):
     autograde = subprocess.Popen([str(BIN / "nbgrader"), "autograde", assignment], cwd=course, env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     with killed_at_the_end(autograde) as grader:
-        wait_for(lambda: kernels_under(grader.pid), "the sandboxed kernel")
-        time.sleep(5.0)
+        wait_for(lambda: asleep_under(grader.pid), "the submission's sleep")
         for kernel in kernels_under(grader.pid):
             kernel.send_signal(signal.SIGINT)
         out, err = grader.communicate(timeout=600)
