@@ -120,9 +120,6 @@ def run_release(args):
 
 
 def run_grade(args):
-    from .workers import skip_slow_optional_imports
-
-    skip_slow_optional_imports()
     from .grade import grade
 
     return grade(args.assignments, root=args.course, submissions=args.submissions, db_url=args.db,
@@ -159,7 +156,9 @@ def main(argv=None):
     if getattr(args, "top", None) is not None and args.top < 1:
         parser.error("--top must be at least 1")
     from .errors import UsageError
+    from .workers import skip_slow_optional_imports
 
+    skip_slow_optional_imports()  # every verb imports nbformat, and so jsonschema, on the way
     try:
         return RUN[args.verb](args)
     except UsageError as error:  # the command cannot run as asked: say why, in one line

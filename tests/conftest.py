@@ -1,9 +1,13 @@
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+if "jsonschema" not in sys.modules:  # as in the processes the tests launch: startup/sitecustomize.py says why
+    sys.modules.setdefault("rfc3987_syntax", None)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

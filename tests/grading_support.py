@@ -104,9 +104,13 @@ def make_course(folder: Path, extra_config: str = "") -> Path:
     return folder
 
 
+STARTUP = Path(__file__).resolve().parent / "startup"  # sitecustomize.py: an unused, slow optional import left out
+
+
 def environment():
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join([str(STARTUP), *filter(None, [env.get("PYTHONPATH")])])
     env.pop("COURSE_DB_URL", None)
     return env
 
