@@ -474,7 +474,8 @@ class GradeRun:
         started = time.perf_counter()
         # The pool starts first: its first worker starts up (an interpreter, a fork server, a warm kernel)
         # while this process collects and sanitizes, instead of after.
-        pool = self._start_pool(assignments) if self.parallel else None
+        at_most = self._to_grade_at_most(assignments, submissions_path)
+        pool = self._start_pool(assignments, at_most) if self.parallel and at_most != 0 else None
         closing = None
         try:
             runs = []
@@ -489,6 +490,8 @@ class GradeRun:
             todo = [s for run in runs for s in run.submissions if s.status == "pending"]
             by_name = {run.name: run for run in runs}
             if todo:
+                if self.parallel and pool is None:  # not expected (``at_most`` is an upper bound), but never serial
+                    pool = self._start_pool(assignments, len(todo))
                 self._grade(todo, by_name, pool)
             if pool is not None:
                 # Its workers end (their kernels and fork servers with them) while the CSV and reports are
@@ -528,20 +531,29 @@ class GradeRun:
         problems = any(run.collected.problems for run in runs)
         return 1 if failed or problems else 0
 
-    def _start_pool(self, assignments):
-        """The local pool or the Dask client, before anything is collected.  A local worker starts the
-        kernel of the first assignment in grading order (``_grade``) as it starts up."""
+    def _to_grade_at_most(self, assignments, submissions_path):
+        """How many submissions this run can grade at most, known before collecting (None: not known).  Without an
+        export to collect, what is in submitted/ now; with ``--student``, those students' submissions."""
+        if self.only is not None:
+            return len(self.only) * len(assignments)
+        if submissions_path is not None:
+            return None
+        submitted = Path(self.coursedir.root) / self.coursedir.submitted_directory
+        students = [folder for folder in submitted.iterdir() if folder.is_dir()] if submitted.is_dir() else []
+        return sum((folder / assignment).is_dir() for folder in students for assignment in assignments)
+
+    def _start_pool(self, assignments, at_most):
+        """The local pool or the Dask client, before anything is collected: a local pool starts its workers now
+        (no more than ``at_most`` submissions need), each starting the kernel of the first assignment in grading
+        order (``_grade``) as it starts up."""
         modules = {a: source_imports(source_notebooks(self.config, a), self.executor_settings.preload_modules)
                    for a in assignments}
         first = min(assignments, key=lambda a: (modules[a], a))
         warm = (KernelRecipe.of(self.limits, self.executor_settings.use_bubblewrap, modules[first],
                                 self.executor_settings.fork_server) if self.settings.prewarm else None)
-        # --student: no more workers than its submissions
-        workers = self.workers if self.only is None else min(self.workers, len(self.only) * len(assignments))
+        workers = self.workers if at_most is None else max(1, min(self.workers, at_most))
         try:
-            # One worker starts now; the others as the first tasks come (an interpreter, a fork server and a warm
-            # kernel each: not worth starting for a run that grades one submission, or none).
-            pool = DaskPool(self.scheduler) if self.scheduler else LocalPool(workers, warm, started=1)
+            pool = DaskPool(self.scheduler) if self.scheduler else LocalPool(workers, warm)
         except PoolUnavailable as problem:
             raise UsageError(str(problem)) from None
         self.pool_description = pool.describe() if pool.kind == "local" else ""
@@ -563,8 +575,6 @@ class GradeRun:
         try:
             ready = []
             if pool is not None:
-                if self.scheduler:
-                    self.pool_description = pool.describe()
                 slots = pool.slots()
                 notebooks = [(submission, path) for submission in order for path in submission.notebooks]
                 # Each notebook goes to the workers as soon as it is sanitized, so they start at once.
@@ -587,6 +597,7 @@ class GradeRun:
                     last_of_submission = index + 1 == len(notebooks) or notebooks[index + 1][0] is not submission
                     if last_of_submission and not submission.tasks and submission not in ready:
                         ready.append(submission)
+                self.pool_description = pool.describe()  # every task is sent: a local pool has started its workers
             else:
                 ready = list(todo)
             remaining = len(todo)

@@ -21,7 +21,7 @@ class PoolUnavailable(Exception):
 class LocalPool:
     kind = "local"
 
-    def __init__(self, workers, warm=None, started=1):
+    def __init__(self, workers, warm=None):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -38,13 +38,17 @@ class LocalPool:
         self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=initialize_worker, initargs=(warm,))
         # A spawning executor starts a worker per task submitted while none is idle, up to ``workers``: a
-        # trivial task per worker wanted at once (``started``) starts them now, so they start up while the
-        # grading process collects and sanitizes; the others start as tasks come.
-        for _ in range(min(started, workers)):
+        # trivial task per worker starts them all now, so they start up while the grading process collects
+        # and sanitizes.
+        for _ in range(workers):
             self.executor.submit(os.getpid)
 
     def describe(self):
-        return f"{self.workers} local worker process{'es' if self.workers != 1 else ''}"
+        """How many worker processes run (the executor starts them as tasks come, up to ``workers``)."""
+        import multiprocessing
+
+        running = sum(p.pid not in self.others for p in multiprocessing.active_children()) or self.workers
+        return f"{running} local worker process{'es' if running != 1 else ''}"
 
     def slots(self):
         return self.workers
