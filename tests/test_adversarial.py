@@ -454,11 +454,12 @@ def test_nothing_escapes(graded):
         assert not (Path(folder) / MARKER).exists(), f"a submission wrote {folder}/{MARKER}"
     left = list(graded["scratch"].iterdir())
     assert not left, f"the grader left temporary folders behind: {left}"
-    for student in ("reads-the-solutions", "writes-the-gradebook"):
+    # What each attack prints when it ran and found nothing to take: a cell that never ran fails here too.
+    for student, ran in (("reads-the-solutions", "FOUND []"), ("writes-the-gradebook", "refused")):
         notebook = nbformat.read(course / "autograded" / student / ASSIGNMENT / "losses.ipynb", as_version=4)
         printed = "".join(str(o.get("text", "")) for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
         assert "WROTE" not in printed, printed
-        assert "FOUND []" in printed or student != "reads-the-solutions", printed
+        assert ran in printed, f"{student}: the attacking cell did not run, or did not say so: {printed[:2000]}"
 
 
 def test_no_script_reaches_the_feedback(graded):
@@ -466,6 +467,9 @@ def test_no_script_reaches_the_feedback(graded):
     notebook = nbformat.read(course / "autograded" / "script-injection" / ASSIGNMENT / "losses.ipynb", as_version=4)
     kinds = {k for c in notebook.cells if c.cell_type == "code" for o in c.outputs for k in o.get("data", {})}
     assert kinds <= {"text/plain", "image/png", "image/jpeg"}, kinds
+    shown = [o["data"]["text/plain"] for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+             if "text/plain" in o.get("data", {})]
+    assert "an svg" in shown, f"the attacking cell did not run: {shown}"  # its SVG display, kept as its plain text
     html = feedback_html(course, "script-injection", ASSIGNMENT)
     assert "<script>fetch" not in html and "pwned-by-student" not in html and "<svg onload" not in html
     assert "<script>window.pwned" not in html, "a script in a student's markdown cell reached the feedback"

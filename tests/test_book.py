@@ -516,7 +516,8 @@ def test_figures_have_titles_and_axis_labels(root):
 def test_names_loader_reads_the_census_lists():
     names = load_names()
     assert len(names) == len(set(names)) > 5000
-    assert names[:2] == ["james", "john"] or "mary" in names[:5]
+    # Most common first (the two lists' frequencies summed: "michael" is on both, so it passes "mary"), ties by name.
+    assert names[:5] == ["james", "john", "robert", "michael", "mary"]
     assert all(n.isalpha() and n.islower() for n in names)
 
 
@@ -593,7 +594,7 @@ def test_one_notation_truth_p_model_q_and_one_meaning_per_symbol(root):
     assert not re.search(r"^\s*P\w*\s*=", bigram_code, re.M), "book/11-bigram names a model's table P"
     assert "model P" not in (root / "book/10-entropy-kl.md").read_text()
     notation = (root / "book/notation.md").read_text()
-    assert "P, Q model" in notation or "P is the truth, Q is the model" in notation
+    assert "P is the truth, Q is the model" in notation
 
 
 @pytest.mark.parametrize("planted", [

@@ -7,6 +7,7 @@ Most runs use a few submissions of a2-losses (no torch), to keep the file's time
 import getpass
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -148,9 +149,15 @@ def test_parallel_grades_are_those_of_serial_nbgrader_autograde(graded, serial):
 @pytest.mark.slow
 def test_feedback_csv_report_and_summary_are_written(graded):
     course, out = graded["course"], graded["result"].stdout
+    graded_scores = scores(course, ASSIGNMENT)
+    said = {"mistake": "swapped arguments", "deleted-test": "is missing from the submission",
+            "broken": "could not be read as a Jupyter notebook"}
     for student in ("reference", "untouched", "mistake", "deleted-test", "broken"):
-        assert (course / "feedback" / student / ASSIGNMENT / "losses.html").is_file(), student
-    assert "swapped arguments" in (course / "feedback" / "mistake" / ASSIGNMENT / "losses.html").read_text()
+        page = (course / "feedback" / student / ASSIGNMENT / "losses.html").read_text()
+        # Each student's page shows that student's score (nbgrader's heading), and the reason where points were lost.
+        total = re.search(r"losses \(Score: ([0-9.]+) / [0-9.]+\)", page)
+        assert total and float(total[1]) == graded_scores[student]["_total"], (student, total)
+        assert said.get(student, "") in page, (student, said.get(student))
     rows = (course / "grades.csv").read_text().splitlines()
     assert rows[0] == "assignment,duedate,timestamp,student_id,last_name,first_name,email,raw_score,late_submission_penalty,score,max_score"
     assert sum(1 for r in rows if r.startswith(ASSIGNMENT + ",")) == 5

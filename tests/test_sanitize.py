@@ -212,6 +212,11 @@ def test_graded_notebook_keeps_only_safe_outputs(autograded):
             assert output.get("name", "stdout") in ("stdout", "stderr"), output
         assert cell.get("execution_count") is None or isinstance(cell.get("execution_count"), int), cell
         assert "attachments" not in cell
+    # The execute_result the kernel forged with a script for its count: it arrived (the attack ran), and its
+    # count is a number or nothing, never the text it was sent with.
+    forged = [o for c in notebook.cells for o in c.get("outputs", []) if "MARK-count" in str(o.get("data", {}))]
+    assert forged, "the forged execute_result never reached the graded notebook: did the attack run?"
+    assert all(o.get("execution_count") is None or type(o["execution_count"]) is int for o in forged), forged
 
 
 @pytest.fixture(scope="module")

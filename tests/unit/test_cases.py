@@ -20,7 +20,15 @@ def test_the_schema_is_a_valid_json_schema():
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_every_shipped_references_file_fits_the_format(assignment):
     assert problems(json.loads(references_path(assignment).read_text())) == []
-    assert load_hidden_checks(assignment)
+    # A check for every test cell of the assignment, each of at least one case of a named function.
+    import nbformat
+
+    notebook = nbformat.read(next((ROOT / "solutions" / assignment).glob("*.ipynb")), as_version=4)
+    test_cells = {c.metadata["nbgrader"]["grade_id"] for c in notebook.cells
+                  if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")}
+    checks = load_hidden_checks(assignment)
+    assert set(checks) == test_cells
+    assert all(cases and all(isinstance(c["function"], str) and c["function"] for c in cases) for cases in checks.values())
 
 
 def test_every_kind_of_case_is_shipped():

@@ -79,7 +79,7 @@ def test_a_message_is_a_json_object(data):
 
 
 def test_a_packet_that_is_not_json_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(json.JSONDecodeError, match="Expecting property name"):  # a ValueError, as decode says
         decode(b"{not json")
 
 
