@@ -42,7 +42,7 @@ def main():
             notebook.cells.append(nbformat.v4.new_code_cell(CPU_PROBE))
             submit(course, "reference", assignment, notebook)
             started = time.perf_counter()
-            subprocess.run([*one_core, str(BIN / "nbgrader"), "autograde", assignment], cwd=course, env=environment(),
+            subprocess.run([*one_core, str(BIN / "nbgrader"), "autograde", assignment], cwd=course, env=environment(startup=False),
                            check=True, capture_output=True)
             wall = time.perf_counter() - started
             graded = nbformat.read(course / "autograded" / "reference" / assignment / ASSIGNMENTS[assignment], as_version=4)

@@ -128,10 +128,26 @@ class MemorySampler:
         return self.peak
 
 
+def speed_probe(rounds=5):
+    """Seconds a fixed single-threaded pure-Python workload takes now, the best of ``rounds``: how fast this
+    machine runs at the moment.  A shared virtual machine's speed drifts by tens of percent over minutes (the
+    kernels' CPU for the very same submissions has differed by a third between two runs), so every timed phase is
+    bracketed by probes, and each ratio is also given at equal machine speed."""
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        total = 0
+        for number in range(3_000_000):
+            total += number * number % 7
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def timed(command, cwd):
     # Stock nbgrader runs the students' code on the host: what torch caches there (torchinductor_<user>)
-    # goes into the run's own temporary folder, removed with it.
-    env = dict(environment(), TMPDIR=str(Path(cwd).parent))
+    # goes into the run's own temporary folder, removed with it. Both commands run as an instructor runs them,
+    # without the tests' start-up file (course grade leaves the slow optional import out by itself).
+    env = dict(environment(startup=False), TMPDIR=str(Path(cwd).parent))
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sampler = MemorySampler(process.pid)
@@ -232,11 +248,13 @@ def main():
         print(f"{count} submissions ({args.per_assignment} per assignment), {os.cpu_count()} cores", flush=True)
 
         autograde_seconds, feedback_seconds, stock_peak = 0.0, 0.0, 0
+        probes = [speed_probe()]  # before and after each phase: stock autograde, its feedback, ours twice
         for assignment in chosen:
             seconds, peak, _, _ = timed([str(BIN / "nbgrader"), "autograde", assignment], stock)
             autograde_seconds += seconds
             stock_peak = max(stock_peak, peak)
             print(f"stock nbgrader autograde {assignment:24s} {seconds:6.1f} s", flush=True)
+        probes.append(speed_probe())
         for assignment in chosen:
             seconds, peak, _, _ = timed([str(BIN / "nbgrader"), "generate_feedback", assignment], stock)
             feedback_seconds += seconds
@@ -244,13 +262,16 @@ def main():
         seconds, peak, _, _ = timed([str(BIN / "nbgrader"), "export"], stock)
         feedback_seconds += seconds
         print(f"stock nbgrader generate_feedback + export  {feedback_seconds:6.1f} s", flush=True)
+        probes.append(speed_probe())
 
         command = [str(BIN / "course"), "grade", *chosen, "--no-progress"]
         if args.workers:
             command += ["--workers", str(args.workers)]
         bare_seconds, bare_peak, code, output = timed(command + ["--no-feedback"], bare)
         print(f"course grade --no-feedback (exit {code})    {bare_seconds:6.1f} s", flush=True)
+        probes.append(speed_probe())
         ours_seconds, ours_peak, code, output = timed(command, ours)
+        probes.append(speed_probe())
         print(output.strip())
         print(f"course grade (exit {code})                 {ours_seconds:6.1f} s", flush=True)
 
@@ -287,6 +308,13 @@ def main():
     print(f"throughput, grading: course grade --no-feedback vs stock autograde:   {autograde_seconds / bare_seconds:.2f}x  (target: 8x)")
     print(f"throughput, everything: course grade vs stock autograde+feedback+export: {stock_full / ours_seconds:.2f}x")
     print(f"(course grade with feedback vs stock autograde alone: {autograde_seconds / ours_seconds:.2f}x)")
+    # Each phase's seconds divided by the machine's probe time around it (the mean of the probes before and after).
+    speed = [(a + b) / 2 for a, b in zip(probes, probes[1:])]  # stock autograde, its feedback, ours bare, ours full
+    print(f"machine speed probe, seconds (lower is faster): {' | '.join(f'{p:.3f}' for p in probes)} "
+          "(before stock autograde | after it | after its feedback and export | after course grade --no-feedback | "
+          "after course grade)")
+    print(f"at equal machine speed: grading {(autograde_seconds / speed[0]) / (bare_seconds / speed[2]):.2f}x, "
+          f"everything {(autograde_seconds / speed[0] + feedback_seconds / speed[1]) / (ours_seconds / speed[3]):.2f}x")
     print()
     print("Where the CPU goes, course grade --no-feedback (reports/grade-cpu.json; idle: cores x wall not used or not measured):")
     print("\n".join(bare_stages))
