@@ -107,10 +107,13 @@ def make_course(folder: Path, extra_config: str = "") -> Path:
 STARTUP = Path(__file__).resolve().parent / "startup"  # sitecustomize.py: an unused, slow optional import left out
 
 
-def environment():
+def environment(startup=True):
+    """The environment of the commands a test runs: the course's tools first on PATH, no gradebook URL from the
+    caller, and (``startup``) the slow optional import left out (``startup/sitecustomize.py``)."""
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join([str(STARTUP), *filter(None, [env.get("PYTHONPATH")])])
+    if startup:
+        env["PYTHONPATH"] = os.pathsep.join([str(STARTUP), *filter(None, [env.get("PYTHONPATH")])])
     env.pop("COURSE_DB_URL", None)
     return env
 
