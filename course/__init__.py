@@ -21,8 +21,8 @@ Grading is a pipeline, one stage per module, in this order:
   notes (data in the graded notebook), and the report read from the same data.
 
 ``plugins`` holds the preprocessors ``nbgrader_config.py`` puts in nbgrader's pipeline
-(``RestoreCellMetadata`` for sanitize, ``SandboxedExecute`` for execute); the stages' own modules
-import nothing of nbgrader, so a ``course grade`` worker never loads it.
+(``RestoreCellMetadata`` for sanitize, ``SandboxedExecute`` for execute), apart from the code they
+drive: no module a ``course grade`` worker loads imports nbgrader.
 """
 from pathlib import Path
 

@@ -12,8 +12,8 @@ failed check and a plain message for a passed one, and nbgrader's own
 (restoring test cells from the gradebook, checksums, late penalties,
 feedback, export) is unchanged.
 
-Nothing here imports nbgrader: a worker imports this module, and nbgrader's package import costs a
-process about a second of CPU.
+This module imports nothing of nbgrader (only ``source_notebooks``, which a worker never calls, does, when
+called): a worker imports it, and nbgrader's package import costs a process about a second of CPU.
 """
 import functools
 import json

@@ -101,6 +101,46 @@ class StopRequests:
         return False
 
 
+class SigtermInterrupts:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so that the workers started for a run are stopped with it
+    (Python's default ends the process at once, and a pool's workers would wait for tasks forever).  While
+    grading, ``StopRequests`` handles both signals its own way."""
+
+    def __enter__(self):
+        import signal
+
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+class PoolClosing:
+    """A pool's workers ending in a thread of their own; ``wait()`` returns what went wrong, if anything."""
+
+    def __init__(self, pool):
+        self.problem = None
+        self.thread = threading.Thread(target=self._close, args=(pool,), name="course-grade-pool-close")
+        self.thread.start()
+
+    def _close(self, pool):
+        try:
+            pool.close()
+        except Exception as error:  # noqa: BLE001 - reported by wait(), after the grades and reports are written
+            self.problem = f"{type(error).__name__}: {error}"
+
+    def wait(self):
+        self.thread.join()
+        return self.problem
+
+
 class CourseGrade(Configurable):
     """Settings of ``course grade``, in ``nbgrader_config.py`` as ``c.CourseGrade.<name>``."""
 
@@ -472,53 +512,56 @@ class GradeRun:
 
     def _run(self, assignments, submissions_path):
         started = time.perf_counter()
-        # The pool starts first: its first worker starts up (an interpreter, a fork server, a warm kernel)
-        # while this process collects and sanitizes, instead of after.
-        at_most = self._to_grade_at_most(assignments, submissions_path)
-        pool = self._start_pool(assignments, at_most) if self.parallel and at_most != 0 else None
-        closing = None
-        try:
-            runs = []
-            for assignment in assignments:
-                with self.account.clock(assignment, Stage.COLLECT):
-                    runs.append(self.prepare(assignment, submissions_path))
-                run = runs[-1]
-                if run.collected.problems:
-                    self.say(f"{assignment}: {len(run.collected.problems)} problem(s) collecting {run.collected.source}:")
-                    for problem in run.collected.problems:
-                        self.say(f"  - {problem}")
-            todo = [s for run in runs for s in run.submissions if s.status == "pending"]
-            by_name = {run.name: run for run in runs}
-            if todo:
-                if self.parallel and pool is None:  # not expected (``at_most`` is an upper bound), but never serial
-                    pool = self._start_pool(assignments, len(todo))
-                self._grade(todo, by_name, pool)
-            if pool is not None:
-                # Its workers end (their kernels and fork servers with them) while the CSV and reports are
-                # written; with nothing graded there is nothing to wait for.
-                nothing_running = not todo and pool.kind == "local"
-                closing = threading.Thread(target=pool.stop if nothing_running else pool.close,
-                                           name="course-grade-pool-close")
-                closing.start()
-                pool = None
-            for run in runs:
-                self._feedback_for_unchanged(run)
-            with self.account.clock(WHOLE_RUN, Stage.REPORT):
-                self.csv_path = self._export()
-            from .report import write_report
+        pool, closing = None, None
+        with SigtermInterrupts():  # outside _grade too, while workers may run: a SIGTERM stops them as Ctrl-C does
+            try:
+                runs = []
+                for index, assignment in enumerate(assignments):
+                    with self.account.clock(assignment, Stage.COLLECT):
+                        runs.append(self.prepare(assignment, submissions_path))
+                    run = runs[-1]
+                    if run.collected.problems:
+                        self.say(f"{assignment}: {len(run.collected.problems)} problem(s) collecting "
+                                 f"{run.collected.source}:")
+                        for problem in run.collected.problems:
+                            self.say(f"  - {problem}")
+                    # The pool starts with the first submission to grade: its workers start up (an interpreter, a
+                    # fork server and a warm kernel each) while this process collects and sanitizes the rest.
+                    if pool is None and self.parallel and any(s.status == "pending" for s in run.submissions):
+                        pool = self._start_pool(assignments, self._to_grade_at_most(runs, assignments[index + 1:],
+                                                                                    submissions_path))
+                todo = [s for run in runs for s in run.submissions if s.status == "pending"]
+                by_name = {run.name: run for run in runs}
+                if todo:
+                    self._grade(todo, by_name, pool)
+                if pool is not None:
+                    # Its workers end (their kernels and fork servers with them) while the CSV and reports are
+                    # written.
+                    closing = PoolClosing(pool)
+                    pool = None
+                for run in runs:
+                    self._feedback_for_unchanged(run)
+                with self.account.clock(WHOLE_RUN, Stage.REPORT):
+                    self.csv_path = self._export()
+                from .report import write_report
 
-            for run in runs:
-                with self.account.clock(run.name, Stage.REPORT):
-                    run.report = write_report(self, run)
-        except BaseException as error:
-            if pool is not None:
-                if isinstance(error, KeyboardInterrupt):  # Interrupted too
-                    self.say("interrupted: stopping the workers, their kernels and fork servers")
-                pool.stop()  # at once: an interruption, or the grader's own failure
-            raise
-        finally:
-            if closing is not None:
-                closing.join()
+                for run in runs:
+                    with self.account.clock(run.name, Stage.REPORT):
+                        run.report = write_report(self, run)
+            except BaseException as error:
+                if pool is not None:
+                    if isinstance(error, KeyboardInterrupt):  # Interrupted too
+                        self.say("interrupted: stopping the workers, their kernels and fork servers")
+                    if pool.kind == "local" or self._task_count:
+                        pool.stop()  # at once: an interruption, or the grader's own failure
+                    else:  # a cluster this run sent nothing to: its other tasks are none of ours
+                        pool.close()
+                raise
+            finally:
+                if closing is not None:
+                    problem = closing.wait()
+                    if problem:
+                        self.warn(f"the workers did not end cleanly ({problem}); their temporary folder may remain")
         self.seconds = time.perf_counter() - started
         self.account.finish()
         self.account.write(self.root / self.settings.report_directory / CPU_ACCOUNT)
@@ -531,21 +574,23 @@ class GradeRun:
         problems = any(run.collected.problems for run in runs)
         return 1 if failed or problems else 0
 
-    def _to_grade_at_most(self, assignments, submissions_path):
-        """How many submissions this run can grade at most, known before collecting (None: not known).  Without an
-        export to collect, what is in submitted/ now; with ``--student``, those students' submissions."""
+    def _to_grade_at_most(self, runs, later, submissions_path):
+        """How many submissions this run can grade at most, known before the ``later`` assignments are collected
+        (None: not known): those to grade in ``runs``, and for each later one what is in submitted/ now, or
+        ``--student``'s; with an export to collect, not known."""
+        pending = sum(s.status == "pending" for run in runs for s in run.submissions)
         if self.only is not None:
-            return len(self.only) * len(assignments)
-        if submissions_path is not None:
+            return pending + len(self.only) * len(later)
+        if submissions_path is not None and later:
             return None
         submitted = Path(self.coursedir.root) / self.coursedir.submitted_directory
-        students = [folder for folder in submitted.iterdir() if folder.is_dir()] if submitted.is_dir() else []
-        return sum((folder / assignment).is_dir() for folder in students for assignment in assignments)
+        students = [folder for folder in submitted.iterdir() if folder.is_dir()] if submitted.is_dir() and later else []
+        return pending + sum((folder / assignment).is_dir() for folder in students for assignment in later)
 
     def _start_pool(self, assignments, at_most):
-        """The local pool or the Dask client, before anything is collected: a local pool starts its workers now
-        (no more than ``at_most`` submissions need), each starting the kernel of the first assignment in grading
-        order (``_grade``) as it starts up."""
+        """The local pool or the Dask client: a local pool starts its workers now (no more than ``at_most``
+        submissions need; None: one per core), each starting the kernel of the first assignment in grading order
+        (``_grade``) as it starts up."""
         modules = {a: source_imports(source_notebooks(self.config, a), self.executor_settings.preload_modules)
                    for a in assignments}
         first = min(assignments, key=lambda a: (modules[a], a))

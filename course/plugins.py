@@ -5,9 +5,9 @@
   ``course.execute``, each test cell graded by its hidden check.
 
 They are nbgrader's plug-ins, so they subclass its ``NbGraderPreprocessor``; the work they drive
-lives in ``course.sanitize`` and ``course.execute``, which import nothing of nbgrader.  A worker
-of ``course grade`` runs that work without these classes, so it never imports nbgrader, whose
-package import (its server extensions) costs each worker process about a second of CPU.
+lives in ``course.sanitize`` and ``course.execute``, which import nothing of nbgrader, nor does any
+module a worker of ``course grade`` loads (``tests/unit/test_worker_imports.py``).  So a worker never
+imports nbgrader, whose package import (its server extensions) costs a process about a second of CPU.
 """
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool, Float, Integer, List, Unicode

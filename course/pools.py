@@ -40,14 +40,17 @@ class LocalPool:
         # A spawning executor starts a worker per task submitted while none is idle, up to ``workers``: a
         # trivial task per worker starts them all now, so they start up while the grading process collects
         # and sanitizes.
-        for _ in range(workers):
-            self.executor.submit(os.getpid)
+        try:
+            for _ in range(workers):
+                self.executor.submit(os.getpid)
+        except Exception:  # noqa: BLE001 - no process could start now: each task says so when it is sent
+            pass
 
     def describe(self):
         """How many worker processes run (the executor starts them as tasks come, up to ``workers``)."""
         import multiprocessing
 
-        running = sum(p.pid not in self.others for p in multiprocessing.active_children()) or self.workers
+        running = sum(p.pid not in self.others for p in multiprocessing.active_children())
         return f"{running} local worker process{'es' if running != 1 else ''}"
 
     def slots(self):

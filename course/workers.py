@@ -36,7 +36,7 @@ from .forkserver import close_fork_servers, fork_server_for
 from .kernel import KernelRecipe, WarmKernel, close_kernel, kill_all_sandboxes, remove_scratch
 from .sandbox import require_sandbox
 
-# course.execute (nbgrader, nbformat) is imported inside the functions that use it, so that a worker
+# course.execute (nbformat, nbclient) is imported inside the functions that use it, so that a worker
 # process skips a slow optional import first (skip_slow_optional_imports); it never imports this module.
 
 WARM_START_TIMEOUT = 120.0
@@ -194,7 +194,7 @@ def initialize_worker(warm=None):
     atexit.register(drain)
     if warm is not None:
         prepare_warm(KernelRecipe.of(*warm))
-    from . import execute  # noqa: F401 - nbgrader, nbclient: imported while the kernel starts
+    from . import execute  # noqa: F401 - nbformat, nbclient: imported while the kernel starts
     logging.getLogger("traitlets").setLevel(logging.WARNING)
 
 

@@ -1449,7 +1449,8 @@ def desktop_pages(root, browser, site_url):
                 if tab.page.evaluate("() => document.documentElement.dataset.theme") == "dark":
                     break
             seen["theme after the switch"] = tab.page.evaluate("() => document.documentElement.dataset.theme")
-            tab.page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running')")
+            tab.page.wait_for_function(
+                "() => document.getAnimations().every(a => !(a instanceof CSSTransition) || a.playState !== 'running')")
             dark = axe_audit(tab.page, rules=AXE_COLOUR_RULES)
             seen["axe dark"] = dark.generate_report() if dark.violations_count else None
             pages[doc] = seen

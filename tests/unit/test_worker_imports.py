@@ -5,6 +5,7 @@ import sys
 
 from course import ROOT
 
+# What initialize_worker and run_task import, at the top of course.workers and inside them.
 WORKER = """
 import sys
 from course.workers import initialize_worker, run_task, skip_slow_optional_imports
@@ -15,7 +16,7 @@ print(",".join(loaded))
 """
 
 
-def test_a_worker_runs_a_task_without_importing_nbgrader():
+def test_the_modules_a_worker_loads_never_import_nbgrader():
     result = subprocess.run([sys.executable, "-c", WORKER], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"a worker's modules import nbgrader: {result.stdout.strip()}"
