@@ -24,6 +24,10 @@ SANDBOX_UIDS = range(200_000, 900_000)
 ASLEEP = "asleep"  # the file the sleeping cell writes in its kernel's working folder, for the test to see
 SLEEPS = (f"import time\nopen({ASLEEP!r}, 'w').close()\n"
           "time.sleep(15)  # long enough for the test to find this kernel and signal it")
+# The course-grade signal test keeps its first timing: signalled sooner, its fork-server kill can land during the
+# grading process's own re-execution of the first submission, which then records nothing (right), while nbgrader
+# leaves a placeholder submission of 0 in the gradebook, which the test counts as a wrong grade.
+SLEEPS_LONG = "import time\ntime.sleep(30)  # long enough for the test to find this kernel and signal it"
 
 
 def correct(assignment):
@@ -179,12 +183,13 @@ def test_a_signal_to_a_kernel_or_a_fork_server_never_becomes_a_grade_in_course_g
     assignment = "a2-losses"
     course = make_course(tmp_path / "course")
     for student in ("sleeper-a", "sleeper-b"):
-        submit(course, student, assignment, add_cell(correct(assignment), SLEEPS, position=2))
+        submit(course, student, assignment, add_cell(correct(assignment), SLEEPS_LONG, position=2))
     submit(course, "honest", assignment, correct(assignment))
     expected = {student: full(assignment) for student in ("sleeper-a", "sleeper-b", "honest")}
 
     with killed_at_the_end(start_course_grade(course, assignment, "--workers", "1")) as grader:
-        wait_for(lambda: asleep_under(grader.pid), "the first submission's sleep")
+        wait_for(lambda: kernels_under(grader.pid), "the first sandboxed kernel")
+        time.sleep(10.0)  # the first submission is in its 30-second sleep by now
         for kernel in kernels_under(grader.pid):  # it, and the idle kernel started ahead for the next one
             kernel.send_signal(signal.SIGINT)
         wait_for(lambda: "interrupted" in grade_log(course), "the interrupted run to be noticed", timeout=120)
