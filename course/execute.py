@@ -29,7 +29,7 @@ from traitlets import Bool
 
 from . import feedback, sanitize
 from .accounting import KernelMarks
-from .judge import (MAX_REPLY_CHARS, Verdict, harness_code, judge, new_nonce,
+from .judge import (MAX_REPLY_CHARS, Verdict, harness_code, harness_install_code, judge, new_nonce,
                     replies_from_outputs, request_for_cases, same_call)
 from .harness import RESULT_MIME
 from .rules import FORBIDDEN_MIME, guard_code, run_breach, source_breaches
@@ -353,8 +353,8 @@ class SubmissionRun:
             with open(self.kernel_log, "ab" if self.warm is not None else "wb") as kernel_output, \
                     self.client.setup_kernel(stdout=kernel_output, stderr=subprocess.STDOUT):
                 self.marks.ready(self.watchdog.cpu_seconds())
-                if self.rules:
-                    self.install_rules(deadline)
+                if self.nb.cells:  # with no cell there is nothing to check, and nowhere nbclient can store it
+                    self.install_grader_code(deadline)
                 for index, cell in enumerate(self.nb.cells):
                     if cell.cell_type != "code":
                         continue
@@ -423,10 +423,12 @@ class SubmissionRun:
         if time.monotonic() > deadline and self.stopped is None:
             self.stop("the notebook ran past its total time limit")
 
-    def install_rules(self, deadline):
-        """The rules' guard (``course.guard``) into the fresh kernel, before the submission's first cell.
-        If it cannot be installed, the rules would not hold: the grader's failure, so nothing is recorded."""
-        cell = nbformat.v4.new_code_cell(guard_code(self.rules))
+    def install_grader_code(self, deadline):
+        """The hidden checks' harness and the rules' guard (``course.guard``) into the fresh kernel, before
+        the submission's first cell.  If they cannot be installed, no check could run and the rules would
+        not hold: the grader's failure, so nothing is recorded."""
+        code = harness_install_code() + (guard_code(self.rules) if self.rules else "")
+        cell = nbformat.v4.new_code_cell(code)
         first = self.nb.cells[0]
         self.client.timeout = max(1.0, min(self.limits.cell_seconds, deadline - time.monotonic()))
         self.client.probing = True  # nothing it displays is the student's output
@@ -440,7 +442,8 @@ class SubmissionRun:
             self.client.probing = False
             self.nb.cells[0] = first  # nbclient stores the executed cell at its index
         if problem:
-            self.interrupt(f"the assignment's rules could not be enforced in the kernel ({problem})")
+            what = "the hidden checks' harness" + (" and the assignment's rules" if self.rules else "")
+            self.interrupt(f"{what} could not be installed in the kernel ({problem})")
             self.stop(self.interrupted)
 
     def interrupt(self, reason):

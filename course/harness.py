@@ -1,7 +1,8 @@
 """Kernel-side half of a hidden check, and the wire format both halves use.
 
-Its *source text* is sent to the student's kernel, so it imports nothing from ``course``; the
-grader imports the same module for ``encode_array`` and ``decode_array``.  Nothing the kernel
+Its *source text* is sent to the student's kernel, once, before the submission's first cell
+(``course.judge.harness_install_code``), so it imports nothing from ``course``; the grader imports the
+same module for ``encode_array`` and ``decode_array``.  Nothing the kernel
 sends is trusted by the grader.
 
 ``run_case`` decodes the inputs of one call, calls the student's function from the notebook's

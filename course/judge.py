@@ -79,14 +79,33 @@ def same_call(case, device="cpu"):
     return json.dumps(request, sort_keys=True)
 
 
-def harness_code(request):
-    """Self-contained code for one case; it relies on nothing defined earlier in the kernel."""
+HARNESS_MODULE = "__course_harness__"
+
+
+def harness_install_code():
+    """The code the grader runs in a fresh kernel, before the submission's first cell: ``course.harness``
+    compiled once, as the module ``HARNESS_MODULE``.  Each hidden-check call (``harness_code``) then costs
+    the kernel a call, not a compile of the harness (some 3 ms a call).  The submission can reach the
+    module, as it can reach everything its kernel runs: nothing the kernel sends is trusted, and a
+    harness the submission breaks fails only the submission."""
     source = (Path(__file__).with_name("harness.py")).read_text()
     return (
+        "def __course_harness():\n"
+        "    import sys, types\n"
+        f"    module = types.ModuleType({HARNESS_MODULE!r})\n"
+        f"    exec(compile({source!r}, '<hidden check>', 'exec'), module.__dict__)\n"
+        f"    sys.modules[{HARNESS_MODULE!r}] = module\n"
+        "__course_harness()\n"
+        "del __course_harness\n"
+    )
+
+
+def harness_code(request):
+    """The code of one hidden-check call: the installed harness (``harness_install_code``) run on the
+    request.  It defines nothing in the notebook's namespace."""
+    return (
         "def __course_case():\n"
-        "    __ns = {}\n"
-        f"    exec(compile({source!r}, '<hidden check>', 'exec'), __ns)\n"
-        f"    __ns['run_case'](globals(), __import__('json').loads({json.dumps(request)!r}))\n"
+        f"    __import__('sys').modules[{HARNESS_MODULE!r}].run_case(globals(), __import__('json').loads({json.dumps(request)!r}))\n"
         "__course_case()\n"
         "del __course_case\n"
     )

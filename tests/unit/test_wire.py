@@ -5,6 +5,7 @@ import nothing from ``course``; here it runs in this process, with the display c
 the grader sends it."""
 import ast
 import json
+import sys
 
 import IPython.display
 import numpy as np
@@ -14,7 +15,7 @@ from course import ROOT
 from course.cases import array_from_reference, stored_array
 from course.harness import decode_array, encode_array
 from course.execute import calls
-from course.judge import (harness_code, judge, load_hidden_checks, new_nonce, replies_from_outputs, request_for_cases,
+from course.judge import (HARNESS_MODULE, harness_code, harness_install_code, judge, load_hidden_checks, new_nonce, replies_from_outputs, request_for_cases,
                           wire_value)
 
 NAN, INF = float("nan"), float("inf")
@@ -59,7 +60,11 @@ def test_the_harness_imports_nothing_from_the_course():
 
 @pytest.fixture
 def kernel(monkeypatch):
-    """Runs the code the grader sends, here, and returns the outputs a kernel would have displayed."""
+    """Runs the code the grader sends, here, and returns the outputs a kernel would have displayed: the
+    harness installed first, as in a fresh kernel (and taken out of this process's modules afterwards)."""
+    monkeypatch.setitem(sys.modules, HARNESS_MODULE, None)
+    exec(compile(harness_install_code(), "<installing cell>", "exec"), {})
+
     def run(code, namespace):
         outputs = []
         monkeypatch.setattr(IPython.display, "display", lambda data, raw=False: outputs.append(
@@ -166,3 +171,17 @@ def test_a_generator_result_serves_every_view_of_its_call(kernel):
         outputs = kernel(harness_code(request_for_cases(grouped, nonce)), namespace)
         for case, (reply, problem) in zip(grouped, replies_from_outputs(outputs, nonce, [c["case"] for c in grouped])):
             assert problem is None and judge(case, reply).passed, judge(case, reply).message
+
+
+def test_the_installed_harness_and_its_calls_leave_the_notebook_namespace_as_it_was(kernel):
+    """The harness lives in a module of its own, and a call's code removes the one name it defines: a student's
+    later cells see exactly the names they defined."""
+    namespace = solution_namespace("a2-losses")
+    before = dict(namespace)
+    case = load_hidden_checks("a2-losses")["test_softmax"][0]
+    nonce = new_nonce()
+    outputs = kernel(harness_code(request_for_cases([case], nonce)), namespace)
+    [(reply, problem)] = replies_from_outputs(outputs, nonce, [case["case"]])
+    assert problem is None and judge(case, reply).passed
+    assert namespace.keys() - {"__builtins__"} == before.keys() - {"__builtins__"}
+    assert len(harness_code(request_for_cases([case], nonce))) < 2_000  # a call, not the harness's source again
