@@ -13,9 +13,9 @@ from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPrep
 from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds, GetGrades, IgnorePattern,
                                     LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades)
 
-from course.plugins import RestoreCellMetadata, SandboxedExecute
 from course.late import ApplyLatePolicy, RefreshLatePenalty
-from course.sanitize import ReadableNotebookExporter, SanitizeStudentHTML
+from course.plugins import ReadableNotebookExporter, RestoreCellMetadata, SandboxedExecute
+from course.sanitize import SanitizeStudentHTML
 
 here = os.path.dirname(os.path.abspath(__file__))
 c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)

@@ -32,6 +32,7 @@ from .accounting import KernelMarks
 from .judge import (MAX_REPLY_CHARS, Verdict, harness_code, harness_install_code, judge, new_nonce,
                     replies_from_outputs, request_for_cases, same_call)
 from .harness import RESULT_MIME
+from .notes import add_notes, grading_notes_cell, missing_test_cell, note_text, stopped_early, unsandboxed
 from .rules import FORBIDDEN_MIME, guard_code, run_breach, source_breaches
 from .kernel import SandboxedKernelManager, WarmKernel, Watchdog, new_scratch, remove_scratch
 from .sandbox import GradingInterrupted, Limits, file_tail
@@ -212,8 +213,8 @@ def output_size(output):
 def add_grading_notes(nb, notes):
     """The notes into the notebook's grader data, and a "Grading notes" cell rendered from them."""
     if notes:
-        feedback.add_notes(nb, notes)
-        nb.cells.append(sanitize.grading_notes_cell(notes))
+        add_notes(nb, notes)
+        nb.cells.append(grading_notes_cell(notes))
     return nb
 
 
@@ -289,9 +290,9 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
     for cell in nb.cells:  # verdicts are the grader's alone (sanitizing dropped a submission's already)
         cell.metadata.pop("course", None)
     present = {c.metadata["nbgrader"].get("grade_id") for c in nb.cells if is_autograded_test(c)}
-    notes = [feedback.missing_test_cell(grade_id) for grade_id in checks if grade_id not in present]
+    notes = [missing_test_cell(grade_id) for grade_id in checks if grade_id not in present]
     for note in notes:
-        log.error("%s: %s", where, feedback.note_text(note))
+        log.error("%s: %s", where, note_text(note))
     if not any(c.cell_type == "code" for c in nb.cells):
         log.error("%s: the submission has no code cells; every check scores 0", where)
         if warm is not None:
@@ -308,9 +309,9 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
             run.release()
         remove_scratch(scratch)  # the channel's tmpfs too: nothing the submission wrote outlives grading
     if run.stopped:
-        notes.append(feedback.stopped_early(run.stopped))
+        notes.append(stopped_early(run.stopped))
     if run.km.enforced is False:
-        notes.append(feedback.unsandboxed())
+        notes.append(unsandboxed())
     return add_grading_notes(nb, notes)
 
 
@@ -542,12 +543,3 @@ def preferred_device():
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def __getattr__(name):
-    """``course.execute.SandboxedExecute``, as older ``nbgrader_config.py`` files import it (``course.plugins``)."""
-    if name == "SandboxedExecute":
-        from .plugins import SandboxedExecute
-
-        return SandboxedExecute
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -211,7 +211,7 @@ class _CachedJsonschema:
 
 
 def _is_sandboxed_execute(item):
-    return item is SandboxedExecute or item in ("course.plugins.SandboxedExecute", "course.execute.SandboxedExecute",
+    return item is SandboxedExecute or item in ("course.plugins.SandboxedExecute",
                                                  "SandboxedExecute")
 
 

@@ -26,12 +26,16 @@ which grading by hand changes after autograding: ``RefreshLatePenalty`` (first i
 import math
 import os
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nbgrader.plugins import LateSubmissionPlugin
 from nbgrader.preprocessors import AssignLatePenalties, NbGraderPreprocessor
 from traitlets import Dict, Enum, Float, TraitError, Unicode, default, validate
+
+from . import notes
+from .notes import NoteKind, describe_lateness
 
 PERIOD_SECONDS = {"day": 24 * 3600, "hour": 3600}
 DUE_FORMAT = re.compile(r"^(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2})?)\s*(Z|UTC|[+-]\d{2}:\d{2}|[A-Za-z_]+/[A-Za-z_/+-]+)$")
@@ -153,14 +157,6 @@ class LatePolicy(LateSubmissionPlugin):
         return "; ".join(parts) or "no penalty for late work"
 
 
-def describe_lateness(seconds):
-    days, rest = divmod(int(round(seconds)), 24 * 3600)
-    hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
-    parts = [f"{n} {unit}{'s' if n != 1 else ''}" for n, unit in ((days, "day"), (hours, "hour"), (minutes, "minute")) if n]
-    return ", ".join(parts) or "less than a minute"
-
-
 class ApplyLatePolicy(AssignLatePenalties):
     """nbgrader's late-penalty step with the course's policy: due dates from the config, the no-timestamp rule,
     and the decision kept in the notebook's metadata for the feedback and the report.  With another
@@ -191,11 +187,11 @@ class ApplyLatePolicy(AssignLatePenalties):
                 return nb, resources
             if submission.total_seconds_late > 0:
                 self.log.warning("%s/%s is %s late: a penalty of %g of %g points", info["student"], info["assignment"],
-                                 describe_lateness(submission.total_seconds_late), late["penalty"], notebook.score or 0.0)
+                                 describe_lateness(submission.total_seconds_late), late.penalty, notebook.score or 0.0)
             if submission.timestamp is None:
                 self.log.warning("%s/%s has no submission time%s: %s", info["student"], info["assignment"],
-                                 " and the LMS marks it late" if late.get("marked_late") else "",
-                                 policy.without_time_rule(late.get("marked_late")))
+                                 " and the LMS marks it late" if late.marked_late else "",
+                                 policy.without_time_rule(late.marked_late))
         write_late(nb, late)
         return nb, resources
 
@@ -259,10 +255,10 @@ def apply_due_date(gradebook, policy, assignment):
         gradebook.find_assignment(assignment).duedate = due_date(assignment, policy.due[assignment])
 
 
-def decide(gradebook, policy, info):
+def decide(gradebook, policy, info) -> tuple:
     """The policy on one submitted notebook (``info``: nbgrader's ``resources["nbgrader"]``) as the gradebook has it
     now: the config's due date, the penalty on the notebook's current score, stored, and committed.  Returns the
-    notebook's gradebook record and the decision as data (None where the assignment has no due date)."""
+    notebook's gradebook record and the ``LateDecision`` (None where the assignment has no due date)."""
     apply_due_date(gradebook, policy, info["assignment"])
     submission = gradebook.find_submission(info["assignment"], info["student"])
     notebook = gradebook.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
@@ -271,37 +267,59 @@ def decide(gradebook, policy, info):
     gradebook.db.commit()
     if submission.duedate is None:
         return notebook, None
-    return notebook, late_record(submission, float(notebook.late_submission_penalty or 0.0), policy, marked)
+    return notebook, LateDecision.of(submission, float(notebook.late_submission_penalty or 0.0), policy, marked)
 
 
-def late_record(submission, penalty, policy, marked=False):
-    """What was decided about a submission with a due date, as data for the feedback and the report."""
-    late = {"due": _iso(submission.duedate), "submitted": _iso(submission.timestamp),
-            "seconds_late": submission.total_seconds_late, "penalty": penalty, "rule": policy.rule()}
-    if submission.timestamp is None:
-        late["without_timestamp"] = policy.marked_late_without_time if marked else policy.without_timestamp
-        late["time_rule"] = policy.without_time_rule(marked)
-        if marked:
-            late["marked_late"] = True
-    return late
+@dataclass(frozen=True)
+class LateDecision:
+    """What the late policy decided about a submission with a due date; kept as data in the graded notebook
+    (``metadata["course"]["late"]``, ``as_data``) for the feedback's note (``course.notes``) and the report."""
+
+    due: str | None  # ISO 8601, UTC
+    submitted: str | None  # None: the submission has no time
+    seconds_late: float
+    penalty: float  # points
+    rule: str  # the policy, in one sentence
+    without_timestamp: str | None = None  # for a submission without a time: the rule applied ("on-time", "zero", "cap")
+    time_rule: str | None = None  # that rule, in words
+    marked_late: bool = False  # the LMS marks it late, with no time
+
+    @classmethod
+    def of(cls, submission, penalty: float, policy, marked: bool = False) -> "LateDecision":
+        timeless = submission.timestamp is None
+        return cls(due=_iso(submission.duedate), submitted=_iso(submission.timestamp),
+                   seconds_late=submission.total_seconds_late, penalty=penalty, rule=policy.rule(),
+                   without_timestamp=(policy.marked_late_without_time if marked else policy.without_timestamp)
+                   if timeless else None,
+                   time_rule=policy.without_time_rule(marked) if timeless else None,
+                   marked_late=bool(marked and timeless))
+
+    def as_data(self) -> dict:
+        """As the notebook keeps it: JSON, the fields that say nothing left out."""
+        data = {"due": self.due, "submitted": self.submitted, "seconds_late": self.seconds_late,
+                "penalty": self.penalty, "rule": self.rule}
+        if self.without_timestamp is not None:
+            data["without_timestamp"] = self.without_timestamp
+            data["time_rule"] = self.time_rule
+        if self.marked_late:
+            data["marked_late"] = True
+        return data
 
 
-def write_late(nb, late):
+def write_late(nb, late: LateDecision | None) -> None:
     """The decision into the notebook: its data, its note, and the "Late submission" cell when there is something
     to say; whatever an earlier decision wrote there goes."""
-    from . import feedback
-
     grader = nb.metadata.setdefault("course", {})
     grader.pop("late", None)
     if isinstance(grader.get("notes"), list):
-        grader["notes"] = [n for n in grader["notes"] if not (isinstance(n, dict) and n.get("kind") == "late")]
+        grader["notes"] = [n for n in grader["notes"] if not (isinstance(n, dict) and n.get("kind") == NoteKind.LATE)]
     nb.cells = [cell for cell in nb.cells if cell.metadata.get("course", {}).get("late_note") is not True]
     if late is None:
         return
-    grader["late"] = late
-    note = {"kind": "late", **late}
-    if lateness_note(note):
-        feedback.add_notes(nb, [note])
+    grader["late"] = late.as_data()
+    note = notes.late(late.as_data())
+    if notes.note_text(note):
+        notes.add_notes(nb, [note])
         nb.cells.append(late_note_cell(note))
 
 
@@ -318,9 +336,7 @@ def configured_policy(parent):
 def late_note_cell(note):
     """The "Late submission" cell of the feedback, marked as the grader's, so that the feedback step can say it
     again when the penalty changes."""
-    from .sanitize import grading_notes_cell
-
-    cell = grading_notes_cell([note], title="Late submission")
+    cell = notes.grading_notes_cell([note], title="Late submission")
     cell.metadata["course"] = {"late_note": True}
     return cell
 
@@ -339,30 +355,12 @@ class RefreshLatePenalty(NbGraderPreprocessor):
         info = resources["nbgrader"]
         with Gradebook(info["db_url"]) as gradebook:
             _, late = decide(gradebook, policy, info)
-        if late != nb.metadata.get("course", {}).get("late"):
+        if (late.as_data() if late else None) != nb.metadata.get("course", {}).get("late"):
             self.log.warning("%s/%s: late penalty recomputed from the current score and due date: %g points",
-                             info["student"], info["assignment"], late["penalty"] if late else 0.0)
+                             info["student"], info["assignment"], late.penalty if late else 0.0)
             write_late(nb, late)
         return nb, resources
 
 
 def _iso(moment):
     return moment.replace(tzinfo=timezone.utc).isoformat() if moment is not None else None
-
-
-def lateness_note(late):
-    """The feedback's sentence about lateness, from the data ``ApplyLatePolicy`` kept; None when on time."""
-    if not late:
-        return None
-    if late.get("marked_late"):
-        return (f"The LMS marks this submission late but gives no submission time; the course's late policy for that "
-                f"applies: {late.get('time_rule', late['without_timestamp'])} (a penalty of {late['penalty']:g} points).")
-    if late.get("without_timestamp"):
-        if late["without_timestamp"] == "zero":
-            return "This submission has no submission time, and the course's late policy scores such work 0."
-        return "This submission has no submission time; it was graded as on time."
-    if late["seconds_late"] <= 0:
-        return None
-    penalty = f"a penalty of {late['penalty']:g} points" if late["penalty"] else "no penalty"
-    return (f"Submitted {describe_lateness(late['seconds_late'])} after the due date ({late['due']}): "
-            f"{penalty} (late policy: {late['rule']}).")

@@ -1,24 +1,62 @@
-"""The course's preprocessors in nbgrader's pipeline, the ones ``nbgrader_config.py`` names.
+"""The course's plug-ins in nbgrader's pipeline, the ones ``nbgrader_config.py`` names.
 
+* ``ReadableNotebookExporter`` (collect): a submission that is not a notebook is read as an empty one
+  that says why, so it is graded (every check 0) and gets its feedback;
 * ``RestoreCellMetadata`` (sanitize): every cell's nbgrader metadata as the gradebook says it is;
 * ``SandboxedExecute`` (execute): nbgrader's ``Execute`` replaced by the sandboxed run of
   ``course.execute``, each test cell graded by its hidden check.
 
-They are nbgrader's plug-ins, so they subclass its ``NbGraderPreprocessor``; the work they drive
-lives in ``course.sanitize`` and ``course.execute``, which import nothing of nbgrader, nor does any
+The preprocessors are nbgrader's plug-ins, so they subclass its ``NbGraderPreprocessor``; the work they
+drive lives in ``course.sanitize`` and ``course.execute``, which import nothing of nbgrader, nor does any
 module a worker of ``course grade`` loads (``tests/unit/test_worker_imports.py``).  So a worker never
 imports nbgrader, whose package import (its server extensions) costs a process about a second of CPU.
 """
+import nbformat
+from nbconvert.exporters import NotebookExporter
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool, Float, Integer, List, Unicode
 
-from . import ROOT, feedback
+from . import ROOT, notes, submitted_notebook
 from .cases import load_rules
 from .execute import execute_submission, source_imports, source_notebooks
 from .forkserver import fork_server_for
 from .judge import HiddenCheckError, load_hidden_checks
 from .sandbox import GIB, Limits, require_sandbox, warn_unsandboxed
-from .sanitize import grade_id_of, is_flagged
+from .sanitize import grade_id_of, is_flagged, log_text
+
+
+class ReadableNotebookExporter(NotebookExporter):
+    """Reads a submission that is not a valid notebook as an empty one that says why.
+
+    Stock nbgrader gives such a submission no autograded notebook and so no
+    feedback; here it is graded like a notebook with every cell deleted (all
+    checks 0), and the reason reaches both the log and the student's feedback.
+    """
+
+    def from_file(self, file_stream, resources=None, **kw):
+        try:
+            nb = submitted_notebook.read(file_stream)
+            nbformat.validate(nb)
+        except Exception as error:
+            resources = resources if resources is not None else {}
+            name = resources.get("metadata", {}).get("name", "the notebook")
+            note = notes.unreadable_notebook(name, submitted_notebook.why_not_a_notebook(error))
+            self.log.error("%s", log_text(notes.UNREADABLE.format(**note), limit=500))
+            nb = nbformat.v4.new_notebook(cells=[notes.grading_notes_cell([note])])
+            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+            nb.cells[0]["id"] = "unreadable-notebook"  # the same placeholder on every read
+            # The note is the grader's, so it travels in nbgrader's resources (a student writes none of
+            # them); RestoreCellMetadata stores it once the submission's own metadata is gone.
+            resources.setdefault("course", {})["notes"] = [note]
+        return self.from_notebook_node(nb, resources=resources, **kw)
+
+    def from_notebook_node(self, nb, resources=None, **kw):
+        """The notebook's JSON with each cell's text as one string (nbformat's ``split_lines=False``):
+        split into lines, the JSON encoder spends some 200 bytes of memory a line, and a cell may hold
+        a million of them."""
+        nb_copy, resources = super(NotebookExporter, self).from_notebook_node(nb, resources, **kw)
+        resources["output_suffix"] = ".nbconvert"
+        return nbformat.writes(nb_copy, version=4, split_lines=False) + "\n", resources
 
 
 class RestoreCellMetadata(NbGraderPreprocessor):
@@ -33,7 +71,7 @@ class RestoreCellMetadata(NbGraderPreprocessor):
     notebook grades on its merits and never stops the others.
 
     The grader's own data (``metadata["course"]``: verdicts and grading notes,
-    ``course.feedback``) is written by the grader alone: whatever a submission
+    ``course.feedback`` and ``course.notes``) is written by the grader alone: whatever a submission
     carries there, on a cell or the notebook, is dropped here, before anything
     runs.  The only grader data a notebook has at this point came through
     ``resources`` (the note on an unreadable file, ``ReadableNotebookExporter``).
@@ -52,7 +90,7 @@ class RestoreCellMetadata(NbGraderPreprocessor):
         forged = [item.metadata.pop("course") for item in [nb, *nb.cells] if "course" in item.metadata]
         if forged:
             self.log.warning("%s: dropped the grader's metadata found in the submission (only the grader writes it)", where)
-        feedback.add_notes(nb, resources.get("course", {}).get("notes", []))
+        notes.add_notes(nb, resources.get("course", {}).get("notes", []))
         # DeduplicateIds left alone the copies a student stripped of nbgrader's flags; once restored they
         # would be duplicates again.  The cell DeduplicateIds kept (the last flagged one) keeps the grade id;
         # where no claimant is flagged, the last one.

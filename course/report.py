@@ -24,7 +24,8 @@ from pathlib import Path
 
 import nbformat
 
-from .feedback import condensed_note_texts, read_notes, read_verdict
+from .feedback import read_verdict
+from .notes import NoteKind, condensed_note_texts, read_notes
 from .sanitize import markdown_text
 
 SCORED_BY_HAND = "passed here; scored by hand"
@@ -182,7 +183,7 @@ def _noted(noted, submissions, timeless=frozenset()):
     # The submissions without a time that the collection's one "no-time" problem lists (``timeless``) are said
     # there once, not in a note per student
     noted = [(student, note) for student, note in noted if not (student in timeless and isinstance(note, dict)
-                                                                and note.get("kind") == "late" and note.get("without_timestamp"))]
+                                                                and note.get("kind") == NoteKind.LATE and note.get("without_timestamp"))]
     for student, note in noted:
         grouped.setdefault(student, ([], []))[0].append(note)
     for submission in submissions:

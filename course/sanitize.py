@@ -21,16 +21,13 @@ here into one HTML block that nbconvert's renderer passes through unchanged.
 import base64
 import binascii
 import html
-import json
 import math
 import re
 
 import nbformat
-from nbconvert.exporters import NotebookExporter
 from nbconvert.preprocessors import Preprocessor
 from traitlets import Bool
 
-from . import feedback, submitted_notebook
 
 ALLOWED_MIME_TYPES = ("text/plain", "image/png", "image/jpeg")
 # Shown as their source text when a display has nothing else to show.
@@ -363,74 +360,6 @@ def escape_hidden(text):
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
-# --------------------------------------------------------------------------- the grader's notes
-
-
-def grading_notes_cell(notes, title="Grading notes"):
-    """The "Grading notes" markdown cell, rendered from the notes (``course.feedback``); the notes
-    themselves are data in the notebook's metadata."""
-    source = f"## {title}\n\n" + "\n".join(f"- {markdown_text(feedback.note_text(note), limit=2000)}"
-                                                 for note in notes)
-    return nbformat.v4.new_markdown_cell(source)
-
-
-# nbgrader's side of the gate: the preprocessors nbgrader_config.py puts in its pipeline.
-
-class ReadableNotebookExporter(NotebookExporter):
-    """Reads a submission that is not a valid notebook as an empty one that says why.
-
-    Stock nbgrader gives such a submission no autograded notebook and so no
-    feedback; here it is graded like a notebook with every cell deleted (all
-    checks 0), and the reason reaches both the log and the student's feedback.
-    """
-
-    def from_file(self, file_stream, resources=None, **kw):
-        try:
-            nb = submitted_notebook.read(file_stream)
-            nbformat.validate(nb)
-        except Exception as error:
-            resources = resources if resources is not None else {}
-            name = resources.get("metadata", {}).get("name", "the notebook")
-            note = feedback.unreadable_notebook(name, why_not_a_notebook(error))
-            self.log.error("%s", log_text(feedback.UNREADABLE.format(**note), limit=500))
-            nb = nbformat.v4.new_notebook(cells=[grading_notes_cell([note])])
-            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-            nb.cells[0]["id"] = "unreadable-notebook"  # the same placeholder on every read
-            # The note is the grader's, so it travels in nbgrader's resources (a student writes none of
-            # them); RestoreCellMetadata stores it once the submission's own metadata is gone.
-            resources.setdefault("course", {})["notes"] = [note]
-        return self.from_notebook_node(nb, resources=resources, **kw)
-
-    def from_notebook_node(self, nb, resources=None, **kw):
-        """The notebook's JSON with each cell's text as one string (nbformat's ``split_lines=False``):
-        split into lines, the JSON encoder spends some 200 bytes of memory a line, and a cell may hold
-        a million of them."""
-        nb_copy, resources = super(NotebookExporter, self).from_notebook_node(nb, resources, **kw)
-        resources["output_suffix"] = ".nbconvert"
-        return nbformat.writes(nb_copy, version=4, split_lines=False) + "\n", resources
-
-
-def why_not_a_notebook(error):
-    """Why a submission is not a notebook, in the grader's own words: never the error's text,
-    which quotes the file's bytes (nbformat's and jsonschema's messages do)."""
-    import jsonschema
-
-    if isinstance(error, submitted_notebook.Unreadable):
-        return str(error)
-    if isinstance(error, UnicodeDecodeError):
-        return f"it is not UTF-8 text (from byte {error.start} on)"
-    cause = error.__cause__ if isinstance(error.__cause__, json.JSONDecodeError) else error
-    if isinstance(cause, json.JSONDecodeError):
-        return f"it is not valid JSON (line {cause.lineno}, column {cause.colno})"
-    if isinstance(error, nbformat.reader.NotJSONError):
-        return "it is not valid JSON"
-    if isinstance(error, jsonschema.ValidationError):
-        path = list(error.absolute_path)
-        cell = f" (cell {path[1] + 1})" if len(path) > 1 and path[0] == "cells" and isinstance(path[1], int) else ""
-        return f"it does not follow the notebook format{cell}"
-    return f"it is not a notebook ({type(error).__name__})"
-
-
 class SanitizeStudentHTML(Preprocessor):
     """Every cell of a graded notebook through this module's gate for what a student may show.
 
@@ -458,12 +387,3 @@ def is_flagged(cell):
     """A grade, solution or locked cell: the kind nbgrader's DeduplicateIds deduplicates."""
     meta = cell.metadata.get("nbgrader")
     return isinstance(meta, dict) and any(meta.get(flag) for flag in ("grade", "solution", "locked"))
-
-
-def __getattr__(name):
-    """``course.sanitize.RestoreCellMetadata``, as older ``nbgrader_config.py`` files import it (``course.plugins``)."""
-    if name == "RestoreCellMetadata":
-        from .plugins import RestoreCellMetadata
-
-        return RestoreCellMetadata
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

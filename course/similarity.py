@@ -42,7 +42,8 @@ from copydetect.utils import highlight_overlap
 from . import submitted_notebook
 from .errors import UsageError
 from .lms import csv_cell
-from .sanitize import escape_hidden, log_text, why_not_a_notebook
+from .sanitize import escape_hidden, log_text
+from .submitted_notebook import why_not_a_notebook
 
 # copydetect's own defaults: k-grams of 25 tokens, and every match of 30 or more tokens found
 NOISE_TOKENS = 25

@@ -13,7 +13,7 @@ yajl), and what it builds is bounded by ``Limits`` whatever the file holds:
 * outputs are skipped unread: the grader runs the notebook again (nbgrader's ClearOutput would drop
   them too, after copying them).
 
-Over a file-wide limit, the file is graded as unreadable (``course.sanitize.ReadableNotebookExporter``),
+Over a file-wide limit, the file is graded as unreadable (``course.plugins.ReadableNotebookExporter``),
 and its feedback names the limit.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Unreadable(ValueError):
 def read(stream: TextIO) -> nbformat.NotebookNode:
     """The notebook in ``stream`` (text, as nbconvert opens it), within ``Limits``.  Raises ``Unreadable``,
     ``UnicodeDecodeError`` (a byte that is not UTF-8), ``json.JSONDecodeError`` (where it stops being JSON)
-    or nbformat's own validation errors, each of which ``course.sanitize.why_not_a_notebook`` words.
+    or nbformat's own validation errors, each of which ``why_not_a_notebook`` words.
 
     A file is parsed from its bytes as they are read (``stream.buffer``): the whole file as one string
     would cost the grader some four times its size before the parse began."""
@@ -186,3 +186,24 @@ def _cut_text(cell: dict, number: int) -> None:
     elif len(text) > Limits.code_cell_chars:
         raise Unreadable(f"cell {number} holds more than {Limits.code_cell_chars:,} characters of code "
                          f"(the grader reads cells up to that size)")
+
+
+def why_not_a_notebook(error):
+    """Why a submission is not a notebook, in the grader's own words: never the error's text,
+    which quotes the file's bytes (nbformat's and jsonschema's messages do)."""
+    import jsonschema
+
+    if isinstance(error, Unreadable):
+        return str(error)
+    if isinstance(error, UnicodeDecodeError):
+        return f"it is not UTF-8 text (from byte {error.start} on)"
+    cause = error.__cause__ if isinstance(error.__cause__, json.JSONDecodeError) else error
+    if isinstance(cause, json.JSONDecodeError):
+        return f"it is not valid JSON (line {cause.lineno}, column {cause.colno})"
+    if isinstance(error, nbformat.reader.NotJSONError):
+        return "it is not valid JSON"
+    if isinstance(error, jsonschema.ValidationError):
+        path = list(error.absolute_path)
+        cell = f" (cell {path[1] + 1})" if len(path) > 1 and path[0] == "cells" and isinstance(path[1], int) else ""
+        return f"it does not follow the notebook format{cell}"
+    return f"it is not a notebook ({type(error).__name__})"

@@ -11,7 +11,6 @@ real Jupyter server on loopback), and the grader's own peak memory is read from 
 import html as html_module
 import re
 import subprocess
-import sys
 
 import nbformat
 import pytest

@@ -232,9 +232,12 @@ def assert_reads_as_a_notebook(root, built_site, doc, notebook, where):
     assert "<figure" not in everything and "<svg" not in everything, f"{where}: raw HTML figure left"
     plumbing = [c for c in code if "myst_nb" in c or re.search(r"\bglue\(", c)]
     assert not plumbing, f"{where}: build plumbing in code cells: {plumbing[0][:300]}"
-    # Every glued number is written in.
-    glued = json.loads((built_site / "jupyter_execute" / f"{doc}.glue.json").read_text()) \
-        if (built_site / "jupyter_execute" / f"{doc}.glue.json").is_file() else None
+    # Every glued number is written in, as the site shows it (myst-nb's own rendering, a "pasted-text" span).
+    straight = str.maketrans("\u2018\u2019\u201c\u201d", "''\"\"")  # the site's smart quotes (Sphinx's smartquotes)
+    shown = [html.unescape(value).translate(straight) for value in
+             re.findall(r'<span class="pasted-text">([^<]*)</span>', html_path(built_site, doc).read_text(encoding="utf-8"))]
+    missing = [value for value in shown if value not in everything]
+    assert not missing, f"{where}: glued values the site shows are not in the text: {missing[:5]}"
     source = (root / f"{doc}.md").read_text(encoding="utf-8")
     assert "{glue:text}" not in everything
     # Solutions: none before the "Solutions" heading, every one after it.
@@ -751,9 +754,6 @@ def secret_lines(root):
     return kept
 
 
-def significant_digits(text):
-    mantissa = text.lower().split("e")[0].replace(".", "").replace("-", "").lstrip("0")
-    return len(mantissa)
 
 
 def reference_floats(root):

@@ -1,6 +1,5 @@
 """The CPU account of ``course grade``: cgroup clocks read right, tasks and stages summed, idle derived."""
 import time
-from pathlib import Path
 
 import pytest
 

@@ -2,7 +2,8 @@
 import pytest
 from traitlets.config import Config
 
-from course.late import LatePolicy, describe_lateness, lateness_note
+from course.late import LatePolicy
+from course.notes import describe_lateness, lateness_sentence
 
 HOUR, DAY = 3600, 24 * 3600
 
@@ -37,11 +38,11 @@ def test_the_feedback_says_how_late_and_what_it_cost():
     assert rule == "15 minutes of grace; 10% of the score per started day late, at most 100%; 0 after 72 hours"
     late = {"due": "2026-10-05T23:59:00+00:00", "submitted": "2026-10-07T02:00:00+00:00",
             "seconds_late": DAY + 2 * HOUR + 60, "penalty": 2.0, "rule": rule}
-    assert lateness_note(late) == ("Submitted 1 day, 2 hours, 1 minute after the due date (2026-10-05T23:59:00+00:00): "
+    assert lateness_sentence(late) == ("Submitted 1 day, 2 hours, 1 minute after the due date (2026-10-05T23:59:00+00:00): "
                                    f"a penalty of 2 points (late policy: {rule}).")
-    assert lateness_note({**late, "seconds_late": 0}) is None
-    assert "graded as on time" in lateness_note({**late, "submitted": None, "without_timestamp": "on-time"})
-    assert "scores such work 0" in lateness_note({**late, "submitted": None, "without_timestamp": "zero"})
+    assert lateness_sentence({**late, "seconds_late": 0}) is None
+    assert "graded as on time" in lateness_sentence({**late, "submitted": None, "without_timestamp": "on-time"})
+    assert "scores such work 0" in lateness_sentence({**late, "submitted": None, "without_timestamp": "zero"})
     assert describe_lateness(59) == "less than a minute"
 
 

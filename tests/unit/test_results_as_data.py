@@ -9,14 +9,15 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from course.feedback import (CellVerdict, condensed_note_texts, missing_test_cell, note_text, read_notes, read_verdict,
-                             stopped_early, unreadable_notebook, verdict_outputs, write_verdict)
+from course.feedback import CellVerdict, read_verdict, verdict_outputs, write_verdict
 from course.incremental import GradeState, assignment_fingerprint, submission_digest
 from course.judge import Verdict
 from course.record import gradebook_url
 from course.report import SCORED_BY_HAND, verdict_reasons
+from course.notes import (condensed_note_texts, grading_notes_cell, missing_test_cell, note_text, read_notes,
+                          stopped_early, unreadable_notebook)
 from course.plugins import RestoreCellMetadata
-from course.sanitize import grading_notes_cell, safe_cell
+from course.sanitize import safe_cell
 
 SWAPPED = "case 'kl': expected 0.51, got 0.37 (likely mistake: swapped arguments)"
 

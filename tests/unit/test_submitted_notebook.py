@@ -9,7 +9,8 @@ import pytest
 
 from course import submitted_notebook
 from course.sandbox import Limits
-from course.sanitize import ReadableNotebookExporter, cut_note, safe_cell
+from course.plugins import ReadableNotebookExporter
+from course.sanitize import cut_note, safe_cell
 
 LINES = 300_000  # one-letter paragraphs: as Jupyter saves them, one JSON string a line
 

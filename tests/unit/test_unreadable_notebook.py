@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from course.sanitize import ReadableNotebookExporter
+from course.plugins import ReadableNotebookExporter
 
 MARK = "RAW-BYTES-7c1"
 FILES = {

@@ -20,13 +20,3 @@ def test_the_modules_a_worker_loads_never_import_nbgrader():
     result = subprocess.run([sys.executable, "-c", WORKER], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"a worker's modules import nbgrader: {result.stdout.strip()}"
-
-
-def test_older_course_configs_still_find_the_plug_ins_where_they_were():
-    """An ``nbgrader_config.py`` written before ``course.plugins`` imports them from the stage modules."""
-    import course.execute
-    import course.sanitize
-    from course.plugins import RestoreCellMetadata, SandboxedExecute
-
-    assert course.execute.SandboxedExecute is SandboxedExecute
-    assert course.sanitize.RestoreCellMetadata is RestoreCellMetadata

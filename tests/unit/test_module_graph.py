@@ -1,0 +1,33 @@
+"""``course/`` as a pipeline: its modules import one another without a cycle, counting the imports inside
+functions too (a lazy import that only hides a cycle still is one)."""
+import ast
+import graphlib
+
+from course import ROOT
+
+
+def course_imports():
+    """{module: the course modules it imports, anywhere in its source}."""
+    graph = {}
+    for path in sorted((ROOT / "course").glob("*.py")):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                imported |= {node.module.split(".")[0]} if node.module else {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("course."):
+                imported.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("course.")}
+        graph[path.stem] = imported - {path.stem}
+    return graph
+
+
+def test_the_course_modules_import_one_another_without_a_cycle():
+    graph = course_imports()
+    assert {"grade", "execute", "notes", "late", "sanitize", "feedback", "plugins"} <= graph.keys()
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as error:
+        raise AssertionError(f"an import cycle: {' -> '.join(error.args[1])}") from None
+    # the notes are said by the late policy and rendered safely: late -> notes -> sanitize, never back
+    assert order.index("sanitize") < order.index("notes") < order.index("late")
