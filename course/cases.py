@@ -23,9 +23,10 @@ import jsonschema
 import numpy as np
 
 from . import ROOT
+from .errors import CourseError
 
 
-class HiddenCheckError(Exception):
+class HiddenCheckError(CourseError):
     """The hidden checks themselves are broken: an instructor problem, not a student's."""
 
 

@@ -155,13 +155,13 @@ def main(argv=None):
         parser.error("--workers must be at least 1")
     if getattr(args, "top", None) is not None and args.top < 1:
         parser.error("--top must be at least 1")
-    from .errors import UsageError
+    from .errors import CourseError
     from .workers import skip_slow_optional_imports
 
     skip_slow_optional_imports()  # every verb imports nbformat, and so jsonschema, on the way
     try:
         return RUN[args.verb](args)
-    except UsageError as error:  # the command cannot run as asked: say why, in one line
+    except CourseError as error:  # the command cannot run as asked: say why, in one line
         print(f"course {args.verb}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stopped:

@@ -57,6 +57,7 @@ import stat
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from traitlets import Enum, Unicode
@@ -81,25 +82,47 @@ MAX_ARCHIVE_LEVELS = 2
 EXPORT_ARCHIVE_BUDGET = 2 * 1024**3
 COPY_CHUNK = 1024**2
 
+class ProblemKind(StrEnum):
+    """What kind of problem an input has (``Problem.kind``), for the report's tally."""
+
+    MISSING = "missing"
+    UNREADABLE = "unreadable"
+    UNATTRIBUTED = "unattributed"
+    UNKNOWN_STUDENT = "unknown-student"
+    OTHER_STUDENT = "other-student"
+    WRONG_NOTEBOOK = "wrong-notebook"
+    DUPLICATE = "duplicate"
+    NO_NOTEBOOK = "no-notebook"
+    TOO_LARGE = "too-large"
+    TOO_DEEP = "too-deep"
+    OVER_BUDGET = "over-budget"
+    SYMLINK = "symlink"
+    NOT_A_FILE = "not-a-file"
+    TIMESTAMP = "timestamp"
+    SUPERSEDED = "superseded"
+    NO_TIME = "no-time"
+    TIMES = "times"
+
+
 # What each kind of problem means, for the report's tally; the reason says it for one file.
 PROBLEM_KINDS = {
-    "missing": "the input does not exist or holds no submission",
-    "unreadable": "a file or archive that cannot be read",
-    "unattributed": "a file whose name says no student",
-    "unknown-student": "a student id that is unusable or not in the roster",
-    "other-student": "a file in one student's upload that names another student (never collected)",
-    "wrong-notebook": "a notebook that is not one of the assignment's",
-    "duplicate": "two files for the same student and notebook",
-    "no-notebook": "an upload, or a student, with no notebook",
-    "too-large": "a file too large for a notebook",
-    "too-deep": "an archive, or folders, nested deeper than supported",
-    "over-budget": "archives past the export's total size budget",
-    "symlink": "a symbolic link (never followed)",
-    "not-a-file": "something that is not a regular file",
-    "timestamp": "an unreadable timestamp",
-    "superseded": "an older file of a student whose newer file was collected",
-    "no-time": "submissions without a submission time, for an assignment with a due date",
-    "times": "a row of the submission times that cannot be read",
+    ProblemKind.MISSING: "the input does not exist or holds no submission",
+    ProblemKind.UNREADABLE: "a file or archive that cannot be read",
+    ProblemKind.UNATTRIBUTED: "a file whose name says no student",
+    ProblemKind.UNKNOWN_STUDENT: "a student id that is unusable or not in the roster",
+    ProblemKind.OTHER_STUDENT: "a file in one student's upload that names another student (never collected)",
+    ProblemKind.WRONG_NOTEBOOK: "a notebook that is not one of the assignment's",
+    ProblemKind.DUPLICATE: "two files for the same student and notebook",
+    ProblemKind.NO_NOTEBOOK: "an upload, or a student, with no notebook",
+    ProblemKind.TOO_LARGE: "a file too large for a notebook",
+    ProblemKind.TOO_DEEP: "an archive, or folders, nested deeper than supported",
+    ProblemKind.OVER_BUDGET: "archives past the export's total size budget",
+    ProblemKind.SYMLINK: "a symbolic link (never followed)",
+    ProblemKind.NOT_A_FILE: "something that is not a regular file",
+    ProblemKind.TIMESTAMP: "an unreadable timestamp",
+    ProblemKind.SUPERSEDED: "an older file of a student whose newer file was collected",
+    ProblemKind.NO_TIME: "submissions without a submission time, for an assignment with a due date",
+    ProblemKind.TIMES: "a row of the submission times that cannot be read",
 }
 
 
@@ -123,7 +146,7 @@ class Problem:
     where: str
     reason: str
     student: str = ""
-    kind: str = "unreadable"  # a key of PROBLEM_KINDS
+    kind: ProblemKind = ProblemKind.UNREADABLE
 
     def __str__(self):
         return f"{self.where}: {self.reason}"
@@ -143,7 +166,7 @@ class Collected:
         "no submission" (``course export`` leaves it blank and lists it)."""
         found = {}
         for problem in self.problems:
-            if problem.student and problem.student not in self.students and problem.kind != "superseded":
+            if problem.student and problem.student not in self.students and problem.kind != ProblemKind.SUPERSEDED:
                 found.setdefault(problem.student, problem.reason)
         return found
 
@@ -167,21 +190,21 @@ def collect(source, assignment, coursedir, notebooks, pattern=DEFAULT_LMS_PATTER
     source = Path(source) if source else submitted
     result = Collected(source=str(source))
     if not source.exists():
-        result.problems.append(Problem(str(source), "no such file or folder", kind="missing"))
+        result.problems.append(Problem(str(source), "no such file or folder", kind=ProblemKind.MISSING))
         return result
     if source.is_dir() and (source.resolve() == submitted.resolve() or _is_nbgrader_layout(source, assignment)):
         result.kind = "nbgrader"
         _collect_nbgrader(source, submitted, assignment, notebooks, roster, result)
         if not result.students and not result.problems:
             result.problems.append(Problem(str(source), f"no submission of {assignment} here "
-                                                        f"(expected <student>/{assignment}/*.ipynb)", kind="missing"))
+                                                        f"(expected <student>/{assignment}/*.ipynb)", kind=ProblemKind.MISSING))
     else:
         result.kind = "lms"
         with _Export(assignment, notebooks, pattern, roster, result.problems, archive_budget, log, lms, times) as export:
             export.read_source(source)
             export.write(submitted, result)
         if times is not None:
-            result.problems += [Problem(where, why, kind="times") for where, why in times.problems]
+            result.problems += [Problem(where, why, kind=ProblemKind.TIMES) for where, why in times.problems]
     # Every student with a folder for this assignment in submitted/ is graded, including
     # those collected by an earlier run; those found now with problems are reported above.
     if result.kind == "lms" or source.resolve() != submitted.resolve():
@@ -210,26 +233,26 @@ def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, 
         if student_dir.is_symlink() or assignment_dir.is_symlink():
             link = student_dir if student_dir.is_symlink() else assignment_dir
             result.problems.append(Problem(str(link), "a symbolic link; not followed, nothing in it was collected",
-                                           student, "symlink"))
+                                           student, ProblemKind.SYMLINK))
             continue
         if not SAFE_STUDENT_ID.fullmatch(student) or student != student_name(student):
             result.problems.append(Problem(where, f"{student!r} is not a usable student id (letters, digits and ._@+- only)",
-                                           student, "unknown-student"))
+                                           student, ProblemKind.UNKNOWN_STUDENT))
             continue
         if roster is not None and student not in roster:
             result.problems.append(Problem(where, f"unknown student {student!r}: not in the gradebook's roster", student,
-                                           "unknown-student"))
+                                           ProblemKind.UNKNOWN_STUDENT))
             continue
         found = sorted(p for p in assignment_dir.glob("*.ipynb") if p.is_file() or p.is_symlink())
         links = [p for p in found if p.is_symlink()]
         for path in links:
-            result.problems.append(Problem(str(path), "a symbolic link; not followed, not collected", student, "symlink"))
+            result.problems.append(Problem(str(path), "a symbolic link; not followed, not collected", student, ProblemKind.SYMLINK))
         known = [p for p in found if p.stem in notebooks and not p.is_symlink()]
         if not known:
             seen = ", ".join(p.name for p in sorted(assignment_dir.iterdir())) or "the folder is empty"
             result.problems.append(Problem(
                 where, f"no notebook for student {student}: expected {_names(notebooks)}, found {seen}", student,
-                "no-notebook"))
+                ProblemKind.NO_NOTEBOOK))
             continue
         unreadable = [p for p in known if not _readable(p)]
         if unreadable:
@@ -243,12 +266,12 @@ def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, 
             found_here = files.listing(assignment_dir)
             not_copied = [
                 ([p for p in found_here.links if assignment_dir / p not in links],  # top-level ones: reported above
-                 "a symbolic link; not followed, not copied", "symlink"),
+                 "a symbolic link; not followed, not copied", ProblemKind.SYMLINK),
                 (found_here.unreadable, "a folder that cannot be read (permissions or I/O error); what it holds "
-                 "was not copied", "unreadable"),
-                (found_here.others, "not a regular file; not copied", "not-a-file"),
+                 "was not copied", ProblemKind.UNREADABLE),
+                (found_here.others, "not a regular file; not copied", ProblemKind.NOT_A_FILE),
                 (found_here.too_deep, f"folders nested more than {files.MAX_SUBMISSION_DEPTH} deep; what they hold "
-                 "was not copied", "too-deep")]
+                 "was not copied", ProblemKind.TOO_DEEP)]
             for paths, reason, kind in not_copied:
                 result.problems += [Problem(str(assignment_dir / p), reason, student, kind) for p in paths]
             for relative in found_here.files:
@@ -359,7 +382,7 @@ class _Export:
     def __exit__(self, *exc):
         self.stack.close()
 
-    def problem(self, where, reason, student="", kind="unreadable"):
+    def problem(self, where, reason, student="", kind=ProblemKind.UNREADABLE):
         self.problems.append(Problem(where, reason, student, kind))
 
     def uploader_of(self, name, outer=False):
@@ -404,11 +427,11 @@ class _Export:
         """Whether ``student`` may have files collected; says why not."""
         self.named.add(student)
         if not SAFE_STUDENT_ID.fullmatch(student):
-            self.problem(where, f"{student!r} is not a usable student id; skipped", student, "unknown-student")
+            self.problem(where, f"{student!r} is not a usable student id; skipped", student, ProblemKind.UNKNOWN_STUDENT)
             return False
         if self.roster is not None and student not in self.roster:
             self.problem(where, f"unknown student {student!r}: not in the gradebook's roster; skipped", student,
-                         "unknown-student")
+                         ProblemKind.UNKNOWN_STUDENT)
             return False
         return True
 
@@ -441,7 +464,7 @@ class _Export:
                 student = owner or self.uploader_of(entry.name) or ""
                 if student:
                     self.named.add(student)
-                self.problem(str(path), "a symbolic link; not followed, nothing was collected from it", student, "symlink")
+                self.problem(str(path), "a symbolic link; not followed, nothing was collected from it", student, ProblemKind.SYMLINK)
             elif entry.is_dir(follow_symlinks=False):
                 student = self.folder_owner(str(path), entry.name) if owner is None else None
                 if student == "":
@@ -456,7 +479,7 @@ class _Export:
                            size, lambda path=path: self.open_file(path))
             else:
                 self.problem(str(path), "not a regular file (a device, socket or pipe); skipped",
-                             self.uploader_of(entry.name) or "", "not-a-file")
+                             self.uploader_of(entry.name) or "", ProblemKind.NOT_A_FILE)
 
     def entry(self, where, name, owner, upload, level, read, size, open_archive):
         """One file of the export: ``owner`` is the uploader when it lies inside a student's upload."""
@@ -469,10 +492,10 @@ class _Export:
             student = self.uploader_of(name)
             if student and self.accept(student, where):
                 self.problem(where, f"not a notebook: only {_names(self.notebooks)} is graded; not collected",
-                             student, "no-notebook")
+                             student, ProblemKind.NO_NOTEBOOK)
             elif not student:
                 self.problem(where, "neither a notebook nor a zip archive, and its name says no student; skipped",
-                             kind="unattributed")
+                             kind=ProblemKind.UNATTRIBUTED)
 
     def read_archive(self, where, owner, upload, level, open_archive, name=None):
         """Read a zip: the export's own (``name`` None), or one found in the export at ``level``."""
@@ -485,14 +508,14 @@ class _Export:
                 self.uploads[upload] = _Upload(student)
         if level > MAX_ARCHIVE_LEVELS:
             self.problem(where, f"an archive inside {level - 1} others: deeper than the {MAX_ARCHIVE_LEVELS} levels "
-                                "read; nothing in it was collected", owner or "", "too-deep")
+                                "read; nothing in it was collected", owner or "", ProblemKind.TOO_DEEP)
             return
         try:
             archive = self.stack.enter_context(zipfile.ZipFile(open_archive()))
             members = archive.infolist()
         except _OverBudget:
             self.problem(where, f"past the size budget of {_size(self.budget_total)} for all the archives "
-                                "inside this export together; nothing in it was collected", owner or "", "over-budget")
+                                "inside this export together; nothing in it was collected", owner or "", ProblemKind.OVER_BUDGET)
             return
         except zipfile.BadZipFile:
             self.problem(where, "not a zip archive (or a damaged one); nothing in it was collected", owner or "")
@@ -549,7 +572,7 @@ class _Export:
             if uploader and named != uploader:
                 self.problem(where, f"the name the student gave the file imitates another student's ({named}); "
                                     "a file counts only for the student who uploaded it; not collected",
-                             uploader, "other-student")
+                             uploader, ProblemKind.OTHER_STUDENT)
                 return
         else:
             named = self.identify(info) or self.uploader_of(name)
@@ -557,10 +580,10 @@ class _Export:
             if not info:
                 if named and self.accept(named, where):
                     self.problem(where, f"not a notebook of {self.assignment} (expected {_names(self.notebooks)}); skipped",
-                                 named, "wrong-notebook")
+                                 named, ProblemKind.WRONG_NOTEBOOK)
                 elif not named:
                     self.problem(where, "the file name does not say which student it belongs to "
-                                        f"(it does not match the LMS pattern {self.pattern!r}); skipped", kind="unattributed")
+                                        f"(it does not match the LMS pattern {self.pattern!r}); skipped", kind=ProblemKind.UNATTRIBUTED)
                 return
             student = named
             if not self.accept(student, where):
@@ -573,16 +596,16 @@ class _Export:
                 info, named = {}, None  # the notebook is read from the name itself, never through the pattern
             if named and named != owner:
                 self.problem(where, f"its name says it is {named}'s, but it is part of {owner}'s upload: a file counts "
-                                    f"only for the student who uploaded it; not collected", owner, "other-student")
+                                    f"only for the student who uploaded it; not collected", owner, ProblemKind.OTHER_STUDENT)
                 return
         notebook = Path(info.get("file_id") or "").stem if info else re.sub(r"-\d+$", "", PurePosixPath(name).stem)
         if notebook not in self.notebooks:
             self.problem(where, f"not a notebook of {self.assignment} (expected {_names(self.notebooks)}); skipped",
-                         student, "wrong-notebook")
+                         student, ProblemKind.WRONG_NOTEBOOK)
             return
         self.offered.add((student, notebook))
         if size > MAX_NOTEBOOK_BYTES:
-            self.problem(where, f"{size // 1024**2} MiB is too large for a notebook; skipped", student, "too-large")
+            self.problem(where, f"{size // 1024**2} MiB is too large for a notebook; skipped", student, ProblemKind.TOO_LARGE)
             return
         timestamp = None
         # A time only from the LMS's own name of the file: a name inside a student's upload is the student's to
@@ -593,7 +616,7 @@ class _Export:
             try:
                 timestamp = parse_utc(info["timestamp"])
             except (ValueError, OverflowError):
-                self.problem(where, f"unreadable timestamp {info['timestamp']!r}; ignored", student, "timestamp")
+                self.problem(where, f"unreadable timestamp {info['timestamp']!r}; ignored", student, ProblemKind.TIMESTAMP)
         if upload is not None:
             self.uploads[upload].notebooks += 1
         self.candidates.append(_Candidate(where, read, student, notebook, timestamp))
@@ -613,14 +636,14 @@ class _Export:
                     and candidate.timestamp != previous.timestamp:
                 newer, older = (candidate, previous) if candidate.timestamp > previous.timestamp else (previous, candidate)
                 self.problem(older.where, f"an older file for student {candidate.student}, {candidate.notebook}.ipynb; "
-                                          f"graded the newer {newer.where}", candidate.student, "superseded")
+                                          f"graded the newer {newer.where}", candidate.student, ProblemKind.SUPERSEDED)
                 chosen[key] = newer
             else:
                 chosen[key] = None
                 self.problem(candidate.where, f"two files for student {candidate.student}, {candidate.notebook}.ipynb: "
                              f"{previous.where if previous else 'another'} and this one; neither was collected "
                              "(keep one and run again; until then an earlier submission of theirs in submitted/, if any, "
-                             "stands)", candidate.student, "duplicate")
+                             "stands)", candidate.student, ProblemKind.DUPLICATE)
         return chosen
 
     def write(self, submitted, result):
@@ -637,7 +660,7 @@ class _Export:
                 continue
             if len(data) > MAX_NOTEBOOK_BYTES:
                 self.problem(candidate.where, f"more than {MAX_NOTEBOOK_BYTES // 1024**2} MiB is too large for a notebook; "
-                                              "skipped", student, "too-large")
+                                              "skipped", student, ProblemKind.TOO_LARGE)
                 continue
             folder = submitted / student / self.assignment
             folder.mkdir(parents=True, exist_ok=True)
@@ -678,13 +701,13 @@ class _Export:
             if upload.notebooks == 0:
                 held = ", ".join(upload.members[:5]) + (f" and {len(upload.members) - 5} more" if len(upload.members) > 5 else "")
                 self.problem(where, f"an upload with no notebook of {self.assignment} (expected {_names(self.notebooks)}): "
-                                    f"it holds {held or 'no file'}; nothing in it was collected", upload.student, "no-notebook")
-        said = {p.student for p in self.problems if p.kind == "no-notebook"}  # their upload's problem says it
+                                    f"it holds {held or 'no file'}; nothing in it was collected", upload.student, ProblemKind.NO_NOTEBOOK)
+        said = {p.student for p in self.problems if p.kind == ProblemKind.NO_NOTEBOOK}  # their upload's problem says it
         for student in sorted(self.named - set(result.students) - undecided - said):
             if SAFE_STUDENT_ID.fullmatch(student) and (self.roster is None or student in self.roster):
                 files = [p.where for p in self.problems if p.student == student]
                 self.problem(files[0] if files else "the export", f"no notebook for student {student}: expected "
-                                                                  f"{_names(self.notebooks)}", student, "no-notebook")
+                                                                  f"{_names(self.notebooks)}", student, ProblemKind.NO_NOTEBOOK)
 
     def write_time(self, folder, student, time):
         """nbgrader's ``timestamp.txt``: the latest time the student's files carry.  A submission that

@@ -1,7 +1,12 @@
-"""The one kind of error a ``course`` command reports in a line, without a traceback: it cannot run as asked
-(no course here, an unknown assignment, a roster that is not the LMS's export, ...).  The message names the
-file or the option and what is wrong."""
+"""The errors a ``course`` command reports to its user in one line, without a traceback: ``CourseError`` and its
+kinds.  Each message names the file or the option and what is wrong, so the user can mend it.  Anything else that
+escapes a command is a fault of the course's own, reported with its traceback (``course.cli``)."""
 
 
-class UsageError(Exception):
-    """The command cannot run as asked; the message says why."""
+class CourseError(Exception):
+    """Something the user of a ``course`` command has to mend; the message says what, and where."""
+
+
+class UsageError(CourseError):
+    """The command cannot run as asked (no course here, an unknown assignment, a roster that is not the LMS's
+    export, ...)."""

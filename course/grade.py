@@ -26,7 +26,6 @@ runs (``nbgrader_config.py``); only its expensive, pure part runs in parallel:
 Unchanged submissions are not graded again (``course.incremental``); ``--force`` regrades
 everything.
 """
-import contextlib
 import copy
 import json
 import logging
@@ -37,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -45,7 +44,7 @@ from traitlets import Bool, Integer, Unicode
 from traitlets.config import Configurable
 
 from .accounting import WHOLE_RUN, CpuAccount, Stage, TaskCpu
-from .collect import Collect, Problem, collect
+from .collect import Collect, Problem, ProblemKind, collect, read_lms_record
 from .config import load_config
 from .errors import UsageError
 from .files import remove_quietly
@@ -56,8 +55,9 @@ from .cases import references_path
 from .cases import load_rules
 from .judge import HiddenCheckError, load_hidden_checks
 from .kernel import KernelRecipe
+from .plan import AssignmentRun, Status, Submission
 from .pools import DaskPool, LocalPool, PoolUnavailable
-from .record import NotInGradebook, PrecomputedExecute, ensure_in_gradebook, record, sanitize_notebook
+from .record import KeepsFailures, NotInGradebook, PrecomputedExecute, ensure_in_gradebook, record, sanitize_notebook
 from .sandbox import UNSANDBOXED, SandboxUnavailable, require_sandbox
 from .sanitize import log_text
 FEEDBACK_BATCH = 4  # feedback is written in batches (templates compiled once per batch)
@@ -217,39 +217,6 @@ def _is_sandboxed_execute(item):
 
 # --------------------------------------------------------------------------------------------
 
-@dataclass
-class Submission:
-    assignment: str
-    student: str
-    notebooks: list  # submitted notebook paths (those the gradebook knows)
-    digest: str = ""
-    status: str = "pending"  # pending | graded | unchanged | failed | interrupted
-    reason: str = ""
-    feedback_failed: bool = False  # graded, but its feedback could not be written
-    tasks: dict = field(default_factory=dict)  # notebook name -> task id still running
-    precomputed: dict = field(default_factory=dict)  # notebook name -> course.record.Precomputed
-    worker_problems: list = field(default_factory=list)
-
-    @property
-    def where(self):
-        return f"{self.student}/{self.assignment}"
-
-
-@dataclass
-class AssignmentRun:
-    name: str
-    notebooks: list
-    checks: dict
-    rules: tuple  # the assignment's rules (course.cases.Rule), enforced as its checks run
-    fingerprint: bytes
-    modules: tuple  # heavy modules the source notebooks import: the fork server or a warm kernel imports them ahead
-    collected: object = None
-    submissions: list = field(default_factory=list)
-    report: Path = None
-    # --student: what the last whole collection found about everyone else, for the report only
-    earlier_problems: list = field(default_factory=list)
-
-
 class GradeRun:
     """One ``course grade`` invocation."""
 
@@ -369,8 +336,7 @@ class GradeRun:
             rules = load_rules(assignment, self.executor_settings.hidden_checks_directory)
         except HiddenCheckError as problem:  # before any submission is graded; nothing is recorded
             raise UsageError(f"{assignment}: the hidden checks are broken, nothing graded: {problem}") from None
-        modules = source_imports(source_notebooks(self.config, assignment), self.executor_settings.preload_modules)
-        run = AssignmentRun(assignment, notebooks, checks, rules, self._fingerprint(assignment), modules)
+        run = AssignmentRun(assignment, notebooks, checks, rules, self._fingerprint(assignment), self.modules_of(assignment))
         roster = None
         if self.roster_only:
             with self.gradebook() as gradebook:
@@ -400,7 +366,7 @@ class GradeRun:
                 self.warn(f"{assignment}: no submission from {student} to regrade")
                 run.collected.problems.append(Problem(str(self.coursedir.format_path(
                     self.coursedir.submitted_directory, student, assignment)), f"no submission from {student} to regrade "
-                    "(is the id right?)", student, "missing"))
+                    "(is the id right?)", student, ProblemKind.MISSING))
         for student, paths in sorted(run.collected.students.items()):
             if self.only is not None and student not in self.only:
                 continue
@@ -411,7 +377,7 @@ class GradeRun:
             fresh = (self.state.is_current(assignment, student, submission.digest)
                      and student in recorded and all((autograded / p.name).is_file() for p in paths))
             if fresh and not self.force and self.only is None:
-                submission.status = "unchanged"
+                submission.status = Status.UNCHANGED
             run.submissions.append(submission)
         return run
 
@@ -425,8 +391,6 @@ class GradeRun:
             due = self.late_policy.due.get(assignment) or gradebook.find_assignment(assignment).duedate
         if not due:
             return
-        from .collect import read_lms_record
-
         marked = [s for s in timeless if read_lms_record(
             self.coursedir.format_path(self.coursedir.submitted_directory, s, assignment)).get("marked_late") is True]
         shown = ", ".join(timeless[:5]) + (f" and {len(timeless) - 5} more" if len(timeless) > 5 else "")
@@ -437,7 +401,7 @@ class GradeRun:
         how = ("pass --submission-times FILE with the times exported from the LMS (INSTRUCTORS.md, 'Submission times')"
                if self.times is None else f"{self.times.source} has no time for them")
         collected.problems.append(Problem(str(collected.source), f"{len(timeless)} submission(s) of {assignment} have "
-                                          f"no submission time ({shown}): {how}; {rules}", kind="no-time"))
+                                          f"no submission time ({shown}): {how}; {rules}", kind=ProblemKind.NO_TIME))
 
     def _collect(self, source, assignment, notebooks, roster):
         """``collect``; with ``--student``, an export is read in a scratch folder and only those students'
@@ -460,6 +424,11 @@ class GradeRun:
         if source is not None:
             result.timeless = [s for s in found.timeless if s in self.only]
         return result
+
+    def modules_of(self, assignment):
+        """The heavy modules the assignment's source notebooks import: its fork server or warm kernel imports them
+        ahead (``AssignmentRun.modules``, and the first kernel of the pool)."""
+        return source_imports(source_notebooks(self.config, assignment), self.executor_settings.preload_modules)
 
     def _fingerprint(self, assignment):
         import nbgrader
@@ -484,7 +453,7 @@ class GradeRun:
             converter.update_config(extra)
             converter.force = True
             capture_log(converter)
-        return converter.failed
+        return converter.failed_students
 
     def feedback_is_current(self, submission):
         for path in submission.notebooks:
@@ -527,10 +496,10 @@ class GradeRun:
                             self.say(f"  - {problem}")
                     # The pool starts with the first submission to grade: its workers start up (an interpreter, a
                     # fork server and a warm kernel each) while this process collects and sanitizes the rest.
-                    if pool is None and self.parallel and any(s.status == "pending" for s in run.submissions):
+                    if pool is None and self.parallel and any(s.status == Status.PENDING for s in run.submissions):
                         pool = self._start_pool(assignments, self._to_grade_at_most(runs, assignments[index + 1:],
                                                                                     submissions_path))
-                todo = [s for run in runs for s in run.submissions if s.status == "pending"]
+                todo = [s for run in runs for s in run.submissions if s.status == Status.PENDING]
                 by_name = {run.name: run for run in runs}
                 if todo:
                     self._grade(todo, by_name, pool)
@@ -570,7 +539,7 @@ class GradeRun:
 
         for line in summary_lines(self, runs):
             self.say(line)
-        failed = any(s.status == "failed" or s.feedback_failed for run in runs for s in run.submissions)
+        failed = any(s.status == Status.FAILED or s.feedback_failed for run in runs for s in run.submissions)
         problems = any(run.collected.problems for run in runs)
         return 1 if failed or problems else 0
 
@@ -578,7 +547,7 @@ class GradeRun:
         """How many submissions this run can grade at most, known before the ``later`` assignments are collected
         (None: not known): those to grade in ``runs``, and for each later one what is in submitted/ now, or
         ``--student``'s; with an export to collect, not known."""
-        pending = sum(s.status == "pending" for run in runs for s in run.submissions)
+        pending = sum(s.status == Status.PENDING for run in runs for s in run.submissions)
         if self.only is not None:
             return pending + len(self.only) * len(later)
         if submissions_path is not None and later:
@@ -591,8 +560,7 @@ class GradeRun:
         """The local pool or the Dask client: a local pool starts its workers now (no more than ``at_most``
         submissions need; None: one per core), each starting the kernel of the first assignment in grading order
         (``_grade``) as it starts up."""
-        modules = {a: source_imports(source_notebooks(self.config, a), self.executor_settings.preload_modules)
-                   for a in assignments}
+        modules = {a: self.modules_of(a) for a in assignments}
         first = min(assignments, key=lambda a: (modules[a], a))
         warm = (KernelRecipe.of(self.limits, self.executor_settings.use_bubblewrap, modules[first],
                                 self.executor_settings.fork_server) if self.settings.prewarm else None)
@@ -687,11 +655,11 @@ class GradeRun:
             stop.__exit__()
             bar.close()
         if stop.requested:
-            graded = sum(s.status == "graded" for s in todo)
-            failed = sum(s.status == "failed" for s in todo)
-            left = [s for s in todo if s.status == "pending"]
+            graded = sum(s.status == Status.GRADED for s in todo)
+            failed = sum(s.status == Status.FAILED for s in todo)
+            left = [s for s in todo if s.status == Status.PENDING]
             for submission in left:
-                submission.status = "interrupted"  # never recorded: graded again by the next run
+                submission.status = Status.INTERRUPTED  # never recorded: graded again by the next run
             message = (f"{graded} submission(s) graded and recorded, {failed} failed, {len(left)} left ungraded; "
                        "run the same command again to grade the rest")
             self.log.warning("interrupted: %s", message)
@@ -731,12 +699,12 @@ class GradeRun:
         self.account.graded(submission.assignment)
         submission.precomputed = {}  # the executed notebooks are in autograded/ now
         if not recorded.success:
-            submission.status = "failed"
+            submission.status = Status.FAILED
             submission.reason = recorded.failure
             self.state.remember_failure(submission.assignment, submission.student, submission.reason)
             self.say(f"FAILED {submission.where}: {submission.reason}")
             return True
-        submission.status = "graded"
+        submission.status = Status.GRADED
         self.state.remember(submission.assignment, submission.student, submission.digest)
         if self.make_feedback:
             self.feedback_queue.append(submission)
@@ -758,7 +726,7 @@ class GradeRun:
     def _feedback_for_unchanged(self, run):
         if not self.make_feedback:
             return
-        self.feedback_queue.extend(s for s in run.submissions if s.status == "unchanged" and not self.feedback_is_current(s))
+        self.feedback_queue.extend(s for s in run.submissions if s.status == Status.UNCHANGED and not self.feedback_is_current(s))
         self._flush_feedback()
 
     def _export(self):
@@ -794,27 +762,17 @@ def selected_feedback_class():
 
     from nbgrader.converters import GenerateFeedback
 
-    class SelectedFeedback(GenerateFeedback):
+    class SelectedFeedback(KeepsFailures, GenerateFeedback):
         students = set()
-        failed = set()  # students whose feedback could not be written (nbgrader logs why and goes on)
+        failed_students = set()  # students whose feedback could not be written (nbgrader logs why and goes on)
         student = None
 
         def init_assignment(self, assignment_id, student_id):
             self.student = student_id
-            with self.failures_kept():
-                super().init_assignment(assignment_id, student_id)
+            super().init_assignment(assignment_id, student_id)
 
-        def convert_single_notebook(self, notebook_filename):
-            with self.failures_kept():
-                super().convert_single_notebook(notebook_filename)
-
-        @contextlib.contextmanager
-        def failures_kept(self):
-            try:
-                yield
-            except Exception:
-                self.failed = self.failed | {self.student}
-                raise
+        def failed(self, error):
+            self.failed_students = self.failed_students | {self.student}
 
         def init_notebooks(self):
             super().init_notebooks()

@@ -9,12 +9,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from .errors import CourseError
 from .files import remove_quietly
 from .kernel import unmount_under
 from .sandbox import socket_folder
 
 
-class PoolUnavailable(Exception):
+class PoolUnavailable(CourseError):
     """The pool cannot be made (no Dask scheduler at the address)."""
 
 

@@ -27,6 +27,7 @@ from nbconvert.preprocessors import Preprocessor
 from nbgrader.converters import Autograde
 from traitlets import Bool
 
+from .errors import CourseError
 from .plugins import SandboxedExecute
 
 
@@ -123,7 +124,31 @@ class PrecomputedExecute(SandboxedExecute):
         return super().preprocess(nb, resources)
 
 
-class RecordingAutograde(Autograde):
+class KeepsFailures:
+    """Mixed into an nbgrader converter: the exception that stops a submission, which nbgrader logs before it goes
+    on to the next, is handed to ``failed`` on its way, so that the caller knows which submission failed, and why."""
+
+    def init_assignment(self, assignment_id, student_id):
+        with self.failures_kept():
+            super().init_assignment(assignment_id, student_id)
+
+    def convert_single_notebook(self, notebook_filename):
+        with self.failures_kept():
+            super().convert_single_notebook(notebook_filename)
+
+    @contextlib.contextmanager
+    def failures_kept(self):
+        try:
+            yield
+        except Exception as error:
+            self.failed(error)
+            raise
+
+    def failed(self, error):
+        raise NotImplementedError
+
+
+class RecordingAutograde(KeepsFailures, Autograde):
     """nbgrader's ``Autograde`` for one student, handed each notebook's precomputed work through
     ``resources``; remembers the first exception that stopped it (``failure``)."""
 
@@ -137,27 +162,17 @@ class RecordingAutograde(Autograde):
         resources["course"] = {"precomputed": self.precomputed.get(resources["nbgrader"]["notebook"])}
         return resources
 
-    def init_assignment(self, assignment_id, student_id):
-        with self.failures_kept():
-            super().init_assignment(assignment_id, student_id)
-
     def convert_single_notebook(self, notebook_filename):
         configured = self.sanitize_preprocessors
         if Path(notebook_filename).stem in self.precomputed:
             self.sanitize_preprocessors = [TakeSanitized]
         try:
-            with self.failures_kept():
-                super().convert_single_notebook(notebook_filename)
+            super().convert_single_notebook(notebook_filename)
         finally:
             self.sanitize_preprocessors = configured
 
-    @contextlib.contextmanager
-    def failures_kept(self):
-        try:
-            yield
-        except Exception as error:  # nbgrader logs it and goes on; the reason is kept here as data
-            self.failure = self.failure or failure_reason(error)
-            raise
+    def failed(self, error):
+        self.failure = self.failure or failure_reason(error)  # the reason, as data
 
 
 def failure_reason(error):
@@ -171,7 +186,7 @@ def failure_reason(error):
     return f"{type(error).__name__}: {error}"[:500]
 
 
-class NotInGradebook(Exception):
+class NotInGradebook(CourseError):
     """An assignment that is not in the gradebook and cannot be added."""
 
 

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import nbformat
 
+from .collect import PROBLEM_KINDS, ProblemKind
 from .feedback import read_verdict
 from .notes import NoteKind, condensed_note_texts, read_notes
+from .plan import Status
 from .sanitize import markdown_text
 
 SCORED_BY_HAND = "passed here; scored by hand"
@@ -51,7 +53,7 @@ def failed_to_grade(grade_run, run, students=None):
     (grading or feedback), or in an earlier one and not graded since.  Files never collected are not here: they
     are collection problems.  The report's table and the summary's "failed" count are both this list (the
     summary of a one-student regrade, ``students``, counts theirs)."""
-    failed = [(s.where, s.reason) for s in run.submissions if s.status == "failed" or s.feedback_failed]
+    failed = [(s.where, s.reason) for s in run.submissions if s.status == Status.FAILED or s.feedback_failed]
     this_run = {s.student for s in run.submissions}
     failed += [(f"{student}/{run.name}", f"{why} (an earlier run)")
                for student, why in sorted(grade_run.state.failures_of(run.name).items())
@@ -166,8 +168,6 @@ def _safe_url(url):
 
 def _collection_tally(problems):
     """How many files could not be collected, by kind of problem (the table above has each file)."""
-    from .collect import PROBLEM_KINDS
-
     kinds = collections.Counter(problem.kind for problem in problems)
     if not kinds:
         return []
@@ -229,7 +229,7 @@ def write_report(grade_run, run):
               "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     mean = f"{statistics.mean(totals):.2f}" if totals else "-"
     median = f"{statistics.median(totals):.2f}" if totals else "-"
-    lines.append(f"| {len(per_student)} | {status['graded']} | {status['unchanged']} | {len(not_graded)} | "
+    lines.append(f"| {len(per_student)} | {status[Status.GRADED]} | {status[Status.UNCHANGED]} | {len(not_graded)} | "
                  f"{len(problems)} | {mean} | {median} | {max_score:g} |")
     lines += ["", "![Histogram of total scores](scores.png)", ""]
 
@@ -267,7 +267,7 @@ def write_report(grade_run, run):
     lines.append("")
     lines += _collection_tally(problems)
 
-    listed = any(problem.kind == "no-time" for problem in run.collected.problems)
+    listed = any(problem.kind == ProblemKind.NO_TIME for problem in run.collected.problems)
     lines += _noted(noted, run.submissions, set(run.collected.timeless) if listed else frozenset())
 
     path = folder / "report.md"
@@ -289,7 +289,7 @@ def summary_lines(grade_run, runs):
         totals = [score for score, _ in scores.values()]
         maximum = max((m for _, m in scores.values()), default=0.0)
         mean = f"{sum(totals) / len(totals):.1f} / {maximum:g}" if totals else "-"
-        rows.append([run.name, len(run.submissions), status["graded"], status["unchanged"],
+        rows.append([run.name, len(run.submissions), status[Status.GRADED], status[Status.UNCHANGED],
                      len(failed_to_grade(grade_run, run, only)), len(run.collected.problems), mean,
                      os.path.relpath(run.report, grade_run.root)])
     header = ["assignment", "found", "graded", "unchanged", "failed", "problems", "mean score", "report"]

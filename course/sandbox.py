@@ -43,6 +43,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import CourseError
+
 GIB = 1024**3
 SANDBOX_HOME = Path("/home/student")
 # User ids well above any real account; one per sandbox so that process
@@ -107,7 +109,7 @@ def thread_environment(threads):
     return {name: str(threads) for name in THREAD_VARIABLES}
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(CourseError, RuntimeError):
     """bubblewrap is missing or cannot start a sandbox: student code must not run."""
 
 

@@ -221,6 +221,21 @@ def test_grading_without_feedback_then_once_more_writes_only_the_feedback(templa
         assert (course / "feedback" / student / ASSIGNMENT / "losses.html").is_file(), student
     assert "swapped arguments" in (course / "feedback" / "mistake" / ASSIGNMENT / "losses.html").read_text()
     assert scores(course, ASSIGNMENT) == serial
+    # Feedback that cannot be written (here a file where the student's feedback folder goes) fails that student's
+    # feedback alone: said in the summary, exit 1, nobody else's touched; the next run writes it.
+    shutil.rmtree(course / "feedback" / "mistake")
+    (course / "feedback" / "mistake").write_text("in the way")
+    written = {p: p.stat().st_mtime_ns for p in (course / "feedback").glob(f"*/{ASSIGNMENT}/*.html")}
+    blocked = course_grade(course, ASSIGNMENT)
+    assert blocked.returncode == 1, blocked.stdout
+    warned = [line for line in blocked.stdout.splitlines() if "feedback failed" in line]
+    assert warned and all("mistake/a2-losses" in line for line in warned), blocked.stdout
+    assert {p: p.stat().st_mtime_ns for p in (course / "feedback").glob(f"*/{ASSIGNMENT}/*.html")} == written
+    (course / "feedback" / "mistake").unlink()
+    mended = course_grade(course, ASSIGNMENT)
+    assert mended.returncode == 0 and "feedback failed" not in mended.stdout, mended.stdout
+    assert "swapped arguments" in (course / "feedback" / "mistake" / ASSIGNMENT / "losses.html").read_text()
+    assert scores(course, ASSIGNMENT) == serial
 
 
 @pytest.mark.slow
