@@ -23,7 +23,6 @@ from pathlib import Path
 
 import nbformat
 from jupyter_core.utils import ensure_async, run_sync
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
 from traitlets import Bool
 
@@ -36,6 +35,7 @@ from .notes import add_notes, grading_notes_cell, missing_test_cell, note_text, 
 from .rules import FORBIDDEN_MIME, guard_code, run_breach, source_breaches
 from .kernel import SandboxedKernelManager, WarmKernel, Watchdog, new_scratch, remove_scratch
 from .sandbox import GradingInterrupted, Limits, file_tail
+from .vendor import NotebookClientHooks
 
 TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
 RESULTS_KEPT = 2  # a probe's replies: one per case, one more kept only to say "more than one result came back"
@@ -48,7 +48,7 @@ def is_autograded_test(cell):
     return cell.cell_type == "code" and isinstance(flags, dict) and bool(flags.get("grade")) and not flags.get("solution")
 
 
-class LimitedOutputClient(NotebookClient):
+class LimitedOutputClient(NotebookClientHooks):
     """nbclient whose every output passes ``course.sanitize``, within budgets counted as messages arrive.
 
     Two budgets bound what the grader spends on a kernel's messages.  What is *kept* in the
@@ -85,14 +85,14 @@ class LimitedOutputClient(NotebookClient):
             await ensure_async(self.kc.start_channels())
             await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
         except Exception:
-            await self._async_cleanup_kernel()
+            await self.cleanup_kernel()
             raise
         self.kc.allow_stdin = False
         return self.kc
 
     start_new_kernel_client = run_sync(async_start_new_kernel_client)  # what nbclient's setup_kernel calls
 
-    async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
+    async def poll_output_messages(self, parent_msg_id, cell, cell_index):
         """nbclient's loop over output messages, counting each message's bytes before parsing it."""
         channel = self.kc.iopub_channel
         received_in_cell = 0
@@ -153,7 +153,7 @@ class LimitedOutputClient(NotebookClient):
                                                    text=TRUNCATED.format(limit=self.output_chars_per_cell)))
             return None
         if display_id and not self.probing:
-            self._display_id_map.setdefault(display_id, {}).setdefault(cell_index, []).append(len(outs))
+            self.display_outputs.setdefault(display_id, {}).setdefault(cell_index, []).append(len(outs))
         outs.append(out)
         return out
 
@@ -179,14 +179,14 @@ class LimitedOutputClient(NotebookClient):
         outs.append(out)
         return out
 
-    def _update_display_id(self, display_id, msg):
+    def update_display(self, display_id, msg):
         """An update of an earlier output, through the same filter and the same budget as a new one."""
-        if self.probing or display_id not in self._display_id_map:
+        if self.probing or display_id not in self.display_outputs:
             return
         update = sanitize.safe_output({**output_of(msg), "output_type": "display_data"})
         if update is None:
             return
-        for cell_index, output_indices in self._display_id_map[display_id].items():
+        for cell_index, output_indices in self.display_outputs[display_id].items():
             if not 0 <= cell_index < len(self.nb.cells):
                 continue
             outputs = self.nb.cells[cell_index].get("outputs", [])

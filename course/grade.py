@@ -27,7 +27,6 @@ Unchanged submissions are not graded again (``course.incremental``); ``--force``
 everything.
 """
 import copy
-import json
 import logging
 import os
 import queue
@@ -43,7 +42,7 @@ from types import SimpleNamespace
 from traitlets import Bool, Integer, Unicode
 from traitlets.config import Configurable
 
-from .accounting import WHOLE_RUN, CpuAccount, Stage, TaskCpu
+from .accounting import WHOLE_RUN, CpuAccount, Stage
 from .collect import Collect, Problem, ProblemKind, collect, read_lms_record
 from .config import load_config
 from .errors import UsageError
@@ -56,10 +55,12 @@ from .cases import load_rules
 from .judge import HiddenCheckError, load_hidden_checks
 from .kernel import KernelRecipe
 from .plan import AssignmentRun, Status, Submission
+from .tasks import WorkerTask
 from .pools import DaskPool, LocalPool, PoolUnavailable
 from .record import KeepsFailures, NotInGradebook, PrecomputedExecute, ensure_in_gradebook, record, sanitize_notebook
 from .sandbox import UNSANDBOXED, SandboxUnavailable, require_sandbox
 from .sanitize import log_text
+from .vendor import nbgrader_speedups, submission_folder_pattern
 FEEDBACK_BATCH = 4  # feedback is written in batches (templates compiled once per batch)
 FEEDBACK_TEMPLATE = "feedback"
 CPU_ACCOUNT = "grade-cpu.json"  # in the report folder: CPU-seconds by stage and assignment (course.accounting)
@@ -149,65 +150,6 @@ class CourseGrade(Configurable):
     report_directory = Unicode("reports", help="where reports go, relative to the course root").tag(config=True)
     csv = Unicode("grades.csv", help="the grades CSV (nbgrader export), relative to the course root").tag(config=True)
     state_file = Unicode(os.path.join(".course", "grade-state.json"), help="what was graded, for incremental runs").tag(config=True)
-
-
-class nbgrader_speedups:
-    """Two caches for nbgrader internals while ``course grade`` runs; behaviour is unchanged.
-
-    * nbgrader opens a new SQLAlchemy engine for every ``Gradebook(...)`` (dozens per submission),
-      so every query is compiled again; here the engine of a URL is made once and kept, with its
-      compiled-statement cache (each ``Gradebook`` still has its own session, and closing one still
-      returns the pool's connections).
-    * nbgrader validates each cell's metadata with ``jsonschema.validate``, which checks the
-      schema itself against the metaschema on every call; here a validator is made once per schema
-      and used the same way (``best_match`` of its errors raised, as ``jsonschema.validate`` does).
-    """
-
-    def __enter__(self):
-        import jsonschema
-        import nbgrader.api
-        import nbgrader.nbgraderformat.common as metadata_format
-
-        self.api, self.format = nbgrader.api, metadata_format
-        self.create_engine, self.jsonschema = nbgrader.api.create_engine, metadata_format.jsonschema
-        engines = {}
-        create_engine = self.create_engine
-
-        def cached_create_engine(url, *args, **kwargs):
-            key = (str(url), args, tuple(sorted(kwargs.items())))
-            if key not in engines:
-                engines[key] = create_engine(url, *args, **kwargs)
-            return engines[key]
-
-        self.api.create_engine = cached_create_engine
-        self.format.jsonschema = _CachedJsonschema(jsonschema)
-        return self
-
-    def __exit__(self, *exc):
-        self.api.create_engine = self.create_engine
-        self.format.jsonschema = self.jsonschema
-        return False
-
-
-class _CachedJsonschema:
-    def __init__(self, module):
-        self._module, self._validators = module, {}
-
-    def __getattr__(self, name):
-        return getattr(self._module, name)
-
-    def validate(self, instance, schema, *args, **kwargs):
-        if args or kwargs:
-            return self._module.validate(instance, schema, *args, **kwargs)
-        key = json.dumps(schema, sort_keys=True)
-        validator = self._validators.get(key)
-        if validator is None:
-            cls = self._module.validators.validator_for(schema)
-            cls.check_schema(schema)
-            validator = self._validators[key] = cls(schema)
-        error = self._module.exceptions.best_match(validator.iter_errors(instance))
-        if error is not None:
-            raise error
 
 
 def _is_sandboxed_execute(item):
@@ -311,8 +253,6 @@ class GradeRun:
 
     def say(self, message=""):
         from tqdm import tqdm
-
-        from .sanitize import log_text
 
         tqdm.write(log_text(message, limit=10_000), file=self.out)  # one line each: names can carry newlines
 
@@ -514,9 +454,10 @@ class GradeRun:
                     self.csv_path = self._export()
                 from .report import write_report
 
+                summary = self.summary(runs)
                 for run in runs:
                     with self.account.clock(run.name, Stage.REPORT):
-                        run.report = write_report(self, run)
+                        run.report = write_report(summary, run)
             except BaseException as error:
                 if pool is not None:
                     if isinstance(error, KeyboardInterrupt):  # Interrupted too
@@ -537,11 +478,21 @@ class GradeRun:
         self.log.info("course grade: %.1f s in all; CPU-seconds by stage: %s", self.seconds, self.account.summary())
         from .report import summary_lines
 
-        for line in summary_lines(self, runs):
+        for line in summary_lines(self.summary(runs, self.seconds), runs):
             self.say(line)
         failed = any(s.status == Status.FAILED or s.feedback_failed for run in runs for s in run.submissions)
         problems = any(run.collected.problems for run in runs)
         return 1 if failed or problems else 0
+
+    def summary(self, runs, seconds=0.0):
+        """The run as the reports and the closing summary read it (``course.report.RunSummary``)."""
+        from .report import RunSummary
+
+        return RunSummary(root=self.root, coursedir=self.coursedir, db_url=self.db_url,
+                          report_directory=self.root / self.settings.report_directory, csv_path=self.csv_path,
+                          log_path=self.log_path, feedback=self.make_feedback, workers=self.pool_description,
+                          failures={run.name: self.state.failures_of(run.name) for run in runs},
+                          only=frozenset(self.only) if self.only is not None else None, seconds=seconds)
 
     def _to_grade_at_most(self, runs, later, submissions_path):
         """How many submissions this run can grade at most, known before the ``later`` assignments are collected
@@ -638,13 +589,12 @@ class GradeRun:
                     submission.worker_problems.append(f"{notebook}: the worker failed ({reason}); executed here instead")
                     self.log.error("%s/%s: the worker failed: %s; executing it here", submission.where, notebook, reason)
                 else:
-                    for level, message in result.get("log", []):
-                        self.log.log(level, "[worker %s] %s", result.get("host", "?"), message)
-                    self.log.info("[worker %s:%s] %s/%s executed in %.2f s (%s kernel)", result.get("host", "?"),
-                                  result.get("pid", "?"), submission.where, notebook, result.get("seconds", 0.0),
-                                  "pre-warmed" if result.get("warm") else "cold")
-                    submission.precomputed[notebook].executed = result["notebook"]
-                    self.account.task(submission.assignment, TaskCpu.of(result.get("cpu")))
+                    for level, message in result.log:
+                        self.log.log(level, "[worker %s] %s", result.host, message)
+                    self.log.info("[worker %s:%s] %s/%s executed in %.2f s (%s kernel)", result.host, result.pid,
+                                  submission.where, notebook, result.seconds, "pre-warmed" if result.warm else "cold")
+                    submission.precomputed[notebook].executed = result.notebook
+                    self.account.task(submission.assignment, result.cpu)
                 submission.tasks.pop(notebook, None)
                 if not submission.tasks:
                     ready.append(submission)
@@ -673,13 +623,10 @@ class GradeRun:
         task_id = f"{self._task_count}"
         self._task_count += 1
         # The last few tasks start no kernel ahead: no worker has a next task to use it.
-        task = {"id": task_id, "where": f"{submission.where}/{notebook}",
-                "notebook": sanitized, "checks": run.checks, "rules": [asdict(rule) for rule in run.rules],
-                "limits": asdict(self.limits),
-                "use_bubblewrap": self.executor_settings.use_bubblewrap,
-                "modules": run.modules, "fork_server": fork, "prewarm": self.settings.prewarm,
-                "prewarm_next": (runs[following.assignment].modules
-                                 if following is not None and self.settings.prewarm else None)}
+        task = WorkerTask(task_id, f"{submission.where}/{notebook}", sanitized, run.checks, tuple(run.rules),
+                          self.limits, self.executor_settings.use_bubblewrap, tuple(run.modules), fork,
+                          self.settings.prewarm, tuple(runs[following.assignment].modules)
+                          if following is not None and self.settings.prewarm else None)
         submission.tasks[notebook] = task_id
         try:
             future = pool.submit(task)
@@ -776,7 +723,7 @@ def selected_feedback_class():
 
         def init_notebooks(self):
             super().init_notebooks()
-            pattern = self._format_source("(?P<assignment_id>.*)", "(?P<student_id>.*)", escape=True)
+            pattern = submission_folder_pattern(self)
             self.assignments = {folder: notebooks for folder, notebooks in self.assignments.items()
                                 if (match := re.match(pattern, folder)) and match.group("student_id") in self.students}
 

@@ -32,6 +32,7 @@ from .files import ENTRY_BYTES, disk_usage, remove_quietly
 from .forkserver import ForkServer, ForkServerError
 from .sandbox import (GIB, SANDBOX_UID_RANGE, Limits, bubblewrap_arguments, require_sandbox, rlimit_only_arguments,
                       socket_folder, thread_environment, warn_unsandboxed)
+from .vendor import ConnectedSocketHook
 
 # The name under which pyproject.toml registers SandboxProvisioner (entry point group
 # jupyter_client.kernel_provisioners).
@@ -225,7 +226,7 @@ class SandboxProvisioner(LocalProvisioner):
                 os.close(log_fd)
 
 
-class SandboxedKernelManager(AsyncKernelManager):
+class SandboxedKernelManager(ConnectedSocketHook, AsyncKernelManager):
     """A kernel manager whose kernel runs in the sandbox described above (``SandboxProvisioner``)."""
 
     def __init__(self, channel: Path, limits: Limits = Limits(), use_bubblewrap: bool = True,
@@ -247,7 +248,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         self.channel_disk = (mount_channel(self.channel, self.sandbox_uid, limits, self.log) if use_bubblewrap
                              else ChannelDisk(False, "grading without the sandbox"))
         # Every socket made from this context gets the quiet channels' budget unless made for a channel
-        # with a budget of its own (_create_connected_socket): the heartbeat's socket is made elsewhere.
+        # with a budget of its own (connected_socket): the heartbeat's socket is made elsewhere.
         context = zmq.asyncio.Context()
         set_socket_budget(context, QUIET, limits)
         kwargs.setdefault("kernel_spec_manager", SandboxKernelSpecs())
@@ -317,8 +318,8 @@ class SandboxedKernelManager(AsyncKernelManager):
             except Exception:
                 pass
 
-    def _create_connected_socket(self, channel, identity=None):
-        return budgeted_socket(super(), self.context, self.limits, channel, identity)
+    def connected_socket(self, channel, identity=None):
+        return budgeted_socket(super().connected_socket, self.context, self.limits, channel, identity)
 
     def memory_exceeded(self):
         """Whether the submission's processes together hit its memory limit: the out-of-memory killer
@@ -354,14 +355,14 @@ def set_socket_budget(target, channel, limits: Limits = Limits()):
     target.setsockopt(zmq.RCVHWM, budget.queued_messages)
 
 
-def budgeted_socket(connector, context, limits: Limits, channel, identity):
-    """jupyter_client's socket for ``channel`` (``connector._create_connected_socket``), made with that
+def budgeted_socket(make, context, limits: Limits, channel, identity):
+    """jupyter_client's socket for ``channel`` (``make``: ``course.vendor.ConnectedSocketHook``), made with that
     channel's budget: set on the context for the moment the socket is made, because the socket is
     connected before it is returned, and an option set after connecting misses that connection.
     One context per kernel, whose sockets are made one at a time."""
     set_socket_budget(context, channel if channel in ("iopub", "shell", "stdin", "control", "hb") else QUIET, limits)
     try:
-        return connector._create_connected_socket(channel, identity)
+        return make(channel, identity)
     finally:
         set_socket_budget(context, QUIET, limits)
 
@@ -372,13 +373,13 @@ def _async_client_class():
     return AsyncKernelClient
 
 
-class SandboxedKernelClient(_async_client_class()):
+class SandboxedKernelClient(ConnectedSocketHook, _async_client_class()):
     """jupyter_client's asynchronous client, its every socket made with its channel's budget
     (``channel_budgets``); the kernel manager's limits say the numbers."""
 
-    def _create_connected_socket(self, channel, identity=None):
+    def connected_socket(self, channel, identity=None):
         limits = getattr(self.parent, "limits", None) or Limits()  # the parent is its kernel manager
-        return budgeted_socket(super(), self.context, limits, channel, identity)
+        return budgeted_socket(super().connected_socket, self.context, limits, channel, identity)
 
 
 class Watchdog:

@@ -124,7 +124,7 @@ class DaskPool:
 
         from .workers import run_task
 
-        future = self.client.submit(run_task, task, key=f"course-grade-{task['id']}-{uuid.uuid4().hex[:8]}", pure=False)
+        future = self.client.submit(run_task, task, key=f"course-grade-{task.id}-{uuid.uuid4().hex[:8]}", pure=False)
         self.futures.add(future)
         return future
 

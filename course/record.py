@@ -29,6 +29,7 @@ from traitlets import Bool
 
 from .errors import CourseError
 from .plugins import SandboxedExecute
+from .vendor import sanitizing_preprocessors
 
 
 def gradebook_url(url):
@@ -75,8 +76,7 @@ def sanitize_notebook(coursedir, config, path):
     """nbgrader's sanitize step for one submitted notebook, as ``Autograde`` runs it."""
     converter = Autograde(coursedir=coursedir, config=config)
     converter.exporter = converter.exporter_class(parent=converter, config=converter.config)
-    converter._sanitizing = True
-    converter._init_preprocessors()
+    sanitizing_preprocessors(converter)
     resources = converter.init_single_notebook_resources(str(path))
     output, _ = converter.exporter.from_filename(str(path), resources=resources)
     notebook = nbformat.reads(output, as_version=4)

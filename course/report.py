@@ -20,6 +20,7 @@ import collections
 import datetime
 import os
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -34,21 +35,47 @@ SCORED_BY_HAND = "passed here; scored by hand"
 MISSING_CELL = "the test cell is missing from the submission"
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """What the reports and the closing summary read of one ``course grade`` run, besides its assignments
+    (``course.plan.AssignmentRun``): where things are, how the run went, and which earlier gradings failed."""
+
+    root: Path
+    coursedir: object  # nbgrader's CourseDirectory: where each student's notebooks are
+    db_url: str
+    report_directory: Path
+    csv_path: Path
+    log_path: Path
+    feedback: bool  # feedback was written in this run
+    workers: str  # how the submissions were executed, in words
+    failures: dict  # assignment -> {student: why their last grading failed}, from the incremental state
+    only: frozenset | None = None  # --student: the students this run regraded
+    seconds: float = 0.0  # the run's wall time, once it is known
+
+    def gradebook(self):
+        from nbgrader.api import Gradebook
+
+        return Gradebook(self.db_url, self.coursedir.course_id)
+
+    def failure(self, assignment: str, student: str) -> str | None:
+        return self.failures.get(assignment, {}).get(student)
+
+
 def final_score(submission):
     """What the student gets, as nbgrader's export says it: the cells' total less the late penalty, never below 0."""
     return max(0.0, float(submission.score or 0.0) - float(submission.late_submission_penalty or 0.0))
 
 
-def assignment_scores(grade_run, assignment):
+def assignment_scores(summary, assignment):
     """{student: (final score, max_score)} for one assignment, from the gradebook; a submission whose last
     grading failed is left out (nbgrader kept an earlier submission's scores, or none)."""
-    with grade_run.gradebook() as gradebook:
+    with summary.gradebook() as gradebook:
         return {s.student.id: (final_score(s), float(s.max_score or 0.0))
                 for s in gradebook.assignment_submissions(assignment)
-                if not grade_run.state.failure(assignment, s.student.id)}
+                if not summary.failure(assignment, s.student.id)}
 
 
-def failed_to_grade(grade_run, run, students=None):
+def failed_to_grade(summary, run, students=None):
     """[(submission, why)] of the submissions of ``run`` that were collected but failed to grade: in this run
     (grading or feedback), or in an earlier one and not graded since.  Files never collected are not here: they
     are collection problems.  The report's table and the summary's "failed" count are both this list (the
@@ -56,15 +83,15 @@ def failed_to_grade(grade_run, run, students=None):
     failed = [(s.where, s.reason) for s in run.submissions if s.status == Status.FAILED or s.feedback_failed]
     this_run = {s.student for s in run.submissions}
     failed += [(f"{student}/{run.name}", f"{why} (an earlier run)")
-               for student, why in sorted(grade_run.state.failures_of(run.name).items())
+               for student, why in sorted(summary.failures.get(run.name, {}).items())
                if student not in this_run and (students is None or student in students)]
     return failed
 
 
-def _cells(grade_run, assignment):
+def _cells(summary, assignment):
     """The assignment's autograded test cells in notebook order, and every graded submission's total and points
     per cell (a submission whose last grading failed is left out: its scores are an earlier submission's)."""
-    with grade_run.gradebook() as gradebook:
+    with summary.gradebook() as gradebook:
         found = gradebook.find_assignment(assignment)
         max_score = float(found.max_score or 0.0)
         points = {}
@@ -75,7 +102,7 @@ def _cells(grade_run, assignment):
                     points[(notebook.name, cell.name)] = float(cell.max_score or 0.0)
         per_student = {}
         for submission in gradebook.assignment_submissions(assignment):
-            if grade_run.state.failure(assignment, submission.student.id):
+            if summary.failure(assignment, submission.student.id):
                 continue
             grades = {}
             for notebook in submission.notebooks:
@@ -83,7 +110,7 @@ def _cells(grade_run, assignment):
                     grades[(notebook.name, grade.name)] = float(grade.score or 0.0)
             per_student[submission.student.id] = (final_score(submission), grades)
     order = {}
-    source = Path(grade_run.coursedir.format_path(grade_run.coursedir.source_directory, ".", assignment))
+    source = Path(summary.coursedir.format_path(summary.coursedir.source_directory, ".", assignment))
     for name in sorted({n for n, _ in points}):
         try:
             notebook = nbformat.read(source / f"{name}.ipynb", as_version=4)
@@ -97,9 +124,9 @@ def _cells(grade_run, assignment):
     return cells, points, per_student, max_score
 
 
-def _autograded_notes(grade_run, assignment, student, notebooks):
+def _autograded_notes(summary, assignment, student, notebooks):
     """(reasons per graded cell, grading notes) from the grader's data in a student's autograded notebooks."""
-    folder = Path(grade_run.coursedir.format_path(grade_run.coursedir.autograded_directory, student, assignment))
+    folder = Path(summary.coursedir.format_path(summary.coursedir.autograded_directory, student, assignment))
     reasons, notes = {}, []
     for name in notebooks:
         try:
@@ -197,11 +224,11 @@ def _noted(noted, submissions, timeless=frozenset()):
     return lines + [""]
 
 
-def write_report(grade_run, run):
+def write_report(summary, run):
     """Write ``report.md`` and ``scores.png`` for one assignment of a ``course grade`` run; return report.md."""
-    folder = grade_run.root / grade_run.settings.report_directory / run.name
+    folder = summary.report_directory / run.name
     folder.mkdir(parents=True, exist_ok=True)
-    cells, points, per_student, max_score = _cells(grade_run, run.name)
+    cells, points, per_student, max_score = _cells(summary, run.name)
     problems = list(getattr(run, "earlier_problems", [])) + list(run.collected.problems)
     totals = [total for total, _ in per_student.values()]
     _histogram(folder / "scores.png", totals, max_score, run.name)
@@ -211,7 +238,7 @@ def write_report(grade_run, run):
     noted = []
     notebooks = sorted({name for name, _ in cells})
     for student, (_, grades) in sorted(per_student.items()):
-        why, notes = _autograded_notes(grade_run, run.name, student, notebooks)
+        why, notes = _autograded_notes(summary, run.name, student, notebooks)
         for key in cells:
             if grades.get(key, 0.0) < points[key]:
                 failed[key] += 1
@@ -219,10 +246,10 @@ def write_report(grade_run, run):
         noted.extend((student, note) for note in notes)
 
     status = collections.Counter(s.status for s in run.submissions)
-    not_graded = failed_to_grade(grade_run, run)
+    not_graded = failed_to_grade(summary, run)
     lines = [f"# {run.name}: grading report", ""]
     lines.append(f"Written by `course grade` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
-                 f"from the gradebook `{_safe_url(grade_run.db_url)}`.")
+                 f"from the gradebook `{_safe_url(summary.db_url)}`.")
     lines.append("")
     lines += ["| graded submissions in the gradebook | graded in this run | unchanged (not regraded) | failed to grade "
               "| collection problems | mean score (after late penalties) | median score | max score |",
@@ -275,14 +302,14 @@ def write_report(grade_run, run):
     return path
 
 
-def summary_lines(grade_run, runs):
+def summary_lines(summary, runs):
     """The table that ends a ``course grade`` run: per assignment, what was found, graded, unchanged,
     failed, the collection problems, the mean score and the report; then where the outputs are and
     every submission that failed, with the reason."""
     rows = []
-    only = getattr(grade_run, "only", None)
+    only = summary.only
     for run in runs:
-        scores = assignment_scores(grade_run, run.name)
+        scores = assignment_scores(summary, run.name)
         if only is not None:  # a regrade of some students says their scores, not the class's
             scores = {student: score for student, score in scores.items() if student in only}
         status = collections.Counter(s.status for s in run.submissions)
@@ -290,8 +317,8 @@ def summary_lines(grade_run, runs):
         maximum = max((m for _, m in scores.values()), default=0.0)
         mean = f"{sum(totals) / len(totals):.1f} / {maximum:g}" if totals else "-"
         rows.append([run.name, len(run.submissions), status[Status.GRADED], status[Status.UNCHANGED],
-                     len(failed_to_grade(grade_run, run, only)), len(run.collected.problems), mean,
-                     os.path.relpath(run.report, grade_run.root)])
+                     len(failed_to_grade(summary, run, only)), len(run.collected.problems), mean,
+                     os.path.relpath(run.report, summary.root)])
     header = ["assignment", "found", "graded", "unchanged", "failed", "problems", "mean score", "report"]
     if only is not None:
         header[6] = "score" if len(only) == 1 else "their mean"
@@ -301,14 +328,14 @@ def summary_lines(grade_run, runs):
         return "  ".join(str(v).ljust(w) if i in (0, 6, 7) else str(v).rjust(w)
                          for i, (v, w) in enumerate(zip(values, widths)))
 
-    graded, seconds = sum(r[2] for r in rows), grade_run.seconds
+    graded, seconds = sum(r[2] for r in rows), summary.seconds
     lines = ["", f"course grade: {graded} submission(s) graded in {seconds:.1f} s"
-             + (f" ({seconds / graded:.2f} s per submission, {grade_run.pool_description})" if graded else "")]
+             + (f" ({seconds / graded:.2f} s per submission, {summary.workers})" if graded else "")]
     lines += [aligned(header)] + [aligned(row) for row in rows]
-    coursedir, root = grade_run.coursedir, grade_run.root
+    coursedir, root = summary.coursedir, summary.root
     feedback = os.path.relpath(coursedir.format_path(coursedir.feedback_directory, "*", "*"), root)
-    lines.append(f"grades: {os.path.relpath(grade_run.csv_path, root)}"
-                 + (f"   feedback: {feedback}" if grade_run.make_feedback else "")
-                 + f"   log: {os.path.relpath(grade_run.log_path, root)}")
-    lines += [f"failed: {where}: {why}" for run in runs for where, why in failed_to_grade(grade_run, run, only)]
+    lines.append(f"grades: {os.path.relpath(summary.csv_path, root)}"
+                 + (f"   feedback: {feedback}" if summary.feedback else "")
+                 + f"   log: {os.path.relpath(summary.log_path, root)}")
+    lines += [f"failed: {where}: {why}" for run in runs for where, why in failed_to_grade(summary, run, only)]
     return lines

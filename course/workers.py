@@ -35,6 +35,7 @@ import sys
 from .forkserver import close_fork_servers, fork_server_for
 from .kernel import KernelRecipe, WarmKernel, close_kernel, kill_all_sandboxes, remove_scratch
 from .sandbox import require_sandbox
+from .tasks import WorkerResult, WorkerTask
 
 # course.execute (nbformat, nbclient) is imported inside the functions that use it, so that a worker
 # process skips a slow optional import first (skip_slow_optional_imports); it never imports this module.
@@ -237,21 +238,11 @@ class _Records(logging.Handler):
             pass
 
 
-def run_task(task):
-    """Execute one sanitized notebook in a fresh sandbox; return the executed notebook and the log.
-
-    ``task`` keys: ``id``, ``where`` (student/assignment/notebook, for messages), ``notebook``
-    (the sanitized notebook as a dict), ``checks`` (the assignment's hidden checks), ``rules`` (its
-    rules, ``course.cases.Rule`` as dicts), ``limits``
-    (``Limits`` as a dict), ``use_bubblewrap`` (refuse to run where
-    bubblewrap is missing or cannot start, unless False), ``modules`` (the heavy modules of the assignment's source notebooks,
-    which the fork server or a warm kernel imports ahead), ``fork_server`` (fork kernels from a
-    pre-warmed interpreter where possible), ``prewarm`` (take the kernel started ahead, if any)
-    and ``prewarm_next`` (modules for the kernel started ahead for the next task, or None).  The result
-    carries the task's CPU account (``cpu``: ``course.accounting.TaskCpu`` as a dict).
-    """
+def run_task(task: WorkerTask) -> WorkerResult:
+    """Execute one sanitized notebook in a fresh sandbox (refused where bubblewrap is missing or cannot start,
+    unless the task says otherwise); return the executed notebook, the log made on the way and the task's CPU
+    account."""
     from .accounting import KernelMarks
-    from .cases import Rule
     from .execute import execute_submission
 
     started, cpu_started, began = time.perf_counter(), time.process_time(), time.time()
@@ -260,8 +251,7 @@ def run_task(task):
     log.propagate = False
     log.setLevel(logging.DEBUG)
     log.handlers[:] = [handler]
-    recipe = KernelRecipe.of(task["limits"], task.get("use_bubblewrap", True), task.get("modules"),
-                             task.get("fork_server"))
+    recipe = KernelRecipe.of(task.limits, task.use_bubblewrap, task.modules, task.fork_server)
     _loop()  # before nbclient picks one
     if recipe.use_bubblewrap:
         try:
@@ -269,14 +259,12 @@ def run_task(task):
         except Exception as error:
             raise type(error)(f"worker {socket.gethostname()}: {error}") from None
     server = fork_server_for(recipe.modules, recipe.use_bubblewrap, recipe.fork_server, log)
-    warm = take_warm(recipe, log) if task.get("prewarm") else None
-    if task.get("prewarm_next") is not None:
-        prepare_warm(recipe._replace(modules=tuple(task["prewarm_next"])))
+    warm = take_warm(recipe, log) if task.prewarm else None
+    if task.prewarm_next is not None:
+        prepare_warm(recipe._replace(modules=tuple(task.prewarm_next)))
     marks = KernelMarks()
-    notebook = execute_submission(task["notebook"], task["checks"], recipe.limits, log, task["where"],
-                                  recipe.use_bubblewrap, warm=warm, fork_server=server,
-                                  rules=[Rule.of(rule) for rule in task.get("rules", ())], marks=marks)
+    notebook = execute_submission(task.notebook, task.checks, recipe.limits, log, task.where, recipe.use_bubblewrap,
+                                  warm=warm, fork_server=server, rules=list(task.rules), marks=marks)
     host, pid = socket.gethostname(), os.getpid()
-    return {"id": task["id"], "notebook": notebook, "log": handler.records, "seconds": time.perf_counter() - started,
-            "host": host, "pid": pid, "warm": warm is not None,
-            "cpu": marks.task(cpu_started, f"{host}:{pid}", began=began).as_dict()}
+    return WorkerResult(task.id, notebook, handler.records, time.perf_counter() - started, host, pid, warm is not None,
+                        marks.task(cpu_started, f"{host}:{pid}", began=began))
