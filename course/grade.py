@@ -537,33 +537,7 @@ class GradeRun:
         failed = 0
         stop = StopRequests().__enter__()
         try:
-            ready = []
-            if pool is not None:
-                slots = pool.slots()
-                notebooks = [(submission, path) for submission in order for path in submission.notebooks]
-                # Each notebook goes to the workers as soon as it is sanitized, so they start at once.
-                for index, (submission, path) in enumerate(notebooks):
-                    if stop.requested:
-                        break
-                    notebook = path.stem
-                    try:
-                        with self.account.clock(submission.assignment, Stage.SANITIZE):
-                            sanitized = sanitize_notebook(self.coursedir, self.finish_config, path)
-                    except Exception as error:  # the record step meets it again and reports it
-                        self.log.warning("%s/%s: sanitizing failed (%s: %s); nbgrader will handle it",
-                                         submission.where, notebook, type(error).__name__, error)
-                        sanitized = None
-                    if sanitized is not None and any(c.cell_type == "code" for c in sanitized.notebook.cells):
-                        submission.precomputed[notebook] = sanitized  # never sanitized again when recorded
-                        self._dispatch(pool, submission, notebook, sanitized.notebook, runs, done, ready,
-                                       following=notebooks[index + 1][0] if index + slots < len(notebooks) else None)
-                    # else: nothing to execute (an unreadable notebook, say): recorded here
-                    last_of_submission = index + 1 == len(notebooks) or notebooks[index + 1][0] is not submission
-                    if last_of_submission and not submission.tasks and submission not in ready:
-                        ready.append(submission)
-                self.pool_description = pool.describe()  # every task is sent: a local pool has started its workers
-            else:
-                ready = list(todo)
+            ready = self._send_all(order, runs, pool, stop, done) if pool is not None else list(todo)
             remaining = len(todo)
             while remaining and not stop.requested:
                 while ready and not stop.requested:
@@ -582,20 +556,7 @@ class GradeRun:
                     submission, notebook, future = done.get(timeout=0.2)
                 except queue.Empty:
                     continue  # look at stop requests between results
-                try:
-                    result = future.result()
-                except BaseException as error:  # noqa: BLE001 - the worker failed, not the submission
-                    reason = f"{type(error).__name__}: {error}"
-                    submission.worker_problems.append(f"{notebook}: the worker failed ({reason}); executed here instead")
-                    self.log.error("%s/%s: the worker failed: %s; executing it here", submission.where, notebook, reason)
-                else:
-                    for level, message in result.log:
-                        self.log.log(level, "[worker %s] %s", result.host, message)
-                    self.log.info("[worker %s:%s] %s/%s executed in %.2f s (%s kernel)", result.host, result.pid,
-                                  submission.where, notebook, result.seconds, "pre-warmed" if result.warm else "cold")
-                    submission.precomputed[notebook].executed = result.notebook
-                    self.account.task(submission.assignment, result.cpu)
-                submission.tasks.pop(notebook, None)
+                self._take_result(submission, notebook, future)
                 if not submission.tasks:
                     ready.append(submission)
         except BaseException:
@@ -605,18 +566,67 @@ class GradeRun:
             stop.__exit__()
             bar.close()
         if stop.requested:
-            graded = sum(s.status == Status.GRADED for s in todo)
-            failed = sum(s.status == Status.FAILED for s in todo)
-            left = [s for s in todo if s.status == Status.PENDING]
-            for submission in left:
-                submission.status = Status.INTERRUPTED  # never recorded: graded again by the next run
-            message = (f"{graded} submission(s) graded and recorded, {failed} failed, {len(left)} left ungraded; "
-                       "run the same command again to grade the rest")
-            self.log.warning("interrupted: %s", message)
-            raise Interrupted(message)
+            self._interrupted(todo)
         self._flush_feedback()
 
-    def _dispatch(self, pool, submission, notebook, sanitized, runs, done, ready, following):
+    def _send_all(self, order, runs, pool, stop, done):
+        """Sanitize each notebook of the submissions in ``order`` and send it to the workers at once, so that
+        they start while the rest is sanitized; returns the submissions with nothing to execute (an unreadable
+        notebook, say), to record here."""
+        ready, slots = [], pool.slots()
+        notebooks = [(submission, path) for submission in order for path in submission.notebooks]
+        for index, (submission, path) in enumerate(notebooks):
+            if stop.requested:
+                break
+            notebook = path.stem
+            try:
+                with self.account.clock(submission.assignment, Stage.SANITIZE):
+                    sanitized = sanitize_notebook(self.coursedir, self.finish_config, path)
+            except Exception as error:  # the record step meets it again and reports it
+                self.log.warning("%s/%s: sanitizing failed (%s: %s); nbgrader will handle it",
+                                 submission.where, notebook, type(error).__name__, error)
+                sanitized = None
+            if sanitized is not None and any(c.cell_type == "code" for c in sanitized.notebook.cells):
+                submission.precomputed[notebook] = sanitized  # never sanitized again when recorded
+                self._dispatch(pool, submission, notebook, sanitized.notebook, runs, done,
+                               following=notebooks[index + 1][0] if index + slots < len(notebooks) else None)
+            last_of_submission = index + 1 == len(notebooks) or notebooks[index + 1][0] is not submission
+            if last_of_submission and not submission.tasks and submission not in ready:
+                ready.append(submission)
+        self.pool_description = pool.describe()  # every task is sent: a local pool has started its workers
+        return ready
+
+    def _take_result(self, submission, notebook, future):
+        """A worker's result for one notebook: its executed notebook kept for recording, its log and CPU account
+        taken; a worker that failed leaves the notebook to be executed here when it is recorded."""
+        try:
+            result = future.result()
+        except BaseException as error:  # noqa: BLE001 - the worker failed, not the submission
+            reason = f"{type(error).__name__}: {error}"
+            submission.worker_problems.append(f"{notebook}: the worker failed ({reason}); executed here instead")
+            self.log.error("%s/%s: the worker failed: %s; executing it here", submission.where, notebook, reason)
+        else:
+            for level, message in result.log:
+                self.log.log(level, "[worker %s] %s", result.host, message)
+            self.log.info("[worker %s:%s] %s/%s executed in %.2f s (%s kernel)", result.host, result.pid,
+                          submission.where, notebook, result.seconds, "pre-warmed" if result.warm else "cold")
+            submission.precomputed[notebook].executed = result.notebook
+            self.account.task(submission.assignment, result.cpu)
+        submission.tasks.pop(notebook, None)
+
+    def _interrupted(self, todo):
+        """The run was stopped: what was recorded stays, the rest is left for the next run."""
+        graded = sum(s.status == Status.GRADED for s in todo)
+        failed = sum(s.status == Status.FAILED for s in todo)
+        left = [s for s in todo if s.status == Status.PENDING]
+        for submission in left:
+            submission.status = Status.INTERRUPTED  # never recorded: graded again by the next run
+        message = (f"{graded} submission(s) graded and recorded, {failed} failed, {len(left)} left ungraded; "
+                   "run the same command again to grade the rest")
+        self.log.warning("interrupted: %s", message)
+        raise Interrupted(message)
+
+    def _dispatch(self, pool, submission, notebook, sanitized, runs, done, following):
         """Send one sanitized notebook to the workers; its result comes back through ``done``."""
         run = runs[submission.assignment]
         fork = self.executor_settings.fork_server

@@ -56,60 +56,63 @@ def generated(spec, device):
     return torch.randint(0, spec["high"], spec["shape"], generator=generator, device=device)
 
 
+def decode(value, as_torch, device):
+    """An input as the request carries it, made into the value the student's function is called with."""
+    if isinstance(value, dict) and "base64" in value:
+        array = decode_array(value, "input").astype(value["dtype"])
+        if as_torch:
+            import torch
+
+            return torch.from_numpy(array).to(device)
+        return array
+    if isinstance(value, dict) and "generate" in value:
+        return generated(value["generate"], device)
+    if isinstance(value, dict) and "quadratic_gradient" in value:
+        # the gradient of sum(curvature * (x - minimum)**2 / 2): a grad_fn for gradient descent
+        spec = value["quadratic_gradient"]
+        curvature, minimum = numpy.asarray(spec["curvature"], float), numpy.asarray(spec["minimum"], float)
+        return lambda x: curvature * (x - minimum)
+    if isinstance(value, dict) and "bigram_indices" in value:
+        # the current (part 0) or next (part 1) character of every bigram of "." + word + "."
+        spec = value["bigram_indices"]
+        chars = ".abcdefghijklmnopqrstuvwxyz"
+        indices = [chars.index(pair[spec["part"]]) for w in spec["words"] for pair in zip("." + w, w + ".")]
+        if as_torch:
+            import torch
+
+            return torch.tensor(indices, dtype=torch.int64, device=device)
+        return numpy.array(indices, dtype=numpy.int64)
+    if isinstance(value, list):
+        return [decode(v, as_torch, device) for v in value]
+    return value
+
+def encode(value):
+    """A result (or one view of it) as the reply carries it: plain JSON, arrays as ``encode_array`` writes them."""
+    kind = type(value).__module__.split(".")[0] + "." + type(value).__name__
+    device = None
+    if kind == "torch.Tensor":
+        device = str(value.device)
+        value = value.detach().cpu().numpy()
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return {"strings": list(value), "type": kind}
+    if isinstance(value, (bool, numpy.bool_)):
+        return {"bool": bool(value), "type": kind}
+    try:
+        array = numpy.asarray(plain(value))
+    except ValueError:  # parts of different shapes
+        return {"unsupported": kind + " of parts with different shapes", "dtype": "mixed"}
+    if array.dtype.kind not in "biuf":
+        return {"unsupported": kind, "dtype": str(array.dtype)}
+    return dict(encode_array(array), type=kind, device=device)
+
+def error_text(error):
+    return f"{type(error).__name__}: {str(error)[:300]}"
+
+
 def run_case(namespace, request):
     import json
 
     from IPython.display import display
-
-    def decode(value, as_torch, device):
-        if isinstance(value, dict) and "base64" in value:
-            array = decode_array(value, "input").astype(value["dtype"])
-            if as_torch:
-                import torch
-
-                return torch.from_numpy(array).to(device)
-            return array
-        if isinstance(value, dict) and "generate" in value:
-            return generated(value["generate"], device)
-        if isinstance(value, dict) and "quadratic_gradient" in value:
-            # the gradient of sum(curvature * (x - minimum)**2 / 2): a grad_fn for gradient descent
-            spec = value["quadratic_gradient"]
-            curvature, minimum = numpy.asarray(spec["curvature"], float), numpy.asarray(spec["minimum"], float)
-            return lambda x: curvature * (x - minimum)
-        if isinstance(value, dict) and "bigram_indices" in value:
-            # the current (part 0) or next (part 1) character of every bigram of "." + word + "."
-            spec = value["bigram_indices"]
-            chars = ".abcdefghijklmnopqrstuvwxyz"
-            indices = [chars.index(pair[spec["part"]]) for w in spec["words"] for pair in zip("." + w, w + ".")]
-            if as_torch:
-                import torch
-
-                return torch.tensor(indices, dtype=torch.int64, device=device)
-            return numpy.array(indices, dtype=numpy.int64)
-        if isinstance(value, list):
-            return [decode(v, as_torch, device) for v in value]
-        return value
-
-    def encode(value):
-        kind = type(value).__module__.split(".")[0] + "." + type(value).__name__
-        device = None
-        if kind == "torch.Tensor":
-            device = str(value.device)
-            value = value.detach().cpu().numpy()
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return {"strings": list(value), "type": kind}
-        if isinstance(value, (bool, numpy.bool_)):
-            return {"bool": bool(value), "type": kind}
-        try:
-            array = numpy.asarray(plain(value))
-        except ValueError:  # parts of different shapes
-            return {"unsupported": kind + " of parts with different shapes", "dtype": "mixed"}
-        if array.dtype.kind not in "biuf":
-            return {"unsupported": kind, "dtype": str(array.dtype)}
-        return dict(encode_array(array), type=kind, device=device)
-
-    def error_text(error):
-        return f"{type(error).__name__}: {str(error)[:300]}"
 
     views = request["views"]  # every case judged from this one call: [case id, the view of the result it judges]
     replies = [{"nonce": request["nonce"], "case": case} for case, _ in views]
