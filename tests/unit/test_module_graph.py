@@ -31,3 +31,16 @@ def test_the_course_modules_import_one_another_without_a_cycle():
         raise AssertionError(f"an import cycle: {' -> '.join(error.args[1])}") from None
     # the notes are said by the late policy and rendered safely: late -> notes -> sanitize, never back
     assert order.index("sanitize") < order.index("notes") < order.index("late")
+
+
+def test_every_module_is_in_the_readmes_module_table_and_the_package_docstring():
+    """A newcomer reads ``course/`` through the README's table and ``course/__init__.py``: neither leaves a module out."""
+    import re
+
+    import course
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("`course/`, module by module"):readme.index("## The chapters")]
+    modules = {path.stem for path in (ROOT / "course").glob("*.py")} - {"__init__"}
+    assert not modules - set(re.findall(r"`(\w+)\.py`", table)), "not in the README's table"
+    assert not modules - set(re.findall(r"``(\w+)``", course.__doc__)), "not in course/__init__.py"
