@@ -28,7 +28,7 @@ Every figure is measured, none is derived from wall time except ``idle``:
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -54,7 +54,7 @@ WHOLE_RUN = "(whole run)"  # what belongs to no one assignment: start-up, idle c
 
 @dataclass(frozen=True)
 class TaskCpu:
-    """A worker's account of one task (plain data on the way back)."""
+    """A worker's account of one task (it travels back in ``course.tasks.WorkerResult``)."""
 
     worker_start: float = 0.0  # the worker, until the kernel was ready
     kernel_start: float = 0.0  # the kernel, until it was ready
@@ -64,20 +64,6 @@ class TaskCpu:
     worker: str = ""  # which worker (host:pid)
     began: float = 0.0  # wall clock (time.time()) when the worker took the task, and when it was done
     ended: float = 0.0
-
-    def as_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def of(cls, data):
-        """From a result's plain data; anything malformed counts as nothing (it is only an account)."""
-        if not isinstance(data, dict):
-            return cls()
-        values = {}
-        for name in (f.name for f in fields(cls) if f.type is float):
-            value = data.get(name, 0.0)
-            values[name] = float(value) if isinstance(value, (int, float)) else 0.0
-        return cls(**values, worker=str(data.get("worker", "")))
 
 
 @dataclass

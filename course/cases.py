@@ -339,7 +339,7 @@ class Rule:
 
     @classmethod
     def of(cls, data):
-        """From the references file's form (or ``asdict``'s, as a task carries it)."""
+        """From the references file's form."""
         functions = data.get("functions")
         return cls(data["rule"], data["says"], tuple(data["forbidden"]), tuple(data.get("ops", ())),
                    None if functions is None else tuple(functions))

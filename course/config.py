@@ -13,6 +13,11 @@ def course_root(root=None):
     return root
 
 
+# nbgrader's plug-ins that an nbgrader_config.py written before course/plugins.py imports from elsewhere
+MOVED_PLUG_INS = {"SandboxedExecute": "course.execute", "RestoreCellMetadata": "course.sanitize",
+                  "ReadableNotebookExporter": "course.sanitize"}
+
+
 def load_config(root, db_url=None):
     """The course's nbgrader configuration, with its root and gradebook URL filled in (``--db`` wins)."""
     from traitlets.config.loader import PyFileConfigLoader
@@ -22,7 +27,14 @@ def load_config(root, db_url=None):
     root = course_root(root)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))  # nbgrader_config.py may import modules kept beside it
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    try:
+        config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    except ImportError as error:
+        moved = [name for name in MOVED_PLUG_INS if f"cannot import name '{name}' from '{MOVED_PLUG_INS[name]}'" in str(error)]
+        if not moved:
+            raise
+        raise UsageError(f"{root / 'nbgrader_config.py'}: {', '.join(moved)} is now imported from course.plugins, "
+                         f"with nbgrader's other plug-ins: write `from course.plugins import {', '.join(moved)}`") from None
     if "lms_pattern" in config.CourseGrade:  # the old name would be ignored, and the default pattern used
         raise UsageError(f"{root / 'nbgrader_config.py'}: c.CourseGrade.lms_pattern is now c.Collect.lms_pattern "
                          "(course grade and course similarity read it alike): rename it")

@@ -354,8 +354,7 @@ class SubmissionRun:
             with open(self.kernel_log, "ab" if self.warm is not None else "wb") as kernel_output, \
                     self.client.setup_kernel(stdout=kernel_output, stderr=subprocess.STDOUT):
                 self.marks.ready(self.watchdog.cpu_seconds())
-                if self.nb.cells:  # with no cell there is nothing to check, and nowhere nbclient can store it
-                    self.install_grader_code(deadline)
+                self.install_grader_code(deadline)
                 for index, cell in enumerate(self.nb.cells):
                     if cell.cell_type != "code":
                         continue
@@ -434,7 +433,8 @@ class SubmissionRun:
         self.client.timeout = max(1.0, min(self.limits.cell_seconds, deadline - time.monotonic()))
         self.client.probing = True  # nothing it displays is the student's output
         try:
-            self.client.execute_cell(cell, 0)
+            # Not in the kernel's history: the student's cells keep the execution counts they have anywhere else.
+            self.client.execute_cell(cell, 0, store_history=False)
             failed = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
             problem = f"{failed[0].get('ename')}: {failed[0].get('evalue')}" if failed else None
         except Exception as error:

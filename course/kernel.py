@@ -513,8 +513,7 @@ class KernelRecipe(NamedTuple):
 
     @classmethod
     def of(cls, limits, use_bubblewrap=True, modules=(), fork_server=True):
-        """A recipe from plain data, as a task carries it (``limits`` as a dict)."""
-        limits = limits if isinstance(limits, Limits) else Limits(**limits)
+        """A recipe from what a task carries (``course.tasks.WorkerTask``)."""
         return cls(limits, bool(use_bubblewrap), tuple(modules or ()), bool(fork_server))
 
 

@@ -13,7 +13,7 @@ and ``reports/<assignment>/scores.png`` beside it:
   deleted test cell, ...).
 
 Everything comes from the gradebook and the grader's data in the autograded notebooks (verdicts
-and notes, ``course.feedback``; never their rendered text), so the report covers every submission
+and notes, ``course.feedback`` and ``course.notes``; never their rendered text), so the report covers every submission
 in the gradebook, including those an earlier run graded.
 """
 import collections

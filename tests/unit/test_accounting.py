@@ -40,12 +40,6 @@ def test_a_task_splits_at_the_moment_the_kernel_was_ready():
     assert (never_ready.worker_start, never_ready.messages, never_ready.kernel_run) == pytest.approx((0.4, 0.0, 0.0))
 
 
-def test_a_malformed_task_account_counts_as_nothing():
-    assert TaskCpu.of(None) == TaskCpu()
-    assert TaskCpu.of({"kernel_run": "lots", "messages": 0.5, "worker": 7}) == TaskCpu(messages=0.5, worker="7")
-    assert TaskCpu.of(TaskCpu(kernel_run=1.0, worker="w").as_dict()) == TaskCpu(kernel_run=1.0, worker="w")
-
-
 def test_the_account_sums_stages_counts_workers_once_and_derives_idle():
     account = CpuAccount(cores=2)
     account.add("a1", Stage.RECORD, 0.5)

@@ -29,3 +29,23 @@ def test_a_worker_can_leave_out_jsonschemas_slow_extra_before_anything_imports_j
     result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_a_config_that_imports_a_plug_in_from_its_old_place_is_told_where_it_is(tmp_path):
+    """``SandboxedExecute``, ``RestoreCellMetadata`` and ``ReadableNotebookExporter`` live in ``course.plugins`` now:
+    a course whose ``nbgrader_config.py`` still imports one from ``course.execute`` or ``course.sanitize`` gets one
+    line that says what to write, not a traceback."""
+    import pytest
+
+    from course.config import load_config
+    from course.errors import UsageError
+
+    for old in ("from course.execute import SandboxedExecute", "from course.sanitize import ReadableNotebookExporter"):
+        (tmp_path / "nbgrader_config.py").write_text(f"{old}\nc = get_config()\n")
+        name = old.rsplit(" ", 1)[-1]
+        with pytest.raises(UsageError, match=rf"nbgrader_config.py: {name} is now imported from course.plugins.*"
+                                             rf"`from course.plugins import {name}`"):
+            load_config(tmp_path)
+    (tmp_path / "nbgrader_config.py").write_text("from course.execute import no_such_name\n")
+    with pytest.raises(ImportError):  # anything else is the config's own mistake, reported as Python says it
+        load_config(tmp_path)
