@@ -45,3 +45,21 @@ def load_config(root, db_url=None):
     if "db_url" in config.CourseDirectory:
         config.CourseDirectory.db_url = gradebook_url(config.CourseDirectory.db_url)
     return config
+
+
+def is_step(item, step: type) -> bool:
+    """Whether ``item`` of nbgrader's autograde pipeline is ``step`` or a subclass of it: the pipeline names a
+    preprocessor by its class or by its import path (nbconvert imports the path, and so does this)."""
+    if isinstance(item, str):
+        from traitlets.utils.importstring import import_item
+
+        try:
+            item = import_item(item)
+        except Exception:  # nbconvert fails on it too, when the pipeline runs, and says so
+            return False
+    return isinstance(item, type) and issubclass(item, step)
+
+
+def in_pipeline(config, step: type) -> bool:
+    """Whether the course's autograde pipeline (``c.Autograde.autograde_preprocessors``) runs ``step``."""
+    return any(is_step(item, step) for item in config.Autograde.get("autograde_preprocessors", []))

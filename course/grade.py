@@ -44,7 +44,7 @@ from traitlets.config import Configurable
 
 from .accounting import WHOLE_RUN, CpuAccount, Stage
 from .collect import Collect, Problem, ProblemKind, collect, read_lms_record
-from .config import load_config
+from .config import in_pipeline, is_step, load_config
 from .errors import UsageError
 from .files import remove_quietly
 from .execute import source_imports, source_notebooks
@@ -152,11 +152,6 @@ class CourseGrade(Configurable):
     state_file = Unicode(os.path.join(".course", "grade-state.json"), help="what was graded, for incremental runs").tag(config=True)
 
 
-def _is_sandboxed_execute(item):
-    return item is SandboxedExecute or item in ("course.plugins.SandboxedExecute",
-                                                 "SandboxedExecute")
-
-
 # --------------------------------------------------------------------------------------------
 
 class GradeRun:
@@ -226,10 +221,10 @@ class GradeRun:
         # last (its public ``optimistic_validation``): the same check, once per pass instead of six times
         self.finish_config.Exporter.optimistic_validation = True
         pipeline = list(self.config.Autograde.get("autograde_preprocessors", []))
-        self.parallel = any(_is_sandboxed_execute(p) for p in pipeline)
+        self.parallel = in_pipeline(self.config, SandboxedExecute)
         if self.parallel:
             self.finish_config.Autograde.autograde_preprocessors = [
-                PrecomputedExecute if _is_sandboxed_execute(p) else p for p in pipeline]
+                PrecomputedExecute if is_step(p, SandboxedExecute) else p for p in pipeline]
         self.state = GradeState(self.root / self.settings.state_file, self.db_url, self.warn)
         self.pool_description = ""
         self._task_count = 0

@@ -35,6 +35,7 @@ from nbgrader.preprocessors import AssignLatePenalties, NbGraderPreprocessor
 from traitlets import Dict, Enum, Float, TraitError, Unicode, default, validate
 
 from . import notes
+from .config import in_pipeline
 from .notes import NoteKind, describe_lateness
 
 PERIOD_SECONDS = {"day": 24 * 3600, "hour": 3600}
@@ -207,8 +208,7 @@ class ApplyLatePolicy(AssignLatePenalties):
 
 def policy_in_use(config):
     """Whether the course's autograde pipeline applies this policy (else its penalties are nbgrader's own)."""
-    return any(getattr(step, "__name__", str(step)).rsplit(".", 1)[-1] == "ApplyLatePolicy"
-               for step in config.Autograde.get("autograde_preprocessors", []))
+    return in_pipeline(config, ApplyLatePolicy)
 
 
 def refresh_penalties(gradebook, policy, assignments):
