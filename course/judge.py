@@ -10,6 +10,7 @@ that matches earns nothing.
 Feedback names the case ("logits of ±1000") and the likely mistake, never the
 hidden inputs or the reference values.
 """
+import functools
 import json
 import math
 import secrets
@@ -82,6 +83,7 @@ def same_call(case, device="cpu"):
 HARNESS_MODULE = "__course_harness__"
 
 
+@functools.cache
 def harness_install_code():
     """The code the grader runs in a fresh kernel, before the submission's first cell: ``course.harness``
     compiled once, as the module ``HARNESS_MODULE``.  Each hidden-check call (``harness_code``) then costs

@@ -317,7 +317,7 @@ def write_late(nb, late: LateDecision | None) -> None:
     if late is None:
         return
     grader["late"] = late.as_data()
-    note = notes.late(late.as_data())
+    note = notes.late(grader["late"])
     if notes.note_text(note):
         notes.add_notes(nb, [note])
         nb.cells.append(late_note_cell(note))
