@@ -1,10 +1,59 @@
 """What one run of ``course grade`` grades: each assignment's run and each student's submission, with where it
-stands (``Status``).  The grading run (``course.grade``) fills them in; the report (``course.report``) reads them."""
+stands (``Status``), and the course every stage of the run works on (``RunContext``).  Planning
+(``course.planning``) makes them, scheduling (``course.scheduling``) and recording (``course.recording``) fill them
+in, the report (``course.report``) reads them."""
+from __future__ import annotations
+
+import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
+from .accounting import CpuAccount
 from .collect import Collected
+from .sanitize import log_text
+
+if TYPE_CHECKING:
+    from nbgrader.api import Gradebook
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+
+
+@dataclass
+class RunContext:
+    """What every stage of one ``course grade`` run works on: the course, its configuration, its log, where the
+    instructor reads the run's messages, and the CPU account."""
+
+    root: Path
+    config: Config
+    coursedir: CourseDirectory
+    log: logging.Logger
+    out: TextIO
+    account: CpuAccount = field(default_factory=CpuAccount)
+
+    @property
+    def db_url(self) -> str:
+        return self.coursedir.db_url
+
+    def say(self, message: str = "") -> None:
+        from tqdm import tqdm
+
+        tqdm.write(log_text(message, limit=10_000), file=self.out)  # one line each: names can carry newlines
+
+    def warn(self, message: str) -> None:
+        self.log.warning(message)
+        self.say(f"WARNING: {message}")
+
+    def gradebook(self) -> Gradebook:
+        from nbgrader.api import Gradebook
+
+        return Gradebook(self.db_url, self.coursedir.course_id)
+
+    def folder(self, kind: str, student: str, assignment: str) -> Path:
+        """``<kind>/<student>/<assignment>`` of the course (kind: ``submitted_directory``, ``autograded_directory``,
+        ``feedback_directory``, ...), as nbgrader places it."""
+        return Path(self.coursedir.format_path(getattr(self.coursedir, kind), student, assignment))
 
 
 class Status(StrEnum):
