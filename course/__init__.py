@@ -14,9 +14,11 @@ Grading is a pipeline, one stage per module, in this order:
 * ``sanitize``: a submitted notebook read within bounds (``submitted_notebook``), then the one gate for
   what a student may show;
 * ``execute``: the notebook run cell by cell in the sandbox (``sandbox``: the limits and the
-  bwrap command; ``kernel``: the kernel's provisioner and watchdog; ``forkserver``;
-  ``cgroups``; ``workers`` for ``course grade``'s pool), the hidden checks sent in
-  (``harness``, ``parity``), an assignment's ``rules`` enforced (``guard`` in the kernel);
+  bwrap command; ``kernel``: the kernel's provisioner and watchdog; ``forkserver``: the fork server,
+  a script run in its own sandbox, ``forkserver_client``: the grader's side of it, and
+  ``forkserver_protocol``: what the two send each other; ``cgroups``; ``workers`` for
+  ``course grade``'s pool), the hidden checks sent in (``harness``, ``parity``), an assignment's
+  ``rules`` enforced (``guard`` in the kernel);
 * ``judge``: each reply judged against its float64 reference, in the grader's process (the
   hidden checks' format, a JSON Schema checked as they load: ``cases``);
 * ``record``: grades into the gradebook (nbgrader's ``Autograde``, for ``course grade``), with

@@ -281,7 +281,7 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
     so it runs alike inside ``nbgrader autograde`` (``SandboxedExecute``), in a worker process
     of ``course grade`` or on a Dask worker.  ``warm`` is a kernel started ahead for this
     submission (``course.kernel.WarmKernel``), used once; otherwise the kernel is forked from
-    ``fork_server`` (``course.forkserver.ForkServer``) if given, or started cold.  ``rules``
+    ``fork_server`` (``course.forkserver_client.ForkServer``) if given, or started cold.  ``rules``
     (``course.cases.Rule``) are enforced on the source and in the kernel (``course.rules``).  ``marks``
     (``course.accounting.KernelMarks``), if given, gets the CPU clocks read on the way.  Returns
     the executed notebook.

@@ -29,7 +29,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.provisioning import LocalProvisioner
 
 from .files import ENTRY_BYTES, disk_usage, remove_quietly
-from .forkserver import ForkServer, ForkServerError
+from .forkserver_client import ForkServer, ForkServerError
 from .sandbox import (GIB, SANDBOX_UID_RANGE, Limits, bubblewrap_arguments, require_sandbox, rlimit_only_arguments,
                       socket_folder, thread_environment, warn_unsandboxed)
 from .vendor import ConnectedSocketHook

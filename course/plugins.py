@@ -19,7 +19,7 @@ from traitlets import Bool, Float, Integer, List, Unicode
 from . import ROOT, notes, submitted_notebook
 from .cases import load_rules
 from .execute import execute_submission, source_imports, source_notebooks
-from .forkserver import fork_server_for
+from .forkserver_client import fork_server_for
 from .judge import HiddenCheckError, load_hidden_checks
 from .sandbox import GIB, Limits, require_sandbox, warn_unsandboxed
 from .sanitize import grade_id_of, is_flagged, log_text

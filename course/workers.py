@@ -32,7 +32,7 @@ import threading
 import time
 import sys
 
-from .forkserver import close_fork_servers, fork_server_for
+from .forkserver_client import close_fork_servers, fork_server_for
 from .kernel import KernelRecipe, WarmKernel, close_kernel, kill_all_sandboxes, remove_scratch
 from .sandbox import require_sandbox
 from .tasks import WorkerResult, WorkerTask

@@ -12,7 +12,7 @@ import nbformat
 import psutil
 import pytest
 
-from course.forkserver import ForkServer, ForkServerError
+from course.forkserver_client import ForkServer, ForkServerError
 from course.kernel import SandboxedKernelManager, new_scratch
 from course.sandbox import THREAD_VARIABLES, Limits
 from nbclient import NotebookClient

@@ -1,4 +1,5 @@
-"""The fork server's protocol and the checks each side makes (course/forkserver.py), without a
+"""The fork server's protocol and the checks each side makes (course/forkserver_protocol.py, with the
+pure parts of the server, course/forkserver.py, and of its client, course/forkserver_client.py), without a
 server: no kernel, no bubblewrap, no namespaces.
 
 What the grader sends is checked twice: by the client before it asks (the channel must be one of
@@ -13,9 +14,11 @@ import signal
 
 import pytest
 
-from course.forkserver import (ForkServerError, capped, check_spawn, check_spawn_request, decode, encode,
-                               init_exit_code, mounts_to_keep, reply_event, resource_number, sandbox_report,
-                               spawn_request, unescape_mount_point)
+from course.forkserver import capped, init_exit_code, mounts_to_keep, sandbox_report, unescape_mount_point
+from course.forkserver_client import ForkServerError, check_spawn
+from course.forkserver_protocol import (check_spawn_request, decode, encode, exited_reply, failed_reply, kill_request,
+                                        ready_reply, reply_event, request_event, resource_number, spawn_request,
+                                        spawned_reply)
 from course.sandbox import SANDBOX_UID_RANGE, Limits, limit_arguments, rlimit_only_arguments, rlimits
 
 LIMITS = Limits(memory_bytes=2 * 1024**3, processes=10, notebook_cpu_seconds=30, file_bytes=1024, open_files=99)
@@ -84,14 +87,23 @@ def test_a_packet_that_is_not_json_is_refused():
 
 
 def test_replies_say_what_they_are():
-    assert reply_event(decode(encode({"ready": 41}))) == ("ready", None, 41)
+    assert reply_event(decode(encode(ready_reply(41)))) == ("ready", None, 41)
     spawned = {"spawned": 3, "pid": 99}
-    assert reply_event(spawned) == ("answer", 3, spawned)
+    assert spawned_reply(3, 99) == spawned and reply_event(spawned) == ("answer", 3, spawned)
     failed = {"failed": 4, "error": "OSError: mount"}
-    assert reply_event(failed) == ("answer", 4, failed)
-    assert reply_event({"exited": 3, "status": 137}) == ("exited", 3, 137)
+    assert failed_reply(4, "OSError: mount") == failed and reply_event(failed) == ("answer", 4, failed)
+    assert exited_reply(3, 137) == {"exited": 3, "status": 137}
+    assert reply_event(decode(encode(exited_reply(3, 137)))) == ("exited", 3, 137)
     with pytest.raises(ValueError, match="not a fork-server reply"):
         reply_event({"hello": 1})
+
+
+def test_requests_say_what_they_are():
+    sent = request()
+    assert request_event(sent) == ("spawn", sent)
+    assert kill_request(3) == {"kill": 3}
+    assert request_event(decode(encode(kill_request(3)))) == ("kill", 3)
+    assert request_event({"hello": 1}) == (None, None)  # ignored by the server
 
 
 def test_the_client_asks_only_for_its_own_channels_and_throw_away_user_ids(tmp_path):
@@ -195,31 +207,34 @@ def test_the_limit_defaults_are_read_from_the_one_table():
 
 
 def test_the_server_script_imports_nothing_of_the_course_package(tmp_path):
-    """The server runs as a lone copy of the module inside its sandbox, where the course package is not."""
-    import shutil
+    """The server runs as a copy of its script, with the protocol's next to it, inside its sandbox, where the
+    course package is not."""
     import subprocess
     import sys
 
-    import course.forkserver
+    from course.forkserver_client import install_server
 
-    script = tmp_path / "forkserver.py"
-    shutil.copyfile(course.forkserver.__file__, script)
-    probe = ("import runpy, sys; sys.path[:0] = ['']; names = runpy.run_path(sys.argv[1]); "
-             "print(sorted(m for m in sys.modules if m == 'course' or m.startswith('course.')))")
+    folder = tmp_path / "server"
+    folder.mkdir()
+    script = install_server(folder)
+    assert sorted(path.name for path in folder.iterdir()) == ["forkserver.py", "forkserver_protocol.py"]
+    # As a script's: sys.path[0] is its folder.
+    probe = ("import json, runpy, sys; sys.path[:0] = ['']; names = runpy.run_path(sys.argv[1]); "
+             "print(json.dumps([sorted(m for m in sys.modules if m == 'course' or m.startswith('course.')), "
+             "sys.modules['forkserver_protocol'].__file__]))")
     shown = subprocess.run([sys.executable, "-c", probe, str(script)], capture_output=True, text=True, timeout=60,
-                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""}, check=True)
-    assert json.loads(shown.stdout.replace("'", '"')) == []
+                           cwd=folder, env={**os.environ, "PYTHONPATH": ""}, check=True)
+    assert json.loads(shown.stdout) == [[], str(folder / "forkserver_protocol.py")]
 
 
 def test_a_spawn_request_with_a_cgroup_per_hierarchy_arrives_whole():
     # A request carries the log and one cgroup.procs per hierarchy; a packet with more descriptors than
     # the server reads would lose some, and every kernel would start cold.  Sent as the grader sends it,
     # read as the server reads it.
-    import array
     import socket
 
     from course.cgroups import OPTIONAL, REQUIRED
-    from course.forkserver import receive, spawn_request
+    from course.forkserver_protocol import receive, send
 
     cgroups = len(REQUIRED) + len(OPTIONAL)
     grader, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -227,7 +242,7 @@ def test_a_spawn_request_with_a_cgroup_per_hierarchy_arrives_whole():
     received = []
     try:
         request = spawn_request(1, "/channel", ["-f", "kernel.json"], SANDBOX_UID_RANGE[0], [], 1024, cgroups)
-        grader.sendmsg([encode(request)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", sent))])
+        send(grader, request, sent)
         data, received = receive(server)
         assert len(received) == 1 + cgroups
         check_spawn_request(decode(data), len(received))
