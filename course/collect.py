@@ -53,7 +53,6 @@ import contextlib
 import json
 import os
 import re
-import stat
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -277,7 +276,7 @@ def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, 
             for relative in found_here.files:
                 destination = target / relative
                 destination.parent.mkdir(parents=True, exist_ok=True)
-                _write_if_changed(destination, _read_no_follow(assignment_dir / relative))
+                _write_if_changed(destination, files.read_no_follow(assignment_dir / relative))
                 copied.add(destination)
             in_target = files.listing(target)
             for stale in [target / p for p in in_target.files + in_target.links]:
@@ -294,15 +293,6 @@ def _readable(path):
         return True
     except OSError:
         return False
-
-
-def _read_no_follow(path, limit=None):
-    """A regular file's bytes (at most ``limit`` + 1); a symbolic link raises OSError instead of being followed."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise OSError(f"{path}: not a regular file")
-        return handle.read() if limit is None else handle.read(limit + 1)
 
 
 def _names(notebooks):
@@ -475,7 +465,7 @@ class _Export:
                     self.uploads[upload].members.append(entry.name)
                 size = entry.stat(follow_symlinks=False).st_size
                 self.entry(str(path), entry.name, owner, upload, 0,
-                           lambda path=path: _read_no_follow(path, MAX_NOTEBOOK_BYTES),
+                           lambda path=path: files.read_no_follow(path, MAX_NOTEBOOK_BYTES),
                            size, lambda path=path: self.open_file(path))
             else:
                 self.problem(str(path), "not a regular file (a device, socket or pipe); skipped",
