@@ -9,8 +9,9 @@ LMS).  ``build`` and ``release`` use ``student_notebook`` (each chapter as a dow
 
 Grading is a pipeline, one stage per module, in this order:
 
-* ``collect``: submissions from nbgrader's folders or an LMS export (``lms``: Canvas's and Moodle's own
-  names and files; ``files``: a student's files walked and removed at any depth);
+* ``collect``: submissions from nbgrader's folders or an LMS export (``lms_export``: the export read within
+  bounds; ``lms``: Canvas's and Moodle's own names and files; ``files``: a student's files walked, read and
+  removed at any depth);
 * ``sanitize``: a submitted notebook read within bounds (``submitted_notebook``), then the one gate for
   what a student may show;
 * ``execute``: the notebook run cell by cell in the sandbox (``sandbox``: the limits and the

@@ -48,24 +48,31 @@ budget, a symbolic link (never followed) and anything that is not a regular file
 a ``Problem`` that names the file and says what is wrong; the other submissions are collected
 as usual.  Nested archives are copied to a temporary file one at a time, within one size
 budget for the whole export, so memory stays flat whatever the export holds.
+
+Those bounds are ``course.lms_export``'s: its ``ExportReader`` lists and reads an export and knows
+no student.  Here each file it yields is attributed to a student, the file that counts is chosen
+among a student's, and the chosen ones are written into ``submitted/``.
 """
-import contextlib
 import json
+import logging
 import os
 import re
-import stat
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Callable
 
 from traitlets import Enum, Unicode
 from traitlets.config import Configurable
 
 from . import files
-from .lms import PRESETS, student_name
+from .lms import PRESETS, Preset, SubmissionTimes, student_name
+from .lms_export import EXPORT_ARCHIVE_BUDGET, Entry, EntryKind, ExportReader, OverBudget, TooDeep, Unreadable
 from .sandbox import Limits
+
+if TYPE_CHECKING:
+    from nbgrader.plugins import FileNameCollectorPlugin
 
 DEFAULT_LMS_PATTERN = r"^(?P<student_id>[^_]+)_(?:.*_)?(?P<file_id>{notebooks})(?:-\d+)?\.ipynb$"
 # A gradebook id is a folder name and an nbgrader id: letters (any script: the LMS's names are Unicode), digits and
@@ -75,12 +82,6 @@ SAFE_STUDENT_ID = re.compile(r"[^\W_][\w.@+-]{0,127}")
 LMS_RECORD = "lms.json"
 # Larger files are not notebooks a student wrote; the grader reads no larger one (course.submitted_notebook).
 MAX_NOTEBOOK_BYTES = Limits.notebook_bytes
-# Archives inside archives: an export zip and a student's zip in it, or a folder, a zip of the
-# export in it and a student's zip in that.  A zip a student put inside their own zip is deeper.
-MAX_ARCHIVE_LEVELS = 2
-# Bytes of nested archives copied out of one export, all archives together.
-EXPORT_ARCHIVE_BUDGET = 2 * 1024**3
-COPY_CHUNK = 1024**2
 
 class ProblemKind(StrEnum):
     """What kind of problem an input has (``Problem.kind``), for the report's tally."""
@@ -177,8 +178,10 @@ def notebook_pattern(pattern, notebooks):
     return pattern.replace("{notebooks}", f"(?:{names})")
 
 
-def collect(source, assignment, coursedir, notebooks, pattern=DEFAULT_LMS_PATTERN, roster=None, log=None,
-            archive_budget=EXPORT_ARCHIVE_BUDGET, lms=None, times=None):
+def collect(source: str | os.PathLike | None, assignment: str, coursedir: object, notebooks: set[str],
+            pattern: str = DEFAULT_LMS_PATTERN, roster: set[str] | None = None, log: logging.Logger | None = None,
+            archive_budget: int = EXPORT_ARCHIVE_BUDGET, lms: str | None = None,
+            times: SubmissionTimes | None = None) -> Collected:
     """Gather the submissions of ``assignment`` from ``source`` into ``coursedir``'s submitted/ folder.
 
     ``notebooks`` are the assignment's notebook names without ``.ipynb``; ``roster`` (a set of
@@ -200,9 +203,10 @@ def collect(source, assignment, coursedir, notebooks, pattern=DEFAULT_LMS_PATTER
                                                         f"(expected <student>/{assignment}/*.ipynb)", kind=ProblemKind.MISSING))
     else:
         result.kind = "lms"
-        with _Export(assignment, notebooks, pattern, roster, result.problems, archive_budget, log, lms, times) as export:
-            export.read_source(source)
-            export.write(submitted, result)
+        with ExportReader(archive_budget, MAX_NOTEBOOK_BYTES) as reader:
+            attribution = _attribution(assignment, notebooks, pattern, roster, lms, log, result.problems)
+            _read_source(reader, attribution, source)
+            _write_export(attribution, submitted, result, times, log)
         if times is not None:
             result.problems += [Problem(where, why, kind=ProblemKind.TIMES) for where, why in times.problems]
     # Every student with a folder for this assignment in submitted/ is graded, including
@@ -277,7 +281,7 @@ def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, 
             for relative in found_here.files:
                 destination = target / relative
                 destination.parent.mkdir(parents=True, exist_ok=True)
-                _write_if_changed(destination, _read_no_follow(assignment_dir / relative))
+                _write_if_changed(destination, files.read_no_follow(assignment_dir / relative))
                 copied.add(destination)
             in_target = files.listing(target)
             for stale in [target / p for p in in_target.files + in_target.links]:
@@ -296,35 +300,12 @@ def _readable(path):
         return False
 
 
-def _read_no_follow(path, limit=None):
-    """A regular file's bytes (at most ``limit`` + 1); a symbolic link raises OSError instead of being followed."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise OSError(f"{path}: not a regular file")
-        return handle.read() if limit is None else handle.read(limit + 1)
-
-
 def _names(notebooks):
     return " or ".join(f"{n}.ipynb" for n in sorted(notebooks))
 
 
-def why_unreadable(error):
-    """Why a file or archive member cannot be read, in words: never the error's text, which can
-    quote the file's own bytes (zipfile's header messages do)."""
-    if isinstance(error, OSError):
-        return error.strerror or "an I/O error"
-    if isinstance(error, zipfile.BadZipFile):
-        return "the archive is damaged (a bad header or checksum)"
-    if isinstance(error, zipfile.LargeZipFile):
-        return "the archive needs ZIP64 support"
-    if isinstance(error, NotImplementedError):
-        return "it is compressed with a method that cannot be read here"
-    if isinstance(error, RuntimeError):
-        return "it is encrypted (password-protected)"
-    if isinstance(error, EOFError):
-        return "the archive is truncated"
-    return f"an error reading it ({type(error).__name__})"
+# An LMS export: course.lms_export reads it; what follows decides whose each file is and which file of a
+# student's counts, and writes those into submitted/.
 
 
 @dataclass
@@ -332,10 +313,10 @@ class _Candidate:
     """A notebook found in the export, and the student and notebook it is for."""
 
     where: str  # how the user sees it: archive.zip:folder/name.ipynb
-    read: object  # () -> bytes, at most MAX_NOTEBOOK_BYTES + 1
+    read: Callable[[], bytes]  # at most MAX_NOTEBOOK_BYTES + 1; raises Unreadable
     student: str
     notebook: str
-    timestamp: object = None
+    timestamp: datetime | None = None
 
 
 @dataclass
@@ -344,397 +325,427 @@ class _Upload:
 
     student: str
     notebooks: int = 0
-    members: list = field(default_factory=list)  # base names of every file in it
+    members: list[str] = field(default_factory=list)  # base names of every file in it
 
 
-class _Export:
-    """One LMS export, read entry by entry: which notebook is whose, then the chosen ones written.
+@dataclass
+class _Attribution:
+    """Whose each file of one export is: the rules the export is read by, and what its walk found so far.
 
-    Each file is attributed to its uploader: by its own name at the export's level, by the
-    upload's name inside an archive a student uploaded.  Nested archives are copied, one at a
-    time, to a temporary folder (removed at the end), within one byte budget for the export.
-    """
+    Each file is attributed to its uploader: by its own name at the export's level, by the upload's name
+    inside an archive a student uploaded, by the folder's name inside a student's folder (Moodle's)."""
 
-    def __init__(self, assignment, notebooks, pattern, roster, problems, archive_budget, log, lms=None, times=None):
-        from nbgrader.plugins import FileNameCollectorPlugin
+    assignment: str
+    notebooks: set[str]
+    roster: set[str] | None
+    pattern: str  # the LMS preset's, where one is named
+    preset: Preset | None
+    collector: "FileNameCollectorPlugin"  # the pattern, applied to a notebook's name as nbgrader zip_collect does
+    uploader_pattern: re.Pattern  # the student an uploaded file's name names: the pattern with any file name
+    folder_pattern: re.Pattern | None  # Moodle's "download submissions in folders": a folder per student
+    problems: list[Problem]
+    candidates: list[_Candidate] = field(default_factory=list)
+    uploads: dict[str, _Upload] = field(default_factory=dict)  # where -> the upload there
+    named: set[str] = field(default_factory=set)  # every student a name named, accepted or not
+    names: dict[str, str] = field(default_factory=dict)  # student -> the name the LMS wrote beside the id
+    marked_late: set[str] = field(default_factory=set)  # students whose names carry the LMS's late mark
+    offered: set[tuple[str, str]] = field(default_factory=set)  # (student, notebook) of every file found for it
+    folders: dict[str, str | None] = field(default_factory=dict)  # where -> its owner (_folder_owner), said once
 
-        self.preset = PRESETS[lms] if lms else None
-        if self.preset is not None:
-            pattern = self.preset.pattern
-        # Moodle's "download submissions in folders": each student's files in a folder named after them
-        self.folder_pattern = re.compile(self.preset.folder) if self.preset and self.preset.folder else None
-        self.times, self.names, self.marked_late, self.folders = times, {}, set(), {}
-        self.assignment, self.notebooks, self.pattern, self.roster = assignment, notebooks, pattern, roster
-        self.problems, self.budget_left, self.budget_total, self.log = problems, archive_budget, archive_budget, log
-        self.collector = FileNameCollectorPlugin(named_regexp=notebook_pattern(pattern, notebooks))
-        if log is not None:
-            self.collector.log = log
-        # The student an uploaded file's name names, whatever the file is: the pattern with any file name.
-        self.uploader_pattern = re.compile(pattern.replace("{notebooks}", "[^/]+?"))
-        self.candidates, self.uploads, self.named = [], {}, set()
-        self.offered = set()  # (student, notebook) of every file found for it, collected or not
-        self.stack = contextlib.ExitStack()
-        self.spool, self.spooled = None, 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stack.close()
-
-    def problem(self, where, reason, student="", kind=ProblemKind.UNREADABLE):
+    def problem(self, where: str, reason: str, student: str = "", kind: ProblemKind = ProblemKind.UNREADABLE) -> None:
         self.problems.append(Problem(where, reason, student, kind))
 
-    def uploader_of(self, name, outer=False):
-        """The student a file's name names, read as the LMS names an upload (``.ipynb`` in place of its suffix);
-        ``outer``: the name is the LMS's (not one inside a student's upload), so its late mark counts."""
-        stem = PurePosixPath(name).stem if PurePosixPath(name).suffix else name
-        match = self.uploader_pattern.match(stem + ".ipynb")
-        return self.identify(match.groupdict(), outer) if match else None
 
-    def identify(self, groups, outer=False):
-        """The gradebook id a matched name says (the LMS's user id under a preset), or None; the name the LMS
-        wrote beside it is kept for people to read, and the LMS's late mark where the name is the LMS's own."""
-        raw = (groups or {}).get("student_id")
-        if not raw:
-            return None
-        student = self.preset.student(raw) if self.preset else student_name(raw)
-        if outer:  # a name inside a student's upload is theirs to choose: neither another's name nor a late mark
-            if groups.get("name"):
-                self.names.setdefault(student, student_name(groups["name"]))
-            if groups.get("late"):
-                self.marked_late.add(student)
-        return student
+def _attribution(assignment: str, notebooks: set[str], pattern: str, roster: set[str] | None, lms: str | None,
+                 log: logging.Logger | None, problems: list[Problem]) -> _Attribution:
+    from nbgrader.plugins import FileNameCollectorPlugin
 
-    def folder_owner(self, where, folder):
-        """The student whose folder ``folder`` is (Moodle's per-student folder; registered as their upload), None
-        where the name is no student's folder, "" where that student is not accepted."""
-        if self.folder_pattern is None:
-            return None
-        if where in self.folders:
-            return self.folders[where]
-        match = self.folder_pattern.match(folder)
-        student = self.identify(match.groupdict(), outer=True) if match else None
+    preset = PRESETS[lms] if lms else None
+    if preset is not None:
+        pattern = preset.pattern
+    collector = FileNameCollectorPlugin(named_regexp=notebook_pattern(pattern, notebooks))
+    if log is not None:
+        collector.log = log
+    return _Attribution(assignment, notebooks, roster, pattern, preset, collector,
+                        uploader_pattern=re.compile(pattern.replace("{notebooks}", "[^/]+?")),
+                        folder_pattern=re.compile(preset.folder) if preset and preset.folder else None,
+                        problems=problems)
+
+
+# Whose a file is ----------------------------------------------------------------------------------------
+
+
+def _identify(attribution: _Attribution, groups: dict | None, outer: bool = False) -> str | None:
+    """The gradebook id a matched name says (the LMS's user id under a preset), or None; the name the LMS
+    wrote beside it is kept for people to read, and the LMS's late mark where the name is the LMS's own."""
+    raw = (groups or {}).get("student_id")
+    if not raw:
+        return None
+    student = attribution.preset.student(raw) if attribution.preset else student_name(raw)
+    if outer:  # a name inside a student's upload is theirs to choose: neither another's name nor a late mark
+        if groups.get("name"):
+            attribution.names.setdefault(student, student_name(groups["name"]))
+        if groups.get("late"):
+            attribution.marked_late.add(student)
+    return student
+
+
+def _uploader_of(attribution: _Attribution, name: str, outer: bool = False) -> str | None:
+    """The student a file's name names, read as the LMS names an upload (``.ipynb`` in place of its suffix);
+    ``outer``: the name is the LMS's (not one inside a student's upload), so its late mark counts."""
+    stem = PurePosixPath(name).stem if PurePosixPath(name).suffix else name
+    match = attribution.uploader_pattern.match(stem + ".ipynb")
+    return _identify(attribution, match.groupdict(), outer) if match else None
+
+
+def _folder_owner(attribution: _Attribution, where: str, folder: str) -> str | None:
+    """The student whose folder ``folder`` is (Moodle's per-student folder; registered as their upload), None
+    where the name is no student's folder, "" where that student is not accepted."""
+    if attribution.folder_pattern is None:
+        return None
+    if where in attribution.folders:
+        return attribution.folders[where]
+    match = attribution.folder_pattern.match(folder)
+    student = _identify(attribution, match.groupdict(), outer=True) if match else None
+    if student is not None:
+        if not _accept(attribution, student, where):
+            student = ""
+        else:
+            attribution.uploads[where] = _Upload(student)
+    attribution.folders[where] = student
+    return student
+
+
+def _accept(attribution: _Attribution, student: str, where: str) -> bool:
+    """Whether ``student`` may have files collected; says why not."""
+    attribution.named.add(student)
+    if not SAFE_STUDENT_ID.fullmatch(student):
+        attribution.problem(where, f"{student!r} is not a usable student id; skipped", student,
+                            ProblemKind.UNKNOWN_STUDENT)
+        return False
+    if attribution.roster is not None and student not in attribution.roster:
+        attribution.problem(where, f"unknown student {student!r}: not in the gradebook's roster; skipped", student,
+                            ProblemKind.UNKNOWN_STUDENT)
+        return False
+    return True
+
+
+# Walking the export ---------------------------------------------------------------------------------------
+
+# The problem kind of each reason the reader gives for not reading an archive.
+_NOT_READ = {Unreadable: ProblemKind.UNREADABLE, TooDeep: ProblemKind.TOO_DEEP, OverBudget: ProblemKind.OVER_BUDGET}
+
+
+def _read_source(reader: ExportReader, attribution: _Attribution, source: Path) -> None:
+    if not source.is_file():
+        _read_folder(reader, attribution, source)
+    elif source.suffix.lower() == ".ipynb":
+        _match_notebook(attribution, reader.source_file(source), None, None)
+    else:  # the export itself, whatever its name says: never one student's upload
+        _read_archive(reader, attribution, reader.source_file(source), None, None, uploaded=False)
+
+
+def _read_folder(reader: ExportReader, attribution: _Attribution, folder: Path, owner: str | None = None,
+                 upload: str | None = None) -> None:
+    """A folder of the export; ``owner`` and ``upload`` where it lies in a student's upload (Moodle's folders)."""
+    try:
+        entries = reader.folder(folder)
+    except Unreadable as error:
+        attribution.problem(str(folder), str(error))
+        return
+    for entry in entries:
+        if entry.kind == EntryKind.SYMLINK:
+            student = owner or _uploader_of(attribution, entry.name) or ""
+            if student:
+                attribution.named.add(student)
+            attribution.problem(entry.where, "a symbolic link; not followed, nothing was collected from it", student,
+                                ProblemKind.SYMLINK)
+        elif entry.kind == EntryKind.FOLDER:
+            student = _folder_owner(attribution, entry.where, entry.name) if owner is None else None
+            if student == "":
+                continue  # a student not accepted: said once, by _accept()
+            _read_folder(reader, attribution, Path(entry.where), owner or student,
+                         upload if student is None else entry.where)
+        elif entry.kind == EntryKind.FILE:
+            if upload is not None:
+                attribution.uploads[upload].members.append(entry.name)
+            _read_entry(reader, attribution, entry, owner, upload)
+        else:
+            attribution.problem(entry.where, "not a regular file (a device, socket or pipe); skipped",
+                                _uploader_of(attribution, entry.name) or "", ProblemKind.NOT_A_FILE)
+
+
+def _read_entry(reader: ExportReader, attribution: _Attribution, entry: Entry, owner: str | None,
+                upload: str | None) -> None:
+    """One file of the export: ``owner`` is the uploader when it lies inside a student's upload."""
+    suffix = PurePosixPath(entry.name).suffix.lower()
+    if suffix == ".zip":
+        _read_archive(reader, attribution, entry, owner, upload)
+    elif suffix == ".ipynb":
+        _match_notebook(attribution, entry, owner, upload)
+    elif owner is None:
+        student = _uploader_of(attribution, entry.name)
+        if student and _accept(attribution, student, entry.where):
+            attribution.problem(entry.where, f"not a notebook: only {_names(attribution.notebooks)} is graded; "
+                                "not collected", student, ProblemKind.NO_NOTEBOOK)
+        elif not student:
+            attribution.problem(entry.where, "neither a notebook nor a zip archive, and its name says no student; "
+                                "skipped", kind=ProblemKind.UNATTRIBUTED)
+
+
+def _read_archive(reader: ExportReader, attribution: _Attribution, archive: Entry, owner: str | None,
+                  upload: str | None, uploaded: bool = True) -> None:
+    """A zip: the export's own (``uploaded`` False), or one found in the export."""
+    if owner is None and uploaded:
+        student = _uploader_of(attribution, archive.name, outer=True)
+        if student:  # a student's upload: all of it is theirs
+            if not _accept(attribution, student, archive.where):
+                return
+            owner, upload = student, archive.where
+            attribution.uploads[upload] = _Upload(student)
+    try:
+        members = reader.archive(archive)
+    except Unreadable as error:
+        attribution.problem(archive.where, str(error), owner or "", _NOT_READ[type(error)])
+        return
+    for member in members:
+        member_owner, member_upload = owner, upload
+        if owner is None:  # the export's own archive: a student's folder in it is their upload
+            member_owner, member_upload = _student_folder(attribution, archive, member) or (owner, upload)
+            if member_owner == "":
+                continue  # a student not accepted: said once, by _accept()
+        if member_upload is not None:
+            attribution.uploads[member_upload].members.append(member.name)
+        _read_entry(reader, attribution, member, member_owner, member_upload)
+
+
+def _student_folder(attribution: _Attribution, archive: Entry, member: Entry) -> tuple[str, str] | None:
+    """(owner, upload) of a member of the export's own archive that lies in a student's folder (the first of
+    its folders that is one); None where none is."""
+    for depth, part in enumerate(member.folders):
+        folder = f"{archive.where}:{'/'.join(member.folders[:depth + 1])}"
+        student = _folder_owner(attribution, folder, part)
         if student is not None:
-            if not self.accept(student, where):
-                student = ""
-            else:
-                self.uploads[where] = _Upload(student)
-        self.folders[where] = student
-        return student
+            return student, folder
+    return None
 
-    def accept(self, student, where):
-        """Whether ``student`` may have files collected; says why not."""
-        self.named.add(student)
-        if not SAFE_STUDENT_ID.fullmatch(student):
-            self.problem(where, f"{student!r} is not a usable student id; skipped", student, ProblemKind.UNKNOWN_STUDENT)
-            return False
-        if self.roster is not None and student not in self.roster:
-            self.problem(where, f"unknown student {student!r}: not in the gradebook's roster; skipped", student,
-                         ProblemKind.UNKNOWN_STUDENT)
-            return False
+
+def _match_notebook(attribution: _Attribution, entry: Entry, owner: str | None, upload: str | None) -> None:
+    """A notebook of the export: a candidate for its student, or a problem that says why it is none."""
+    info = attribution.collector.collect(entry.name) or {}
+    if owner is None:
+        student = _student_of_outer_notebook(attribution, entry, info)
+    else:
+        student, info = _student_of_uploaded_notebook(attribution, entry, info, owner)
+    if student is None:
+        return
+    notebook = Path(info.get("file_id") or "").stem if info else re.sub(r"-\d+$", "", PurePosixPath(entry.name).stem)
+    if notebook not in attribution.notebooks:
+        attribution.problem(entry.where, f"not a notebook of {attribution.assignment} (expected "
+                            f"{_names(attribution.notebooks)}); skipped", student, ProblemKind.WRONG_NOTEBOOK)
+        return
+    attribution.offered.add((student, notebook))
+    if entry.size > MAX_NOTEBOOK_BYTES:
+        attribution.problem(entry.where, f"{entry.size // 1024**2} MiB is too large for a notebook; skipped", student,
+                            ProblemKind.TOO_LARGE)
+        return
+    timestamp = None
+    # A time only from the LMS's own name of the file: a name inside a student's upload is the student's to
+    # choose (an on-time date in a late upload), and never a submission time.
+    if owner is None and info.get("timestamp"):
+        from nbgrader.utils import parse_utc
+
+        try:
+            timestamp = parse_utc(info["timestamp"])
+        except (ValueError, OverflowError):
+            attribution.problem(entry.where, f"unreadable timestamp {info['timestamp']!r}; ignored", student,
+                                ProblemKind.TIMESTAMP)
+    if upload is not None:
+        attribution.uploads[upload].notebooks += 1
+    attribution.candidates.append(_Candidate(entry.where, entry.read, student, notebook, timestamp))
+
+
+def _student_of_outer_notebook(attribution: _Attribution, entry: Entry, info: dict) -> str | None:
+    """The student a notebook the LMS named is for, or None (with the problem said)."""
+    # The LMS writes its ids first and the student's own file name last, so the first reading of the ids is
+    # the uploader's.  A file name can imitate another student's ids ("x_9999_1_losses.ipynb"), which a
+    # pattern that reads the notebook's name from the end would take for that student's.
+    uploader = _uploader_of(attribution, entry.name, outer=True)
+    named = _identify(attribution, info, outer=uploader is None) if info else uploader
+    if uploader and named != uploader:
+        attribution.problem(entry.where, f"the name the student gave the file imitates another student's ({named}); "
+                            "a file counts only for the student who uploaded it; not collected", uploader,
+                            ProblemKind.OTHER_STUDENT)
+        return None
+    if not info:
+        if named and _accept(attribution, named, entry.where):
+            attribution.problem(entry.where, f"not a notebook of {attribution.assignment} (expected "
+                                f"{_names(attribution.notebooks)}); skipped", named, ProblemKind.WRONG_NOTEBOOK)
+        elif not named:
+            attribution.problem(entry.where, "the file name does not say which student it belongs to (it does not "
+                                f"match the LMS pattern {attribution.pattern!r}); skipped",
+                                kind=ProblemKind.UNATTRIBUTED)
+        return None
+    return named if _accept(attribution, named, entry.where) else None
+
+
+def _student_of_uploaded_notebook(attribution: _Attribution, entry: Entry, info: dict,
+                                  owner: str) -> tuple[str | None, dict]:
+    """``owner``, whose upload holds the notebook, unless its name says it is another student's (a problem
+    said, None); and the pattern's reading of its name, {} where the name itself is the notebook's."""
+    named = _identify(attribution, info) or _uploader_of(attribution, entry.name)
+    # A member called exactly as a notebook of the assignment is that notebook, whatever the pattern
+    # reads into its name (cross_entropy.ipynb is no file of a student "cross").
+    if re.sub(r"-\d+$", "", PurePosixPath(entry.name).stem) in attribution.notebooks:
+        info, named = {}, None  # the notebook is read from the name itself, never through the pattern
+    if named and named != owner:
+        attribution.problem(entry.where, f"its name says it is {named}'s, but it is part of {owner}'s upload: a file "
+                            "counts only for the student who uploaded it; not collected", owner,
+                            ProblemKind.OTHER_STUDENT)
+        return None, info
+    return owner, info
+
+
+# Choosing and writing -------------------------------------------------------------------------------------
+
+
+def _choose(candidates: list[_Candidate]) -> tuple[dict[tuple[str, str], _Candidate | None], list[Problem]]:
+    """(student, notebook) -> the candidate to collect, or None when two files leave it undecided; and the
+    problems that say which files were passed over.  Of two files with different times the newer counts."""
+    chosen, problems = {}, []
+    for candidate in candidates:
+        key = (candidate.student, candidate.notebook)
+        previous = chosen.get(key, False)
+        if previous is False:
+            chosen[key] = candidate
+            continue
+        if previous is not None and candidate.timestamp is not None and previous.timestamp is not None \
+                and candidate.timestamp != previous.timestamp:
+            newer, older = (candidate, previous) if candidate.timestamp > previous.timestamp else (previous, candidate)
+            problems.append(Problem(older.where, f"an older file for student {candidate.student}, "
+                                    f"{candidate.notebook}.ipynb; graded the newer {newer.where}", candidate.student,
+                                    ProblemKind.SUPERSEDED))
+            chosen[key] = newer
+        else:
+            chosen[key] = None
+            problems.append(Problem(candidate.where, f"two files for student {candidate.student}, "
+                                    f"{candidate.notebook}.ipynb: {previous.where if previous else 'another'} and "
+                                    "this one; neither was collected (keep one and run again; until then an earlier "
+                                    "submission of theirs in submitted/, if any, stands)", candidate.student,
+                                    ProblemKind.DUPLICATE))
+    return chosen, problems
+
+
+def _write_export(attribution: _Attribution, submitted: Path, result: Collected, times: SubmissionTimes | None,
+                  log: logging.Logger | None) -> None:
+    """The chosen notebooks into submitted/, each student's record and time beside them; what a new
+    submission lacks is removed, and every student and upload without a notebook is reported."""
+    chosen, passed_over = _choose(attribution.candidates)
+    attribution.problems += passed_over
+    undecided = {student for (student, _), candidate in chosen.items() if candidate is None}
+    changed, stamps = _write_notebooks(attribution, chosen, submitted, result)
+    supplied = times.times if times is not None else {}
+    for student in result.students:
+        if student in supplied:  # the LMS's own record of when it was submitted
+            stamps[student] = supplied[student]
+        if stamps.get(student) is None:
+            result.timeless.append(student)
+        if _write_lms_record(attribution, submitted / student / attribution.assignment, student, times):
+            changed.add(student)
+    result.names.update({s: n for s, n in attribution.names.items() if s in result.students})
+    for student in sorted((changed | set(stamps) | set(supplied)) & set(result.students)):
+        _write_time(submitted / student / attribution.assignment, student, stamps.get(student), log)
+    _remove_stale_notebooks(attribution, submitted, result, log)
+    _report_without_notebook(attribution, result, undecided)
+
+
+def _write_notebooks(attribution: _Attribution, chosen: dict[tuple[str, str], _Candidate | None], submitted: Path,
+                     result: Collected) -> tuple[set[str], dict[str, datetime]]:
+    """Each chosen notebook that can be read into submitted/; the students whose files changed, and the latest
+    time each student's file names carry."""
+    changed, stamps = set(), {}
+    for (student, notebook), candidate in sorted(chosen.items()):
+        if candidate is None:
+            continue
+        try:
+            data = candidate.read()
+        except Unreadable as error:
+            attribution.problem(candidate.where, str(error), student)
+            continue
+        if len(data) > MAX_NOTEBOOK_BYTES:
+            attribution.problem(candidate.where, f"more than {MAX_NOTEBOOK_BYTES // 1024**2} MiB is too large for a "
+                                "notebook; skipped", student, ProblemKind.TOO_LARGE)
+            continue
+        folder = submitted / student / attribution.assignment
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{notebook}.ipynb"
+        if _write_if_changed(path, data):
+            changed.add(student)
+        if candidate.timestamp is not None:
+            stamps[student] = max(stamps.get(student, candidate.timestamp), candidate.timestamp)
+        result.students.setdefault(student, []).append(path)
+    return changed, stamps
+
+
+def _write_lms_record(attribution: _Attribution, folder: Path, student: str, times: SubmissionTimes | None) -> bool:
+    """``LMS_RECORD`` beside a student's notebooks, where there is a preset or a late mark, and an earlier
+    collection's removed where there is neither; whether the folder changed."""
+    marked = student in attribution.marked_late or (times is not None and times.late.get(student) is True)
+    path = folder / LMS_RECORD
+    if attribution.preset is not None or marked:
+        record = {"lms": attribution.preset.lms if attribution.preset else "", "student": student,
+                  "name": attribution.names.get(student, ""), "marked_late": marked}
+        return _write_if_changed(path, json.dumps(record, ensure_ascii=False, sort_keys=True).encode())
+    if path.is_file():  # an earlier collection's record is not this submission's
+        path.unlink()
         return True
-
-    # Reading the export ---------------------------------------------------------------------
-
-    def read_source(self, source):
-        if source.is_file():
-            if source.suffix.lower() == ".ipynb":
-                self.entry(str(source), source.name, None, None, 0, lambda: source.read_bytes(),
-                           source.stat().st_size, None)
-            else:
-                # The instructor's own argument: a link to it is followed, unlike links inside the export.
-                self.read_archive(str(source), None, None, 1, lambda: self.stack.enter_context(open(source, "rb")))
-        else:
-            self.read_folder(source)
-
-    def open_file(self, path):
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        return self.stack.enter_context(os.fdopen(descriptor, "rb"))
-
-    def read_folder(self, folder, owner=None, upload=None):
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as error:
-            self.problem(str(folder), f"the folder cannot be read: {why_unreadable(error)}")
-            return
-        for entry in entries:
-            path = Path(entry.path)
-            if entry.is_symlink():
-                student = owner or self.uploader_of(entry.name) or ""
-                if student:
-                    self.named.add(student)
-                self.problem(str(path), "a symbolic link; not followed, nothing was collected from it", student, ProblemKind.SYMLINK)
-            elif entry.is_dir(follow_symlinks=False):
-                student = self.folder_owner(str(path), entry.name) if owner is None else None
-                if student == "":
-                    continue  # a student not accepted: said once, by accept()
-                self.read_folder(path, owner or student, upload if student is None else str(path))
-            elif entry.is_file(follow_symlinks=False):
-                if upload is not None:
-                    self.uploads[upload].members.append(entry.name)
-                size = entry.stat(follow_symlinks=False).st_size
-                self.entry(str(path), entry.name, owner, upload, 0,
-                           lambda path=path: _read_no_follow(path, MAX_NOTEBOOK_BYTES),
-                           size, lambda path=path: self.open_file(path))
-            else:
-                self.problem(str(path), "not a regular file (a device, socket or pipe); skipped",
-                             self.uploader_of(entry.name) or "", ProblemKind.NOT_A_FILE)
-
-    def entry(self, where, name, owner, upload, level, read, size, open_archive):
-        """One file of the export: ``owner`` is the uploader when it lies inside a student's upload."""
-        suffix = PurePosixPath(name).suffix.lower()
-        if suffix == ".zip":
-            self.read_archive(where, owner, upload, level + 1, open_archive, name)
-        elif suffix == ".ipynb":
-            self.notebook(where, name, owner, upload, read, size)
-        elif owner is None:
-            student = self.uploader_of(name)
-            if student and self.accept(student, where):
-                self.problem(where, f"not a notebook: only {_names(self.notebooks)} is graded; not collected",
-                             student, ProblemKind.NO_NOTEBOOK)
-            elif not student:
-                self.problem(where, "neither a notebook nor a zip archive, and its name says no student; skipped",
-                             kind=ProblemKind.UNATTRIBUTED)
-
-    def read_archive(self, where, owner, upload, level, open_archive, name=None):
-        """Read a zip: the export's own (``name`` None), or one found in the export at ``level``."""
-        if owner is None and name is not None:
-            student = self.uploader_of(name, outer=True)
-            if student:  # a student's upload: all of it is theirs
-                if not self.accept(student, where):
-                    return
-                owner, upload = student, where
-                self.uploads[upload] = _Upload(student)
-        if level > MAX_ARCHIVE_LEVELS:
-            self.problem(where, f"an archive inside {level - 1} others: deeper than the {MAX_ARCHIVE_LEVELS} levels "
-                                "read; nothing in it was collected", owner or "", ProblemKind.TOO_DEEP)
-            return
-        try:
-            archive = self.stack.enter_context(zipfile.ZipFile(open_archive()))
-            members = archive.infolist()
-        except _OverBudget:
-            self.problem(where, f"past the size budget of {_size(self.budget_total)} for all the archives "
-                                "inside this export together; nothing in it was collected", owner or "", ProblemKind.OVER_BUDGET)
-            return
-        except zipfile.BadZipFile:
-            self.problem(where, "not a zip archive (or a damaged one); nothing in it was collected", owner or "")
-            return
-        except Exception as error:
-            self.problem(where, f"the archive cannot be read: {why_unreadable(error)}", owner or "")
-            return
-        for info in members:
-            inner = PurePosixPath(info.filename)
-            if info.is_dir() or "__MACOSX" in inner.parts or any(part.startswith(".") for part in inner.parts):
-                continue  # folders, and what macOS and Jupyter add (.DS_Store, .ipynb_checkpoints)
-            member_owner, member_upload = owner, upload
-            if owner is None:  # the export's own archive: a student's folder in it is their upload
-                for depth, part in enumerate(inner.parts[:-1]):
-                    student = self.folder_owner(f"{where}:{'/'.join(inner.parts[:depth + 1])}", part)
-                    if student is not None:
-                        member_owner, member_upload = student, f"{where}:{'/'.join(inner.parts[:depth + 1])}"
-                        break
-                if member_owner == "":
-                    continue  # a student not accepted: said once, by accept()
-            if member_upload is not None:
-                self.uploads[member_upload].members.append(inner.name)
-            self.entry(f"{where}:{info.filename}", inner.name, member_owner, member_upload, level,
-                       lambda archive=archive, info=info: _read_member(archive, info),
-                       info.file_size, lambda archive=archive, info=info: self.spool_member(archive, info))
-
-    def spool_member(self, archive, info):
-        """A nested archive, copied to a temporary file within the export's budget, opened for reading."""
-        if info.file_size > self.budget_left:
-            raise _OverBudget()
-        if self.spool is None:
-            self.spool = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="course-collect-")))
-        self.spooled += 1
-        path = self.spool / f"{self.spooled}.zip"
-        copied = 0
-        with archive.open(info) as member, open(path, "wb") as copy:
-            while chunk := member.read(COPY_CHUNK):
-                copied += len(chunk)
-                if copied > self.budget_left:  # a member larger than its header said
-                    copy.truncate(0)
-                    raise _OverBudget()
-                copy.write(chunk)
-        self.budget_left -= copied
-        return self.stack.enter_context(open(path, "rb"))
-
-    def notebook(self, where, name, owner, upload, read, size):
-        info = self.collector.collect(name) or {}
-        if owner is None:
-            # The LMS writes its ids first and the student's own file name last, so the first reading of the
-            # ids is the uploader's.  A file name can imitate another student's ids ("x_9999_1_losses.ipynb"),
-            # which a pattern that reads the notebook's name from the end would take for that student's.
-            uploader = self.uploader_of(name, outer=True)
-            named = self.identify(info, outer=uploader is None) if info else uploader
-            if uploader and named != uploader:
-                self.problem(where, f"the name the student gave the file imitates another student's ({named}); "
-                                    "a file counts only for the student who uploaded it; not collected",
-                             uploader, ProblemKind.OTHER_STUDENT)
-                return
-        else:
-            named = self.identify(info) or self.uploader_of(name)
-        if owner is None:
-            if not info:
-                if named and self.accept(named, where):
-                    self.problem(where, f"not a notebook of {self.assignment} (expected {_names(self.notebooks)}); skipped",
-                                 named, ProblemKind.WRONG_NOTEBOOK)
-                elif not named:
-                    self.problem(where, "the file name does not say which student it belongs to "
-                                        f"(it does not match the LMS pattern {self.pattern!r}); skipped", kind=ProblemKind.UNATTRIBUTED)
-                return
-            student = named
-            if not self.accept(student, where):
-                return
-        else:
-            student = owner
-            # A member called exactly as a notebook of the assignment is that notebook, whatever the pattern
-            # reads into its name (cross_entropy.ipynb is no file of a student "cross").
-            if re.sub(r"-\d+$", "", PurePosixPath(name).stem) in self.notebooks:
-                info, named = {}, None  # the notebook is read from the name itself, never through the pattern
-            if named and named != owner:
-                self.problem(where, f"its name says it is {named}'s, but it is part of {owner}'s upload: a file counts "
-                                    f"only for the student who uploaded it; not collected", owner, ProblemKind.OTHER_STUDENT)
-                return
-        notebook = Path(info.get("file_id") or "").stem if info else re.sub(r"-\d+$", "", PurePosixPath(name).stem)
-        if notebook not in self.notebooks:
-            self.problem(where, f"not a notebook of {self.assignment} (expected {_names(self.notebooks)}); skipped",
-                         student, ProblemKind.WRONG_NOTEBOOK)
-            return
-        self.offered.add((student, notebook))
-        if size > MAX_NOTEBOOK_BYTES:
-            self.problem(where, f"{size // 1024**2} MiB is too large for a notebook; skipped", student, ProblemKind.TOO_LARGE)
-            return
-        timestamp = None
-        # A time only from the LMS's own name of the file: a name inside a student's upload is the student's to
-        # choose (an on-time date in a late upload), and never a submission time.
-        if owner is None and info.get("timestamp"):
-            from nbgrader.utils import parse_utc
-
-            try:
-                timestamp = parse_utc(info["timestamp"])
-            except (ValueError, OverflowError):
-                self.problem(where, f"unreadable timestamp {info['timestamp']!r}; ignored", student, ProblemKind.TIMESTAMP)
-        if upload is not None:
-            self.uploads[upload].notebooks += 1
-        self.candidates.append(_Candidate(where, read, student, notebook, timestamp))
-
-    # Choosing and writing -------------------------------------------------------------------
-
-    def choose(self):
-        """(student, notebook) -> the candidate to collect, or None when two files leave it undecided."""
-        chosen = {}
-        for candidate in self.candidates:
-            key = (candidate.student, candidate.notebook)
-            previous = chosen.get(key, False)
-            if previous is False:
-                chosen[key] = candidate
-                continue
-            if previous is not None and candidate.timestamp is not None and previous.timestamp is not None \
-                    and candidate.timestamp != previous.timestamp:
-                newer, older = (candidate, previous) if candidate.timestamp > previous.timestamp else (previous, candidate)
-                self.problem(older.where, f"an older file for student {candidate.student}, {candidate.notebook}.ipynb; "
-                                          f"graded the newer {newer.where}", candidate.student, ProblemKind.SUPERSEDED)
-                chosen[key] = newer
-            else:
-                chosen[key] = None
-                self.problem(candidate.where, f"two files for student {candidate.student}, {candidate.notebook}.ipynb: "
-                             f"{previous.where if previous else 'another'} and this one; neither was collected "
-                             "(keep one and run again; until then an earlier submission of theirs in submitted/, if any, "
-                             "stands)", candidate.student, ProblemKind.DUPLICATE)
-        return chosen
-
-    def write(self, submitted, result):
-        undecided, changed, times = set(), set(), {}
-        for (student, notebook), candidate in sorted(self.choose().items()):
-            if candidate is None:
-                undecided.add(student)
-                continue
-            try:
-                data = candidate.read()
-            except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, RuntimeError,
-                    NotImplementedError) as error:
-                self.problem(candidate.where, f"the file cannot be read: {why_unreadable(error)}", student)
-                continue
-            if len(data) > MAX_NOTEBOOK_BYTES:
-                self.problem(candidate.where, f"more than {MAX_NOTEBOOK_BYTES // 1024**2} MiB is too large for a notebook; "
-                                              "skipped", student, ProblemKind.TOO_LARGE)
-                continue
-            folder = submitted / student / self.assignment
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{notebook}.ipynb"
-            if _write_if_changed(path, data):
-                changed.add(student)
-            if candidate.timestamp is not None:
-                times[student] = max(times.get(student, candidate.timestamp), candidate.timestamp)
-            result.students.setdefault(student, []).append(path)
-        supplied = self.times.times if self.times is not None else {}
-        for student in result.students:
-            if student in supplied:  # the LMS's own record of when it was submitted
-                times[student] = supplied[student]
-            if times.get(student) is None:
-                result.timeless.append(student)
-            marked = student in self.marked_late or (self.times is not None and self.times.late.get(student) is True)
-            path = submitted / student / self.assignment / LMS_RECORD
-            if self.preset is not None or marked:
-                record = {"lms": self.preset.lms if self.preset else "", "student": student,
-                          "name": self.names.get(student, ""), "marked_late": marked}
-                if _write_if_changed(path, json.dumps(record, ensure_ascii=False, sort_keys=True).encode()):
-                    changed.add(student)
-            elif path.is_file():  # an earlier collection's record is not this submission's
-                path.unlink()
-                changed.add(student)
-        result.names.update({s: n for s, n in self.names.items() if s in result.students})
-        for student in sorted((changed | set(times) | set(supplied)) & set(result.students)):
-            self.write_time(submitted / student / self.assignment, student, times.get(student))
-        for student in result.students:  # a notebook the new submission lacks is not graded from an earlier one
-            for notebook in sorted(self.notebooks):
-                stale = submitted / student / self.assignment / f"{notebook}.ipynb"
-                if (student, notebook) not in self.offered and stale.is_file():
-                    stale.unlink()
-                    if self.log is not None:
-                        self.log.warning("%s: the new submission has no %s.ipynb; the earlier one was removed", student,
-                                         notebook)
-        for where, upload in self.uploads.items():
-            if upload.notebooks == 0:
-                held = ", ".join(upload.members[:5]) + (f" and {len(upload.members) - 5} more" if len(upload.members) > 5 else "")
-                self.problem(where, f"an upload with no notebook of {self.assignment} (expected {_names(self.notebooks)}): "
-                                    f"it holds {held or 'no file'}; nothing in it was collected", upload.student, ProblemKind.NO_NOTEBOOK)
-        said = {p.student for p in self.problems if p.kind == ProblemKind.NO_NOTEBOOK}  # their upload's problem says it
-        for student in sorted(self.named - set(result.students) - undecided - said):
-            if SAFE_STUDENT_ID.fullmatch(student) and (self.roster is None or student in self.roster):
-                files = [p.where for p in self.problems if p.student == student]
-                self.problem(files[0] if files else "the export", f"no notebook for student {student}: expected "
-                                                                  f"{_names(self.notebooks)}", student, ProblemKind.NO_NOTEBOOK)
-
-    def write_time(self, folder, student, time):
-        """nbgrader's ``timestamp.txt``: the latest time the student's files carry.  A submission that
-        changed and carries none has no known time: an earlier collection's time is not its time."""
-        stamp = folder / "timestamp.txt"
-        if time is not None:
-            _write_if_changed(stamp, time.isoformat(" ").encode())
-        elif stamp.exists():
-            earlier = stamp.read_text(errors="replace").strip()
-            stamp.unlink()
-            if self.log is not None:
-                self.log.warning("%s: the new submission's file names carry no time, so the earlier submission's "
-                                 "time (%s) was removed: the late policy's rule for a submission without a time applies",
-                                 student, earlier[:40])
+    return False
 
 
-class _OverBudget(Exception):
-    pass
+def _write_time(folder: Path, student: str, time: datetime | None, log: logging.Logger | None) -> None:
+    """nbgrader's ``timestamp.txt``: the latest time the student's files carry.  A submission that
+    changed and carries none has no known time: an earlier collection's time is not its time."""
+    stamp = folder / "timestamp.txt"
+    if time is not None:
+        _write_if_changed(stamp, time.isoformat(" ").encode())
+    elif stamp.exists():
+        earlier = stamp.read_text(errors="replace").strip()
+        stamp.unlink()
+        if log is not None:
+            log.warning("%s: the new submission's file names carry no time, so the earlier submission's "
+                        "time (%s) was removed: the late policy's rule for a submission without a time applies",
+                        student, earlier[:40])
 
 
-def _size(count):
-    return f"{count / 1024**3:g} GiB" if count >= 1024**3 else f"{count / 1024**2:g} MiB" if count >= 1024**2 else f"{count} bytes"
+def _remove_stale_notebooks(attribution: _Attribution, submitted: Path, result: Collected,
+                            log: logging.Logger | None) -> None:
+    """A notebook the new submission lacks is not graded from an earlier one."""
+    for student in result.students:
+        for notebook in sorted(attribution.notebooks):
+            stale = submitted / student / attribution.assignment / f"{notebook}.ipynb"
+            if (student, notebook) not in attribution.offered and stale.is_file():
+                stale.unlink()
+                if log is not None:
+                    log.warning("%s: the new submission has no %s.ipynb; the earlier one was removed", student,
+                                notebook)
 
 
-def _read_member(archive, info):
-    with archive.open(info) as member:
-        return member.read(MAX_NOTEBOOK_BYTES + 1)
+def _report_without_notebook(attribution: _Attribution, result: Collected, undecided: set[str]) -> None:
+    """Every upload, and every student named and accepted, that gave no notebook to collect."""
+    expected = _names(attribution.notebooks)
+    for where, upload in attribution.uploads.items():
+        if upload.notebooks == 0:
+            more = len(upload.members) - 5
+            held = ", ".join(upload.members[:5]) + (f" and {more} more" if more > 0 else "")
+            attribution.problem(where, f"an upload with no notebook of {attribution.assignment} (expected {expected}): "
+                                f"it holds {held or 'no file'}; nothing in it was collected", upload.student,
+                                ProblemKind.NO_NOTEBOOK)
+    said = {p.student for p in attribution.problems if p.kind == ProblemKind.NO_NOTEBOOK}  # their upload's says it
+    for student in sorted(attribution.named - set(result.students) - undecided - said):
+        if SAFE_STUDENT_ID.fullmatch(student) and (attribution.roster is None or student in attribution.roster):
+            wheres = [p.where for p in attribution.problems if p.student == student]
+            attribution.problem(wheres[0] if wheres else "the export", f"no notebook for student {student}: expected "
+                                f"{expected}", student, ProblemKind.NO_NOTEBOOK)
 
 
 def _write_if_changed(path, data):

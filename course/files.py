@@ -1,4 +1,4 @@
-"""A student's files, walked and removed at any depth: without recursion and without following links.
+"""A student's files, walked, read and removed at any depth: without recursion and without following links.
 
 A submission decides the shape of what it leaves behind (a channel folder, a sandbox's scratch
 folder, an upload): a folder chain deeper than the interpreter's recursion limit, a path longer
@@ -11,6 +11,9 @@ followed: a link is an entry like any file (removed, or counted as itself).
 The walk climbs back up by ``..``, and checks that it arrived at the folder it came from (device
 and inode), so a folder moved while it runs stops the walk instead of sending it elsewhere.  Only
 walk a tree that nothing changes any more (the sandbox that wrote it is gone).
+
+``read_no_follow`` reads one file the same way: a link raises instead of being followed, a pipe or a device
+instead of being read.
 
 ``listing`` is the bounded view of a submission folder that is copied or fingerprinted: down to
 ``MAX_SUBMISSION_DEPTH`` folders, naming what lies deeper and what cannot be read.
@@ -135,6 +138,16 @@ def remove_quietly(path):
         return True
     except OSError:
         return False
+
+
+def read_no_follow(path: str | os.PathLike, limit: int | None = None) -> bytes:
+    """A regular file's bytes (at most ``limit`` + 1); a symbolic link raises OSError instead of being followed,
+    and a pipe or device instead of blocking or being read."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        return handle.read() if limit is None else handle.read(limit + 1)
 
 
 # How deep a submission folder that is copied or fingerprinted is read (``listing``): nbgrader's own copy
