@@ -92,7 +92,7 @@ class AssignmentRun:
     rules: tuple  # the assignment's rules (course.cases.Rule), enforced as its checks run
     fingerprint: bytes
     modules: tuple  # heavy modules the source notebooks import: the fork server or a warm kernel imports them ahead
-    collected: Collected | None = None
+    collected: Collected = field(default_factory=Collected)  # what planning collected (course.collect)
     submissions: list[Submission] = field(default_factory=list)
     report: Path | None = None
     # --student: what the last whole collection found about everyone else, for the report only

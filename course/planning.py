@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from .cases import load_rules, references_path
-from .collect import Collected, Problem, ProblemKind, collect, read_lms_record
+from .collect import DEFAULT_LMS_PATTERN, Collected, Problem, ProblemKind, collect, read_lms_record
 from .errors import UsageError
 from .execute import source_imports, source_notebooks
 from .files import remove_quietly
@@ -37,7 +37,7 @@ class PlanOptions:
     force: bool = False  # --force: grade everything again, changed or not
     roster_only: bool = False  # only the gradebook's students are collected
     only: frozenset[str] | None = None  # --student: only these, always regraded; nobody else's files are touched
-    pattern: str | None = None  # how an export's file names are read (--pattern, or the LMS's preset)
+    pattern: str = DEFAULT_LMS_PATTERN  # how an export's file names are read (--pattern, or the LMS's preset)
     lms: str | None = None  # canvas or moodle
     times: SubmissionTimes | None = None  # --submission-times, read
 
@@ -57,20 +57,20 @@ class Planner:
         context = self.context
         try:
             notebooks = ensure_in_gradebook(context.coursedir, context.config, assignment, context.say)
-        except NotInGradebook as problem:
-            raise UsageError(str(problem)) from None
+        except NotInGradebook as missing:
+            raise UsageError(str(missing)) from None
         try:
             checks = load_hidden_checks(assignment, self.executor.hidden_checks_directory)
             rules = load_rules(assignment, self.executor.hidden_checks_directory)
-        except HiddenCheckError as problem:  # before any submission is graded; nothing is recorded
-            raise UsageError(f"{assignment}: the hidden checks are broken, nothing graded: {problem}") from None
-        run = AssignmentRun(assignment, notebooks, checks, rules, self._fingerprint(assignment),
-                            self.modules_of(assignment))
+        except HiddenCheckError as broken:  # before any submission is graded; nothing is recorded
+            raise UsageError(f"{assignment}: the hidden checks are broken, nothing graded: {broken}") from None
         roster = None
         if self.options.roster_only:
             with context.gradebook() as gradebook:
                 roster = {s.id for s in gradebook.students}
-        run.collected = self._collect(submissions_path, assignment, set(notebooks), roster)
+        collected = self._collect(submissions_path, assignment, set(notebooks), roster)
+        run = AssignmentRun(assignment, notebooks, checks, rules, self._fingerprint(assignment),
+                            self.modules_of(assignment), collected)
         self._note_missing_times(assignment, run.collected)
         self._remember_collection(run, submissions_path)
         for problem in run.collected.problems:
@@ -150,15 +150,15 @@ class Planner:
         """``collect``; with ``--student``, an export is read in a scratch folder and only those students'
         files reach submitted/."""
         coursedir, log, options = self.context.coursedir, self.context.log, self.options
-        lms = dict(lms=options.lms, times=options.times)
         if options.only is None:
-            return collect(source, assignment, coursedir, notebooks, options.pattern, roster, log, **lms)
+            return collect(source, assignment, coursedir, notebooks, options.pattern, roster, log, lms=options.lms,
+                           times=options.times)
         problems = []
         if source is not None:
             submitted = Path(coursedir.root) / coursedir.submitted_directory
             with tempfile.TemporaryDirectory(prefix="course-collect-") as scratch:
                 found = collect(source, assignment, SimpleNamespace(root=scratch, submitted_directory="submitted"),
-                                notebooks, options.pattern, roster, log, **lms)
+                                notebooks, options.pattern, roster, log, lms=options.lms, times=options.times)
                 for student in sorted(options.only & set(found.students)):
                     remove_quietly(submitted / student / assignment)  # the resubmission, whole (any depth, no links followed)
                     shutil.copytree(Path(scratch) / "submitted" / student / assignment, submitted / student / assignment)

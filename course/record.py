@@ -61,9 +61,9 @@ class Precomputed:
     """One notebook's work done before it is recorded: sanitized here, executed by a worker."""
 
     sanitized: str  # nbgrader's sanitize output, the notebook's JSON text
-    notebook: object  # the same, parsed
+    notebook: nbformat.NotebookNode  # the same, parsed
     digest: str
-    executed: dict = None  # the worker's executed notebook, once it came back
+    executed: dict | None = None  # the worker's executed notebook, once it came back
 
     def __deepcopy__(self, memo):
         # nbconvert deep-copies each notebook's resources for every pass, and this entry rides in them

@@ -140,7 +140,7 @@ def selected_feedback_class() -> type[GenerateFeedback]:
     class SelectedFeedback(KeepsFailures, GenerateFeedback):
         students: set[str] = set()
         failed_students: set[str] = set()  # students whose feedback could not be written (nbgrader logs why, goes on)
-        student = None
+        student = ""  # the student whose feedback is being written
 
         def init_assignment(self, assignment_id, student_id):
             self.student = student_id

@@ -10,6 +10,7 @@ recorded stays, and ``Interrupted`` says what is left for the next run.
 """
 from __future__ import annotations
 
+import functools
 import queue
 import signal
 import sys
@@ -17,13 +18,15 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .accounting import Stage
 from .plan import Status
 from .tasks import WorkerTask
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
     from .plan import AssignmentRun, RunContext, Submission
     from .record import Precomputed
     from .sandbox import Limits
@@ -41,7 +44,7 @@ class StopRequests:
 
     def __init__(self) -> None:
         self.requested = False
-        self.previous: dict[int, object] = {}
+        self.previous: dict[int, Any] = {}  # signal number -> the handler it had
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
@@ -54,10 +57,9 @@ class StopRequests:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> None:
         for number, handler in self.previous.items():
             signal.signal(number, handler)
-        return False
 
 
 class SigtermInterrupts:
@@ -66,15 +68,14 @@ class SigtermInterrupts:
     grading, ``StopRequests`` handles both signals its own way."""
 
     def __enter__(self) -> SigtermInterrupts:
-        self.previous = None
+        self.previous: Any = None
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)
-        return False
 
 
 class GradingPool(Protocol):
@@ -135,6 +136,11 @@ class TaskSettings:
     prewarm: bool = True
 
 
+def _result_came(done: queue.Queue, submission: Submission, notebook: str, future: Future) -> None:
+    """In the pool's thread: hand the result to the grading thread (``Scheduler._record_as_they_come``)."""
+    done.put((submission, notebook, future))
+
+
 SERIAL = "serial (nbgrader's own pipeline)"
 
 
@@ -163,7 +169,7 @@ class Scheduler:
         done: queue.Queue = queue.Queue()
         stop = StopRequests().__enter__()
         try:
-            ready = self._send_all(order, runs, stop, done) if self.pool is not None else list(todo)
+            ready = self._send_all(self.pool, order, runs, stop, done) if self.pool is not None else list(todo)
             self._record_as_they_come(len(todo), ready, done, stop, bar)
         except BaseException:
             stop.requested = True  # a second Ctrl-C, or a crash: the workers go at once
@@ -176,7 +182,7 @@ class Scheduler:
         self.recording.flush()
 
     def _record_as_they_come(self, remaining: int, ready: list[Submission], done: queue.Queue, stop: StopRequests,
-                             bar: object) -> None:
+                             bar: tqdm) -> None:
         failed = 0
         while remaining and not stop.requested:
             while ready and not stop.requested:
@@ -198,12 +204,13 @@ class Scheduler:
             if not submission.tasks:
                 ready.append(submission)
 
-    def _send_all(self, order: list[Submission], runs: dict[str, AssignmentRun], stop: StopRequests,
-                  done: queue.Queue) -> list[Submission]:
+    def _send_all(self, pool: GradingPool, order: list[Submission], runs: dict[str, AssignmentRun],
+                  stop: StopRequests, done: queue.Queue) -> list[Submission]:
         """Sanitize each notebook of the submissions in ``order`` and send it to the workers at once, so that
         they start while the rest is sanitized; returns the submissions with nothing to execute (an unreadable
         notebook, say), to record here."""
-        ready, slots = [], self.pool.slots()
+        ready: list[Submission] = []
+        slots = pool.slots()
         notebooks = [(submission, path) for submission in order for path in submission.notebooks]
         for index, (submission, path) in enumerate(notebooks):
             if stop.requested:
@@ -220,11 +227,11 @@ class Scheduler:
                 submission.precomputed[notebook] = sanitized  # never sanitized again when recorded
                 # The last few tasks start no kernel ahead: no worker has a next task to use it.
                 following = notebooks[index + 1][0] if index + slots < len(notebooks) else None
-                self._dispatch(submission, notebook, sanitized.notebook, runs, done, following)
+                self._dispatch(pool, submission, notebook, sanitized.notebook, runs, done, following)
             last_of_submission = index + 1 == len(notebooks) or notebooks[index + 1][0] is not submission
             if last_of_submission and not submission.tasks and submission not in ready:
                 ready.append(submission)
-        self.pool_description = self.pool.describe()  # every task is sent: a local pool has started its workers
+        self.pool_description = pool.describe()  # every task is sent: a local pool has started its workers
         return ready
 
     def task(self, submission: Submission, notebook: str, sanitized: dict, runs: dict[str, AssignmentRun],
@@ -238,21 +245,21 @@ class Scheduler:
                           settings.limits, settings.use_bubblewrap, tuple(run.modules), settings.fork_server,
                           settings.prewarm, prewarm_next)
 
-    def _dispatch(self, submission: Submission, notebook: str, sanitized: dict, runs: dict[str, AssignmentRun],
-                  done: queue.Queue, following: Submission | None) -> None:
+    def _dispatch(self, pool: GradingPool, submission: Submission, notebook: str, sanitized: dict,
+                  runs: dict[str, AssignmentRun], done: queue.Queue, following: Submission | None) -> None:
         """Send one sanitized notebook to the workers; its result comes back through ``done``."""
         task = self.task(submission, notebook, sanitized, runs, following)
         self.sent += 1
         submission.tasks[notebook] = task.id
         try:
-            future = self.pool.submit(task)
+            future = pool.submit(task)
         except Exception as error:  # cannot even send it: executed here when recorded
             submission.worker_problems.append(f"{notebook}: not sent to a worker ({type(error).__name__}: "
                                               f"{error}); executed here instead")
             self.context.log.error("%s/%s: could not send to a worker: %s", submission.where, notebook, error)
             submission.tasks.pop(notebook, None)
             return
-        future.add_done_callback(lambda f, s=submission, n=notebook: done.put((s, n, f)))
+        future.add_done_callback(functools.partial(_result_came, done, submission, notebook))
 
     def _take_result(self, submission: Submission, notebook: str, future: Future) -> None:
         """A worker's result for one notebook: its executed notebook kept for recording, its log and CPU account
