@@ -47,7 +47,7 @@ from sqlalchemy.exc import SAWarning
 from traitlets import Bool, Integer, TraitError, Unicode
 from traitlets.config import Configurable
 
-from .accounting import WHOLE_RUN, Stage
+from .accounting import WHOLE_RUN, CpuAccount, Stage
 from .collect import Collect
 from .config import in_pipeline, is_step, load_config
 from .errors import UsageError
@@ -134,6 +134,7 @@ class GradeRun:
                  submission_times: str | Path | None = None, times_zone: str | None = None) -> None:
         from nbgrader.coursedir import CourseDirectory
 
+        account = CpuAccount()  # first: the run's CPU account covers reading the settings too
         root = Path(root or os.getcwd()).resolve()
         config = load_config(root, db_url)
         if not sandbox:  # --no-sandbox: the explicit opt-in, logged in full by the executor
@@ -147,25 +148,27 @@ class GradeRun:
         self.executor = SandboxedExecute(config=config)
         if self.executor.use_bubblewrap:
             try:  # before anything is collected or graded: no sandbox here, no grading at all
-                require_sandbox()
+                with nbgrader_environment():  # the PATH the grading steps will see
+                    require_sandbox()
             except SandboxUnavailable as error:
                 raise UsageError(str(error)) from None
         self.reports = root / self.settings.report_directory
         self.context = RunContext(root, config, CourseDirectory(config=config), grading_log(self.reports),
-                                  out or sys.stdout)
+                                  out or sys.stdout, account)
         if not self.executor.use_bubblewrap:
             self.context.warn(UNSANDBOXED)
-        self.scheduler, self.progress = scheduler, progress
+        self.dask_scheduler, self.progress = scheduler, progress
         self.workers = workers or self.settings.workers or os.cpu_count() or 1
         self.parallel = in_pipeline(config, SandboxedExecute)
         self.state = GradeState(root / self.settings.state_file, self.context.db_url, self.context.warn)
         self.planner = Planner(self.context, self.state, self.executor, late_policy, self.options)
-        self.recorder = Recorder(self.context, self.state, self.record_config(), feedback)
+        self.recorder = Recorder(self.context, self.state, self.finish_config(), feedback)
         self.pool_description = ""
         self.sent = 0  # tasks sent to the pool
 
-    def record_config(self) -> Config:
-        """The configuration nbgrader's Autograde records with: its execute step takes the workers' results.
+    def finish_config(self) -> Config:
+        """The configuration nbgrader's Autograde sanitizes and records with: its execute step takes the workers'
+        results.
         Without ``SandboxedExecute`` in the pipeline, nbgrader's own pipeline, unchanged."""
         if not self.parallel:
             return self.context.config
@@ -181,10 +184,11 @@ class GradeRun:
     # ---- the run ----------------------------------------------------------------------------
     def run(self, assignments: list[str], submissions_path: str | Path | None = None) -> int:
         """Grade ``assignments``; returns the exit code (1 if a submission failed or collecting found problems)."""
-        if self.options.times is not None and submissions_path is None:  # nothing would be collected to date
+        submissions = Path(submissions_path) if submissions_path else None  # "": nbgrader's own folders
+        if self.options.times is not None and submissions is None:  # nothing would be collected to date
+            release_log(self.context.log)
             raise UsageError(f"--submission-times {self.options.times.source}: the times are for an LMS export; "
                              "pass it with --submissions")
-        submissions = Path(submissions_path) if submissions_path is not None else None
         try:
             with nbgrader_environment(), nbgrader_speedups():
                 return self._run(assignments, submissions)
@@ -238,7 +242,7 @@ class GradeRun:
                                 self.executor.fork_server) if self.settings.prewarm else None)
         workers = self.workers if at_most is None else max(1, min(self.workers, at_most))
         try:
-            pool = DaskPool(self.scheduler) if self.scheduler else LocalPool(workers, warm)
+            pool = DaskPool(self.dask_scheduler) if self.dask_scheduler else LocalPool(workers, warm)
         except PoolUnavailable as problem:
             raise UsageError(str(problem)) from None
         self.pool_description = pool.describe() if pool.kind == "local" else ""
@@ -247,7 +251,7 @@ class GradeRun:
     def _schedule(self, todo: list, runs: list[AssignmentRun], pool: GradingPool | None) -> None:
         settings = TaskSettings(self.planner.limits, self.executor.use_bubblewrap, self.executor.fork_server,
                                 self.settings.prewarm)
-        sanitize = partial(sanitize_notebook, self.context.coursedir, self.recorder.record_config)
+        sanitize = partial(sanitize_notebook, self.context.coursedir, self.recorder.finish_config)
         scheduler = Scheduler(self.context, pool, settings, sanitize, self.recorder, self.progress)
         try:
             scheduler.grade(todo, {run.name: run for run in runs})

@@ -64,13 +64,13 @@ class Planner:
             rules = load_rules(assignment, self.executor.hidden_checks_directory)
         except HiddenCheckError as broken:  # before any submission is graded; nothing is recorded
             raise UsageError(f"{assignment}: the hidden checks are broken, nothing graded: {broken}") from None
+        fingerprint, modules = self._fingerprint(assignment), self.modules_of(assignment)  # before any file moves
         roster = None
         if self.options.roster_only:
             with context.gradebook() as gradebook:
                 roster = {s.id for s in gradebook.students}
         collected = self._collect(submissions_path, assignment, set(notebooks), roster)
-        run = AssignmentRun(assignment, notebooks, checks, rules, self._fingerprint(assignment),
-                            self.modules_of(assignment), collected)
+        run = AssignmentRun(assignment, notebooks, checks, rules, fingerprint, modules, collected)
         self._note_missing_times(assignment, run.collected)
         self._remember_collection(run, submissions_path)
         for problem in run.collected.problems:

@@ -28,18 +28,18 @@ FEEDBACK_TEMPLATE = "feedback"
 class Recorder:
     """Records submissions as the scheduler hands them over (``course.scheduling.RecordingStage``).
 
-    ``record_config`` is the configuration nbgrader's ``Autograde`` records with (its execute step replaced by the
+    ``finish_config`` is the configuration nbgrader's ``Autograde`` records with (its execute step replaced by the
     one that takes the workers' results); feedback is written with the course's own."""
 
-    def __init__(self, context: RunContext, state: GradeState, record_config: Config, feedback: bool = True) -> None:
-        self.context, self.state, self.record_config, self.make_feedback = context, state, record_config, feedback
+    def __init__(self, context: RunContext, state: GradeState, finish_config: Config, feedback: bool = True) -> None:
+        self.context, self.state, self.finish_config, self.make_feedback = context, state, finish_config, feedback
         self.feedback_queue: list[Submission] = []
 
     def record(self, submission: Submission) -> bool:
         """Record one submission in the gradebook and queue its feedback; True if it failed."""
         context = self.context
         with context.account.clock(submission.assignment, Stage.RECORD):
-            recorded = record(context.coursedir, self.record_config, submission.student, submission.assignment,
+            recorded = record(context.coursedir, self.finish_config, submission.student, submission.assignment,
                               submission.precomputed)
         context.account.graded(submission.assignment)
         submission.precomputed = {}  # the executed notebooks are in autograded/ now

@@ -132,7 +132,7 @@ def test_broken_hidden_checks_stop_the_run_before_anything_is_planned(course, tm
     plan.executor.hidden_checks_directory = str(checks)
     with pytest.raises(UsageError, match=f"^{ASSIGNMENT}: the hidden checks are broken, nothing graded: "):
         plan.prepare(ASSIGNMENT, None)
-    assert plan.state.last_collection(ASSIGNMENT) == [] and not plan.state.submissions
+    assert plan.state.collection == {} and plan.state.submissions == {}  # not even collected
 
 
 @pytest.mark.parametrize("only, reading_export, expected", [
@@ -141,9 +141,9 @@ def test_broken_hidden_checks_stop_the_run_before_anything_is_planned(course, tm
     (frozenset({"al"}), True, 3 + 1),  # --student: one submission at most per later assignment
 ])
 def test_the_pool_is_sized_by_what_the_run_can_grade_at_most(tmp_path, only, reading_export, expected):
-    for student, assignments in {"al": ["a2"], "bo": ["a2", "a3"], "notes.txt": []}.items():
+    for student, assignments in {"al": ["a2"], "bo": ["a2", "a3"]}.items():
         for assignment in assignments:
             (tmp_path / student / assignment).mkdir(parents=True)
-    (tmp_path / "notes.txt").mkdir(exist_ok=True)
+    (tmp_path / "notes.txt").write_text("a file beside the students' folders is no student")
     assert to_grade_at_most(3, ["a2"], tmp_path, only, reading_export) == expected
     assert to_grade_at_most(3, [], tmp_path, None, True) == 3  # nothing later: what is pending now

@@ -111,11 +111,11 @@ def scheduler(context, pool, recording, prewarm=True):
     return Scheduler(context, pool, TaskSettings(LIMITS, prewarm=prewarm), sanitize, recording, progress=False)
 
 
-def test_every_submission_is_recorded_once_with_what_its_workers_sent_back(context, tmp_path):
+def test_every_submission_is_recorded_once_with_what_its_workers_sent_back(context, tmp_path, pools):
     runs = [batch(tmp_path, ["bo", "al"], "a2", notebooks=("one", "two"), modules=("torch",)),
             batch(tmp_path, ["cy", "al"], "a1", modules=("numpy",))]
     todo = [s for run in runs for s in run.submissions]
-    pool, recording = FakePool(slots=2), FakeRecording()
+    pool, recording = pools(slots=2), FakeRecording()
     grading = scheduler(context, pool, recording)
     grading.grade(todo, {run.name: run for run in runs})
     # Sent in the order that keeps a worker's kernels alike: by the modules imported, then assignment and student.
@@ -131,21 +131,19 @@ def test_every_submission_is_recorded_once_with_what_its_workers_sent_back(conte
     assert (first.checks, first.modules, first.limits, first.rules) == ({"q1": []}, ("numpy",), LIMITS, ())
     # Each task names the kernel to start ahead for the next one, but the last `slots` tasks start none.
     assert [t.prewarm_next for t in pool.tasks] == [("numpy",), ("torch",), ("torch",), ("torch",), None, None]
-    pool.close()
 
 
-def test_without_prewarming_no_task_starts_a_kernel_ahead(context, tmp_path):
+def test_without_prewarming_no_task_starts_a_kernel_ahead(context, tmp_path, pools):
     run = batch(tmp_path, ["al", "bo", "cy"])
-    pool = FakePool(slots=1)
+    pool = pools(slots=1)
     scheduler(context, pool, FakeRecording(), prewarm=False).grade(run.submissions, {"a1": run})
     assert [t.prewarm_next for t in pool.tasks] == [None, None, None]
     assert not any(t.prewarm for t in pool.tasks)
-    pool.close()
 
 
-def test_a_failed_worker_or_a_refused_task_leaves_the_notebook_to_be_executed_when_recorded(context, tmp_path):
+def test_a_failed_worker_or_a_refused_task_leaves_the_notebook_to_be_executed_here(context, tmp_path, pools):
     run = batch(tmp_path, ["al", "bo", "cy"])
-    pool, recording = FakePool(fails_for={"al/a1/one"}, refuses={"bo/a1/one"}), FakeRecording()
+    pool, recording = pools(fails_for={"al/a1/one"}, refuses={"bo/a1/one"}), FakeRecording()
     scheduler(context, pool, recording).grade(run.submissions, {"a1": run})
     al, bo, cy = run.submissions
     assert al.worker_problems == ["one: the worker failed (RuntimeError: the worker died); executed here instead"]
@@ -155,40 +153,54 @@ def test_a_failed_worker_or_a_refused_task_leaves_the_notebook_to_be_executed_wh
     recorded = dict(recording.recorded)
     # al's and bo's notebooks reach recording sanitized but not executed: the record step executes them itself.
     assert recorded == {"al/a1": {"one": None}, "bo/a1": {"one": None}, "cy/a1": {"one": pool.tasks[-1].id}}
-    pool.close()
 
 
-def test_a_notebook_with_nothing_to_execute_goes_straight_to_recording(context, tmp_path, grading_log):
+def test_a_notebook_with_nothing_to_execute_goes_straight_to_recording(context, tmp_path, grading_log, pools):
     run = batch(tmp_path, ["al", "bo", "cy"])
     al, bo, _ = run.submissions
     notebook(al.notebooks[0], nbformat.v4.new_markdown_cell("no code at all"))
     bo.notebooks[0].write_text("unreadable")
-    pool, recording = FakePool(), FakeRecording()
+    pool, recording = pools(), FakeRecording()
     scheduler(context, pool, recording).grade(run.submissions, {"a1": run})
     assert [t.where for t in pool.tasks] == ["cy/a1/one"]
     assert sorted(where for where, _ in recording.recorded) == ["al/a1", "bo/a1", "cy/a1"]
     assert "bo/a1/one: sanitizing failed (ValueError: not a notebook nbgrader can read)" in grading_log.getvalue()
-    pool.close()
 
 
-def test_a_failed_recording_is_counted_and_the_batch_goes_on(context, tmp_path):
+def test_a_failed_recording_does_not_stop_the_batch(context, tmp_path, pools):
     run = batch(tmp_path, ["al", "bo", "cy"])
     recording = FakeRecording(failing={"bo"})
-    scheduler(context, FakePool(), recording).grade(run.submissions, {"a1": run})
-    assert [s.status for s in run.submissions] == [Status.GRADED, Status.FAILED, Status.GRADED]
+    scheduler(context, pools(), recording).grade(run.submissions, {"a1": run})
+    assert sorted(where for where, _ in recording.recorded) == ["al/a1", "bo/a1", "cy/a1"]
+    assert recording.flushes == 1
 
 
-def test_ctrl_c_finishes_the_recording_in_hand_and_leaves_the_rest_for_the_next_run(context, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_request_finishes_the_recording_in_hand_and_leaves_the_rest_for_the_next_run(context, tmp_path, pools,
+                                                                                           stop):
     run = batch(tmp_path, ["al", "bo", "cy", "di"])
-    recording = FakeRecording(on_record=lambda submission: os.kill(os.getpid(), signal.SIGINT))
-    previous = signal.getsignal(signal.SIGINT)
+    recording = FakeRecording(on_record=lambda submission: os.kill(os.getpid(), stop))
+    previous = signal.getsignal(stop)
     with pytest.raises(Interrupted, match=r"^1 submission\(s\) graded and recorded, 0 failed, 3 left ungraded; "
                                           "run the same command again to grade the rest$"):
-        scheduler(context, FakePool(slots=1), recording).grade(run.submissions, {"a1": run})
-    assert signal.getsignal(signal.SIGINT) is previous  # the scheduler's handler is gone with the batch
+        scheduler(context, pools(slots=1), recording).grade(run.submissions, {"a1": run})
+    assert signal.getsignal(stop) is previous  # the scheduler's handler is gone with the batch
     assert len(recording.recorded) == 1
     assert sorted(s.status for s in run.submissions) == [Status.GRADED] + [Status.INTERRUPTED] * 3
     assert recording.flushes == 0  # an interrupted batch writes no more feedback
+
+
+def test_a_second_ctrl_c_stops_at_once(context, tmp_path, pools):
+    def twice(submission):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    run = batch(tmp_path, ["al", "bo"])
+    previous = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        scheduler(context, pools(slots=1), FakeRecording(on_record=twice)).grade(run.submissions, {"a1": run})
+    assert type(stopped.value) is KeyboardInterrupt  # not Interrupted: nothing waits for the step in hand
+    assert signal.getsignal(signal.SIGINT) is previous
 
 
 def test_without_a_pool_each_submission_goes_to_recording_in_turn(context, tmp_path):
@@ -199,6 +211,20 @@ def test_without_a_pool_each_submission_goes_to_recording_in_turn(context, tmp_p
     assert [where for where, _ in recording.recorded] == ["bo/a1", "al/a1"]
     assert grading.pool_description == SERIAL and grading.sent == 0
     assert "has no SandboxedExecute" in context.out.getvalue()
+
+
+@pytest.fixture
+def pools():
+    """Makes fake pools, each closed when the test ends."""
+    made = []
+
+    def make(**options):
+        made.append(FakePool(**options))
+        return made[-1]
+
+    yield make
+    for pool in made:
+        pool.close()
 
 
 @pytest.fixture
