@@ -20,15 +20,11 @@ import psutil
 import pytest
 
 from course.collect import DEFAULT_LMS_PATTERN, notebook_pattern
-from grading_support import (BIN, environment, make_course, max_points, nbgrader, released_notebook, replace_function,
-                             scores, solution_notebook, student_version, submit)
+from grading_support import (KL_SWAPPED, MISTAKES, copy_course, course_grade, make_course, max_points, nbgrader,
+                             released_notebook, replace_function, scores, scratch_folder, solution_notebook,
+                             student_version, submit, submit_all)
 
 ASSIGNMENT = "a2-losses"
-KL_SWAPPED = '''
-def kl_divergence(p, q):
-    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
-    return np.sum(q * np.log(q / p), axis=-1)
-'''.strip()
 
 
 def correct():
@@ -46,31 +42,6 @@ def submissions(course):
         "deleted-test": deleted,
         "broken": '{"cells": [ this is not json',
     }
-
-
-def submit_all(course, notebooks):
-    for student, notebook in notebooks.items():
-        if isinstance(notebook, str):
-            submit(course, student, ASSIGNMENT, raw_text=notebook)
-        else:
-            submit(course, student, ASSIGNMENT, notebook)
-
-
-def course_grade(course, *args, check_codes=(0, 1)):
-    """Run the command as an instructor does; sandboxes go to a temporary folder of this test's own."""
-    env = environment()
-    env["TMPDIR"] = str(scratch_folder(course))
-    result = subprocess.run([str(BIN / "course"), "grade", *args, "--no-progress"], cwd=course, env=env,
-                            capture_output=True, text=True, timeout=900)
-    if result.returncode not in check_codes or "Traceback" in result.stderr:
-        raise AssertionError(f"course grade {' '.join(args)} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-    return result
-
-
-def scratch_folder(course):
-    folder = Path(course).parent / "tmp"
-    folder.mkdir(exist_ok=True)
-    return folder
 
 
 def scores_at(url, assignment):
@@ -111,13 +82,8 @@ def sandbox_leftovers(marker=None, ancestor=None, wait=3.0):
 def template(tmp_path_factory):
     """A course with the assignments generated, and the five submissions."""
     course = make_course(tmp_path_factory.mktemp("template") / "course")
-    submit_all(course, submissions(course))
+    submit_all(course, ASSIGNMENT, submissions(course))
     return course
-
-
-def copy_course(template, folder):
-    shutil.copytree(template, folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -478,8 +444,6 @@ def test_a_result_that_does_not_match_its_input_is_not_trusted():
 def test_a5_course_grade_equals_serial_autograde_and_names_each_mistake(tmp_path):
     """a5-training (torch, optimizer chains, training in the kernel): the reference, the untouched release
     and each typical mistake, graded by `course grade` and by serial `nbgrader autograde`."""
-    from test_assignments import MISTAKES
-
     assignment = "a5-training"
     mistakes = [(grade_id, wrong, words) for a, grade_id, wrong, words in MISTAKES if a == assignment]
     template = make_course(tmp_path / "template" / "course")
