@@ -19,9 +19,9 @@ import pytest
 
 from attacks import (ASSIGNMENT, BEFORE_FAULT, LIMITS, MARKER, MARKER_FOLDERS, LoopbackListener, after, attacks, correct,
                      expected_points, first, remove_markers)
-from grading_support import (BIN, CgroupWatcher, cgroups_available, environment, feedback_html, grading_notes,
+from grading_support import (BIN, CgroupWatcher, cgroups_available, feedback_html, grader_environment, grading_notes,
                              make_course, max_points, nbgrader, peak_rss, peak_rss_wrapper, released_notebook, scores,
-                             solution_notebook, student_version, submit)
+                             scratch_folder, solution_notebook, student_version, submit, submit_all)
 
 pytestmark = [pytest.mark.slow]
 
@@ -85,19 +85,11 @@ def graded(tmp_path_factory):
     listener = LoopbackListener()
     before = {p.pid for p in psutil.process_iter()}
     # The grader's own temporary folders (sandbox channels) go here, so the test can see they are removed.
-    scratch = course.parent / "grader-tmp"
-    scratch.mkdir()
-    env = environment()
-    env["TMPDIR"] = str(scratch)
-    expectations = {}
-    for student, (notebook, expected) in {**attacks(course, listener.port), **notebook_faults(course)}.items():
-        if isinstance(notebook, (str, bytes)):
-            submit(course, student, ASSIGNMENT, raw_text=notebook)
-        else:
-            submit(course, student, ASSIGNMENT, notebook)
-        expectations[student] = expected
-    submit(course, "honest", ASSIGNMENT, correct())
-    expectations["honest"] = "full"
+    scratch = scratch_folder(course)
+    env = grader_environment(course)
+    cases = {**attacks(course, listener.port), **notebook_faults(course), "honest": (correct(), "full")}
+    submit_all(course, ASSIGNMENT, {student: notebook for student, (notebook, _) in cases.items()})
+    expectations = {student: expected for student, (_, expected) in cases.items()}
     try:
         started = time.time()
         with CgroupWatcher() as cgroups:
@@ -453,10 +445,8 @@ def run_with_peak(course, env, path):
 def trust_graded(request, tmp_path_factory):
     path = request.param
     course = make_course(tmp_path_factory.mktemp(f"trust-{path}") / "course", extra_config=TRUST_LIMITS)
-    scratch = course.parent / "grader-tmp"
-    scratch.mkdir()
-    env = environment()
-    env["TMPDIR"] = str(scratch)
+    scratch = scratch_folder(course)
+    env = grader_environment(course)
     submit(course, "honest", ASSIGNMENT, correct())
     honest_peak, _ = run_with_peak(course, env, path)
     expectations = {"honest": "full"}
