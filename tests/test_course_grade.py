@@ -31,6 +31,11 @@ def correct():
     return student_version(solution_notebook(ASSIGNMENT))
 
 
+# Why each of the five lost points, in the words of its feedback ("" for the reference: nothing lost).
+LOST_BECAUSE = {"reference": "", "untouched": "your function raised NotImplementedError", "mistake": "swapped arguments",
+                "deleted-test": "is missing from the submission", "broken": "could not be read as a Jupyter notebook"}
+
+
 def submissions(course):
     """Five submissions of a2-losses: right, untouched, one mistake, a deleted test cell, not a notebook."""
     deleted = correct()
@@ -56,6 +61,17 @@ def scores_at(url, assignment):
             cells["_total"] = submission.score
             result[submission.student.id] = cells
     return result
+
+
+def assert_feedback_shows_each_score_and_why(course):
+    """Each student's page shows that student's score in the gradebook (nbgrader's heading), and why points were lost."""
+    graded_scores = scores(course, ASSIGNMENT)
+    assert set(graded_scores) == set(LOST_BECAUSE)
+    for student, reason in LOST_BECAUSE.items():
+        page = (course / "feedback" / student / ASSIGNMENT / "losses.html").read_text()
+        total = re.search(r"losses \(Score: ([0-9.]+) / [0-9.]+\)", page)
+        assert total and float(total[1]) == graded_scores[student]["_total"], (student, total)
+        assert reason in page, (student, reason)
 
 
 def sandbox_leftovers(marker=None, ancestor=None, wait=3.0):
@@ -115,15 +131,7 @@ def test_parallel_grades_are_those_of_serial_nbgrader_autograde(graded, serial):
 @pytest.mark.slow
 def test_feedback_csv_report_and_summary_are_written(graded):
     course, out = graded["course"], graded["result"].stdout
-    graded_scores = scores(course, ASSIGNMENT)
-    said = {"mistake": "swapped arguments", "deleted-test": "is missing from the submission",
-            "broken": "could not be read as a Jupyter notebook"}
-    for student in ("reference", "untouched", "mistake", "deleted-test", "broken"):
-        page = (course / "feedback" / student / ASSIGNMENT / "losses.html").read_text()
-        # Each student's page shows that student's score (nbgrader's heading), and the reason where points were lost.
-        total = re.search(r"losses \(Score: ([0-9.]+) / [0-9.]+\)", page)
-        assert total and float(total[1]) == graded_scores[student]["_total"], (student, total)
-        assert said.get(student, "") in page, (student, said.get(student))
+    assert_feedback_shows_each_score_and_why(course)
     rows = (course / "grades.csv").read_text().splitlines()
     assert rows[0] == "assignment,duedate,timestamp,student_id,last_name,first_name,email,raw_score,late_submission_penalty,score,max_score"
     assert sum(1 for r in rows if r.startswith(ASSIGNMENT + ",")) == 5
@@ -183,9 +191,7 @@ def test_grading_without_feedback_then_once_more_writes_only_the_feedback(templa
     assert stages["record"] > 0 and stages["sanitize"] > 0 and "feedback" not in stages, account
     again = course_grade(course, ASSIGNMENT)
     assert "0 submission(s) graded" in again.stdout, again.stdout
-    for student in ("reference", "untouched", "mistake", "deleted-test", "broken"):
-        assert (course / "feedback" / student / ASSIGNMENT / "losses.html").is_file(), student
-    assert "swapped arguments" in (course / "feedback" / "mistake" / ASSIGNMENT / "losses.html").read_text()
+    assert_feedback_shows_each_score_and_why(course)  # all five written now, each for its own grades
     assert scores(course, ASSIGNMENT) == serial
     # Feedback that cannot be written (here a file where the student's feedback folder goes) fails that student's
     # feedback alone: said in the summary, exit 1, nobody else's touched; the next run writes it.
@@ -200,7 +206,7 @@ def test_grading_without_feedback_then_once_more_writes_only_the_feedback(templa
     (course / "feedback" / "mistake").unlink()
     mended = course_grade(course, ASSIGNMENT)
     assert mended.returncode == 0 and "feedback failed" not in mended.stdout, mended.stdout
-    assert "swapped arguments" in (course / "feedback" / "mistake" / ASSIGNMENT / "losses.html").read_text()
+    assert_feedback_shows_each_score_and_why(course)
     assert scores(course, ASSIGNMENT) == serial
 
 

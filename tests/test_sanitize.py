@@ -206,13 +206,23 @@ def test_graded_notebook_keeps_only_safe_outputs(autograded):
             for mime, meta in output.get("metadata", {}).items():
                 assert set(meta) <= {"width", "height"} and all(isinstance(v, (int, float)) for v in meta.values()), output
             assert output.get("name", "stdout") in ("stdout", "stderr"), output
-        assert cell.get("execution_count") is None or isinstance(cell.get("execution_count"), int), cell
         assert "attachments" not in cell
-    # The execute_result the kernel forged with a script for its count: it arrived (the attack ran), and its
-    # count is a number or nothing, never the text it was sent with.
+    # Every other code cell ran, in order: each keeps the kernel's count, a number, larger than the one before
+    # (the hidden checks run between them take counts too).  The attacking cell's last count was the script it
+    # forged: dropped, or a number in its place, never the script.
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    attacking = next(i for i, cell in enumerate(code) if "MARK-count" in cell.source)
+    counts = [cell.get("execution_count") for cell in code]
+    others = counts[:attacking] + counts[attacking + 1:]
+    assert 0 < attacking < len(code) - 1 and all(type(n) is int for n in others), counts
+    assert others == sorted(set(others)) and others[0] >= 1, counts
+    assert counts[attacking] is None or (type(counts[attacking]) is int
+                                         and counts[attacking - 1] < counts[attacking] < counts[attacking + 1]), counts
+    # The execute_result the kernel forged with a script for its count: it arrived once (the attack ran), its
+    # count dropped (a script is no number), never the text it was sent with.
     forged = [o for c in notebook.cells for o in c.get("outputs", []) if "MARK-count" in str(o.get("data", {}))]
     assert forged, "the forged execute_result never reached the graded notebook: did the attack run?"
-    assert all(o.get("execution_count") is None or type(o["execution_count"]) is int for o in forged), forged
+    assert [(o.output_type, o.get("execution_count")) for o in forged] == [("execute_result", None)], forged
 
 
 @pytest.fixture(scope="module")
