@@ -1,6 +1,6 @@
 """How long `course similarity` takes for a large class (target: 300 submissions in under a minute on 2 cores).
 
-The class is made from the honest variants of tests/unit/test_similarity.py: each student picks one way of
+The class is made from the honest variants of tests/unit/similarity_variants.py: each student picks one way of
 writing each function and renames its variables at random, and every tenth student copies another one.
 Printed: the wall time of the whole command (reading, fingerprinting, every pair compared, both reports
 written), the number of pairs compared, and how many planted copies rank above every honest pair.
@@ -19,7 +19,7 @@ import nbformat
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "unit"))
-from test_similarity import ASSIGNMENT, NOTEBOOK, ROOT, VARIANTS, student_notebook, write  # noqa: E402
+from similarity_variants import ASSIGNMENT, NOTEBOOK, ROOT, VARIANTS, student_notebook, write  # noqa: E402
 
 from course.similarity import similarity  # noqa: E402
 

@@ -6,9 +6,8 @@ docstring keeps full marks.  The source layer alone is tested in tests/unit/test
 import pytest
 
 from course.cases import load_rules
-from grading_support import (environment, feedback_html, make_course, max_points, nbgrader, replace_function, scores,
-                             solution_notebook, student_version, submit)
-from test_course_grade import copy_course, course_grade
+from grading_support import (copy_course, course_grade, environment, feedback_html, make_course, max_points, nbgrader,
+                             replace_function, scores, solution_notebook, student_version)
 
 A4 = "a4-torch-cross-entropy"
 HONEST_BODY = '''
@@ -78,10 +77,9 @@ def notebook_of(replaced):
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """The same submissions graded by serial `nbgrader autograde` and by `course grade` with two workers."""
-    template = make_course(tmp_path_factory.mktemp("a4-rule") / "template" / "course")
-    for student, (replaced, _, _) in SUBMISSIONS.items():
-        submit(template, student, A4, notebook_of(replaced))
-    submit(template, "reference", A4, notebook_of({}))
+    submissions = {student: notebook_of(replaced) for student, (replaced, _, _) in SUBMISSIONS.items()}
+    template = make_course(tmp_path_factory.mktemp("a4-rule") / "template" / "course", assignment=A4,
+                           submissions={**submissions, "reference": notebook_of({})})
     serial = copy_course(template, template.parent.parent / "serial" / "course")
     autograde = nbgrader(serial, "autograde", A4, check=False, timeout=1800, env=environment())
     parallel = copy_course(template, template.parent.parent / "parallel" / "course")

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from chapter_links import CHAPTER_LINK
 from course.judge import array_from_reference, load_hidden_checks
 from course.student_notebook import site_url
-from grading_support import (ASSIGNMENTS, ROOT, feedback_html, make_course, max_points, nbgrader, written_points,
-                             replace_function, scores, solution_notebook, student_version, submit)
+from grading_support import (ASSIGNMENTS, MISTAKES, ROOT, feedback_html, make_course, max_points, nbgrader,
+                             written_points, replace_function, scores, solution_notebook, student_version, submit)
 
 
 def load_make_references():
@@ -261,96 +261,6 @@ def test_released_notebooks_have_no_outputs():
         for path in (ROOT / "solutions" / assignment / name, ROOT / "assignments" / assignment / name):
             notebook = nbformat.read(path, as_version=4)
             assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code"), path
-
-
-# One typical mistake per function: (assignment, answer cell, wrong code, words the feedback must contain).
-MISTAKES = [
-    ("a2-losses", "softmax", '''
-def softmax(logits, temperature=1.0, axis=-1):
-    e = np.exp(np.asarray(logits, dtype=np.float64) / temperature)
-    return e / e.sum(axis=axis, keepdims=True)
-''', "subtract the max before exp"),
-    ("a2-losses", "binary_cross_entropy", '''
-def binary_cross_entropy(probs, labels, eps=1e-7):
-    p, y = np.asarray(probs, dtype=float), np.asarray(labels, dtype=float)
-    with np.errstate(all="ignore"):
-        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-''', "clip the probabilities"),
-    ("a2-losses", "kl_divergence", '''
-def kl_divergence(p, q):
-    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
-    return np.sum(q * np.log(q / p), axis=-1)
-''', "swapped arguments"),
-    ("a3-bigram", "bigram_nll", '''
-def bigram_nll(probs, words):
-    logs = [np.log2(probs[STOI[a], STOI[b]]) for w in words for a, b in zip("." + w, w + ".")]
-    return float(-np.mean(logs))
-''', "natural log, please"),
-    ("a4-torch-cross-entropy", "cross_entropy", '''
-def cross_entropy(logits, targets, reduction="mean"):
-    p = torch.softmax(logits, dim=1)
-    m = p.max(dim=1, keepdim=True).values
-    losses = m.squeeze(1) + torch.log(torch.exp(p - m).sum(dim=1)) - p.gather(1, targets.unsqueeze(1)).squeeze(1)
-    return {"none": losses, "sum": losses.sum()}.get(reduction, losses.mean())
-''', "applied to probabilities"),
-    ("a1-distributions", "gaussian_nll", '''
-def gaussian_nll(y, mu, sigma=1.0):
-    return float(np.sum(-gaussian_log_pdf(y, mu, sigma)))
-''', "sum instead of mean"),
-    ("a1-distributions", "expectation", '''
-def expectation(values, probs):
-    return float(np.mean(values))
-''', "weight each value by its probability"),
-    ("a1-distributions", "variance", '''
-def variance(values, probs):
-    return float(np.sum(probs * values) ** 2 - np.sum(probs * values**2))
-''', "never negative"),
-    ("a1-distributions", "posterior", '''
-def posterior(prior, sensitivity, false_positive_rate):
-    return sensitivity + 0.0 * np.asarray(prior) * false_positive_rate
-''', "that is the sensitivity"),
-    ("a5-training", "gradient_descent", '''
-def gradient_descent(grad_fn, x0, lr, steps):
-    x = np.asarray(x0, dtype=np.float64)
-    path = [x]
-    for _ in range(steps):
-        x = x - lr * lr * grad_fn(x)
-        path.append(x)
-    return np.stack(path)
-''', "the learning rate was applied twice"),
-    ("a5-training", "sgd_momentum_step", '''
-def sgd_momentum_step(param, grad, velocity, lr, momentum):
-    new_param = param - lr * velocity
-    return new_param, momentum * velocity + grad
-''', "update the velocity first"),
-    ("a5-training", "adam_step", '''
-def adam_step(param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-    beta1, beta2 = betas
-    m = beta1 * m + (1 - beta1) * grad
-    v = beta2 * v + (1 - beta2) * grad**2
-    return param - lr * m / (torch.sqrt(v) + eps), m, v
-''', "Adam without bias correction"),
-    ("a5-training", "minibatches", '''
-def minibatches(n, batch_size, generator_seed):
-    g = torch.Generator().manual_seed(generator_seed)
-    return list(torch.randint(0, n, (n,), generator=g).split(batch_size))
-''', "your batches repeat or drop examples"),
-    ("a5-training", "train_bigram", '''
-def train_bigram(xs, ys, steps, batch_size, lr, seed):
-    g = torch.Generator().manual_seed(seed)
-    W = torch.randn((27, 27), generator=g, dtype=torch.float64, requires_grad=True)
-    losses = []
-    for _ in range(steps):
-        ix = torch.randint(0, len(xs), (batch_size,), generator=g)
-        loss = F.cross_entropy(W[xs[ix]], ys[ix], reduction="sum")
-        W.grad = None
-        loss.backward()
-        with torch.no_grad():
-            W -= lr * W.grad
-        losses.append(loss.item())
-    return W.detach(), losses
-''', "sum instead of mean"),
-]
 
 
 @pytest.fixture(scope="module")

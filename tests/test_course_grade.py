@@ -20,19 +20,20 @@ import psutil
 import pytest
 
 from course.collect import DEFAULT_LMS_PATTERN, notebook_pattern
-from grading_support import (BIN, environment, make_course, max_points, nbgrader, released_notebook, replace_function,
-                             scores, solution_notebook, student_version, submit)
+from grading_support import (KL_SWAPPED, MISTAKES, copy_course, course_grade, make_course, max_points, nbgrader,
+                             released_notebook, replace_function, scores, scratch_folder, solution_notebook,
+                             student_version, submit, submit_all)
 
 ASSIGNMENT = "a2-losses"
-KL_SWAPPED = '''
-def kl_divergence(p, q):
-    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
-    return np.sum(q * np.log(q / p), axis=-1)
-'''.strip()
 
 
 def correct():
     return student_version(solution_notebook(ASSIGNMENT))
+
+
+# Why each of the five lost points, in the words of its feedback ("" for the reference: nothing lost).
+LOST_BECAUSE = {"reference": "", "untouched": "your function raised NotImplementedError", "mistake": "swapped arguments",
+                "deleted-test": "is missing from the submission", "broken": "could not be read as a Jupyter notebook"}
 
 
 def submissions(course):
@@ -48,31 +49,6 @@ def submissions(course):
     }
 
 
-def submit_all(course, notebooks):
-    for student, notebook in notebooks.items():
-        if isinstance(notebook, str):
-            submit(course, student, ASSIGNMENT, raw_text=notebook)
-        else:
-            submit(course, student, ASSIGNMENT, notebook)
-
-
-def course_grade(course, *args, check_codes=(0, 1)):
-    """Run the command as an instructor does; sandboxes go to a temporary folder of this test's own."""
-    env = environment()
-    env["TMPDIR"] = str(scratch_folder(course))
-    result = subprocess.run([str(BIN / "course"), "grade", *args, "--no-progress"], cwd=course, env=env,
-                            capture_output=True, text=True, timeout=900)
-    if result.returncode not in check_codes or "Traceback" in result.stderr:
-        raise AssertionError(f"course grade {' '.join(args)} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-    return result
-
-
-def scratch_folder(course):
-    folder = Path(course).parent / "tmp"
-    folder.mkdir(exist_ok=True)
-    return folder
-
-
 def scores_at(url, assignment):
     from nbgrader.api import Gradebook
 
@@ -85,6 +61,17 @@ def scores_at(url, assignment):
             cells["_total"] = submission.score
             result[submission.student.id] = cells
     return result
+
+
+def assert_feedback_shows_each_score_and_why(course):
+    """Each student's page shows that student's score in the gradebook (nbgrader's heading), and why points were lost."""
+    graded_scores = scores(course, ASSIGNMENT)
+    assert set(graded_scores) == set(LOST_BECAUSE)
+    for student, reason in LOST_BECAUSE.items():
+        page = (course / "feedback" / student / ASSIGNMENT / "losses.html").read_text()
+        total = re.search(r"losses \(Score: ([0-9.]+) / [0-9.]+\)", page)
+        assert total and float(total[1]) == graded_scores[student]["_total"], (student, total)
+        assert reason in page, (student, reason)
 
 
 def sandbox_leftovers(marker=None, ancestor=None, wait=3.0):
@@ -111,13 +98,8 @@ def sandbox_leftovers(marker=None, ancestor=None, wait=3.0):
 def template(tmp_path_factory):
     """A course with the assignments generated, and the five submissions."""
     course = make_course(tmp_path_factory.mktemp("template") / "course")
-    submit_all(course, submissions(course))
+    submit_all(course, ASSIGNMENT, submissions(course))
     return course
-
-
-def copy_course(template, folder):
-    shutil.copytree(template, folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -149,15 +131,7 @@ def test_parallel_grades_are_those_of_serial_nbgrader_autograde(graded, serial):
 @pytest.mark.slow
 def test_feedback_csv_report_and_summary_are_written(graded):
     course, out = graded["course"], graded["result"].stdout
-    graded_scores = scores(course, ASSIGNMENT)
-    said = {"mistake": "swapped arguments", "deleted-test": "is missing from the submission",
-            "broken": "could not be read as a Jupyter notebook"}
-    for student in ("reference", "untouched", "mistake", "deleted-test", "broken"):
-        page = (course / "feedback" / student / ASSIGNMENT / "losses.html").read_text()
-        # Each student's page shows that student's score (nbgrader's heading), and the reason where points were lost.
-        total = re.search(r"losses \(Score: ([0-9.]+) / [0-9.]+\)", page)
-        assert total and float(total[1]) == graded_scores[student]["_total"], (student, total)
-        assert said.get(student, "") in page, (student, said.get(student))
+    assert_feedback_shows_each_score_and_why(course)
     rows = (course / "grades.csv").read_text().splitlines()
     assert rows[0] == "assignment,duedate,timestamp,student_id,last_name,first_name,email,raw_score,late_submission_penalty,score,max_score"
     assert sum(1 for r in rows if r.startswith(ASSIGNMENT + ",")) == 5
@@ -217,9 +191,7 @@ def test_grading_without_feedback_then_once_more_writes_only_the_feedback(templa
     assert stages["record"] > 0 and stages["sanitize"] > 0 and "feedback" not in stages, account
     again = course_grade(course, ASSIGNMENT)
     assert "0 submission(s) graded" in again.stdout, again.stdout
-    for student in ("reference", "untouched", "mistake", "deleted-test", "broken"):
-        assert (course / "feedback" / student / ASSIGNMENT / "losses.html").is_file(), student
-    assert "swapped arguments" in (course / "feedback" / "mistake" / ASSIGNMENT / "losses.html").read_text()
+    assert_feedback_shows_each_score_and_why(course)  # all five written now, each for its own grades
     assert scores(course, ASSIGNMENT) == serial
     # Feedback that cannot be written (here a file where the student's feedback folder goes) fails that student's
     # feedback alone: said in the summary, exit 1, nobody else's touched; the next run writes it.
@@ -234,7 +206,7 @@ def test_grading_without_feedback_then_once_more_writes_only_the_feedback(templa
     (course / "feedback" / "mistake").unlink()
     mended = course_grade(course, ASSIGNMENT)
     assert mended.returncode == 0 and "feedback failed" not in mended.stdout, mended.stdout
-    assert "swapped arguments" in (course / "feedback" / "mistake" / ASSIGNMENT / "losses.html").read_text()
+    assert_feedback_shows_each_score_and_why(course)
     assert scores(course, ASSIGNMENT) == serial
 
 
@@ -478,8 +450,6 @@ def test_a_result_that_does_not_match_its_input_is_not_trusted():
 def test_a5_course_grade_equals_serial_autograde_and_names_each_mistake(tmp_path):
     """a5-training (torch, optimizer chains, training in the kernel): the reference, the untouched release
     and each typical mistake, graded by `course grade` and by serial `nbgrader autograde`."""
-    from test_assignments import MISTAKES
-
     assignment = "a5-training"
     mistakes = [(grade_id, wrong, words) for a, grade_id, wrong, words in MISTAKES if a == assignment]
     template = make_course(tmp_path / "template" / "course")

@@ -3,7 +3,6 @@ nbgrader gradebook (SQLite) and roster files in the formats Canvas and Moodle ex
 import csv
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from nbgrader.api import Gradebook
 
 from course.export import RosterError, read_canvas_roster, read_moodle_roster
+from grading_support import run_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -71,18 +71,13 @@ def make_gradebook(path):
         gradebook.db.commit()
 
 
-def run(*args, cwd):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
 def rows(path):
     return list(csv.reader(open(path, encoding="utf-8")))
 
 
 def test_canvas_file_imports_as_it_is_and_accounts_for_everyone(course):
     (course / "roster.csv").write_text(CANVAS_ROSTER, encoding="utf-8")
-    result = run("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
+    result = run_tool("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
     assert result.returncode == 1, result.stderr  # ghost was left out, so a script notices
     table = rows(course / "canvas-grades.csv")
     assert table[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "a2-losses (40012)"]
@@ -99,8 +94,8 @@ def test_canvas_file_imports_as_it_is_and_accounts_for_everyone(course):
 
 def test_blank_for_no_submission_and_a_new_assignment_keeps_its_id(course):
     (course / "roster.csv").write_text(CANVAS_ROSTER.replace("a2-losses (40012)", "Homework 9 (40012)"), encoding="utf-8")
-    result = run("course", "export", "--lms", "canvas", "--roster", "roster.csv", "--missing", "blank",
-                 "--to", "out.csv", cwd=course)
+    result = run_tool("course", "export", "--lms", "canvas", "--roster", "roster.csv", "--missing", "blank",
+                      "--to", "out.csv", cwd=course)
     table = rows(course / "out.csv")
     assert table[0][-1] == "a2-losses"  # Canvas creates the assignment
     assert {row[0]: row[-1] for row in table[2:]}["O'Brien, Mary"] == ""
@@ -109,9 +104,9 @@ def test_blank_for_no_submission_and_a_new_assignment_keeps_its_id(course):
 
 def test_plain_nbgrader_export_writes_the_same_file(course):
     (course / "roster.csv").write_text(CANVAS_ROSTER, encoding="utf-8")
-    run("course", "export", "--lms", "canvas", "--roster", "roster.csv", "--to", "course.csv", cwd=course)
-    result = run("nbgrader", "export", "--exporter", "course.export.CanvasExportPlugin",
-                 "--CanvasExportPlugin.roster=roster.csv", "--to", "nbgrader.csv", cwd=course)
+    run_tool("course", "export", "--lms", "canvas", "--roster", "roster.csv", "--to", "course.csv", cwd=course)
+    result = run_tool("nbgrader", "export", "--exporter", "course.export.CanvasExportPlugin",
+                      "--CanvasExportPlugin.roster=roster.csv", "--to", "nbgrader.csv", cwd=course)
     assert result.returncode == 0, result.stderr
     assert rows(course / "nbgrader.csv") == rows(course / "course.csv")
     assert "ghost is not in the roster" in result.stderr
@@ -119,7 +114,7 @@ def test_plain_nbgrader_export_writes_the_same_file(course):
 
 def test_moodle_file_matches_by_email_and_names_columns_as_the_grade_items(course):
     (course / "moodle.csv").write_text(MOODLE_ROSTER, encoding="utf-8")
-    result = run("course", "export", "--lms", "moodle", "--roster", "moodle.csv", cwd=course)
+    result = run_tool("course", "export", "--lms", "moodle", "--roster", "moodle.csv", cwd=course)
     table = rows(course / "moodle-grades.csv")
     assert table[0] == ["First name", "Last name", "ID number", "Email address", "Assignment: a2-losses (Real)"]
     scores = {row[3]: row[-1] for row in table[1:]}
@@ -144,12 +139,12 @@ def test_a_bad_roster_is_named_with_what_is_wrong(tmp_path, text, problem):
 
 def test_a_roster_that_is_not_text_or_missing_stops_the_command_with_its_name(course):
     (course / "roster.csv").write_bytes(b"\xff\xfe\x00binary")
-    result = run("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
+    result = run_tool("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
     assert result.returncode == 2 and "roster.csv: not UTF-8 text" in result.stderr
-    result = run("course", "export", "--lms", "canvas", "--roster", "nowhere.csv", cwd=course)
+    result = run_tool("course", "export", "--lms", "canvas", "--roster", "nowhere.csv", cwd=course)
     assert result.returncode == 2 and "nowhere.csv: no such file" in result.stderr
     (course / "a-folder.csv").mkdir()
-    result = run("course", "export", "--lms", "canvas", "--roster", "a-folder.csv", cwd=course)
+    result = run_tool("course", "export", "--lms", "canvas", "--roster", "a-folder.csv", cwd=course)
     assert result.returncode == 2 and "a-folder.csv: a folder, not the roster's CSV file" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (course / "canvas-grades.csv").exists()
@@ -157,8 +152,8 @@ def test_a_roster_that_is_not_text_or_missing_stops_the_command_with_its_name(co
 
 def test_a_grades_file_that_cannot_be_written_stops_the_command_with_its_name(course):
     (course / "canvas.csv").write_text(CANVAS_ROSTER, encoding="utf-8")
-    result = run("course", "export", "--lms", "canvas", "--roster", "canvas.csv", "--to", "no-such-folder/grades.csv",
-                 cwd=course)
+    result = run_tool("course", "export", "--lms", "canvas", "--roster", "canvas.csv", "--to", "no-such-folder/grades.csv",
+                      cwd=course)
     assert result.returncode == 2 and "no-such-folder/grades.csv: cannot write the grades file" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -170,7 +165,7 @@ def test_one_person_under_two_ids_with_submissions_is_left_blank_and_listed(cour
         gradebook.find_grade("check", "losses", "a2-losses", "s1001").auto_score = 2.0
         gradebook.db.commit()
     (course / "moodle.csv").write_text(MOODLE_ROSTER, encoding="utf-8")
-    result = run("course", "export", "--lms", "moodle", "--roster", "moodle.csv", cwd=course)
+    result = run_tool("course", "export", "--lms", "moodle", "--roster", "moodle.csv", cwd=course)
     scores = {row[3]: row[-1] for row in rows(course / "moodle-grades.csv")[1:]}
     assert scores["smithjane@example.edu"] == "" and scores["doejohn@example.edu"] == "9"
     assert result.returncode == 1 and "TWO IDS WITH SUBMISSIONS, blank: Jane Smith, a2-losses" in result.stdout
@@ -187,7 +182,7 @@ def test_points_graded_by_hand_after_autograding_are_penalised_too(course):
         gradebook.find_submission("a2-losses", "smithjane").timestamp = datetime(2026, 10, 5, 20, 0)
         gradebook.db.commit()
     (course / "roster.csv").write_text(CANVAS_ROSTER, encoding="utf-8")
-    result = run("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
+    result = run_tool("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
     by_name = {row[0]: row[-1] for row in rows(course / "canvas-grades.csv")[2:]}
     assert by_name["Nguyen, Late"] == "0"  # its 2 written points, graded by hand, are gone with the rest
     assert by_name["Smith, Jane"] == "8.5" and result.returncode == 1
@@ -204,7 +199,7 @@ def test_a_due_date_set_in_the_config_after_grading_applies_to_the_export(course
     with (course / "nbgrader_config.py").open("a") as config:
         config.write('\nc.LatePolicy.due = {"a2-losses": "2026-10-05 23:59 UTC"}\nc.LatePolicy.zero_after_hours = 72\n')
     (course / "roster.csv").write_text(CANVAS_ROSTER, encoding="utf-8")
-    run("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
+    run_tool("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
     by_name = {row[0]: row[-1] for row in rows(course / "canvas-grades.csv")[2:]}
     assert by_name["Nguyen, Late"] == "0" and by_name["Smith, Jane"] == "8.5"  # 4.5 days late: past the cutoff
 
@@ -219,7 +214,7 @@ def test_two_columns_for_one_assignment_stop_the_export(tmp_path):
 def test_exporting_before_anything_is_graded_says_so(tmp_path):
     shutil.copy2(ROOT / "nbgrader_config.py", tmp_path / "nbgrader_config.py")
     (tmp_path / "roster.csv").write_text(CANVAS_ROSTER, encoding="utf-8")
-    result = run("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=tmp_path)
+    result = run_tool("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=tmp_path)
     assert result.returncode == 2 and "no assignment yet" in result.stderr
 
 
@@ -235,14 +230,14 @@ def test_a_submission_whose_last_grading_failed_is_left_blank_and_listed(course)
     state = GradeState(course / ".course" / "grade-state.json", db_url, warn=pytest.fail)
     state.remember_failure("a2-losses", "smithjane", "the sandboxed kernel could not start")
     state.save()
-    result = run("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
+    result = run_tool("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
     assert result.returncode == 1
     by_name = {row[0]: row for row in rows(course / "canvas-grades.csv")[2:]}
     assert by_name["Smith, Jane"][-1] == "" and by_name["Doe, John"][-1] == "9"
     assert ("LAST GRADING FAILED, blank (run course grade again): Smith, Jane, a2-losses "
             "(the sandboxed kernel could not start)") in result.stdout
-    plain = run("nbgrader", "export", "--exporter", "course.export.CanvasExportPlugin",
-                "--CanvasExportPlugin.roster=roster.csv", "--to", "nbgrader.csv", cwd=course)
+    plain = run_tool("nbgrader", "export", "--exporter", "course.export.CanvasExportPlugin",
+                     "--CanvasExportPlugin.roster=roster.csv", "--to", "nbgrader.csv", cwd=course)
     assert plain.returncode == 0, plain.stderr
     assert rows(course / "nbgrader.csv") == rows(course / "canvas-grades.csv")  # blank there too
     assert "the last grading failed" in plain.stderr
@@ -250,6 +245,6 @@ def test_a_submission_whose_last_grading_failed_is_left_blank_and_listed(course)
     state = GradeState(course / ".course" / "grade-state.json", db_url, warn=pytest.fail)
     state.remember("a2-losses", "smithjane", "digest of the submission graded since")
     state.save()
-    result = run("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
+    result = run_tool("course", "export", "--lms", "canvas", "--roster", "roster.csv", cwd=course)
     assert {row[0]: row for row in rows(course / "canvas-grades.csv")[2:]}["Smith, Jane"][-1] == "8.5"
     assert "LAST GRADING FAILED" not in result.stdout

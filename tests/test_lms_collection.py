@@ -10,9 +10,8 @@ import html
 import nbformat
 import pytest
 
-from grading_support import (make_course, max_points, released_notebook, replace_function, scores, solution_notebook,
-                             student_version, zipped)
-from test_course_grade import KL_SWAPPED, course_grade
+from grading_support import (KL_SWAPPED, course_grade, make_course, max_points, released_notebook, replace_function,
+                             scores, solution_notebook, student_version, zipped)
 
 pytestmark = [pytest.mark.slow]
 

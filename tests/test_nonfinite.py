@@ -4,13 +4,10 @@ and through `course grade`.
 a1's bernoulli_log_pmf must return -inf for an impossible outcome.  A function that returns nan or
 +inf there agrees with the reference on which entries are finite, and used to get full marks.
 """
-import shutil
-
 import pytest
 
-from grading_support import (feedback_html, make_course, max_points, nbgrader, replace_function, scores,
-                             solution_notebook, student_version, submit)
-from test_course_grade import course_grade, scratch_folder
+from grading_support import (copy_course, course_grade, feedback_html, make_course, max_points, nbgrader,
+                             replace_function, scores, scratch_folder, solution_notebook, student_version)
 
 pytestmark = [pytest.mark.slow]
 
@@ -37,10 +34,8 @@ def notebook_of(student):
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
-    course = make_course(tmp_path_factory.mktemp("nonfinite") / "course")
-    for student in SUBMISSIONS:
-        submit(course, student, ASSIGNMENT, notebook_of(student))
-    return course
+    return make_course(tmp_path_factory.mktemp("nonfinite") / "course", assignment=ASSIGNMENT,
+                       submissions={student: notebook_of(student) for student in SUBMISSIONS})
 
 
 def expected_scores():
@@ -59,14 +54,14 @@ def assert_judged_exactly(course):
 
 
 def test_nbgrader_autograde_judges_nan_and_infinities_exactly(course, tmp_path):
-    graded = shutil.copytree(course, tmp_path / "course")
+    graded = copy_course(course, tmp_path / "course")
     nbgrader(graded, "autograde", ASSIGNMENT)
     nbgrader(graded, "generate_feedback", ASSIGNMENT)
     assert_judged_exactly(graded)
 
 
 def test_course_grade_judges_nan_and_infinities_exactly(course, tmp_path):
-    graded = shutil.copytree(course, tmp_path / "course")
+    graded = copy_course(course, tmp_path / "course")
     result = course_grade(graded, ASSIGNMENT, "--workers", "2")
     assert result.returncode == 0, result.stdout
     assert_judged_exactly(graded)

@@ -13,11 +13,9 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from grading_support import (make_course, max_points, nbgrader, replace_function, scores, solution_notebook,
-                             student_version, written_points, zipped)
-from test_course_grade import KL_SWAPPED, course_grade
-from test_export import run
-from unit.test_lms import canvas_name, moodle_prefix
+from grading_support import (KL_SWAPPED, canvas_name, course_grade, make_course, max_points, moodle_prefix, nbgrader,
+                             replace_function, run_tool, scores, solution_notebook, student_version, written_points,
+                             zipped)
 
 pytestmark = [pytest.mark.slow]
 
@@ -129,8 +127,8 @@ def test_a_canvas_class_from_download_to_import(tmp_path):
     (tmp_path / "roster.csv").write_text("".join(
         ",".join('"' + cell.replace('"', '""') + '"' if any(c in cell for c in ',"') else cell for cell in line) + "\n"
         for line in CANVAS_ROSTER), encoding="utf-8")
-    exported = run("course", "export", "--lms", "canvas", "--roster", str(tmp_path / "roster.csv"), "--assignment",
-                   ASSIGNMENT, "--to", str(tmp_path / "canvas-grades.csv"), cwd=course)
+    exported = run_tool("course", "export", "--lms", "canvas", "--roster", str(tmp_path / "roster.csv"), "--assignment",
+                        ASSIGNMENT, "--to", str(tmp_path / "canvas-grades.csv"), cwd=course)
     assert exported.returncode == 1, exported.stdout + exported.stderr  # two students to look at
     table = rows(tmp_path / "canvas-grades.csv")
     assert table[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "a2-losses (40012)"]
@@ -165,9 +163,9 @@ def test_a_canvas_class_from_download_to_import(tmp_path):
     assert f"{(points - 2) * 0.8:.1f} / " in again.stdout, again.stdout
 
     # similarity: the same numbers from two runs
-    first = run("course", "similarity", ASSIGNMENT, "--lms", "canvas", "--submissions", str(export), cwd=course)
+    first = run_tool("course", "similarity", ASSIGNMENT, "--lms", "canvas", "--submissions", str(export), cwd=course)
     once = (course / "reports" / ASSIGNMENT / "similarity.csv").read_text()
-    second = run("course", "similarity", ASSIGNMENT, "--lms", "canvas", "--submissions", str(export), cwd=course)
+    second = run_tool("course", "similarity", ASSIGNMENT, "--lms", "canvas", "--submissions", str(export), cwd=course)
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert (course / "reports" / ASSIGNMENT / "similarity.csv").read_text() == once
     assert "canvas-4711" in once
@@ -221,8 +219,8 @@ def test_a_moodle_class_from_download_to_import(tmp_path):
     no_time = [line for line in result.stdout.splitlines() if "no submission time" in line]
     assert len(no_time) == 1 and "moodle-1234573" in no_time[0] and "graded as on time" in no_time[0]
 
-    exported = run("course", "export", "--lms", "moodle", "--roster", str(worksheet), "--assignment", ASSIGNMENT,
-                   "--to", str(tmp_path / "upload.csv"), cwd=course)
+    exported = run_tool("course", "export", "--lms", "moodle", "--roster", str(worksheet), "--assignment", ASSIGNMENT,
+                        "--to", str(tmp_path / "upload.csv"), cwd=course)
     assert exported.returncode == 1, exported.stdout + exported.stderr
     table = rows(tmp_path / "upload.csv")
     assert table[0] == WORKSHEET_HEADER  # the worksheet as Moodle wrote it, for Upload grading worksheet
@@ -252,8 +250,8 @@ def test_a_moodle_class_from_download_to_import(tmp_path):
 
     # a plain regrade (no export read: INSTRUCTORS.md's step after grading by hand) keeps what the export found
     course_grade(course, ASSIGNMENT)
-    again = run("course", "export", "--lms", "moodle", "--roster", str(worksheet), "--assignment", ASSIGNMENT,
-                "--to", str(tmp_path / "upload-again.csv"), cwd=course)
+    again = run_tool("course", "export", "--lms", "moodle", "--roster", str(worksheet), "--assignment", ASSIGNMENT,
+                     "--to", str(tmp_path / "upload-again.csv"), cwd=course)
     assert again.returncode == 1, again.stdout + again.stderr
     assert {line[0]: line[4] for line in rows(tmp_path / "upload-again.csv")[1:]}["Participant 1234572"] == ""
     assert "FOUND BUT NOT COLLECTED, blank (fix, then course grade again): Two Files" in again.stdout

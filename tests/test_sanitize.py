@@ -16,7 +16,8 @@ import nbformat
 import pytest
 from bs4 import BeautifulSoup
 
-from grading_support import (BIN, CELL_DOM_PROBLEMS, peak_rss, peak_rss_wrapper, add_cell, environment, feedback_html, formgrader_server, make_course, max_points, nbgrader, scores,
+from grading_support import (CELL_DOM_PROBLEMS, add_cell, course_grade, feedback_html, formgrader_server,
+                             grader_environment, make_course, max_points, nbgrader, peak_rss, peak_rss_wrapper, scores,
                              solution_notebook, student_version, submit)
 
 pytestmark = [pytest.mark.slow]
@@ -134,11 +135,7 @@ FLOODS = ["comms", "display-updates", "results-during-a-check"]
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
     course = make_course(tmp_path_factory.mktemp("student-content") / "course", extra_config=LIMITS)
-    scratch = course.parent / "grader-tmp"
-    scratch.mkdir()
-    env = environment()
-    env["TMPDIR"] = str(scratch)
-    return course, env
+    return course, grader_environment(course)
 
 
 @pytest.fixture(scope="module")
@@ -209,13 +206,23 @@ def test_graded_notebook_keeps_only_safe_outputs(autograded):
             for mime, meta in output.get("metadata", {}).items():
                 assert set(meta) <= {"width", "height"} and all(isinstance(v, (int, float)) for v in meta.values()), output
             assert output.get("name", "stdout") in ("stdout", "stderr"), output
-        assert cell.get("execution_count") is None or isinstance(cell.get("execution_count"), int), cell
         assert "attachments" not in cell
-    # The execute_result the kernel forged with a script for its count: it arrived (the attack ran), and its
-    # count is a number or nothing, never the text it was sent with.
+    # Every other code cell ran, in order: each keeps the kernel's count, a number, larger than the one before
+    # (the hidden checks run between them take counts too).  The attacking cell's last count was the script it
+    # forged: dropped, or a number in its place, never the script.
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    attacking = next(i for i, cell in enumerate(code) if "MARK-count" in cell.source)
+    counts = [cell.get("execution_count") for cell in code]
+    others = counts[:attacking] + counts[attacking + 1:]
+    assert 0 < attacking < len(code) - 1 and all(type(n) is int for n in others), counts
+    assert others == sorted(set(others)) and others[0] >= 1, counts
+    assert counts[attacking] is None or (type(counts[attacking]) is int
+                                         and counts[attacking - 1] < counts[attacking] < counts[attacking + 1]), counts
+    # The execute_result the kernel forged with a script for its count: it arrived once (the attack ran), its
+    # count dropped (a script is no number), never the text it was sent with.
     forged = [o for c in notebook.cells for o in c.get("outputs", []) if "MARK-count" in str(o.get("data", {}))]
     assert forged, "the forged execute_result never reached the graded notebook: did the attack run?"
-    assert all(o.get("execution_count") is None or type(o["execution_count"]) is int for o in forged), forged
+    assert [(o.output_type, o.get("execution_count")) for o in forged] == [("execute_result", None)], forged
 
 
 @pytest.fixture(scope="module")
@@ -280,12 +287,7 @@ def test_course_grade_report_and_feedback_escape_student_text(tmp_path):
     submit(course, "mallory", ASSIGNMENT, hostile)
     stray = course / "submitted" / "mallory" / ASSIGNMENT / "<img src=x onerror=alert(1)>\nFORGED | [x](javascript:alert(1)).ipynb"
     stray.write_text("<script>x</script>\nFORGED")
-    env = environment()
-    env["TMPDIR"] = str(tmp_path / "tmp")
-    (tmp_path / "tmp").mkdir()
-    result = subprocess.run([str(BIN / "course"), "grade", ASSIGNMENT, "--no-progress", "--workers", "1"], cwd=course,
-                            env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stdout[-3000:] + result.stderr[-3000:]
+    result = course_grade(course, ASSIGNMENT, "--workers", "1")  # exit 0 or 1, no traceback
     report = (course / "reports" / ASSIGNMENT / "report.md").read_text()
     problems = rendered_markdown_problems(report)
     assert not problems, "\n".join(problems) + "\n" + report
@@ -306,9 +308,7 @@ def raising_softmax(notebook, text):
 
 def test_flooding_the_grader_through_nbgrader_autograde_keeps_its_memory_flat(tmp_path):
     course = make_course(tmp_path / "course", extra_config=LIMITS)
-    env = environment()
-    env["TMPDIR"] = str(tmp_path / "tmp")
-    (tmp_path / "tmp").mkdir()
+    env = grader_environment(course)
 
     def autograde(student, notebook):
         submit(course, student, ASSIGNMENT, notebook)
@@ -332,9 +332,7 @@ def test_flooding_the_grader_through_nbgrader_autograde_keeps_its_memory_flat(tm
 
 def test_flooding_the_grader_through_course_grade_keeps_its_memory_flat(tmp_path):
     course = make_course(tmp_path / "course", extra_config=LIMITS)
-    env = environment()
-    env["TMPDIR"] = str(tmp_path / "tmp")
-    (tmp_path / "tmp").mkdir()
+    env = grader_environment(course)
 
     def grade(students):
         for student, notebook in students.items():

@@ -16,7 +16,6 @@ tests of this module:
 """
 import csv
 import shutil
-import subprocess
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -25,9 +24,9 @@ import nbformat
 import pytest
 from bs4 import BeautifulSoup
 
-from grading_support import (BIN, CELL_DOM_PROBLEMS, environment, feedback_html, formgrader_server, make_course,
-                             nbgrader, replace_function, solution_notebook, student_version, submit, written_points,
-                             zipped)
+from grading_support import (CELL_DOM_PROBLEMS, KL_SWAPPED, copy_course, course_grade, feedback_html,
+                             formgrader_server, grader_environment, make_course, nbgrader, replace_function,
+                             solution_notebook, student_version, submit, written_points, zipped)
 
 pytestmark = [pytest.mark.slow]
 
@@ -53,11 +52,6 @@ TIMESTAMPS = {
     "writer": "2026-10-05 22:00:00 UTC",    # on time; the written answers, the formgrader and the regrade
 }
 WRITER = "writer"
-KL_SWAPPED = '''
-def kl_divergence(p, q):
-    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
-    return np.sum(q * np.log(q / p), axis=-1)
-'''.strip()
 ENTROPY_IN_BITS = '''
 def entropy(p):
     p = np.asarray(p, dtype=float)
@@ -110,23 +104,6 @@ def submit_with_time(course, student, notebook, timestamp):
     else:
         stamp.write_text(timestamp)
     return path
-
-
-def course_grade(course, *args, codes=(0,)):
-    env = environment()
-    env["TMPDIR"] = str(scratch(course))
-    result = subprocess.run([str(BIN / "course"), "grade", ASSIGNMENT, "--no-progress", *args], cwd=course, env=env,
-                            capture_output=True, text=True, timeout=900)
-    if result.returncode not in codes or "Traceback" in result.stderr:
-        raise AssertionError(f"course grade {' '.join(args)} exited {result.returncode}:\n"
-                             f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-    return result
-
-
-def scratch(course):
-    folder = Path(course).parent / f"{Path(course).name}-tmp"
-    folder.mkdir(exist_ok=True)
-    return folder
 
 
 def gradebook(course):
@@ -196,7 +173,7 @@ def graded(tmp_path_factory):
         else:
             notebook = with_written_answers(notebook, PLAIN_ANSWER)
         submit_with_time(course, student, notebook, timestamp)
-    result = course_grade(course)
+    result = course_grade(course, ASSIGNMENT, check_codes=(0,))
     return dict(course=course, log=result.stdout + result.stderr)
 
 
@@ -244,14 +221,12 @@ def test_late_policy_in_gradebook_csv_feedback_and_report(graded):
 
 
 def test_plain_nbgrader_autograde_applies_the_same_late_penalty(graded, tmp_path):
-    course = tmp_path / "copy"
-    shutil.copytree(graded["course"], course, symlinks=True)
+    course = copy_course(graded["course"], tmp_path / "copy")
     with gradebook(course) as book:  # forget what course grade decided, so that nbgrader has to decide again
         book.find_submission_notebook(NOTEBOOK, ASSIGNMENT, "late").late_submission_penalty = None
         book.db.commit()
     shutil.rmtree(course / "autograded" / "late")
-    env = environment()
-    env["TMPDIR"] = str(scratch(course))
+    env = grader_environment(course)
     nbgrader(course, "autograde", ASSIGNMENT, "--student=late", "--force", env=env)
     by_course_grade = grade_rows(graded["course"], "late")
     by_nbgrader = grade_rows(course, "late")
@@ -266,15 +241,13 @@ def test_plain_nbgrader_autograde_applies_the_same_late_penalty(graded, tmp_path
 def test_feedback_after_grading_by_hand_says_the_penalty_the_export_subtracts(graded, tmp_path):
     """The late penalty is a share of the score, and written answers graded by hand raise the score after
     autograding: the feedback written then states the penalty on that score, as the export applies it."""
-    course = tmp_path / "copy"
-    shutil.copytree(graded["course"], course, symlinks=True)
+    course = copy_course(graded["course"], tmp_path / "copy")
     written = written_points(ASSIGNMENT)
     with gradebook(course) as book:
         for grade_id, points in written.items():
             book.find_grade(grade_id, NOTEBOOK, ASSIGNMENT, "late").manual_score = points
         book.db.commit()
-    env = environment()
-    env["TMPDIR"] = str(scratch(course))
+    env = grader_environment(course)
     nbgrader(course, "generate_feedback", ASSIGNMENT, "--student=late", "--force", env=env)
     penalty = 0.2 * (AUTOGRADED_POINTS + sum(written.values()))
     assert grade_rows(course, "late")["late_submission_penalty"] == pytest.approx(penalty, abs=1e-9)
@@ -385,8 +358,7 @@ def test_formgrader_scores_a_written_answer_and_the_total_and_feedback_follow(gr
     assert after["comments"]["written_softmax_max"][1] == COMMENT
     assert after["score"] == pytest.approx(before + MANUAL_SCORE), (before, after["score"])
 
-    env = environment()
-    env["TMPDIR"] = str(scratch(course))
+    env = grader_environment(course)
     nbgrader(course, "generate_feedback", ASSIGNMENT, f"--student={WRITER}", "--force", env=env)
     page = text_of(feedback_html(course, WRITER, ASSIGNMENT))
     assert "Written response (Score: 1.5 / 2.0)" in page, page[:3000]
@@ -421,7 +393,7 @@ def test_regrading_one_student_keeps_manual_grades_and_touches_no_one_else(grade
 
     # The resubmission after a complaint: kl_divergence fixed, the same written answers, still on time.
     submit_with_time(course, WRITER, with_written_answers(correct()), TIMESTAMPS[WRITER])
-    course_grade(course, "--student", WRITER)
+    course_grade(course, ASSIGNMENT, "--student", WRITER, check_codes=(0,))
 
     rows = grade_rows(course, WRITER)
     assert rows["grades"]["test_kl_divergence"][0] == 2, rows  # the new notebook's autograded score
@@ -434,7 +406,7 @@ def test_regrading_one_student_keeps_manual_grades_and_touches_no_one_else(grade
 
     # Re-run unchanged: --student regrades it anyway, and still nobody else.
     stamp = (course / "autograded" / WRITER / ASSIGNMENT / f"{NOTEBOOK}.ipynb").stat().st_mtime_ns
-    course_grade(course, "--student", WRITER)
+    course_grade(course, ASSIGNMENT, "--student", WRITER, check_codes=(0,))
     assert (course / "autograded" / WRITER / ASSIGNMENT / f"{NOTEBOOK}.ipynb").stat().st_mtime_ns > stamp
     assert manual_state(course, WRITER) == manual_before
     assert everyone_but(course, WRITER) == others_before
@@ -457,7 +429,7 @@ def test_a_resubmission_in_an_lms_export_regrades_only_that_student(graded, tmp_
         f"late_102_202_{NOTEBOOK}.ipynb": nbformat.writes(replace_function(correct(), "softmax", "def softmax(x): return x")),
         f"newcomer_103_203_{NOTEBOOK}.ipynb": nbformat.writes(correct()),
     }))
-    result = course_grade(course, "--submissions", str(export), "--student", WRITER, codes=(1,))
+    result = course_grade(course, ASSIGNMENT, "--submissions", str(export), "--student", WRITER, check_codes=(1,))
     # the export carries no time, and the assignment has a due date: one problem that says so, and the rule
     no_time = [line for line in result.stdout.splitlines() if "no submission time" in line]
     assert len(no_time) == 1 and WRITER in no_time[0] and "graded as on time" in no_time[0], result.stdout

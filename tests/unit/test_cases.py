@@ -20,15 +20,23 @@ def test_the_schema_is_a_valid_json_schema():
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_every_shipped_references_file_fits_the_format(assignment):
     assert problems(json.loads(references_path(assignment).read_text())) == []
-    # A check for every test cell of the assignment, each of at least one case of a named function.
+    # A check for every test cell of the assignment, each of at least one case, every case of a function the
+    # assignment asks for (defined in an answer cell of the solution: a misspelt name would fail every student),
+    # the test cell's own function among them (test_softmax checks softmax).
+    import re
+
     import nbformat
 
     notebook = nbformat.read(next((ROOT / "solutions" / assignment).glob("*.ipynb")), as_version=4)
     test_cells = {c.metadata["nbgrader"]["grade_id"] for c in notebook.cells
                   if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")}
+    asked = {name for c in notebook.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")
+             for name in re.findall(r"^def (\w+)\(", c.source, re.M)}
     checks = load_hidden_checks(assignment)
     assert set(checks) == test_cells
-    assert all(cases and all(isinstance(c["function"], str) and c["function"] for c in cases) for cases in checks.values())
+    for test_cell, cases in checks.items():
+        named = [case["function"] for case in cases]
+        assert named and set(named) <= asked and test_cell.removeprefix("test_") in named, (test_cell, named, asked)
 
 
 def test_every_kind_of_case_is_shipped():

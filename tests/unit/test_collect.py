@@ -306,9 +306,8 @@ def test_a_new_submission_replaces_the_earlier_one_whole(tmp_path):
 
 def test_a_copied_layout_with_folders_deeper_than_the_recursion_limit_is_collected_and_the_rest_reported(tmp_path):
     """Path.rglob recursed once per level (RecursionError), and a path past PATH_MAX cannot be copied."""
-    from unit.test_files import DEPTH, deep_tree
-
     from course.files import remove_tree
+    from deep_trees import DEPTH, deep_tree
 
     layout = tmp_path / "elsewhere"
     (layout / "lee" / ASSIGNMENT).mkdir(parents=True)

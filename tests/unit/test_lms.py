@@ -26,24 +26,9 @@ from course.collect import LMS_RECORD, collect
 from course.errors import UsageError
 from course.lms import canvas_text, csv_cell, read_submission_times
 from course.sanitize import escape_hidden, log_text, markdown_text
-from grading_support import zipped
+from grading_support import canvas_name, moodle_prefix, zipped
 
 NOTEBOOK = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
-
-
-def canvas_name(sortable_name, user_id, attachment_id, display_name, late=False):
-    """lib/content_zipper.rb, as Canvas builds a download's file name (sanitize_user_name, get_filename,
-    sanitize_file_name, add_upload_submission)."""
-    user = re.sub(r"_(\d+)_", r"\1", sortable_name).lower()
-    base = "_".join(part for part in (user, "LATE" if late else None, str(user_id)) if part)
-    base = re.sub(r"[^\w]", "", base)
-    return f"{base}_{attachment_id}_{display_name}"
-
-
-def moodle_prefix(full_name, participant):
-    """mod/assign/locallib.php download_submissions: the student's prefix, "_" in the name as spaces, then
-    clean_filename (lib/moodlelib.php, PARAM_FILE: control characters and &<>"`|':\\/ removed)."""
-    return re.sub(r"[\x00-\x1f\x7f&<>\"`|':\\/]", "", f"{full_name.replace('_', ' ')}_{participant}")
 
 
 def course_dir(tmp_path):
