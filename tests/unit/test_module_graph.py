@@ -44,3 +44,17 @@ def test_every_module_is_in_the_readmes_module_table_and_the_package_docstring()
     modules = {path.stem for path in (ROOT / "course").glob("*.py")} - {"__init__"}
     assert not modules - set(re.findall(r"`(\w+)\.py`", table)), "not in the README's table"
     assert not modules - set(re.findall(r"``(\w+)``", course.__doc__)), "not in course/__init__.py"
+
+
+def test_no_test_module_imports_another():
+    """Test modules share helpers through helper modules (``tests/grading_support.py``, ``tests/attacks.py``, ...),
+    never by importing one another: a test file is run, moved or split on its own."""
+    test_modules = {path.stem for path in (ROOT / "tests").rglob("test_*.py")}
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{path.relative_to(ROOT)} imports {name}" for name in names
+                      if name.split(".")[-1] in test_modules or name.split(".")[0] in test_modules]
+    assert found == []
