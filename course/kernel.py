@@ -339,7 +339,7 @@ class SandboxedKernelManager(ConnectedSocketHook, AsyncKernelManager):
             except Exception:
                 pass
 
-    def connected_socket(self, channel: str, identity: bytes | None = None) -> zmq.Socket:
+    def connected_socket(self, channel: str, identity: bytes | None = None) -> zmq.Socket[Any]:
         return budgeted_socket(super().connected_socket, self.context, self.limits, channel, identity)
 
     def memory_exceeded(self) -> bool:
@@ -367,7 +367,7 @@ def channel_budgets(limits: Limits) -> dict[str, SocketBudget]:
             "stdin": quiet, "control": quiet, "hb": quiet, QUIET: quiet}
 
 
-def set_socket_budget(target: zmq.Context | zmq.Socket, channel: str, limits: Limits = Limits()) -> None:
+def set_socket_budget(target: zmq.Context[Any] | zmq.Socket[Any], channel: str, limits: Limits = Limits()) -> None:
     """The budget of ``channel`` on a ZeroMQ context (for the sockets it makes next) or socket."""
     import zmq
 
@@ -376,8 +376,8 @@ def set_socket_budget(target: zmq.Context | zmq.Socket, channel: str, limits: Li
     target.setsockopt(zmq.RCVHWM, budget.queued_messages)
 
 
-def budgeted_socket(make: Callable[[str, bytes | None], zmq.Socket], context: zmq.Context, limits: Limits, channel: str,
-                    identity: bytes | None) -> zmq.Socket:
+def budgeted_socket(make: Callable[[str, bytes | None], zmq.Socket[Any]], context: zmq.Context[Any], limits: Limits, channel: str,
+                    identity: bytes | None) -> zmq.Socket[Any]:
     """jupyter_client's socket for ``channel`` (``make``: ``course.vendor.ConnectedSocketHook``), made with that
     channel's budget: set on the context for the moment the socket is made, because the socket is
     connected before it is returned, and an option set after connecting misses that connection.
@@ -405,7 +405,7 @@ class SandboxedKernelClient(ConnectedSocketHook, _AsyncKernelClient):
     """jupyter_client's asynchronous client, its every socket made with its channel's budget
     (``channel_budgets``); the kernel manager's limits say the numbers."""
 
-    def connected_socket(self, channel: str, identity: bytes | None = None) -> zmq.Socket:
+    def connected_socket(self, channel: str, identity: bytes | None = None) -> zmq.Socket[Any]:
         limits = getattr(self.parent, "limits", None) or Limits()  # the parent is its kernel manager
         return budgeted_socket(super().connected_socket, self.context, limits, channel, identity)
 

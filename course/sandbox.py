@@ -176,7 +176,7 @@ def _bubblewrap_start_problem(path: str, euid: int) -> str | None:
 _UNSANDBOXED_SAID = threading.Event()
 
 
-def warn_unsandboxed(log: logging.Logger | logging.LoggerAdapter) -> None:
+def warn_unsandboxed(log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
     """Say in full, once per process, what grading without the sandbox gives up."""
     if not _UNSANDBOXED_SAID.is_set():
         _UNSANDBOXED_SAID.set()

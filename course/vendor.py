@@ -31,10 +31,10 @@ class ConnectedSocketHook:
     """Mixed into a jupyter_client kernel manager or client (before it): ``connected_socket`` makes the socket of
     each of the kernel's channels, where jupyter_client's private ``_create_connected_socket`` does."""
 
-    def _create_connected_socket(self, channel: str, identity: bytes | None = None) -> zmq.Socket:
+    def _create_connected_socket(self, channel: str, identity: bytes | None = None) -> zmq.Socket[Any]:
         return self.connected_socket(channel, identity)
 
-    def connected_socket(self, channel: str, identity: bytes | None = None) -> zmq.Socket:
+    def connected_socket(self, channel: str, identity: bytes | None = None) -> zmq.Socket[Any]:
         return super()._create_connected_socket(channel, identity)  # type: ignore[misc]  # a mixin: the class after it has it
 
 
