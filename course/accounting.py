@@ -84,7 +84,8 @@ class KernelMarks:
     def ready(self, kernel_cpu: float) -> None:
         self.worker_at_ready, self.kernel_at_ready = time.process_time(), kernel_cpu
 
-    def task(self, worker_at_start: float, worker: str, worker_at_end: float | None = None, began: float = 0.0) -> TaskCpu:
+    def task(self, worker_at_start: float, worker: str, worker_at_end: float | None = None,
+             began: float = 0.0) -> TaskCpu:
         """The task's account, from the worker's clock at its start (and end: now); ``began``: the wall
         clock when the worker took it."""
         end = time.process_time() if worker_at_end is None else worker_at_end
@@ -115,7 +116,8 @@ class CpuAccount:
 
     cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                        else os.cpu_count() or 1)
-    seconds: dict[str, dict[Stage, float]] = field(default_factory=dict)  # assignment (or WHOLE_RUN) -> {Stage: seconds}
+    # assignment (or WHOLE_RUN) -> {Stage: seconds}
+    seconds: dict[str, dict[Stage, float]] = field(default_factory=dict)
     submissions: dict[str, int] = field(default_factory=dict)  # assignment -> submissions graded
     wall: float = 0.0
     # wall seconds from the start until a worker took the first task, and finished the last

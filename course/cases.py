@@ -215,7 +215,8 @@ REFERENCES_SCHEMA = {
 }
 
 
-def _size_matches_shape(validator: Any, wanted: bool, instance: object, schema: dict[str, Any]) -> Iterator[jsonschema.ValidationError]:
+def _size_matches_shape(validator: Any, wanted: bool, instance: object,
+                        schema: dict[str, Any]) -> Iterator[jsonschema.ValidationError]:
     data, shape = (instance.get("data"), instance.get("shape")) if isinstance(instance, dict) else (None, None)
     if wanted and isinstance(data, list) and isinstance(shape, list) and all(isinstance(n, int) for n in shape):
         if len(data) != math.prod(shape):
@@ -325,7 +326,8 @@ def _load_references(assignment: str, hidden_checks: str | Path) -> dict[str, An
     return data
 
 
-def load_hidden_checks(assignment: str, hidden_checks: str | Path = ROOT / "grader_tests") -> dict[str, list[dict[str, Any]]]:
+def load_hidden_checks(assignment: str,
+                       hidden_checks: str | Path = ROOT / "grader_tests") -> dict[str, list[dict[str, Any]]]:
     """``{grade_id: [case, ...]}`` for one assignment, every case checked against the schema."""
     return _load_references(assignment, hidden_checks)["checks"]
 

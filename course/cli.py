@@ -153,8 +153,8 @@ def run_export(args: argparse.Namespace) -> int:
                   missing=args.missing, db_url=args.db)
 
 
-RUN: dict[str, Callable[[argparse.Namespace], int]] = {"build": run_build, "release": run_release, "grade": run_grade, "similarity": run_similarity,
-       "export": run_export}
+RUN: dict[str, Callable[[argparse.Namespace], int]] = {
+    "build": run_build, "release": run_release, "grade": run_grade, "similarity": run_similarity, "export": run_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

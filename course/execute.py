@@ -155,7 +155,8 @@ class LimitedOutputClient(NotebookClientHooks):
         content = msg.get("content", {})
         data = content.get("data") if isinstance(content, dict) else None
         if isinstance(data, dict) and FORBIDDEN_MIME in data:
-            return self.keep_refusal(data[FORBIDDEN_MIME])  # type: ignore[func-returns-value]  # None: kept apart, no output
+            # a refusal's record is kept apart, and is no output (None)
+            return self.keep_refusal(data[FORBIDDEN_MIME])  # type: ignore[func-returns-value]
         if self.probing and isinstance(data, dict) and RESULT_MIME in data:
             return self.keep_result(outs, data[RESULT_MIME])
         out = sanitize.safe_output(output_of(msg))

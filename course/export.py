@@ -91,7 +91,8 @@ class Roster:
     keys: list[set[str]]  # for each row, the ids it matches (lower case)
     assignment_columns: dict[str, str]  # assignment id -> the LMS's column name for it
     points_row: bool = False
-    ids: list[str] = field(default_factory=list)  # for each row, the gradebook id of its LMS identity (canvas-4711), or ""
+    # for each row, the gradebook id of its LMS identity (canvas-4711), or ""
+    ids: list[str] = field(default_factory=list)
     style: str = "quote"  # how text cells are neutralised (course.lms.csv_cell)
     raw_columns: tuple[str, ...] = ()  # the columns the LMS matches on: written as they are
     worksheet: bool = False  # Moodle's grading worksheet: written back whole, its Grade column filled
@@ -99,7 +100,8 @@ class Roster:
 
 @dataclass
 class Matching:
-    scores: dict[int, dict[str, float | None]] = field(default_factory=dict)  # roster row index -> {assignment: score or None}
+    # roster row index -> {assignment: score or None}
+    scores: dict[int, dict[str, float | None]] = field(default_factory=dict)
     no_submission: list[tuple[str, str]] = field(default_factory=list)  # (row label, assignment)
     not_in_roster: list[str] = field(default_factory=list)  # gradebook student ids
     ambiguous: list[tuple[str, list[str]]] = field(default_factory=list)  # (student id, row labels)
@@ -321,7 +323,8 @@ def number(value: float | None) -> str:
 def moodle_grade(score: float | None, max_score: float | None, row: Mapping[str, str]) -> float | None:
     """A score in nbgrader's points on the worksheet's own scale: Moodle reads the Grade column against the
     assignment's "Maximum Grade" (mod/assign/feedback/offline, upload_grades), which need not be nbgrader's total."""
-    maximum: str | float | None = next((value for name, value in row.items() if name.strip().lower() == "maximum grade"), "")
+    maximum: str | float | None
+    maximum = next((value for name, value in row.items() if name.strip().lower() == "maximum grade"), "")
     try:
         maximum = float(str(maximum).replace(",", "."))
     except ValueError:

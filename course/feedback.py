@@ -32,7 +32,8 @@ FAILURES_SHOWN = 3
 class CellVerdict:
     """The grader's verdict on one autograded test cell."""
 
-    cases: list[dict[str, Any]] = field(default_factory=list)  # [{"passed": bool, "message": str}], each case judged, in order
+    # [{"passed": bool, "message": str}], each case judged, in order
+    cases: list[dict[str, Any]] = field(default_factory=list)
     device: str | None = None  # where the checks ran, for checks that run torch code
 
     @classmethod

@@ -55,7 +55,8 @@ def _identity(fd: int) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
-def walk(top: StrPath, on_entry: Callable[[Entry], None], on_folder_done: Callable[[int, str], None] | None = None) -> None:
+def walk(top: StrPath, on_entry: Callable[[Entry], None],
+         on_folder_done: Callable[[int, str], None] | None = None) -> None:
     """Visit every entry under ``top`` (a folder; links not followed), depth first, iteratively.
 
     ``on_entry(entry)`` is called for each entry that is not a folder, and for each folder before

@@ -25,7 +25,8 @@ is the other layer, and such code reads as what it is.
 """
 from __future__ import annotations
 
-TYPE_CHECKING = False  # True for the type checker only: this source runs in the kernel, where it imports nothing for types
+# True for the type checker only: this source runs in the student's kernel, where it imports nothing for types
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, NoReturn
@@ -58,7 +59,7 @@ def install(rules: list[dict[str, Any]]) -> None:
             raise ForbiddenCallError(message)
 
         refuse.__name__ = refuse.__qualname__ = name.rsplit(".", 1)[-1].split("::")[-1]
-        refuse.keep = keep  # type: ignore[attr-defined]  # an attribute of the function itself: the closure keeps the list alive
+        refuse.keep = keep  # type: ignore[attr-defined]  # the function's own attribute: it keeps the list alive
         return refuse
 
     def holder(path: str) -> Any:

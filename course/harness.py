@@ -21,7 +21,8 @@ import math
 
 import numpy
 
-TYPE_CHECKING = False  # True for the type checker only: this source runs in the kernel too, where typing is not imported for it
+# True for the type checker only: this source also runs in the student's kernel, where it imports nothing for types
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
@@ -169,7 +170,8 @@ def single_use(value: Any) -> bool:
         return False
 
 
-def call(function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], chain: dict[str, Any] | None = None) -> Any:
+def call(function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
+         chain: dict[str, Any] | None = None) -> Any:
     """Call the function once, or, for a chain, once per step: several steps of an optimizer, where
     ``chain["steps"]`` gives each step's new arguments ({position: value}) and ``chain["feed"]`` says
     which outputs become which arguments of the next step ([[output, position], ...]).  A chain returns

@@ -99,7 +99,8 @@ class GradeState:
         warn(f"{self.path} is unreadable ({problem}); {unreadable}")
         return {}, {}, {}, {}
 
-    def remember_collection(self, assignment: str, problems: Problems, uncollected: Mapping[str, str] | None = None) -> None:
+    def remember_collection(self, assignment: str, problems: Problems,
+                            uncollected: Mapping[str, str] | None = None) -> None:
         """The problems of an assignment's last whole collection (as dicts), for a later one-student run's report,
         and {student: why} of the students whose files it found but did not collect, for ``course export``."""
         self.collection[f"{self.db_key}:{assignment}"] = problems

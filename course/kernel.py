@@ -57,7 +57,8 @@ if TYPE_CHECKING:
 # jupyter_client.kernel_provisioners).
 PROVISIONER_NAME = "course-sandbox"
 
-_LIVE_SANDBOXES: weakref.WeakSet[SandboxedKernelManager] = weakref.WeakSet()  # every one of this process, for kill_all_sandboxes()
+# every SandboxedKernelManager of this process, for kill_all_sandboxes()
+_LIVE_SANDBOXES: weakref.WeakSet[SandboxedKernelManager] = weakref.WeakSet()
 
 
 # The processes of a sandbox that are not the submission's: bubblewrap outside and its init, or a
@@ -264,7 +265,8 @@ class SandboxedKernelManager(ConnectedSocketHook, AsyncKernelManager):
         if use_bubblewrap:
             require_sandbox()  # never a silent fallback: no sandbox, no student code
         self.enforced = use_bubblewrap
-        self.cgroup: SubmissionCgroup | None = None  # the submission's cgroup, made when its command is (course.cgroups)
+        # the submission's cgroup, made when its command is (course.cgroups)
+        self.cgroup: SubmissionCgroup | None = None
         self.channel.mkdir(parents=True, exist_ok=True)
         self.channel_disk = (mount_channel(self.channel, self.sandbox_uid, limits, self.log) if use_bubblewrap
                              else ChannelDisk(False, "grading without the sandbox"))
@@ -376,8 +378,8 @@ def set_socket_budget(target: zmq.Context[Any] | zmq.Socket[Any], channel: str, 
     target.setsockopt(zmq.RCVHWM, budget.queued_messages)
 
 
-def budgeted_socket(make: Callable[[str, bytes | None], zmq.Socket[Any]], context: zmq.Context[Any], limits: Limits, channel: str,
-                    identity: bytes | None) -> zmq.Socket[Any]:
+def budgeted_socket(make: Callable[[str, bytes | None], zmq.Socket[Any]], context: zmq.Context[Any], limits: Limits,
+                    channel: str, identity: bytes | None) -> zmq.Socket[Any]:
     """jupyter_client's socket for ``channel`` (``make``: ``course.vendor.ConnectedSocketHook``), made with that
     channel's budget: set on the context for the moment the socket is made, because the socket is
     connected before it is returned, and an option set after connecting misses that connection.
@@ -421,7 +423,8 @@ class Watchdog:
         self._cell_start_cpu = 0.0
         # (pid, start time) -> last CPU seconds, so exited processes still count
         self._seen: dict[tuple[int, float], float] = {}
-        self._cgroup_cpu: float | None = None  # the cgroup's account when last read: one baseline, never mixed with _seen
+        # the cgroup's account when last read: one baseline, never mixed with _seen
+        self._cgroup_cpu: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sandbox-watchdog", daemon=True)
 

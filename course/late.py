@@ -146,7 +146,8 @@ class LatePolicy(LateSubmissionPlugin):
                     "on-time": "graded as on time"}[self.marked_late_without_time]
         return "graded as on time" if self.without_timestamp == "on-time" else "a score of 0"
 
-    def submission_penalty(self, score: float | None, submission: SubmittedAssignment, marked_late: bool = False) -> float:
+    def submission_penalty(self, score: float | None, submission: SubmittedAssignment,
+                           marked_late: bool = False) -> float:
         """Points taken from ``score`` for a graded nbgrader ``submission``: by how late it is (through the
         plug-in's ``late_submission_penalty``, which a subclass may override), or by the no-timestamp rule;
         never below 0 nor above the score.  The one route from policy to penalty, for autograding and for
@@ -302,7 +303,8 @@ class LateDecision:
     marked_late: bool = False  # the LMS marks it late, with no time
 
     @classmethod
-    def of(cls, submission: SubmittedAssignment, penalty: float, policy: LatePolicy, marked: bool = False) -> LateDecision:
+    def of(cls, submission: SubmittedAssignment, penalty: float, policy: LatePolicy,
+           marked: bool = False) -> LateDecision:
         timeless = submission.timestamp is None
         return cls(due=_iso(submission.duedate), submitted=_iso(submission.timestamp),
                    seconds_late=submission.total_seconds_late, penalty=penalty, rule=policy.rule(),

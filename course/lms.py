@@ -215,7 +215,8 @@ def _iso_time(value: object, where: str, result: SubmissionTimes) -> datetime | 
     return moment.astimezone(timezone.utc).replace(tzinfo=None)
 
 
-def _moodle_time(value: str, tz: tzinfo | None, zone: str | None, where: str, result: SubmissionTimes) -> datetime | None:
+def _moodle_time(value: str, tz: tzinfo | None, zone: str | None, where: str,
+                 result: SubmissionTimes) -> datetime | None:
     for form in MOODLE_TIME_FORMATS:
         try:
             moment = datetime.strptime(value, form)

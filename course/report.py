@@ -64,7 +64,8 @@ class RunSummary:
     log_path: Path
     feedback: bool  # feedback was written in this run
     workers: str  # how the submissions were executed, in words
-    failures: dict[str, dict[str, str]]  # assignment -> {student: why their last grading failed}, from the incremental state
+    # assignment -> {student: why their last grading failed}, from the incremental state
+    failures: dict[str, dict[str, str]]
     only: frozenset[str] | None = None  # --student: the students this run regraded
     seconds: float = 0.0  # the run's wall time, once it is known
 
@@ -319,7 +320,8 @@ def write_report(summary: RunSummary, run: AssignmentRun) -> Path:
     lines += _collection_tally(problems)
 
     listed = any(problem.kind == ProblemKind.NO_TIME for problem in run.collected.problems)  # type: ignore[union-attr]
-    lines += _noted(noted, run.submissions, set(run.collected.timeless) if listed else frozenset())  # type: ignore[union-attr]
+    lines += _noted(noted, run.submissions,
+                    set(run.collected.timeless) if listed else frozenset())  # type: ignore[union-attr]
 
     path = folder / "report.md"
     path.write_text("\n".join(lines))

@@ -218,7 +218,8 @@ def write_csv(path: Path, pairs: Iterable[Pair]) -> None:
 
 def write_html(path: Path, assignment: str, students: Sized, pairs: list[Pair], problems: Iterable[str],
                shown: int = SHOWN_PAIRS) -> None:
-    def e(text: object) -> str:  # names and file names: HTML escaped, and no bidi override or control character shown raw
+    # names and file names: HTML escaped, and no bidi override or control character shown raw
+    def e(text: object) -> str:
         return html.escape(escape_hidden(str(text)))
     rows = "\n".join(
         f'<tr><td>{rank}</td><td><a href="#pair-{rank}">{e(p.first.student)} and {e(p.second.student)}</a></td>'

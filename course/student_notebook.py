@@ -198,7 +198,8 @@ def strip_build_code(source: str) -> str:
     def visit(statements: list[ast.stmt]) -> None:
         for statement in statements:
             if _imports_myst_nb(statement) or _glue_only(statement):
-                drop.update(range(statement.lineno, statement.end_lineno + 1))  # type: ignore[operator]  # parsed: it has one
+                # a parsed statement has its end_lineno
+                drop.update(range(statement.lineno, statement.end_lineno + 1))  # type: ignore[operator]
             elif not _uses_glue(statement):
                 continue
             elif isinstance(statement, (ast.For, ast.While, ast.If, ast.With, ast.Try, ast.FunctionDef)):

@@ -35,7 +35,8 @@ class ConnectedSocketHook:
         return self.connected_socket(channel, identity)
 
     def connected_socket(self, channel: str, identity: bytes | None = None) -> zmq.Socket[Any]:
-        return super()._create_connected_socket(channel, identity)  # type: ignore[misc]  # a mixin: the class after it has it
+        # a mixin: the class it is mixed into (after it) has the method
+        return super()._create_connected_socket(channel, identity)  # type: ignore[misc]
 
 
 def submission_folder_pattern(converter: BaseConverter, escape: bool = True) -> str:

@@ -101,7 +101,8 @@ class _ThreadState:
         self.loop: asyncio.AbstractEventLoop | None = None
 
 
-_STATES: dict[int, _ThreadState] = {}  # thread id -> _ThreadState (kernels belong to the event loop of the thread that made them)
+# thread id -> _ThreadState (kernels belong to the event loop of the thread that made them)
+_STATES: dict[int, _ThreadState] = {}
 _STATES_LOCK = threading.Lock()
 
 
