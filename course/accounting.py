@@ -25,11 +25,17 @@ Every figure is measured, none is derived from wall time except ``idle``:
 ``course grade`` writes the account to ``reports/grade-cpu.json`` (``CpuAccount.to_json``);
 ``benchmarks/grade_throughput.py`` prints it as a table.
 """
+from __future__ import annotations
+
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class Stage(StrEnum):
@@ -71,14 +77,15 @@ class KernelMarks:
     """CPU clocks read as one submission runs (``course.execute.SubmissionRun``): the worker's and the
     kernel's when the kernel was ready, and the kernel's at the end."""
 
-    worker_at_ready: float = None
+    worker_at_ready: float | None = None
     kernel_at_ready: float = 0.0
     kernel_at_end: float = 0.0
 
-    def ready(self, kernel_cpu):
+    def ready(self, kernel_cpu: float) -> None:
         self.worker_at_ready, self.kernel_at_ready = time.process_time(), kernel_cpu
 
-    def task(self, worker_at_start, worker, worker_at_end=None, began=0.0) -> TaskCpu:
+    def task(self, worker_at_start: float, worker: str, worker_at_end: float | None = None,
+             began: float = 0.0) -> TaskCpu:
         """The task's account, from the worker's clock at its start (and end: now); ``began``: the wall
         clock when the worker took it."""
         end = time.process_time() if worker_at_end is None else worker_at_end
@@ -91,14 +98,14 @@ class KernelMarks:
 class StageClock:
     """The grading process's own stages, timed on its main thread's CPU clock."""
 
-    def __init__(self, account: "CpuAccount", assignment: str, stage: Stage):
+    def __init__(self, account: CpuAccount, assignment: str, stage: Stage) -> None:
         self.account, self.assignment, self.stage = account, assignment, stage
 
-    def __enter__(self):
+    def __enter__(self) -> StageClock:
         self.started = time.thread_time()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.account.add(self.assignment, self.stage, time.thread_time() - self.started)
         return False
 
@@ -109,26 +116,29 @@ class CpuAccount:
 
     cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                        else os.cpu_count() or 1)
-    seconds: dict = field(default_factory=dict)  # assignment (or WHOLE_RUN) -> {Stage: seconds}
-    submissions: dict = field(default_factory=dict)  # assignment -> submissions graded
+    # assignment (or WHOLE_RUN) -> {Stage: seconds}
+    seconds: dict[str, dict[Stage, float]] = field(default_factory=dict)
+    submissions: dict[str, int] = field(default_factory=dict)  # assignment -> submissions graded
     wall: float = 0.0
-    tasks_between: tuple = None  # wall seconds from the start until a worker took the first task, and finished the last
-    _workers: dict = field(default_factory=dict)  # worker -> its CPU since start, at its last task
-    _task_worker_cpu: dict = field(default_factory=dict)  # worker -> its CPU in tasks
-    _started: tuple = field(default_factory=lambda: (time.perf_counter(), time.process_time(), time.thread_time()))
+    # wall seconds from the start until a worker took the first task, and finished the last
+    tasks_between: tuple[float, float] | None = None
+    _workers: dict[str, float] = field(default_factory=dict)  # worker -> its CPU since start, at its last task
+    _task_worker_cpu: dict[str, float] = field(default_factory=dict)  # worker -> its CPU in tasks
+    _started: tuple[float, float, float] = field(
+        default_factory=lambda: (time.perf_counter(), time.process_time(), time.thread_time()))
     _epoch: float = field(default_factory=time.time)
 
-    def add(self, assignment, stage: Stage, seconds: float):
+    def add(self, assignment: str, stage: Stage, seconds: float) -> None:
         stages = self.seconds.setdefault(assignment, {})
         stages[stage] = stages.get(stage, 0.0) + max(0.0, seconds)
 
-    def clock(self, assignment, stage: Stage) -> StageClock:
+    def clock(self, assignment: str, stage: Stage) -> StageClock:
         return StageClock(self, assignment, stage)
 
-    def graded(self, assignment):
+    def graded(self, assignment: str) -> None:
         self.submissions[assignment] = self.submissions.get(assignment, 0) + 1
 
-    def task(self, assignment, cpu: TaskCpu):
+    def task(self, assignment: str, cpu: TaskCpu) -> None:
         if cpu.began and cpu.ended:  # the worker's wall clock (the same machine's, on a local pool)
             began, ended = cpu.began - self._epoch, cpu.ended - self._epoch
             first, last = self.tasks_between or (began, ended)
@@ -140,7 +150,7 @@ class CpuAccount:
             self._workers[cpu.worker] = max(self._workers.get(cpu.worker, 0.0), cpu.worker_total)
             self._task_worker_cpu[cpu.worker] = self._task_worker_cpu.get(cpu.worker, 0.0) + cpu.worker_start + cpu.messages
 
-    def finish(self):
+    def finish(self) -> CpuAccount:
         """Close the account: the grading process's other CPU, the workers' time outside tasks, idle."""
         wall0, process0, thread0 = self._started
         self.wall = time.perf_counter() - wall0
@@ -155,15 +165,15 @@ class CpuAccount:
         self.seconds.setdefault(WHOLE_RUN, {})[Stage.IDLE] = max(0.0, self.cores * self.wall - used)
         return self
 
-    def summary(self):
+    def summary(self) -> str:
         """One line: the whole run's CPU-seconds by stage, largest first."""
-        totals = {}
+        totals: dict[Stage, float] = {}
         for stages in self.seconds.values():
             for stage, value in stages.items():
                 totals[stage] = totals.get(stage, 0.0) + value
         return ", ".join(f"{stage} {value:.1f}" for stage, value in sorted(totals.items(), key=lambda kv: -kv[1]))
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         first, last = self.tasks_between or (None, None)
         return {"cores": self.cores, "wall_seconds": round(self.wall, 3), "submissions": self.submissions,
                 # where the idle cores are: before a worker took the first task, and after the last was done
@@ -171,6 +181,6 @@ class CpuAccount:
                 "last_task_ended_after_seconds": None if last is None else round(last, 3),
                 "cpu_seconds": {a: {str(s): round(v, 4) for s, v in stages.items()} for a, stages in self.seconds.items()}}
 
-    def write(self, path):
+    def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")

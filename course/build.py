@@ -3,22 +3,28 @@
 Chapters execute at build time through jupyter-cache, so a rebuild with no
 changed chapter re-executes nothing.  Sphinx warnings fail the build.
 """
+from __future__ import annotations
+
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import ROOT
 
+if TYPE_CHECKING:
+    from typing import IO
 
-def jupyter_book_command(root: Path = ROOT):
+
+def jupyter_book_command(root: Path = ROOT) -> list[str]:
     executable = Path(sys.executable).with_name("jupyter-book")
     return [str(executable), "build", str(root), "--builder", "html", "--warningiserror", "--keep-going"]
 
 
-def build_site(root: Path = ROOT, stdout=None) -> float:
+def build_site(root: Path = ROOT, stdout: IO[bytes] | int | None = None) -> float:
     """Build ``root`` into ``root/_build/html``; return the wall time in seconds (``stdout``: where
     Jupyter Book's log goes, as for ``subprocess.run``; default: this process's own)."""
     started = time.perf_counter()

@@ -14,10 +14,13 @@ check and case, never a student's failure half-way through a run.  Arrays are st
 JSON constants Python writes; on the way to and from the kernel they travel as base64 float64
 bytes (``course.harness``).
 """
+from __future__ import annotations
+
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import numpy as np
@@ -25,12 +28,15 @@ import numpy as np
 from . import ROOT
 from .errors import CourseError
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 
 class HiddenCheckError(CourseError):
     """The hidden checks themselves are broken: an instructor problem, not a student's."""
 
 
-def stored_array(value):
+def stored_array(value: object) -> dict[str, Any]:
     """An array (or number) as a references file stores it: integers as int64, everything else float64."""
     array = np.asarray(value)
     dtype = "int64" if array.dtype.kind in "iub" else "float64"
@@ -38,7 +44,7 @@ def stored_array(value):
     return {"data": array.ravel().tolist(), "dtype": dtype, "shape": list(array.shape)}
 
 
-def array_from_reference(value):
+def array_from_reference(value: dict[str, Any]) -> np.ndarray:
     return np.asarray(value["data"], dtype=value["dtype"]).reshape(value["shape"])
 
 
@@ -209,7 +215,8 @@ REFERENCES_SCHEMA = {
 }
 
 
-def _size_matches_shape(validator, wanted, instance, schema):
+def _size_matches_shape(validator: Any, wanted: bool, instance: object,
+                        schema: dict[str, Any]) -> Iterator[jsonschema.ValidationError]:
     data, shape = (instance.get("data"), instance.get("shape")) if isinstance(instance, dict) else (None, None)
     if wanted and isinstance(data, list) and isinstance(shape, list) and all(isinstance(n, int) for n in shape):
         if len(data) != math.prod(shape):
@@ -223,7 +230,7 @@ ReferencesValidator = jsonschema.validators.extend(
         "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool)))
 
 
-def problems(data):
+def problems(data: Any) -> list[str]:
     """Every way ``data`` (a parsed references file) breaks the format, as readable lines, most relevant first."""
     errors = sorted(ReferencesValidator(REFERENCES_SCHEMA).iter_errors(data), key=jsonschema.exceptions.relevance)
     lines = [_describe(data, error) for error in errors]
@@ -237,7 +244,7 @@ def problems(data):
     return lines
 
 
-def _dead_first_steps(data):
+def _dead_first_steps(data: dict[str, Any]) -> list[str]:
     """A variant of a mistake's first entries that could never be recognised: ``first`` must be its own length,
     and the expected value a list at least that long (the judge compares the reply's first entries)."""
     found = []
@@ -255,11 +262,11 @@ def _dead_first_steps(data):
     return found
 
 
-def _meant(error):
+def _meant(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
     """The error to report.  A value that fits none of an ``anyOf``'s forms was most likely meant as the one
     whose type and required keys it has: report what is wrong inside that one, else say which forms there are."""
     while error.validator == "anyOf":
-        forms = {}
+        forms: dict[object, list[jsonschema.ValidationError]] = {}
         for inner in error.context:
             forms.setdefault(inner.relative_schema_path[0], []).append(inner)
         meant = [inner for inner in forms.values()
@@ -271,7 +278,7 @@ def _meant(error):
     return error
 
 
-def _describe(data, error):
+def _describe(data: Any, error: jsonschema.ValidationError) -> str:
     error = _meant(error)
     path = list(error.absolute_path)
     if len(path) >= 3 and path[0] == "checks":
@@ -286,8 +293,8 @@ def _describe(data, error):
     return f"{where}: {at + ': ' if at else ''}{message}"
 
 
-def _duplicate_ids(data):
-    counts = {}
+def _duplicate_ids(data: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
     checks = data.get("checks") if isinstance(data, dict) else None
     for cases in (checks.values() if isinstance(checks, dict) else []):
         for case in (cases if isinstance(cases, list) else []):
@@ -296,12 +303,12 @@ def _duplicate_ids(data):
     return {name: count for name, count in counts.items() if count > 1}
 
 
-def references_path(assignment, hidden_checks=ROOT / "grader_tests"):
+def references_path(assignment: str, hidden_checks: str | Path = ROOT / "grader_tests") -> Path:
     """Where an assignment's hidden checks are, in the hidden checks folder (``c.SandboxedExecute.hidden_checks_directory``)."""
     return Path(hidden_checks) / "references" / f"{assignment}.json"
 
 
-def _load_references(assignment, hidden_checks):
+def _load_references(assignment: str, hidden_checks: str | Path) -> dict[str, Any]:
     """The parsed references file of an assignment, checked against the schema."""
     path = references_path(assignment, hidden_checks)
     try:
@@ -319,7 +326,8 @@ def _load_references(assignment, hidden_checks):
     return data
 
 
-def load_hidden_checks(assignment, hidden_checks=ROOT / "grader_tests"):
+def load_hidden_checks(assignment: str,
+                       hidden_checks: str | Path = ROOT / "grader_tests") -> dict[str, list[dict[str, Any]]]:
     """``{grade_id: [case, ...]}`` for one assignment, every case checked against the schema."""
     return _load_references(assignment, hidden_checks)["checks"]
 
@@ -333,21 +341,21 @@ class Rule:
 
     rule: str
     says: str
-    forbidden: tuple
-    ops: tuple = ()
-    functions: tuple = None  # None: every function a case of the assignment calls
+    forbidden: tuple[str, ...]
+    ops: tuple[str, ...] = ()
+    functions: tuple[str, ...] | None = None  # None: every function a case of the assignment calls
 
     @classmethod
-    def of(cls, data):
+    def of(cls, data: dict[str, Any]) -> Rule:
         """From the references file's form."""
         functions = data.get("functions")
         return cls(data["rule"], data["says"], tuple(data["forbidden"]), tuple(data.get("ops", ())),
                    None if functions is None else tuple(functions))
 
-    def binds(self, function):
+    def binds(self, function: str) -> bool:
         return self.functions is None or function in self.functions
 
 
-def load_rules(assignment, hidden_checks=ROOT / "grader_tests"):
+def load_rules(assignment: str, hidden_checks: str | Path = ROOT / "grader_tests") -> tuple[Rule, ...]:
     """The assignment's rules (``Rule``), checked against the schema with its cases."""
     return tuple(Rule.of(rule) for rule in _load_references(assignment, hidden_checks).get("rules", []))

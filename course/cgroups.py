@@ -25,6 +25,8 @@ step that writes its own pid into each ``cgroup.procs`` and then execs bubblewra
 (``join_command``); a forked kernel gets ``cgroup.procs`` file descriptors opened here
 (``open_procs``) and writes ``0`` ("this process") to each before it builds its sandbox.
 """
+from __future__ import annotations
+
 import os
 import re
 import shlex
@@ -33,6 +35,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 PARENT_PREFIX = "course-grader-"
 REQUIRED = ("memory", "pids")
@@ -45,15 +51,15 @@ class Mount:
     point: str  # where it is mounted here
     root: str  # which folder of the hierarchy appears there
     fstype: str
-    options: frozenset  # the file system's own options (for cgroup v1: its controllers)
+    options: frozenset[str]  # the file system's own options (for cgroup v1: its controllers)
 
 
-def _unescape(text):
+def _unescape(text: str) -> str:
     """mountinfo writes spaces, tabs, newlines and backslashes in paths as octal escapes."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
-def parse_mountinfo(text):
+def parse_mountinfo(text: str) -> list[Mount]:
     """The mounts of a ``/proc/<pid>/mountinfo`` text."""
     mounts = []
     for line in text.splitlines():
@@ -68,7 +74,7 @@ def parse_mountinfo(text):
     return mounts
 
 
-def parse_proc_cgroup(text):
+def parse_proc_cgroup(text: str) -> dict[str, str]:
     """``{controller: path}`` from a ``/proc/<pid>/cgroup`` text; ``""`` is the cgroup v2 path."""
     paths = {}
     for line in text.splitlines():
@@ -85,7 +91,7 @@ def parse_proc_cgroup(text):
     return paths
 
 
-def _inside(mount, path):
+def _inside(mount: Mount, path: str) -> Path | None:
     """Where the cgroup ``path`` (of the whole hierarchy) is under this mount, or None."""
     root = mount.root.rstrip("/")
     if path != root and not path.startswith(root + "/"):
@@ -97,10 +103,10 @@ def _inside(mount, path):
 class Layout:
     """This process's own cgroup folder for each controller: one folder for all on v2."""
     version: int
-    folders: dict = field(default_factory=dict)  # controller -> Path
+    folders: dict[str, Path] = field(default_factory=dict)  # controller -> Path
 
 
-def candidate_layouts(proc_cgroup, mountinfo):
+def candidate_layouts(proc_cgroup: str, mountinfo: str) -> list[Layout]:
     """The layouts that may hold our cgroups, best first: cgroup v2 (one folder for every
     controller), then cgroup v1 (a hierarchy per controller), from the texts of
     ``/proc/self/cgroup`` and ``/proc/self/mountinfo``.  Which controllers a v2 folder offers,
@@ -115,7 +121,7 @@ def candidate_layouts(proc_cgroup, mountinfo):
                 if folder is not None:
                     layouts.append(Layout(2, {c: folder for c in REQUIRED + OPTIONAL}))
                     break
-    folders = {}
+    folders: dict[str, Path] = {}
     for controller in REQUIRED + OPTIONAL:
         if controller not in paths:
             continue
@@ -130,7 +136,7 @@ def candidate_layouts(proc_cgroup, mountinfo):
     return layouts
 
 
-def layout_problem(layout):
+def layout_problem(layout: Layout) -> str | None:
     """Why we cannot make submission cgroups in this layout (None when we can)."""
     if layout.version == 2:
         folder = layout.folders["memory"]
@@ -151,7 +157,7 @@ def layout_problem(layout):
     return None
 
 
-def discover(proc="/proc/self"):
+def discover(proc: str = "/proc/self") -> tuple[Layout, None] | tuple[None, str]:
     """``(layout, None)`` for this process, or ``(None, why not)``."""
     try:
         proc_cgroup = Path(proc, "cgroup").read_text()
@@ -169,12 +175,12 @@ def discover(proc="/proc/self"):
     return None, "; ".join(problems) or "no cgroup v2 or v1 memory and pids hierarchy is mounted"
 
 
-def _write(path, value):
+def _write(path: Path, value: object) -> None:
     with open(path, "w") as f:
         f.write(str(value))
 
 
-def _pids(folder):
+def _pids(folder: Path) -> list[int]:
     try:
         return [int(p) for p in (folder / "cgroup.procs").read_text().split()]
     except (OSError, ValueError):
@@ -184,23 +190,23 @@ def _pids(folder):
 class SubmissionCgroup:
     """The cgroup (one folder per hierarchy on v1) of one submission's sandbox."""
 
-    def __init__(self, grader, folders, version):
+    def __init__(self, grader: GraderCgroups | _NoGrader, folders: dict[str, Path], version: int) -> None:
         self.grader, self.folders, self.version = grader, folders, version
         self.removed = False
 
-    def _unique_folders(self):
+    def _unique_folders(self) -> list[Path]:
         return list(dict.fromkeys(self.folders.values()))
 
-    def procs_files(self):
+    def procs_files(self) -> list[Path]:
         """The ``cgroup.procs`` files a process writes itself into to join."""
         return [folder / "cgroup.procs" for folder in self._unique_folders()]
 
-    def join_command(self):
+    def join_command(self) -> list[str]:
         """A prefix for a command line: joins this cgroup, then execs the rest of the line."""
         steps = " && ".join(f"echo $$ > {shlex.quote(str(path))}" for path in self.procs_files())
         return ["/bin/sh", "-c", f'{steps} && exec "$@"', "course-cgroup-join"]
 
-    def open_procs(self):
+    def open_procs(self) -> list[int]:
         """File descriptors of the ``cgroup.procs`` files, open for writing (the caller closes them):
         the process that writes ``0`` to each joins."""
         fds = []
@@ -213,7 +219,7 @@ class SubmissionCgroup:
             raise
         return fds
 
-    def oom_kills(self):
+    def oom_kills(self) -> int:
         """How many processes the out-of-memory killer ended in this cgroup."""
         folder = self.folders["memory"]
         name = "memory.events" if self.version == 2 else "memory.oom_control"
@@ -228,7 +234,7 @@ class SubmissionCgroup:
             pass
         return 0
 
-    def cpu_seconds(self):
+    def cpu_seconds(self) -> float | None:
         """CPU time (user and system) of every process that ran in this cgroup, exited ones included;
         None where the hierarchy keeps no account (cgroup v1 without ``cpuacct``)."""
         try:
@@ -243,7 +249,7 @@ class SubmissionCgroup:
         except (OSError, ValueError):
             return None
 
-    def kill(self, rounds=100):
+    def kill(self, rounds: int = 100) -> bool:
         """SIGKILL every process in the cgroup; repeat until none is left (forks in flight)."""
         folders = self._unique_folders()
         if self.version == 2 and (folders[0] / "cgroup.kill").exists():
@@ -263,7 +269,7 @@ class SubmissionCgroup:
             time.sleep(0.01)
         return False
 
-    def remove(self):
+    def remove(self) -> None:
         """Kill everything in it and remove it (again: nothing happens)."""
         if self.removed:
             return
@@ -286,7 +292,7 @@ class GraderCgroups:
     """This grading process's parent folder of submission cgroups, in each hierarchy; made with
     its first submission, removed with its last."""
 
-    def __init__(self, layout):
+    def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.pid = os.getpid()
         self.parents = {c: folder / f"{PARENT_PREFIX}{self.pid}" for c, folder in layout.folders.items()}
@@ -294,10 +300,10 @@ class GraderCgroups:
         self._live = 0
         self._made = 0
 
-    def _unique(self, folders):
+    def _unique(self, folders: Mapping[str, Path]) -> list[Path]:
         return list(dict.fromkeys(folders.values()))
 
-    def _make_parents(self):
+    def _make_parents(self) -> None:
         _remove_stale_parents(self._unique(self.layout.folders))
         if self.layout.version == 2:
             own = self.layout.folders["memory"]
@@ -313,18 +319,18 @@ class GraderCgroups:
             _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in self._v2_controllers(parent.parent)))
 
     @staticmethod
-    def _v2_controllers(folder):
+    def _v2_controllers(folder: Path) -> list[str]:
         offered = set((folder / "cgroup.controllers").read_text().split())
         return [c for c in REQUIRED + OPTIONAL if c in offered]
 
-    def _remove_parents(self):
+    def _remove_parents(self) -> None:
         for folder in self._unique(self.parents):
             try:
                 folder.rmdir()
             except OSError:
                 pass
 
-    def new_submission(self, memory_bytes, processes, cpus):
+    def new_submission(self, memory_bytes: int, processes: int, cpus: float) -> SubmissionCgroup:
         """A fresh cgroup with these limits (raises OSError when one cannot be made)."""
         with self._lock:
             if self._live == 0:
@@ -343,7 +349,7 @@ class GraderCgroups:
             raise
         return cgroup
 
-    def _set_limits(self, folders, memory_bytes, processes, cpus):
+    def _set_limits(self, folders: Mapping[str, Path], memory_bytes: int, processes: int, cpus: float) -> None:
         memory, pids, cpu = folders["memory"], folders["pids"], folders.get("cpu")
         quota = int(cpus * CPU_PERIOD_US)
         if self.layout.version == 2:
@@ -364,14 +370,14 @@ class GraderCgroups:
             _write(cpu / "cpu.cfs_period_us", CPU_PERIOD_US)
             _write(cpu / "cpu.cfs_quota_us", quota)
 
-    def released(self):
+    def released(self) -> None:
         with self._lock:
             self._live -= 1
             if self._live == 0:
                 self._remove_parents()
 
 
-def _remove_stale_parents(folders):
+def _remove_stale_parents(folders: Iterable[Path]) -> None:
     """Empty parent folders of grading processes that are gone (killed before they could clean up)."""
     for folder in folders:
         try:
@@ -396,15 +402,15 @@ def _remove_stale_parents(folders):
 
 
 class _NoGrader:
-    def released(self):
+    def released(self) -> None:
         pass
 
 
-_GRADER = {}  # pid -> (GraderCgroups or None, why not)
+_GRADER: dict[int, tuple[GraderCgroups | None, str | None]] = {}  # pid -> (GraderCgroups or None, why not)
 _GRADER_LOCK = threading.Lock()
 
 
-def grader_cgroups():
+def grader_cgroups() -> tuple[GraderCgroups | None, str | None]:
     """``(GraderCgroups, None)`` for this process, or ``(None, why cgroups cannot be used)``.
     Per process: a worker forked from a grader gets its own."""
     with _GRADER_LOCK:
@@ -415,7 +421,7 @@ def grader_cgroups():
         return _GRADER[pid]
 
 
-def give_up(problem):
+def give_up(problem: str) -> None:
     """Make no more cgroups in this process (one could not be made: ``problem`` says why)."""
     with _GRADER_LOCK:
         _GRADER[os.getpid()] = (None, problem)

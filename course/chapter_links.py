@@ -7,10 +7,16 @@ A released notebook travels alone (Jupyter, Colab, a hub) where that path leads 
 every such link becomes the chapter's page on the published site, ``course_site_url`` in
 ``_config.yml`` (``course.student_notebook.site_url``) + ``book/05-softmax.html``.
 """
+from __future__ import annotations
+
 import re
+from typing import TYPE_CHECKING, Any
 
 from nbconvert.preprocessors import Preprocessor
 from traitlets import Bool, Unicode
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 # [title](relative/path/book/NN-name.md#anchor): the link text (possibly wrapped), the path, the chapter, the anchor.
 RELATIVE_CHAPTER_LINK = re.compile(r"(\[[^\]]+\])\((?:\.\./)*book/(\d\d-[\w-]+)\.md(#[\w-]+)?\)")
@@ -26,7 +32,7 @@ class AbsoluteChapterLinks(Preprocessor):
     enabled = Bool(True)  # nbconvert's preprocessors are off unless enabled
     site_url = Unicode("", help="the published site (default: _config.yml's course_site_url)").tag(config=True)
 
-    def preprocess(self, nb, resources):
+    def preprocess(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
         from .student_notebook import site_url
 
         base = self.site_url or site_url()

@@ -1,7 +1,15 @@
 """The ``course`` command: ``course build``, ``course release``, ``course grade``, ``course similarity``,
 ``course export``."""
+from __future__ import annotations
+
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    Option = tuple[str, dict[str, Any]]  # a flag (or a positional's name) and add_argument's keywords
 
 # Options several commands share, each said once.
 COURSE = ("--course", dict(metavar="DIR", help="the course directory (default: the current folder)"))
@@ -22,7 +30,7 @@ TIMES = ("--submission-times", dict(metavar="FILE", help=(
 TIMES_ZONE = ("--times-zone", dict(metavar="ZONE", help=(
     "the time zone of times that do not say theirs (Moodle's grading worksheet), e.g. Europe/London")))
 
-GRADE_OPTIONS = [
+GRADE_OPTIONS: list[Option] = [
     SUBMISSIONS,
     ("--student", dict(action="append", metavar="ID", help="regrade only this student (repeat for more), whether "
                                                            "their submission changed or not; nobody else is touched")),
@@ -43,7 +51,7 @@ GRADE_OPTIONS = [
                                                     "only on a single-user machine")),
 ]
 
-SIMILARITY_OPTIONS = [
+SIMILARITY_OPTIONS: list[Option] = [
     SUBMISSIONS,
     COLLECT_LMS,
     PATTERN,
@@ -51,7 +59,7 @@ SIMILARITY_OPTIONS = [
     ("--top", dict(type=int, metavar="N", help="pairs shown side by side in the HTML report")),
 ]
 
-EXPORT_OPTIONS = [
+EXPORT_OPTIONS: list[Option] = [
     ("--lms", dict(choices=("canvas", "moodle"), required=True, help="the LMS that imports the file")),
     ("--roster", dict(required=True, metavar="CSV", help="the LMS's gradebook export (who is enrolled)")),
     ("--to", dict(metavar="CSV", help="the file to write (default: canvas-grades.csv or moodle-grades.csv)")),
@@ -64,7 +72,8 @@ EXPORT_OPTIONS = [
 ]
 
 
-def command(verbs, name, options, positional=None, **texts):
+def command(verbs: argparse._SubParsersAction[argparse.ArgumentParser], name: str, options: list[Option],
+            positional: Option | None = None, **texts: Any) -> argparse.ArgumentParser:
     parser = verbs.add_parser(name, **texts)
     if positional:
         parser.add_argument(positional[0], **positional[1])
@@ -73,7 +82,7 @@ def command(verbs, name, options, positional=None, **texts):
     return parser
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="course", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
     verbs.add_parser("build", help="execute the chapters and build the site into _build/html")
@@ -104,14 +113,14 @@ def build_parser():
     return parser
 
 
-def run_build(args):
+def run_build(args: argparse.Namespace) -> int:
     from .build import build_site
 
     print(f"course build: site in _build/html ({build_site():.1f} s)")
     return 0
 
 
-def run_release(args):
+def run_release(args: argparse.Namespace) -> int:
     from .release import release_assignments
 
     released = release_assignments(args.assignments or None, root=args.course)
@@ -119,7 +128,7 @@ def run_release(args):
     return 0
 
 
-def run_grade(args):
+def run_grade(args: argparse.Namespace) -> int:
     from .grade import grade
 
     return grade(args.assignments, root=args.course, submissions=args.submissions, db_url=args.db,
@@ -129,7 +138,7 @@ def run_grade(args):
                  submission_times=args.submission_times, times_zone=args.times_zone)
 
 
-def run_similarity(args):
+def run_similarity(args: argparse.Namespace) -> int:
     from .similarity import SHOWN_PAIRS, similarity
 
     similarity(args.assignment, root=args.course, submissions=args.submissions, top=SHOWN_PAIRS if args.top is None else args.top,
@@ -137,18 +146,18 @@ def run_similarity(args):
     return 0
 
 
-def run_export(args):
+def run_export(args: argparse.Namespace) -> int:
     from .export import export
 
     return export(args.lms, args.roster, root=args.course, to=args.to, assignments=args.assignment,
                   missing=args.missing, db_url=args.db)
 
 
-RUN = {"build": run_build, "release": run_release, "grade": run_grade, "similarity": run_similarity,
-       "export": run_export}
+RUN: dict[str, Callable[[argparse.Namespace], int]] = {
+    "build": run_build, "release": run_release, "grade": run_grade, "similarity": run_similarity, "export": run_export}
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "workers", None) is not None and args.workers < 1:

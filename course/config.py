@@ -1,11 +1,17 @@
 """The course directory and its ``nbgrader_config.py``, as every ``course`` command reads them."""
+from __future__ import annotations
+
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
 
+if TYPE_CHECKING:
+    from traitlets.config import Config
 
-def course_root(root=None):
+
+def course_root(root: str | Path | None = None) -> Path:
     """The course directory (default: the current folder); a folder without ``nbgrader_config.py`` is not one."""
     root = Path(root or ".").resolve()
     if not (root / "nbgrader_config.py").is_file():
@@ -18,7 +24,7 @@ MOVED_PLUG_INS = {"SandboxedExecute": "course.execute", "RestoreCellMetadata": "
                   "ReadableNotebookExporter": "course.sanitize"}
 
 
-def load_config(root, db_url=None):
+def load_config(root: str | Path | None, db_url: str | None = None) -> Config:
     """The course's nbgrader configuration, with its root and gradebook URL filled in (``--db`` wins)."""
     from traitlets.config.loader import PyFileConfigLoader
 
@@ -47,7 +53,7 @@ def load_config(root, db_url=None):
     return config
 
 
-def is_step(item, step: type) -> bool:
+def is_step(item: object, step: type) -> bool:
     """Whether ``item`` of nbgrader's autograde pipeline is ``step`` or a subclass of it: the pipeline names a
     preprocessor by its class or by its import path (nbconvert imports the path, and so does this)."""
     if isinstance(item, str):
@@ -60,6 +66,6 @@ def is_step(item, step: type) -> bool:
     return isinstance(item, type) and issubclass(item, step)
 
 
-def in_pipeline(config, step: type) -> bool:
+def in_pipeline(config: Config, step: type) -> bool:
     """Whether the course's autograde pipeline (``c.Autograde.autograde_preprocessors``) runs ``step``."""
     return any(is_step(item, step) for item in config.Autograde.get("autograde_preprocessors", []))

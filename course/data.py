@@ -4,12 +4,19 @@ The package stores each list as fixed-width text: NAME, frequency (percent of
 people), cumulative frequency, rank.  Reading the files ourselves keeps the
 course offline: no download happens at build or grading time.
 """
+from __future__ import annotations
+
 from importlib import resources
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from importlib.resources.abc import Traversable
 
 CENSUS_FIRST_NAME_FILES = ("dist.female.first", "dist.male.first")
 
 
-def load_names(files=CENSUS_FIRST_NAME_FILES, folder=None):
+def load_names(files: Iterable[str] = CENSUS_FIRST_NAME_FILES, folder: Traversable | None = None) -> list[str]:
     """Return the lower-case first names, most common first, each name once.
 
     A name that appears in both lists (e.g. "james") keeps the sum of its
@@ -17,7 +24,7 @@ def load_names(files=CENSUS_FIRST_NAME_FILES, folder=None):
     Malformed lines raise ``ValueError`` naming the file and the line.
     """
     package = resources.files("names") if folder is None else folder
-    frequency = {}
+    frequency: dict[str, float] = {}
     for file_name in files:
         text = (package / file_name).read_text(encoding="ascii")
         for line_number, line in enumerate(text.splitlines(), start=1):

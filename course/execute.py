@@ -15,11 +15,14 @@ feedback, export) is unchanged.
 This module imports nothing of nbgrader (only ``source_notebooks``, which a worker never calls, does, when
 called): a worker imports it, and nbgrader's package import costs a process about a second of CPU.
 """
+from __future__ import annotations
+
 import functools
 import json
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 from jupyter_core.utils import ensure_async, run_sync
@@ -37,11 +40,27 @@ from .kernel import SandboxedKernelManager, WarmKernel, Watchdog, new_scratch, r
 from .sandbox import GradingInterrupted, Limits, file_tail
 from .vendor import NotebookClientHooks
 
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Iterable, Mapping
+
+    from jupyter_client.asynchronous import AsyncKernelClient
+    from nbformat import NotebookNode
+    from traitlets.config import Config
+
+    from .cases import Rule
+    from .forkserver import ForkServer
+    from .notes import Note
+    from .rules import Breach
+
+    Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
+    Checks = dict[str, list[dict[str, Any]]]  # grade id -> the cases of its hidden check (course.cases)
+
 TRUNCATED = "\n… output truncated by the grader (limit {limit} characters per cell)\n"
 RESULTS_KEPT = 2  # a probe's replies: one per case, one more kept only to say "more than one result came back"
 
 
-def is_autograded_test(cell):
+def is_autograded_test(cell: NotebookNode) -> bool:
     """An autograded test cell: code, a grade cell, not a solution cell (nbgrader's ``is_grade`` and
     ``is_solution``, read here from the metadata: importing nbgrader costs a worker a second)."""
     flags = cell.metadata.get("nbgrader")
@@ -66,18 +85,20 @@ class LimitedOutputClient(NotebookClientHooks):
     probing = False  # True while a hidden-check probe runs: its result is kept apart from the student's output
     results_kept = RESULTS_KEPT  # during this probe
     store_widget_state = Bool(False)
+    clear_before_next_output: bool  # nbclient's own, declared for the type checker: the base class is made at run time
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.comm_open_handlers = {}
+        self.comm_open_handlers: dict[str, Any] = {}
         self.received_bytes = 0
-        self.flooded = None  # why the grader stopped reading this kernel, if it did
-        self.refusals = []  # the records of forbidden calls the kernel refused (course.guard) during this probe
+        self.flooded: str | None = None  # why the grader stopped reading this kernel, if it did
+        # the records of forbidden calls the kernel refused (course.guard) during this probe
+        self.refusals: list[dict[str, Any]] = []
 
     MAX_REFUSAL_CHARS = 1000
     MAX_REFUSALS_KEPT = 10  # per probe: one is enough to fail the function; the rest would only cost memory
 
-    async def async_start_new_kernel_client(self):
+    async def async_start_new_kernel_client(self) -> AsyncKernelClient:
         """nbclient's, with the client made by the kernel manager (``SandboxedKernelClient``) on its
         context, so each channel's budget (largest message, queue) holds on every socket."""
         try:
@@ -92,7 +113,7 @@ class LimitedOutputClient(NotebookClientHooks):
 
     start_new_kernel_client = run_sync(async_start_new_kernel_client)  # what nbclient's setup_kernel calls
 
-    async def poll_output_messages(self, parent_msg_id, cell, cell_index):
+    async def poll_output_messages(self, parent_msg_id: str, cell: NotebookNode, cell_index: int) -> None:
         """nbclient's loop over output messages, counting each message's bytes before parsing it."""
         channel = self.kc.iopub_channel
         received_in_cell = 0
@@ -115,25 +136,27 @@ class LimitedOutputClient(NotebookClientHooks):
                 except CellExecutionComplete:
                     return None
 
-    def stop_reading(self, reason):
+    def stop_reading(self, reason: str) -> None:
         self.flooded = reason
         self.km.kill_everything()  # the kernel dies; nbclient then reports it dead
 
-    def process_message(self, msg, cell, cell_index):
+    def process_message(self, msg: dict[str, Any], cell: NotebookNode, cell_index: int) -> NotebookNode | None:
         try:
             return super().process_message(msg, cell, cell_index)
         finally:
             if "execution_count" in cell:
                 cell["execution_count"] = sanitize.safe_execution_count(cell.get("execution_count"))
 
-    def handle_comm_msg(self, outs, msg, cell_index):
+    def handle_comm_msg(self, outs: list[NotebookNode], msg: dict[str, Any], cell_index: int) -> None:
         """Comms are refused: the grader is no widget front end."""
 
-    def output(self, outs, msg, display_id, cell_index):
+    def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
+               cell_index: int) -> NotebookNode | None:
         content = msg.get("content", {})
         data = content.get("data") if isinstance(content, dict) else None
         if isinstance(data, dict) and FORBIDDEN_MIME in data:
-            return self.keep_refusal(data[FORBIDDEN_MIME])
+            # a refusal's record is kept apart, and is no output (None)
+            return self.keep_refusal(data[FORBIDDEN_MIME])  # type: ignore[func-returns-value]
         if self.probing and isinstance(data, dict) and RESULT_MIME in data:
             return self.keep_result(outs, data[RESULT_MIME])
         out = sanitize.safe_output(output_of(msg))
@@ -157,7 +180,7 @@ class LimitedOutputClient(NotebookClientHooks):
         outs.append(out)
         return out
 
-    def keep_refusal(self, text):
+    def keep_refusal(self, text: object) -> None:
         """A forbidden call's record: kept here, in the grader's process, not in the notebook.  Whatever
         the submission does afterwards, it cannot take it back.  Only a probe's count: a call the
         student's own top-level code makes binds no function (course.rules), and the kernel refused it."""
@@ -169,7 +192,7 @@ class LimitedOutputClient(NotebookClientHooks):
             self.refusals.append(record if isinstance(record, dict) else {})
         return None
 
-    def keep_result(self, outs, text):
+    def keep_result(self, outs: list[NotebookNode], text: object) -> NotebookNode | None:
         """A hidden check's result: only the result, and only the first few (each of bounded size)."""
         if sum(1 for o in outs if RESULT_MIME in o.get("data", {})) >= self.results_kept:
             return None
@@ -179,7 +202,7 @@ class LimitedOutputClient(NotebookClientHooks):
         outs.append(out)
         return out
 
-    def update_display(self, display_id, msg):
+    def update_display(self, display_id: str, msg: dict[str, Any]) -> None:
         """An update of an earlier output, through the same filter and the same budget as a new one."""
         if self.probing or display_id not in self.display_outputs:
             return
@@ -200,17 +223,17 @@ class LimitedOutputClient(NotebookClientHooks):
                 old["data"], old["metadata"] = update["data"], update["metadata"]
 
 
-def output_of(msg):
+def output_of(msg: Mapping[str, Any]) -> dict[str, Any]:
     """The output a message describes, as the kernel sent it (``course.sanitize`` decides what is kept)."""
     content = msg.get("content")
     return {**content, "output_type": msg.get("msg_type")} if isinstance(content, dict) else {}
 
 
-def output_size(output):
+def output_size(output: Mapping[str, Any]) -> int:
     return len(str(output.get("text", ""))) + len(str(output.get("data", ""))) + len(str(output.get("traceback", "")))
 
 
-def add_grading_notes(nb, notes):
+def add_grading_notes(nb: NotebookNode, notes: list[Note]) -> NotebookNode:
     """The notes into the notebook's grader data, and a "Grading notes" cell rendered from them."""
     if notes:
         add_notes(nb, notes)
@@ -223,7 +246,7 @@ IMPLIED_IMPORTS = {"torch": {"numpy"}, "scipy": {"numpy"}, "pandas": {"numpy"}, 
                    "sklearn": {"numpy", "scipy"}}
 
 
-def source_notebooks(config, assignment):
+def source_notebooks(config: Config, assignment: str) -> list[Path]:
     """The instructor's source notebooks of an assignment (``solutions/<assignment>/*.ipynb``)."""
     from nbgrader.coursedir import CourseDirectory
 
@@ -232,9 +255,9 @@ def source_notebooks(config, assignment):
     return sorted(folder.glob("*.ipynb")) if folder.is_dir() else []
 
 
-def source_imports(paths, allowed):
+def source_imports(paths: Iterable[str | Path], allowed: Iterable[str]) -> tuple[str, ...]:
     """The ``allowed`` modules that these notebooks import at top level: the instructor's code, never a student's."""
-    found = set()
+    found: set[str] = set()
     for path in paths:
         try:
             found |= _modules_imported_by(str(path), Path(path).stat().st_mtime_ns)
@@ -247,7 +270,7 @@ def source_imports(paths, allowed):
 
 
 @functools.lru_cache(maxsize=64)
-def _modules_imported_by(path, mtime_ns):
+def _modules_imported_by(path: str, mtime_ns: int) -> frozenset[str]:
     """Top-level names of the modules a notebook imports; read once per version of the file
     (``nbgrader autograde`` asks again for every submission)."""
     import ast
@@ -256,7 +279,7 @@ def _modules_imported_by(path, mtime_ns):
         notebook = nbformat.read(path, as_version=4)
     except Exception:
         return frozenset()
-    found = set()
+    found: set[str] = set()
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
@@ -272,8 +295,9 @@ def _modules_imported_by(path, mtime_ns):
     return frozenset(found)
 
 
-def execute_submission(nb, checks, limits, log, where="submission", use_bubblewrap=True, warm: WarmKernel = None,
-                       fork_server=None, rules=(), marks: KernelMarks = None):
+def execute_submission(nb: Mapping[str, Any], checks: Checks, limits: Limits, log: Log, where: str = "submission",
+                       use_bubblewrap: bool = True, warm: WarmKernel | None = None, fork_server: ForkServer | None = None,
+                       rules: Iterable[Rule] = (), marks: KernelMarks | None = None) -> NotebookNode:
     """Run one sanitized notebook in a fresh sandbox and grade its test cells by the hidden checks.
 
     Pure with respect to the course: it needs no gradebook and no course file, only its
@@ -286,23 +310,23 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
     (``course.accounting.KernelMarks``), if given, gets the CPU clocks read on the way.  Returns
     the executed notebook.
     """
-    nb = nbformat.from_dict(nb)
-    for cell in nb.cells:  # verdicts are the grader's alone (sanitizing dropped a submission's already)
+    notebook: NotebookNode = nbformat.from_dict(nb)
+    for cell in notebook.cells:  # verdicts are the grader's alone (sanitizing dropped a submission's already)
         cell.metadata.pop("course", None)
-    present = {c.metadata["nbgrader"].get("grade_id") for c in nb.cells if is_autograded_test(c)}
+    present = {c.metadata["nbgrader"].get("grade_id") for c in notebook.cells if is_autograded_test(c)}
     notes = [missing_test_cell(grade_id) for grade_id in checks if grade_id not in present]
     for note in notes:
         log.error("%s: %s", where, note_text(note))
-    if not any(c.cell_type == "code" for c in nb.cells):
+    if not any(c.cell_type == "code" for c in notebook.cells):
         log.error("%s: the submission has no code cells; every check scores 0", where)
         if warm is not None:
             warm.discard()
-        return add_grading_notes(nb, notes)
+        return add_grading_notes(notebook, notes)
     scratch = warm.scratch if warm is not None else new_scratch(fork_server)
     run = None
     try:
-        run = SubmissionRun(nb, checks, scratch, limits, log, where, use_bubblewrap, warm=warm, fork_server=fork_server,
-                            rules=rules, marks=marks)
+        run = SubmissionRun(notebook, checks, scratch, limits, log, where, use_bubblewrap, warm=warm,
+                            fork_server=fork_server, rules=rules, marks=marks)
         run.execute()
     finally:
         if run is not None:
@@ -312,20 +336,21 @@ def execute_submission(nb, checks, limits, log, where="submission", use_bubblewr
         notes.append(stopped_early(run.stopped))
     if run.km.enforced is False:
         notes.append(unsandboxed())
-    return add_grading_notes(nb, notes)
+    return add_grading_notes(notebook, notes)
 
 
 class SubmissionRun:
     """One notebook, one sandbox, one kernel: executed top to bottom, checks at test cells."""
 
-    def __init__(self, nb, checks, scratch, limits, log, where, use_bubblewrap=True, warm=None, fork_server=None,
-                 rules=(), marks=None):
+    def __init__(self, nb: NotebookNode, checks: Checks, scratch: Path, limits: Limits, log: Log, where: str,
+                 use_bubblewrap: bool = True, warm: WarmKernel | None = None, fork_server: ForkServer | None = None,
+                 rules: Iterable[Rule] = (), marks: KernelMarks | None = None) -> None:
         self.nb, self.checks, self.limits, self.log, self.where = nb, checks, limits, log, where
         self.marks = marks if marks is not None else KernelMarks()
         self.rules = tuple(rules)
         # function -> the Breach that fails all its cases: the source's, read before anything runs,
         # then the run's, as a case of the function meets a refusal
-        self.breaches = {}
+        self.breaches: dict[str, Breach] = {}
         for breach in source_breaches(nb.cells, self.rules, checks):
             self.breaches.setdefault(breach.function, breach)
         self.warm = warm  # a kernel already started in its own fresh sandbox for this submission, or None
@@ -343,11 +368,11 @@ class SubmissionRun:
             self.client.kc.allow_stdin = False
         self.kernel_log = scratch / "kernel.log"
         self.nonce = new_nonce()
-        self.stopped = None  # why execution stopped early, if it did
-        self.interrupted = None  # why the run was cut short from outside: then there is no grade at all
+        self.stopped: str | None = None  # why execution stopped early, if it did
+        self.interrupted: str | None = None  # why the run was cut short from outside: then there is no grade at all
         self.cells_run = 0
 
-    def execute(self):
+    def execute(self) -> None:
         deadline = time.monotonic() + self.limits.notebook_seconds
         self.watchdog.start()
         try:
@@ -382,7 +407,7 @@ class SubmissionRun:
             self.log.error("%s: grading was interrupted (%s); nothing is recorded for it", self.where, self.interrupted)
             raise GradingInterrupted(f"{self.where}: {self.interrupted}; not graded, grade it again")
 
-    def release(self):
+    def release(self) -> None:
         """Release the grader's side of the kernel: its sockets and their ZMQ context."""
         try:
             if self.client.kc is not None:
@@ -394,10 +419,10 @@ class SubmissionRun:
         except Exception:
             pass
 
-    def kernel_log_tail(self):
+    def kernel_log_tail(self) -> str:
         return file_tail(self.kernel_log)
 
-    def run_cell(self, cell, index, deadline):
+    def run_cell(self, cell: NotebookNode, index: int, deadline: float) -> None:
         self.client.timeout = max(1.0, min(self.limits.cell_seconds, deadline - time.monotonic()))
         self.cells_run += 1
         self.watchdog.cell_started()
@@ -423,7 +448,7 @@ class SubmissionRun:
         if time.monotonic() > deadline and self.stopped is None:
             self.stop("the notebook ran past its total time limit")
 
-    def install_grader_code(self, deadline):
+    def install_grader_code(self, deadline: float) -> None:
         """The hidden checks' harness and the rules' guard (``course.guard``) into the fresh kernel, before
         the submission's first cell.  If they cannot be installed, no check could run and the rules would
         not hold: the grader's failure, so nothing is recorded."""
@@ -447,17 +472,17 @@ class SubmissionRun:
             self.interrupt(f"{what} could not be installed in the kernel ({problem})")
             self.stop(self.interrupted)
 
-    def interrupt(self, reason):
+    def interrupt(self, reason: str) -> None:
         self.interrupted = self.interrupted or reason
 
-    def stop(self, reason):
+    def stop(self, reason: str | None) -> None:
         self.watchdog.check_memory()  # a kernel that died of the submission's memory limit: say so
         reason = self.client.flooded or self.watchdog.violation or reason
         self.stopped = reason
         self.log.warning("%s: %s; later checks score 0", self.where, reason)
         self.km.kill_everything()
 
-    def grade_cell(self, cell, index, deadline):
+    def grade_cell(self, cell: NotebookNode, index: int, deadline: float) -> None:
         grade_id = cell.metadata["nbgrader"].get("grade_id")
         cases = self.checks.get(grade_id)
         if not cases:
@@ -469,7 +494,7 @@ class SubmissionRun:
             return
         device = preferred_device() if any(c.get("parity") for c in cases) else "cpu"
         # position in the cell's cases -> its verdict; None: not run, its function failed already
-        verdicts = {}
+        verdicts: dict[int, Verdict | None] = {}
         to_run = {p: case_on(case, device) for p, case in enumerate(cases)}
         for group in calls(to_run, device):
             if to_run[group[0]]["function"] in self.breaches:  # failed already; running it would not change that
@@ -488,9 +513,11 @@ class SubmissionRun:
                 note = breach.note() if breach.function not in said else breach.again()
                 said.add(breach.function)
                 verdicts[position] = Verdict(False, f"{case.get('about', case['case'])}: {note}")
-        self.write_verdict(cell, [verdicts[p] for p in ran], device if any(c.get("torch") for c in cases) else None)
+        # No None is left: a case that did not run is one of a function with a breach, given its verdict just above.
+        self.write_verdict(cell, [verdicts[p] for p in ran],  # type: ignore[misc]
+                           device if any(c.get("torch") for c in cases) else None)
 
-    def run_call(self, cases, index, deadline, device):
+    def run_call(self, cases: list[dict[str, Any]], index: int, deadline: float, device: str) -> list[Verdict]:
         """One probe: the call these cases share, made once; a verdict per case."""
         probe = nbformat.v4.new_code_cell(harness_code(request_for_cases(cases, self.nonce, device)))
         graded_cell = self.nb.cells[index]
@@ -515,22 +542,22 @@ class SubmissionRun:
         return [judge(case, reply) if reply is not None else Verdict(False, f"{what}: {problem}")
                 for case, what, (reply, problem) in zip(cases, about, replies)]
 
-    def write_verdict(self, cell, verdicts, device):
+    def write_verdict(self, cell: NotebookNode, verdicts: list[Verdict], device: str | None) -> None:
         """The grader's verdict on a graded cell: stored as data, its outputs rendered from it."""
         feedback.write_verdict(cell, feedback.CellVerdict.of(verdicts, device))
 
 
-def calls(cases, device):
+def calls(cases: dict[int, dict[str, Any]], device: str) -> list[list[int]]:
     """Cases grouped by the call they make (their positions, in the order of each group's first case):
     cases that differ only in the view of the result they judge share one call.  ``cases``: position ->
     case, as it runs on ``device``."""
-    groups = {}
+    groups: dict[str, list[int]] = {}
     for position, case in cases.items():
         groups.setdefault(same_call(case, device), []).append(position)
     return list(groups.values())
 
 
-def case_on(case, device):
+def case_on(case: dict[str, Any], device: str) -> dict[str, Any]:
     """The case as it runs on ``device``: a parity case's inputs and tolerance for that device."""
     if not case.get("parity"):
         return case
@@ -539,7 +566,7 @@ def case_on(case, device):
     return parity_case(case, device)
 
 
-def preferred_device():
+def preferred_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"

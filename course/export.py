@@ -47,10 +47,13 @@ The score is nbgrader's own: the total of the autograded and manually graded cel
 below 0 (as ``nbgrader export`` computes it).  The late penalties are first applied again to the current scores
 (``course.late``), so points graded by hand after autograding are penalised like the rest.
 """
+from __future__ import annotations
+
 import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nbgrader.api import MissingEntry
 from nbgrader.plugins import ExportPlugin
@@ -60,6 +63,13 @@ from .errors import UsageError
 from .lms import PRESETS, canvas_text, csv_cell, student_name
 from .report import final_score
 from .sanitize import log_text
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from nbgrader.api import Gradebook, SubmittedAssignment
+
+    from .incremental import GradeState
 
 CANVAS_IDENTITY = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 CANVAS_OPTIONAL_IDENTITY = ("Integration ID",)
@@ -76,38 +86,44 @@ MOODLE_PARTICIPANT = re.compile(r"^\s*Participant\s+(\d+)\s*$", re.IGNORECASE)
 
 @dataclass
 class Roster:
-    header: list  # identity columns to write, in the LMS's order
-    rows: list  # dicts, one per enrolled student
-    keys: list  # for each row, the ids it matches (lower case)
-    assignment_columns: dict  # assignment id -> the LMS's column name for it
+    header: list[str]  # identity columns to write, in the LMS's order
+    rows: list[dict[str, str]]  # one per enrolled student
+    keys: list[set[str]]  # for each row, the ids it matches (lower case)
+    assignment_columns: dict[str, str]  # assignment id -> the LMS's column name for it
     points_row: bool = False
-    ids: list = field(default_factory=list)  # for each row, the gradebook id of its LMS identity (canvas-4711), or ""
+    # for each row, the gradebook id of its LMS identity (canvas-4711), or ""
+    ids: list[str] = field(default_factory=list)
     style: str = "quote"  # how text cells are neutralised (course.lms.csv_cell)
-    raw_columns: tuple = ()  # the columns the LMS matches on: written as they are
+    raw_columns: tuple[str, ...] = ()  # the columns the LMS matches on: written as they are
     worksheet: bool = False  # Moodle's grading worksheet: written back whole, its Grade column filled
 
 
 @dataclass
 class Matching:
-    scores: dict = field(default_factory=dict)  # roster row index -> {assignment: score or None}
-    no_submission: list = field(default_factory=list)  # (row label, assignment)
-    not_in_roster: list = field(default_factory=list)  # gradebook student ids
-    ambiguous: list = field(default_factory=list)  # (student id, row labels)
-    conflicts: list = field(default_factory=list)  # (row label, assignment, student ids with a submission each)
-    ungraded: list = field(default_factory=list)  # (row label, assignment): written answers not graded by hand yet
-    failed: list = field(default_factory=list)  # (row label, assignment, why): the last grading failed, left blank
+    # roster row index -> {assignment: score or None}
+    scores: dict[int, dict[str, float | None]] = field(default_factory=dict)
+    no_submission: list[tuple[str, str]] = field(default_factory=list)  # (row label, assignment)
+    not_in_roster: list[str] = field(default_factory=list)  # gradebook student ids
+    ambiguous: list[tuple[str, list[str]]] = field(default_factory=list)  # (student id, row labels)
+    # (row label, assignment, student ids with a submission each)
+    conflicts: list[tuple[str, str, list[str]]] = field(default_factory=list)
+    # (row label, assignment): written answers not graded by hand yet
+    ungraded: list[tuple[str, str]] = field(default_factory=list)
+    # (row label, assignment, why): the last grading failed, left blank
+    failed: list[tuple[str, str, str]] = field(default_factory=list)
     # (row label or student id, assignment, why): files found by the last collection but not collected, left blank
-    not_collected: list = field(default_factory=list)
-    live_keys: list = field(default_factory=list)  # (row label, column): a cell the LMS matches on that looks like a formula
+    not_collected: list[tuple[str, str, str]] = field(default_factory=list)
+    # (row label, column): a cell the LMS matches on that looks like a formula
+    live_keys: list[tuple[str, str]] = field(default_factory=list)
 
     @property
-    def complete(self):
+    def complete(self) -> bool:
         """Every student accounted for and every score final."""
         return not (self.not_in_roster or self.ambiguous or self.conflicts or self.ungraded or self.failed
                     or self.not_collected)
 
 
-def read_csv(path):
+def read_csv(path: str | Path) -> list[list[str]]:
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -124,7 +140,7 @@ def read_csv(path):
         raise RosterError(f"{path}: not a CSV file ({error})") from None
 
 
-def assignment_column(header, assignment):
+def assignment_column(header: Iterable[str], assignment: str) -> str | None:
     """The roster's column for an assignment: ``<id> (<LMS id>)`` on Canvas, ``<kind>: <id> (<type>)`` on Moodle."""
     pattern = re.compile(rf"^(?:[^:]+:\s*)?{re.escape(assignment)}(?:\s*\([^)]*\))?$", re.IGNORECASE)
     matches = [name for name in header if pattern.match(name.strip())]
@@ -134,7 +150,7 @@ def assignment_column(header, assignment):
     return matches[0] if matches else None
 
 
-def canvas_key(sortable_name):
+def canvas_key(sortable_name: str) -> str:
     """The name Canvas writes into a download's file names (lib/content_zipper.rb: ``sanitize_user_name`` lower-cases
     it and turns ``_<digits>_`` into the digits, ``sanitize_file_name`` drops every character that is not
     ``[[:word:]]``; Unicode letters stay)."""
@@ -142,7 +158,7 @@ def canvas_key(sortable_name):
     return re.sub(r"[^\w]", "", name)
 
 
-def read_canvas_roster(path, assignments):
+def read_canvas_roster(path: str | Path, assignments: Iterable[str]) -> Roster:
     table = read_csv(path)
     if not table:
         raise RosterError(f"{path}: empty; export the Canvas gradebook (Grades > Export > Export Entire Gradebook)")
@@ -171,7 +187,7 @@ def read_canvas_roster(path, assignments):
                   ids=ids, style="canvas", raw_columns=("ID",))
 
 
-def read_moodle_roster(path, assignments):
+def read_moodle_roster(path: str | Path, assignments: Sequence[str]) -> Roster:
     table = read_csv(path)
     header = [name.strip() for name in table[0]] if table else []
     if "Identifier" in header:
@@ -194,7 +210,8 @@ def read_moodle_roster(path, assignments):
                   ids=[""] * len(rows), raw_columns=("Email address",))
 
 
-def read_moodle_worksheet(path, table, header, assignments):
+def read_moodle_worksheet(path: str | Path, table: list[list[str]], header: list[str],
+                          assignments: Sequence[str]) -> Roster:
     """Moodle's grading worksheet (mod/assign/feedback/offline, download_grades): one assignment, each row a
     participant ("Participant 1234567", the id in Moodle's download names), written back with its Grade."""
     if "Grade" not in header:
@@ -221,7 +238,7 @@ def read_moodle_worksheet(path, table, header, assignments):
                   raw_columns=("Identifier",), worksheet=True)
 
 
-def rows_of(roster, student):
+def rows_of(roster: Roster, student: str) -> list[int]:
     """The roster rows a gradebook id matches: by the LMS's id alone where it is one (``canvas-4711``), else by the
     row's ids (see the module's documentation)."""
     if LMS_ID.match(student):
@@ -230,12 +247,15 @@ def rows_of(roster, student):
     return [i for i, keys in enumerate(roster.keys) if key in keys]
 
 
-def match(gradebook, roster, assignments, missing, failure=lambda assignment, student: None,
-          uncollected=lambda assignment: {}):
+def match(gradebook: Gradebook, roster: Roster, assignments: Sequence[str], missing: str,
+          failure: Callable[[str, str], str | None] = lambda assignment, student: None,
+          uncollected: Callable[[str], Mapping[str, str]] = lambda assignment: {}) -> Matching:
     """The score of each roster row; ``failure(assignment, student)`` says why a student's last grading
     failed (``course grade``'s state), or None; ``uncollected(assignment)`` is {student: why} of the students
     whose files the last collection found but did not collect."""
     result = Matching()
+    owners: dict[int, list[str]]
+    unsure: set[int]
     owners, unsure = {}, set()  # roster row -> the gradebook ids it matches; rows an ambiguous id matches
     for student in gradebook.students:
         rows = rows_of(roster, student.id)
@@ -246,7 +266,8 @@ def match(gradebook, roster, assignments, missing, failure=lambda assignment, st
             owners.setdefault(rows[0], []).append(student.id)
         elif any(_has_submission(gradebook, a, student.id) for a in assignments):
             result.not_in_roster.append(student.id)
-    lost = {}  # (row, assignment) -> why: files found, none collected
+    lost: dict[tuple[int, str], str] = {}  # (row, assignment) -> why: files found, none collected
+    why: str | None
     for assignment in assignments:
         for student, why in sorted(uncollected(assignment).items()):
             rows = rows_of(roster, student)
@@ -279,29 +300,30 @@ def match(gradebook, roster, assignments, missing, failure=lambda assignment, st
     return result
 
 
-def _submission(gradebook, assignment, student):
+def _submission(gradebook: Gradebook, assignment: str, student: str) -> SubmittedAssignment | None:
     try:
         return gradebook.find_submission(assignment, student)
     except MissingEntry:
         return None
 
 
-def _has_submission(gradebook, assignment, student):
+def _has_submission(gradebook: Gradebook, assignment: str, student: str) -> bool:
     return _submission(gradebook, assignment, student) is not None
 
 
-def label(row):
+def label(row: Mapping[str, str]) -> str:
     return (row.get("Student") or row.get("Full name")
             or f"{row.get('First name', '')} {row.get('Last name', '')}".strip() or row.get("Identifier") or "?")
 
 
-def number(value):
+def number(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
 
-def moodle_grade(score, max_score, row):
+def moodle_grade(score: float | None, max_score: float | None, row: Mapping[str, str]) -> float | None:
     """A score in nbgrader's points on the worksheet's own scale: Moodle reads the Grade column against the
     assignment's "Maximum Grade" (mod/assign/feedback/offline, upload_grades), which need not be nbgrader's total."""
+    maximum: str | float | None
     maximum = next((value for name, value in row.items() if name.strip().lower() == "maximum grade"), "")
     try:
         maximum = float(str(maximum).replace(",", "."))
@@ -312,8 +334,9 @@ def moodle_grade(score, max_score, row):
     return round(score * maximum / max_score, 2)
 
 
-def write_grades(path, roster, result, assignments, max_scores):
-    def text(value, column):
+def write_grades(path: str | Path, roster: Roster, result: Matching, assignments: Sequence[str],
+                 max_scores: Mapping[str, float | None]) -> None:
+    def text(value: str, column: str) -> str:
         if column in roster.raw_columns:  # what the LMS matches on must stay as it is
             if csv_cell(value, roster.style) != value:
                 result.live_keys.append((label(row), column))
@@ -342,7 +365,7 @@ def write_grades(path, roster, result, assignments, max_scores):
 class LmsExportPlugin(ExportPlugin):
     """Writes the grades as an LMS imports them (see the module's documentation)."""
 
-    def course_grade_state(self):
+    def course_grade_state(self) -> GradeState:
         """``course grade``'s state of this course and gradebook (``course.incremental.GradeState``): whose last
         grading failed.  Under plain ``nbgrader export`` too."""
         from nbgrader.coursedir import CourseDirectory
@@ -359,10 +382,10 @@ class LmsExportPlugin(ExportPlugin):
     lms = "lms"
     default_to = "lms-grades.csv"
 
-    def read_roster(self, assignments):
+    def read_roster(self, assignments: Sequence[str]) -> Roster:
         raise NotImplementedError
 
-    def export(self, gradebook):
+    def export(self, gradebook: Gradebook) -> None:
         if not self.roster:
             raise RosterError(f"no roster: pass the {self.lms} gradebook export with --roster "
                               f"(or --{type(self).__name__}.roster=FILE)")
@@ -416,7 +439,7 @@ class CanvasExportPlugin(LmsExportPlugin):
     lms = "Canvas"
     default_to = "canvas-grades.csv"
 
-    def read_roster(self, assignments):
+    def read_roster(self, assignments: Sequence[str]) -> Roster:
         return read_canvas_roster(self.roster, assignments)
 
 
@@ -424,14 +447,16 @@ class MoodleExportPlugin(LmsExportPlugin):
     lms = "Moodle"
     default_to = "moodle-grades.csv"
 
-    def read_roster(self, assignments):
+    def read_roster(self, assignments: Sequence[str]) -> Roster:
         return read_moodle_roster(self.roster, assignments)
 
 
 PLUGINS = {"canvas": CanvasExportPlugin, "moodle": MoodleExportPlugin}
 
 
-def export(lms, roster, root=None, to=None, assignments=(), missing=None, db_url=None, out=print):
+def export(lms: str, roster: str | Path, root: str | Path | None = None, to: str | Path | None = None,
+           assignments: Sequence[str] = (), missing: str | None = None, db_url: str | None = None,
+           out: Callable[[str], object] = print) -> int:
     """``course export``: returns the exit status (0 every student accounted for, 1 some left out)."""
     from nbgrader.api import Gradebook
     from nbgrader.coursedir import CourseDirectory

@@ -10,9 +10,19 @@ From a verdict this module renders the graded cell's outputs: an error output fo
 check, which nbgrader's ``SaveAutoGrades`` scores 0, and a plain message for a passed one.
 ``course.report`` reads the same data.
 """
+from __future__ import annotations
+
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import nbformat
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from nbformat import NotebookNode
+
+    from .judge import Verdict
 
 VISIBLE_OUTPUT_KEPT = 4000  # characters of the visible tests' own output shown above the verdict
 FAILURES_SHOWN = 3
@@ -22,23 +32,24 @@ FAILURES_SHOWN = 3
 class CellVerdict:
     """The grader's verdict on one autograded test cell."""
 
-    cases: list = field(default_factory=list)  # [{"passed": bool, "message": str}], each case judged, in order
-    device: str = None  # where the checks ran, for checks that run torch code
+    # [{"passed": bool, "message": str}], each case judged, in order
+    cases: list[dict[str, Any]] = field(default_factory=list)
+    device: str | None = None  # where the checks ran, for checks that run torch code
 
     @classmethod
-    def of(cls, verdicts, device=None):
+    def of(cls, verdicts: Iterable[Verdict], device: str | None = None) -> CellVerdict:
         """From ``course.judge.Verdict`` objects."""
         return cls([{"passed": bool(v.passed), "message": str(v.message)} for v in verdicts], device)
 
     @property
-    def passed(self):
+    def passed(self) -> bool:
         return bool(self.cases) and all(case["passed"] for case in self.cases)
 
     @property
-    def failures(self):
+    def failures(self) -> list[str]:
         return [case["message"] for case in self.cases if not case["passed"]]
 
-    def first_failure(self):
+    def first_failure(self) -> str:
         failures = self.failures
         return failures[0] if failures else NO_CASE_CHECKED
 
@@ -46,7 +57,7 @@ class CellVerdict:
 NO_CASE_CHECKED = "no case was checked"
 
 
-def write_verdict(cell, verdict):
+def write_verdict(cell: NotebookNode, verdict: CellVerdict) -> None:
     """Store the verdict in the cell and render its outputs from it (the student's own visible-test
     output first, then the grader's verdict)."""
     visible = "".join(_visible_text(o) for o in cell.get("outputs", []))
@@ -54,7 +65,7 @@ def write_verdict(cell, verdict):
     cell.outputs = verdict_outputs(verdict, visible)
 
 
-def read_verdict(cell):
+def read_verdict(cell: Mapping[str, Any]) -> CellVerdict | None:
     """The verdict the grader stored in a cell, or None."""
     course = cell.get("metadata", {}).get("course")
     data = course.get("verdict") if isinstance(course, dict) else None
@@ -63,7 +74,7 @@ def read_verdict(cell):
     return CellVerdict(data["cases"], data.get("device"))
 
 
-def verdict_outputs(verdict, visible_text=""):
+def verdict_outputs(verdict: CellVerdict, visible_text: str = "") -> list[NotebookNode]:
     """The graded cell's outputs as the student sees them, and as ``SaveAutoGrades`` scores them."""
     outputs = []
     if visible_text.strip():
@@ -81,7 +92,7 @@ def verdict_outputs(verdict, visible_text=""):
     return outputs
 
 
-def _visible_text(output):
+def _visible_text(output: Mapping[str, Any]) -> str:
     if output.get("output_type") == "stream":
         return output.get("text", "")
     if output.get("output_type") == "error":

@@ -18,11 +18,16 @@ instead of being read.
 ``listing`` is the bounded view of a submission folder that is copied or fingerprinted: down to
 ``MAX_SUBMISSION_DEPTH`` folders, naming what lies deeper and what cannot be read.
 """
+from __future__ import annotations
+
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
+
+if TYPE_CHECKING:
+    StrPath = str | os.PathLike[str]
 
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
@@ -39,7 +44,7 @@ class Entry(NamedTuple):
     stat: os.stat_result
 
 
-def _open_folder(name, folder_fd=None):
+def _open_folder(name: StrPath, folder_fd: int | None = None) -> int:
     try:
         return os.open(name, _FOLDER_FLAGS, dir_fd=folder_fd)
     except PermissionError:
@@ -48,12 +53,13 @@ def _open_folder(name, folder_fd=None):
         return os.open(name, _FOLDER_FLAGS, dir_fd=folder_fd)
 
 
-def _identity(fd):
+def _identity(fd: int) -> tuple[int, int]:
     info = os.fstat(fd)
     return info.st_dev, info.st_ino
 
 
-def walk(top, on_entry: Callable[[Entry], None], on_folder_done: Callable[[int, str], None] = None):
+def walk(top: StrPath, on_entry: Callable[[Entry], None],
+         on_folder_done: Callable[[int, str], None] | None = None) -> None:
     """Visit every entry under ``top`` (a folder; links not followed), depth first, iteratively.
 
     ``on_entry(entry)`` is called for each entry that is not a folder, and for each folder before
@@ -61,7 +67,7 @@ def walk(top, on_entry: Callable[[Entry], None], on_folder_done: Callable[[int, 
     top folder itself excluded).  Either may raise to stop the walk."""
     fd = _open_folder(top)
     # One item per level: (name in its parent, identity of the parent, sub-folders still to visit).
-    levels = [(None, None, [])]
+    levels: list[tuple[str | None, tuple[int, int] | None, list[str]]] = [(None, None, [])]
     try:
         _scan(fd, levels[-1][2], on_entry)
         while levels:
@@ -87,12 +93,13 @@ def walk(top, on_entry: Callable[[Entry], None], on_folder_done: Callable[[int, 
             if _identity(fd) != parent:
                 raise Moved(f"a folder under {top} moved while it was walked")
             if on_folder_done is not None:
+                assert name is not None  # only the top folder has no name, and the walk ends before it
                 on_folder_done(fd, name)
     finally:
         os.close(fd)
 
 
-def _scan(fd, pending, on_entry):
+def _scan(fd: int, pending: list[str], on_entry: Callable[[Entry], None]) -> None:
     """One folder's entries: each to ``on_entry``; its sub-folders (not links) into ``pending``."""
     with os.scandir(fd) as entries:
         names = [entry.name for entry in entries]
@@ -106,7 +113,7 @@ def _scan(fd, pending, on_entry):
             pending.append(name)
 
 
-def remove_tree(path):
+def remove_tree(path: StrPath) -> None:
     """Remove ``path`` and everything under it, at any depth; a link is removed, never followed.
     A missing path is fine; other errors are raised (callers decide whether they matter)."""
     try:
@@ -117,21 +124,21 @@ def remove_tree(path):
         os.unlink(path)
         return
 
-    def unlink(entry):
+    def unlink(entry: Entry) -> None:
         if not stat.S_ISDIR(entry.stat.st_mode):
             try:
                 os.unlink(entry.name, dir_fd=entry.folder_fd)
             except FileNotFoundError:
                 pass
 
-    def rmdir(parent_fd, name):
+    def rmdir(parent_fd: int, name: str) -> None:
         os.rmdir(name, dir_fd=parent_fd)
 
     walk(path, unlink, rmdir)
     os.rmdir(path)
 
 
-def remove_quietly(path):
+def remove_quietly(path: StrPath) -> bool:
     """``remove_tree``, for clean-up that must not fail: False if something could not be removed."""
     try:
         remove_tree(path)
@@ -160,14 +167,14 @@ MAX_SUBMISSION_DEPTH = 16
 class Listing:
     """What ``listing`` found under a folder, as paths relative to it, sorted."""
 
-    files: list = field(default_factory=list)  # regular files
-    links: list = field(default_factory=list)  # symbolic links: never followed
-    others: list = field(default_factory=list)  # sockets, pipes, devices
-    too_deep: list = field(default_factory=list)  # folders at the depth limit that hold more: not read
-    unreadable: list = field(default_factory=list)  # folders that could not be listed (permissions, I/O)
+    files: list[PurePosixPath] = field(default_factory=list)  # regular files
+    links: list[PurePosixPath] = field(default_factory=list)  # symbolic links: never followed
+    others: list[PurePosixPath] = field(default_factory=list)  # sockets, pipes, devices
+    too_deep: list[PurePosixPath] = field(default_factory=list)  # folders at the depth limit that hold more: not read
+    unreadable: list[PurePosixPath] = field(default_factory=list)  # folders that could not be listed (permissions, I/O)
 
 
-def listing(top, max_depth=MAX_SUBMISSION_DEPTH):
+def listing(top: StrPath, max_depth: int = MAX_SUBMISSION_DEPTH) -> Listing:
     """The entries under ``top`` down to ``max_depth`` folders, without recursion and without following
     links; what lies deeper is named, not read (``Listing.too_deep``), and so is a folder that cannot be
     listed (``Listing.unreadable``): one student's odd folder never stops the others' collection."""
@@ -198,7 +205,7 @@ def listing(top, max_depth=MAX_SUBMISSION_DEPTH):
     return found
 
 
-def _holds_anything(folder):
+def _holds_anything(folder: StrPath) -> bool:
     try:
         with os.scandir(folder) as entries:
             return any(True for _ in entries)
@@ -215,13 +222,13 @@ class _Enough(Exception):
     pass
 
 
-def disk_usage(top, stop_above=None):
+def disk_usage(top: StrPath, stop_above: int | None = None) -> int:
     """Bytes under ``top``, each entry counted at least ``ENTRY_BYTES`` (links not followed, any
     depth); counting stops once past ``stop_above``.  What a listing sees: not files that were
     unlinked while open, nor nameless ones; a filesystem of its own is what limits those."""
     total = 0
 
-    def count(entry):
+    def count(entry: Entry) -> None:
         nonlocal total
         total += max(entry.stat.st_size, ENTRY_BYTES)
         if stop_above is not None and total > stop_above:

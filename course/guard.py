@@ -23,6 +23,14 @@ and destroyed), nor an operator ``torch.compile`` generates code for (its kernel
 dispatcher's CPU and CUDA ones): the grader's reading of the source (``course.rules.source_breaches``)
 is the other layer, and such code reads as what it is.
 """
+from __future__ import annotations
+
+# True for the type checker only: this source runs in the student's kernel, where it imports nothing for types
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, NoReturn
+
 FORBIDDEN_MIME = "application/vnd.course.forbidden-call+json"
 
 
@@ -30,7 +38,7 @@ class ForbiddenCallError(RuntimeError):
     """A forbidden function or operator was called."""
 
 
-def install(rules):
+def install(rules: list[dict[str, Any]]) -> None:
     """Make the names and operators of ``rules`` (the references file's form, as JSON data) refuse."""
     import importlib
     import json
@@ -41,25 +49,25 @@ def install(rules):
     # Bound now, before any student code runs: a later patch of IPython.display does not silence it.
     publish = get_ipython().display_pub.publish
     dumps = json.dumps
-    keep = []  # the torch.library registrations live as long as this list: the refusals' closure holds it
+    keep: list[object] = []  # the torch.library registrations live as long as this list: the refusals' closure holds it
 
-    def refusal(rule, name):
+    def refusal(rule: dict[str, Any], name: str) -> Callable[..., NoReturn]:
         message = f"{name} may not be used in this assignment: {rule['says']}"
 
-        def refuse(*args, **kwargs):
+        def refuse(*args: Any, **kwargs: Any) -> NoReturn:
             publish({FORBIDDEN_MIME: dumps({"rule": rule["rule"], "name": name})})
             raise ForbiddenCallError(message)
 
         refuse.__name__ = refuse.__qualname__ = name.rsplit(".", 1)[-1].split("::")[-1]
-        refuse.keep = keep
+        refuse.keep = keep  # type: ignore[attr-defined]  # the function's own attribute: it keeps the list alive
         return refuse
 
-    def holder(path):
+    def holder(path: str) -> Any:
         """The module or class named by ``path``, importing modules as needed; None if there is none."""
         parts = path.split(".")
         for cut in range(len(parts), 0, -1):
             try:
-                found = importlib.import_module(".".join(parts[:cut]))
+                found: Any = importlib.import_module(".".join(parts[:cut]))
             except ImportError:
                 continue
             for part in parts[cut:]:

@@ -13,24 +13,34 @@ NaN, infinities and -0.0 included), their shape, and their dtype's name; strings
 numbers travel as JSON.  The grader parses the reply in its own process and decides; a kernel
 that lies can only send data, and data is compared against references it never sees.
 """
+from __future__ import annotations
+
 import base64
 import binascii
 import math
 
 import numpy
 
+# True for the type checker only: this source also runs in the student's kernel, where it imports nothing for types
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    import torch
+
 RESULT_MIME = "application/vnd.course.judge-result+json"
 MAX_DIMENSIONS, MAX_EXTENT = 8, 10**8
 
 
-def encode_array(value):
+def encode_array(value: object) -> dict[str, Any]:
     """An array (or number) on the wire: float64 bytes in base64, shape, and the dtype it had."""
     array = numpy.asarray(value)
     return {"base64": base64.b64encode(numpy.ascontiguousarray(array, dtype="<f8").tobytes()).decode("ascii"),
             "shape": list(array.shape), "dtype": str(array.dtype)}
 
 
-def decode_array(payload, what="result"):
+def decode_array(payload: dict[str, Any], what: str = "result") -> numpy.ndarray:
     """The float64 array ``encode_array`` wrote, or ValueError saying what is malformed about it."""
     shape = payload.get("shape")
     if not (isinstance(shape, list) and all(isinstance(n, int) and 0 <= n < MAX_EXTENT for n in shape)
@@ -45,7 +55,7 @@ def decode_array(payload, what="result"):
     return numpy.frombuffer(raw, dtype="<f8").reshape(shape)
 
 
-def generated(spec, device):
+def generated(spec: dict[str, Any], device: str) -> torch.Tensor:
     """The tensor a "generate" input stands for, drawn from its seed on ``device``: the kernel and the
     grader (``course.parity``) draw the same one."""
     import torch
@@ -56,7 +66,7 @@ def generated(spec, device):
     return torch.randint(0, spec["high"], spec["shape"], generator=generator, device=device)
 
 
-def decode(value, as_torch, device):
+def decode(value: Any, as_torch: bool, device: str) -> Any:
     """An input as the request carries it, made into the value the student's function is called with."""
     if isinstance(value, dict) and "base64" in value:
         array = decode_array(value, "input").astype(value["dtype"])
@@ -86,7 +96,7 @@ def decode(value, as_torch, device):
         return [decode(v, as_torch, device) for v in value]
     return value
 
-def encode(value):
+def encode(value: Any) -> dict[str, Any]:
     """A result (or one view of it) as the reply carries it: plain JSON, arrays as ``encode_array`` writes them."""
     kind = type(value).__module__.split(".")[0] + "." + type(value).__name__
     device = None
@@ -105,11 +115,11 @@ def encode(value):
         return {"unsupported": kind, "dtype": str(array.dtype)}
     return dict(encode_array(array), type=kind, device=device)
 
-def error_text(error):
+def error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error)[:300]}"
 
 
-def run_case(namespace, request):
+def run_case(namespace: dict[str, Any], request: dict[str, Any]) -> None:
     import json
 
     from IPython.display import display
@@ -152,7 +162,7 @@ def run_case(namespace, request):
         display({RESULT_MIME: json.dumps(reply)}, raw=True)
 
 
-def single_use(value):
+def single_use(value: Any) -> bool:
     """An iterator, which a first reading exhausts (a generator of minibatches, say)."""
     try:
         return iter(value) is value
@@ -160,7 +170,8 @@ def single_use(value):
         return False
 
 
-def call(function, args, kwargs, chain=None):
+def call(function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
+         chain: dict[str, Any] | None = None) -> Any:
     """Call the function once, or, for a chain, once per step: several steps of an optimizer, where
     ``chain["steps"]`` gives each step's new arguments ({position: value}) and ``chain["feed"]`` says
     which outputs become which arguments of the next step ([[output, position], ...]).  A chain returns
@@ -178,7 +189,7 @@ def call(function, args, kwargs, chain=None):
     return results
 
 
-def plain(value):
+def plain(value: Any) -> Any:
     """Tensors (also inside tuples and lists, e.g. an optimizer step's (param, state)) as NumPy arrays."""
     if type(value).__module__.split(".")[0] == "torch" and type(value).__name__ == "Tensor":
         return value.detach().cpu().numpy()
@@ -187,7 +198,7 @@ def plain(value):
     return value
 
 
-def view(value, how):
+def view(value: Any, how: str | None) -> Any:
     """The part of a result a case judges: one item of a tuple, or a summary of a list of batches."""
     if how is None:
         return value

@@ -10,17 +10,27 @@ that matches earns nothing.
 Feedback names the case ("logits of ±1000") and the likely mistake, never the
 hidden inputs or the reference values.
 """
+from __future__ import annotations
+
 import functools
 import json
 import math
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
 from .cases import HiddenCheckError, array_from_reference, load_hidden_checks  # noqa: F401 (the judge's API)
 from .harness import RESULT_MIME, decode_array, encode_array
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from numpy.typing import ArrayLike
+
+    Reply = dict[str, Any]  # one reply of the kernel, parsed; nothing in it is trusted
 
 MAX_REPLY_CHARS = 8_000_000
 
@@ -31,7 +41,7 @@ class Verdict:
     message: str
 
 
-def wire_value(value):
+def wire_value(value: Any) -> Any:
     """A reference input as it travels to the kernel (exact float bytes)."""
     if isinstance(value, dict) and "data" in value:
         return encode_array(array_from_reference(value))
@@ -40,11 +50,11 @@ def wire_value(value):
     return value
 
 
-def new_nonce():
+def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
-def request_for(case, nonce, device="cpu"):
+def request_for(case: dict[str, Any], nonce: str, device: str = "cpu") -> dict[str, Any]:
     """What the kernel sees: the function name and the inputs, no answer."""
     return {
         "nonce": nonce,
@@ -63,7 +73,7 @@ def request_for(case, nonce, device="cpu"):
     }
 
 
-def request_for_cases(cases, nonce, device="cpu"):
+def request_for_cases(cases: Sequence[dict[str, Any]], nonce: str, device: str = "cpu") -> dict[str, Any]:
     """One request for cases that make the same call (``same_call``): the call once, a reply per case."""
     request = request_for(cases[0], nonce, device)
     del request["case"], request["view"]
@@ -71,7 +81,7 @@ def request_for_cases(cases, nonce, device="cpu"):
     return request
 
 
-def same_call(case, device="cpu"):
+def same_call(case: dict[str, Any], device: str = "cpu") -> str:
     """What decides a case's call (function, inputs, device, gradient, chain): cases alike in it differ only
     in the part of the result they judge, so one call serves them all."""
     request = request_for(case, "", device)
@@ -84,7 +94,7 @@ HARNESS_MODULE = "__course_harness__"
 
 
 @functools.cache
-def harness_install_code():
+def harness_install_code() -> str:
     """The code the grader runs in a fresh kernel, before the submission's first cell: ``course.harness``
     compiled once, as the module ``HARNESS_MODULE``.  Each hidden-check call (``harness_code``) then costs
     the kernel a call, not a compile of the harness (some 3 ms a call).  The submission can reach the
@@ -102,7 +112,7 @@ def harness_install_code():
     )
 
 
-def harness_code(request):
+def harness_code(request: dict[str, Any]) -> str:
     """The code of one hidden-check call: the installed harness (``harness_install_code``) run on the
     request.  It defines nothing in the notebook's namespace."""
     return (
@@ -113,11 +123,12 @@ def harness_code(request):
     )
 
 
-def replies_from_outputs(outputs, nonce, case_ids):
+def replies_from_outputs(outputs: Iterable[object], nonce: str,
+                         case_ids: Sequence[str]) -> list[tuple[Reply | None, str | None]]:
     """For each of the cases one probe judged, its single reply among the probe's outputs or why there is
     none.  A malformed reply, or one for another run or case, fails every case of the probe: what it was
     meant to answer is unknown."""
-    replies = {case_id: [] for case_id in case_ids}
+    replies: dict[str | int, list[Reply]] = {case_id: [] for case_id in case_ids}
     for output in outputs:
         data = output.get("data") if isinstance(output, dict) else None
         if not isinstance(data, dict) or RESULT_MIME not in data:
@@ -133,7 +144,7 @@ def replies_from_outputs(outputs, nonce, case_ids):
         if not isinstance(reply, dict) or reply.get("nonce") != nonce or not isinstance(case, (str, int)) or case not in replies:
             return [(None, "a result from another grading run or another case was received")] * len(case_ids)
         replies[case].append(reply)
-    found = []
+    found: list[tuple[Reply | None, str | None]] = []
     for case_id in case_ids:
         if not replies[case_id]:
             found.append((None, "no result came back (was the output hidden, the kernel patched, or the function stuck?)"))
@@ -144,11 +155,11 @@ def replies_from_outputs(outputs, nonce, case_ids):
     return found
 
 
-def _reject_constant(name):
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def decode_number_array(payload, what="result"):
+def decode_number_array(payload: object, what: str = "result") -> np.ndarray:
     """The float64 array a reply carries, or raise ValueError with a student-facing reason."""
     if not isinstance(payload, dict):
         raise ValueError(f"the {what} was not an array or a number")
@@ -158,11 +169,11 @@ def decode_number_array(payload, what="result"):
     return decode_array(payload, what)
 
 
-def describe_shape(shape):
+def describe_shape(shape: Iterable[int]) -> str:
     return "a scalar" if tuple(shape) == () else f"shape {tuple(shape)}"
 
 
-def judge(case, reply):
+def judge(case: dict[str, Any], reply: Reply) -> Verdict:
     """Compare one reply with the case's reference.  Returns a Verdict."""
     about = case.get("about", case["case"])
     if "error" in reply:
@@ -208,7 +219,7 @@ def judge(case, reply):
     return Verdict(False, f"{about}: {diagnose(case, got, want)}")
 
 
-def judge_gradient(case, reply, about):
+def judge_gradient(case: dict[str, Any], reply: Reply, about: str) -> Verdict:
     try:
         grad = decode_number_array(reply.get("grad"), "gradient")
     except ValueError as reason:
@@ -226,7 +237,7 @@ def judge_gradient(case, reply, about):
 BIGRAM_CHARS = ".abcdefghijklmnopqrstuvwxyz"
 
 
-def bigram_weights_nll(weights, measure):
+def bigram_weights_nll(weights: np.ndarray, measure: dict[str, Any]) -> np.ndarray:
     """Mean NLL (nats) of the bigrams of ``measure["words"]`` (held-out names) under a one-hot @ W model,
     computed here from the returned W."""
     if weights.shape != (27, 27):
@@ -243,7 +254,7 @@ def bigram_weights_nll(weights, measure):
 MEASURES = {"bigram_nll": bigram_weights_nll}  # a case's "measure": what the grader computes from the reply
 
 
-def close(got, want, rtol, atol):
+def close(got: ArrayLike, want: ArrayLike, rtol: float, atol: float) -> bool:
     """Whether ``got`` matches the reference ``want``.
 
     NaN, +inf and -inf must be exactly where the reference has them (a NaN is not an
@@ -256,14 +267,14 @@ def close(got, want, rtol, atol):
     return bool(np.allclose(got[finite], want[finite], rtol=rtol, atol=atol))
 
 
-def value_kinds(values):
+def value_kinds(values: ArrayLike) -> np.ndarray:
     """Each entry as "nan", "+inf", "-inf" or "a finite value"."""
     values = np.asarray(values, dtype=np.float64)
     return np.select([np.isnan(values), np.isposinf(values), np.isneginf(values)],
                      ["nan", "+inf", "-inf"], "a finite value")
 
 
-def nonfinite_mismatch(got, want):
+def nonfinite_mismatch(got: ArrayLike, want: ArrayLike) -> str | None:
     """Where ``got`` and ``want`` (same shape) disagree about NaN and infinities, say how, else None.
 
     Names the first disagreement, "expected -inf where you returned nan", and how many entries
@@ -279,7 +290,7 @@ def nonfinite_mismatch(got, want):
     return f"expected {want_kinds[first]} where you returned {got_kinds[first]}{count}"
 
 
-def diagnose(case, got, want):
+def diagnose(case: dict[str, Any], got: np.ndarray, want: np.ndarray) -> str:
     """A student-facing reason; reveals neither inputs nor reference values."""
     for variant in case.get("variants", []):
         value = array_from_reference(variant["value"])

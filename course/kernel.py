@@ -14,6 +14,8 @@ memory kills) and stops a kernel that filled its channel folder, a size-limited 
 time for the next submission (``course.workers`` starts it, ``course.execute`` runs the
 submission in it), and ``KernelRecipe`` says what such a kernel is started with.
 """
+from __future__ import annotations
+
 import os
 import secrets
 import signal
@@ -22,7 +24,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpecManager
@@ -34,11 +36,29 @@ from .sandbox import (GIB, SANDBOX_UID_RANGE, Limits, bubblewrap_arguments, requ
                       socket_folder, thread_environment, warn_unsandboxed)
 from .vendor import ConnectedSocketHook
 
+if TYPE_CHECKING:
+    import asyncio
+    import logging
+    import subprocess
+    from collections.abc import Callable, Iterable
+
+    import psutil
+    import zmq
+    from jupyter_client.asynchronous import AsyncKernelClient
+    from jupyter_client.connect import KernelConnectionInfo
+    from jupyter_client.kernelspec import KernelSpec
+
+    from .cgroups import SubmissionCgroup
+    from .forkserver import ForkedKernel
+
+    Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
+
 # The name under which pyproject.toml registers SandboxProvisioner (entry point group
 # jupyter_client.kernel_provisioners).
 PROVISIONER_NAME = "course-sandbox"
 
-_LIVE_SANDBOXES = weakref.WeakSet()  # every SandboxedKernelManager of this process, for kill_all_sandboxes()
+# every SandboxedKernelManager of this process, for kill_all_sandboxes()
+_LIVE_SANDBOXES: weakref.WeakSet[SandboxedKernelManager] = weakref.WeakSet()
 
 
 # The processes of a sandbox that are not the submission's: bubblewrap outside and its init, or a
@@ -47,7 +67,7 @@ SANDBOX_OWN_PROCESSES = 2
 _NO_CGROUP_SAID = threading.Event()
 
 
-def submission_cgroup(limits: Limits, log):
+def submission_cgroup(limits: Limits, log: Log) -> SubmissionCgroup | None:
     """A fresh cgroup for one submission (``course.cgroups``), or None; where cgroups cannot be
     used, say once per process that only the per-process limits hold."""
     from .cgroups import give_up, grader_cgroups
@@ -67,7 +87,7 @@ def submission_cgroup(limits: Limits, log):
     return None
 
 
-def kill_all_sandboxes():
+def kill_all_sandboxes() -> None:
     """Kill every kernel this process started and remove its scratch folder (the process is stopping)."""
     for km in list(_LIVE_SANDBOXES):
         try:
@@ -81,13 +101,13 @@ class ChannelDisk(NamedTuple):
     """How the disk that a kernel's channel folder may use is limited."""
 
     by_filesystem: bool  # a tmpfs of its own with size= and nr_inodes=: a write past it fails (ENOSPC)
-    problem: "str | None" = None  # why not, where it is only the watchdog's listing
+    problem: str | None = None  # why not, where it is only the watchdog's listing
 
 
 _LISTING_ONLY_SAID = threading.Event()
 
 
-def mount_channel(channel: Path, uid: int, limits: Limits, log) -> ChannelDisk:
+def mount_channel(channel: Path, uid: int, limits: Limits, log: Log) -> ChannelDisk:
     """Mount a size-limited tmpfs of its own on a kernel's (empty) host-side channel folder.
 
     The kernel writes there by file descriptor: paths past PATH_MAX, files unlinked while open
@@ -114,13 +134,13 @@ def mount_channel(channel: Path, uid: int, limits: Limits, log) -> ChannelDisk:
     return disk
 
 
-def channel_inodes(limits: Limits):
+def channel_inodes(limits: Limits) -> int:
     """Files and folders a channel may hold: as many as its size allows at ``ENTRY_BYTES`` each
     (an empty file costs the host an inode and memory, as a full one costs bytes)."""
     return max(1024, limits.scratch_bytes // ENTRY_BYTES)
 
 
-def unmount_under(folder: Path):
+def unmount_under(folder: Path) -> None:
     """Unmount every mount at or under ``folder`` (channels, a fork server's folder) that a process
     killed mid-submission left behind, so the folder can be removed; root only."""
     if os.geteuid() != 0:
@@ -136,7 +156,7 @@ def unmount_under(folder: Path):
             pass
 
 
-def remove_scratch(scratch: Path):
+def remove_scratch(scratch: Path) -> None:
     """Remove a submission's host-side scratch folder: its channel's tmpfs unmounted (whatever the
     kernel wrote there goes with it, named or not), then the rest, at any depth, links not followed.
     Call it once the sandbox is dead."""
@@ -150,7 +170,7 @@ def remove_scratch(scratch: Path):
     remove_quietly(scratch)
 
 
-def new_scratch(fork_server=None):
+def new_scratch(fork_server: ForkServer | None = None) -> Path:
     """A fresh host folder for one submission's channel and kernel log (under the fork server's, if any)."""
     if fork_server is not None:
         return Path(tempfile.mkdtemp(prefix="", dir=fork_server.root))
@@ -160,7 +180,7 @@ def new_scratch(fork_server=None):
 class SandboxKernelSpecs(KernelSpecManager):
     """The installed kernel specs, each naming ``SandboxProvisioner`` as its provisioner."""
 
-    def get_kernel_spec(self, kernel_name):
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
         spec = super().get_kernel_spec(kernel_name)
         spec.metadata["kernel_provisioner"] = {"provisioner_name": PROVISIONER_NAME, "config": {}}
         return spec
@@ -171,12 +191,12 @@ class SandboxProvisioner(LocalProvisioner):
     (``self.parent``, a ``SandboxedKernelManager``): started cold in bubblewrap (or, where the
     instructor allowed it, with the limits only), or forked from the fork server."""
 
-    kernel_arguments = None  # what a forked kernel gets as its command line
+    kernel_arguments: list[str] | None = None  # what a forked kernel gets as its command line
 
-    async def pre_launch(self, **kwargs):
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         """The kernel command, wrapped: join the cgroup, then bubblewrap and the limits."""
         kwargs = await super().pre_launch(**kwargs)
-        km, command = self.parent, kwargs["cmd"]
+        km, command = cast("SandboxedKernelManager", self.parent), kwargs["cmd"]
         # The launcher's arguments (-f <connection file>, and nbclient's --HistoryManager.hist_file=:memory:).
         launcher = [i for i, arg in enumerate(command) if arg == "ipykernel_launcher"]
         self.kernel_arguments = command[launcher[0] + 1:] if launcher else None
@@ -194,8 +214,8 @@ class SandboxProvisioner(LocalProvisioner):
             kwargs["env"] = {**kwargs.get("env", os.environ), **thread_environment(km.limits.threads)}
         return kwargs
 
-    async def launch_kernel(self, cmd, **kwargs):
-        km = self.parent
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        km = cast("SandboxedKernelManager", self.parent)
         if km.fork_server is None:
             return await super().launch_kernel(cmd, **kwargs)
         try:
@@ -204,13 +224,14 @@ class SandboxProvisioner(LocalProvisioner):
             km.log.warning("%s; starting the kernel cold", error)
             km.fork_server = None
             return await super().launch_kernel(cmd, **kwargs)  # joins the cgroup by its command
-        self.process, self.pid = process, process.pid
+        # a forked kernel stands in for the Popen: returncode, poll, wait, send_signal and kill
+        self.process, self.pid = process, process.pid  # type: ignore[assignment]
         self.pgid = None  # signals go through the fork server, which kills the whole sandbox
         return self.connection_info
 
-    def fork(self, log):
+    def fork(self, log: object) -> ForkedKernel:
         """The kernel forked from the kernel manager's fork server, into the submission's cgroup."""
-        km = self.parent
+        km = cast("SandboxedKernelManager", self.parent)
         if not self.kernel_arguments:
             raise ForkServerError("the kernel is not ipykernel_launcher")
         log_fd = log.fileno() if hasattr(log, "fileno") else os.open(os.devnull, os.O_WRONLY)
@@ -218,6 +239,7 @@ class SandboxProvisioner(LocalProvisioner):
         try:
             if km.cgroup is not None:
                 cgroup_fds = km.cgroup.open_procs()
+            assert km.fork_server is not None  # launch_kernel forks only where there is a fork server
             return km.fork_server.spawn(km.channel, self.kernel_arguments, km.sandbox_uid, km.limits, log_fd, cgroup_fds)
         finally:
             for fd in cgroup_fds:
@@ -230,7 +252,7 @@ class SandboxedKernelManager(ConnectedSocketHook, AsyncKernelManager):
     """A kernel manager whose kernel runs in the sandbox described above (``SandboxProvisioner``)."""
 
     def __init__(self, channel: Path, limits: Limits = Limits(), use_bubblewrap: bool = True,
-                 fork_server: "ForkServer | None" = None, **kwargs):
+                 fork_server: ForkServer | None = None, **kwargs: Any) -> None:
         import zmq
         import zmq.asyncio
 
@@ -243,7 +265,8 @@ class SandboxedKernelManager(ConnectedSocketHook, AsyncKernelManager):
         if use_bubblewrap:
             require_sandbox()  # never a silent fallback: no sandbox, no student code
         self.enforced = use_bubblewrap
-        self.cgroup = None  # the submission's cgroup, made when its command is (course.cgroups)
+        # the submission's cgroup, made when its command is (course.cgroups)
+        self.cgroup: SubmissionCgroup | None = None
         self.channel.mkdir(parents=True, exist_ok=True)
         self.channel_disk = (mount_channel(self.channel, self.sandbox_uid, limits, self.log) if use_bubblewrap
                              else ChannelDisk(False, "grading without the sandbox"))
@@ -264,7 +287,7 @@ class SandboxedKernelManager(ConnectedSocketHook, AsyncKernelManager):
     # (bubblewrap, and a forked kernel's init, exit with 128 + the signal that killed the kernel).
     INTERRUPTED_STATUSES = {128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGHUP, 128 + signal.SIGQUIT}
 
-    def ended_from_outside(self, wait: float = 2.0):
+    def ended_from_outside(self, wait: float = 2.0) -> bool:
         """Whether the kernel's end says nothing about the submission: its sandbox (bubblewrap, or a
         forked kernel's init) was killed by a signal, which nothing inside the sandbox can send (the
         student's code runs as another user, and an init ignores signals from its own namespace),
@@ -280,7 +303,7 @@ class SandboxedKernelManager(ConnectedSocketHook, AsyncKernelManager):
         code = process.poll()
         return code is not None and (code < 0 or code in self.INTERRUPTED_STATUSES)
 
-    def sandbox_processes(self):
+    def sandbox_processes(self) -> list[psutil.Process]:
         """Every process of this sandbox (by its user id, or the kernel's process tree)."""
         import psutil
 
@@ -296,7 +319,7 @@ class SandboxedKernelManager(ConnectedSocketHook, AsyncKernelManager):
         except psutil.Error:
             return []
 
-    def kill_everything(self):
+    def kill_everything(self) -> None:
         """Kill the kernel and any process the submission left behind."""
         self.killed_by_grader = True  # its end is the grader's doing, not a signal from outside
         leftovers = [] if os.geteuid() == 0 else self.sandbox_processes()
@@ -318,10 +341,10 @@ class SandboxedKernelManager(ConnectedSocketHook, AsyncKernelManager):
             except Exception:
                 pass
 
-    def connected_socket(self, channel, identity=None):
+    def connected_socket(self, channel: str, identity: bytes | None = None) -> zmq.Socket[Any]:
         return budgeted_socket(super().connected_socket, self.context, self.limits, channel, identity)
 
-    def memory_exceeded(self):
+    def memory_exceeded(self) -> bool:
         """Whether the submission's processes together hit its memory limit: the out-of-memory killer
         ended one of them in its cgroup."""
         return self.cgroup is not None and not self.cgroup.removed and self.cgroup.oom_kills() > 0
@@ -338,7 +361,7 @@ class SocketBudget(NamedTuple):
 QUIET = "quiet"  # stdin, control and heartbeat: the grader reads nothing large there, or nothing at all
 
 
-def channel_budgets(limits: Limits) -> "dict[str, SocketBudget]":
+def channel_budgets(limits: Limits) -> dict[str, SocketBudget]:
     """The budget of each channel the grader opens to a kernel (``Limits`` says the numbers)."""
     quiet = SocketBudget(limits.quiet_message_bytes, limits.quiet_queue_messages)
     return {"iopub": SocketBudget(limits.max_message_bytes, limits.output_queue_messages),
@@ -346,7 +369,7 @@ def channel_budgets(limits: Limits) -> "dict[str, SocketBudget]":
             "stdin": quiet, "control": quiet, "hb": quiet, QUIET: quiet}
 
 
-def set_socket_budget(target, channel, limits: Limits = Limits()):
+def set_socket_budget(target: zmq.Context[Any] | zmq.Socket[Any], channel: str, limits: Limits = Limits()) -> None:
     """The budget of ``channel`` on a ZeroMQ context (for the sockets it makes next) or socket."""
     import zmq
 
@@ -355,7 +378,8 @@ def set_socket_budget(target, channel, limits: Limits = Limits()):
     target.setsockopt(zmq.RCVHWM, budget.queued_messages)
 
 
-def budgeted_socket(make, context, limits: Limits, channel, identity):
+def budgeted_socket(make: Callable[[str, bytes | None], zmq.Socket[Any]], context: zmq.Context[Any], limits: Limits,
+                    channel: str, identity: bytes | None) -> zmq.Socket[Any]:
     """jupyter_client's socket for ``channel`` (``make``: ``course.vendor.ConnectedSocketHook``), made with that
     channel's budget: set on the context for the moment the socket is made, because the socket is
     connected before it is returned, and an option set after connecting misses that connection.
@@ -367,17 +391,23 @@ def budgeted_socket(make, context, limits: Limits, channel, identity):
         set_socket_budget(context, QUIET, limits)
 
 
-def _async_client_class():
+def _async_client_class() -> type[AsyncKernelClient]:
     from jupyter_client.asynchronous import AsyncKernelClient
 
     return AsyncKernelClient
 
 
-class SandboxedKernelClient(ConnectedSocketHook, _async_client_class()):
+if TYPE_CHECKING:
+    _AsyncKernelClient = AsyncKernelClient
+else:
+    _AsyncKernelClient = _async_client_class()
+
+
+class SandboxedKernelClient(ConnectedSocketHook, _AsyncKernelClient):
     """jupyter_client's asynchronous client, its every socket made with its channel's budget
     (``channel_budgets``); the kernel manager's limits say the numbers."""
 
-    def connected_socket(self, channel, identity=None):
+    def connected_socket(self, channel: str, identity: bytes | None = None) -> zmq.Socket[Any]:
         limits = getattr(self.parent, "limits", None) or Limits()  # the parent is its kernel manager
         return budgeted_socket(super().connected_socket, self.context, limits, channel, identity)
 
@@ -387,27 +417,29 @@ class Watchdog:
     processes, and the memory of the whole submission (its cgroup's out-of-memory kills); and
     stops a kernel whose host-side channel folder is full (``channel_full``)."""
 
-    def __init__(self, km: "SandboxedKernelManager", interval: float = 0.25):
+    def __init__(self, km: SandboxedKernelManager, interval: float = 0.25) -> None:
         self.km, self.interval = km, interval
-        self.violation = None
+        self.violation: str | None = None
         self._cell_start_cpu = 0.0
-        self._seen = {}  # pid -> last CPU seconds, so exited processes still count
-        self._cgroup_cpu = None  # the cgroup's account when last read: one baseline, never mixed with _seen
+        # (pid, start time) -> last CPU seconds, so exited processes still count
+        self._seen: dict[tuple[int, float], float] = {}
+        # the cgroup's account when last read: one baseline, never mixed with _seen
+        self._cgroup_cpu: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sandbox-watchdog", daemon=True)
 
-    def start(self):
+    def start(self) -> Watchdog:
         self._thread.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def cell_started(self):
+    def cell_started(self) -> None:
         self._cell_start_cpu = self.cpu_seconds()
 
-    def cpu_seconds(self):
+    def cpu_seconds(self) -> float:
         """CPU time of the sandbox's processes so far: its cgroup's account, one file read; without
         one, summed over its processes (and the last seen time of those that exited)."""
         cgroup = self.km.cgroup
@@ -428,7 +460,7 @@ class Watchdog:
                 pass
         return sum(self._seen.values())
 
-    def channel_full(self):
+    def channel_full(self) -> bool:
         """Whether the submission filled its channel folder.  On its own tmpfs the filesystem refuses
         the write past the limit, and this only notices it (no space or no inode left), so the
         feedback can say why; elsewhere the listing is the limit (``course.files.disk_usage``)."""
@@ -441,27 +473,27 @@ class Watchdog:
             return usage.f_bavail == 0 or usage.f_favail == 0
         return disk_usage(self.km.channel, stop_above=limit) > limit
 
-    def memory_violation(self):
+    def memory_violation(self) -> str:
         return (f"the submission's processes together used more than its memory limit of "
                 f"{self.km.limits.memory_bytes / GIB:.3g} GiB (the out-of-memory killer ended one of them)")
 
-    def check_memory(self):
+    def check_memory(self) -> str | None:
         """Record a memory violation if the submission's cgroup saw one; return the violation."""
         if self.violation is None and self.km.memory_exceeded():
             self.violation = self.memory_violation()
         return self.violation
 
-    def disk_violation(self):
+    def disk_violation(self) -> str:
         return f"the submission wrote more than {self.km.limits.scratch_bytes // 1024**2} MiB"
 
-    def check_disk(self):
+    def check_disk(self) -> str | None:
         """Record a full channel folder as the violation; return the violation.  Checked after every
         cell too: the filesystem refuses the write at once, and the cell can end before the next look."""
         if self.violation is None and self.channel_full():
             self.violation = self.disk_violation()
         return self.violation
 
-    def _run(self):
+    def _run(self) -> None:
         limits = self.km.limits
         while not self._stop.wait(self.interval):
             used = self.cpu_seconds()
@@ -474,7 +506,7 @@ class Watchdog:
             elif self.km.memory_exceeded():
                 self._kill(self.memory_violation())
 
-    def _kill(self, reason):
+    def _kill(self, reason: str) -> None:
         if self.violation is None:
             self.violation = reason
         for process in self.km.sandbox_processes():
@@ -486,7 +518,7 @@ class Watchdog:
             self.km.cgroup.kill()
 
 
-def sweep_user(uid: int, rounds: int = 5):
+def sweep_user(uid: int, rounds: int = 5) -> None:
     """SIGKILL every process of ``uid``; repeat while any survive (forks in flight)."""
     import psutil
 
@@ -508,11 +540,12 @@ class KernelRecipe(NamedTuple):
 
     limits: Limits
     use_bubblewrap: bool
-    modules: tuple  # the heavy modules the fork server (or the warm kernel itself) imports ahead
+    modules: tuple[str, ...]  # the heavy modules the fork server (or the warm kernel itself) imports ahead
     fork_server: bool  # fork it from a pre-warmed interpreter, where this machine allows one
 
     @classmethod
-    def of(cls, limits, use_bubblewrap=True, modules=(), fork_server=True):
+    def of(cls, limits: Limits, use_bubblewrap: bool = True, modules: Iterable[str] | None = (),
+           fork_server: bool = True) -> KernelRecipe:
         """A recipe from what a task carries (``course.tasks.WorkerTask``)."""
         return cls(limits, bool(use_bubblewrap), tuple(modules or ()), bool(fork_server))
 
@@ -522,24 +555,26 @@ class WarmKernel:
     kernel manager and, once it is ready, its client (``course.workers`` starts it, and
     ``course.execute`` runs the submission in it, once)."""
 
-    def __init__(self, recipe: KernelRecipe, fork_server: "ForkServer | None" = None):
+    def __init__(self, recipe: KernelRecipe, fork_server: ForkServer | None = None) -> None:
         self.recipe = recipe
         self.scratch = new_scratch(fork_server)
         self.km = SandboxedKernelManager(self.scratch / "channel", recipe.limits, use_bubblewrap=recipe.use_bubblewrap,
                                          fork_server=fork_server)
-        self.kc = None
-        self.client = None
+        self.kc: AsyncKernelClient | None = None
+        # course.execute.LimitedOutputClient, once course.workers.launch made it: its base class is made at run time
+        # (course.vendor.NotebookClientHooks), so the type checker sees it as Any anyway
+        self.client: Any = None
         self.created = time.monotonic()
-        self.task = None  # the asyncio task that makes it ready
+        self.task: asyncio.Task[WarmKernel] | None = None  # the asyncio task that makes it ready
 
-    def discard(self):
+    def discard(self) -> None:
         if self.task is not None and not self.task.done():
             self.task.cancel()
         close_kernel(self.km, self.kc)
         remove_scratch(self.scratch)
 
 
-def close_kernel(km, kc):
+def close_kernel(km: SandboxedKernelManager, kc: AsyncKernelClient | None) -> None:
     """Kill the kernel's sandbox and release the grader-side sockets."""
     try:
         km.kill_everything()

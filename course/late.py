@@ -23,11 +23,14 @@ late, the penalty and the rule), for the student's feedback and the report.  The
 which grading by hand changes after autograding: ``RefreshLatePenalty`` (first in nbgrader's feedback step) and
 ``refresh_penalties`` (``course export``) apply the policy again to the score as it is then.
 """
+from __future__ import annotations
+
 import math
 import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nbgrader.plugins import LateSubmissionPlugin
@@ -38,11 +41,22 @@ from . import notes
 from .config import in_pipeline
 from .notes import NoteKind, describe_lateness
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from datetime import tzinfo
+
+    from nbformat import NotebookNode
+    from nbgrader.api import Gradebook, SubmittedAssignment, SubmittedNotebook
+    from traitlets import Bunch
+    from traitlets.config import Config, Configurable
+
+    from .notes import Note
+
 PERIOD_SECONDS = {"day": 24 * 3600, "hour": 3600}
 DUE_FORMAT = re.compile(r"^(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2})?)\s*(Z|UTC|[+-]\d{2}:\d{2}|[A-Za-z_]+/[A-Za-z_/+-]+)$")
 
 
-def due_date(assignment, text):
+def due_date(assignment: str, text: object) -> datetime:
     """A due date as nbgrader stores it (naive UTC), from ``YYYY-MM-DD HH:MM[:SS]`` and a zone that cannot be
     misread: ``UTC``/``Z``, an offset like ``+02:00``, or an IANA name like ``Europe/London``."""
     match = DUE_FORMAT.match(str(text).strip())
@@ -51,6 +65,7 @@ def due_date(assignment, text):
                          "'2026-10-05 23:59 UTC', '2026-10-05 23:59 +02:00' or '2026-10-05 23:59 Europe/London'")
     moment, zone = match.groups()
     local = datetime.fromisoformat(moment.replace(" ", "T"))
+    tz: tzinfo | None
     if zone in ("Z", "UTC"):
         tz = timezone.utc
     elif zone[0] in "+-":
@@ -79,32 +94,32 @@ class LatePolicy(LateSubmissionPlugin):
     )).tag(config=True)
 
     @validate("grace_minutes", "penalty_percent", "zero_after_hours")
-    def _not_negative(self, proposal):
+    def _not_negative(self, proposal: Bunch) -> float | None:
         value = proposal["value"]
         if value is not None and value < 0:  # a negative penalty would add points
             raise TraitError(f"c.LatePolicy.{proposal['trait'].name} = {value!r}: it cannot be negative")
         return value
 
     @validate("cap_percent")
-    def _a_percentage(self, proposal):
+    def _a_percentage(self, proposal: Bunch) -> float:
         if not 0 <= proposal["value"] <= 100:
             raise TraitError(f"c.LatePolicy.cap_percent = {proposal['value']!r}: write a percentage from 0 to 100")
         return proposal["value"]
 
     @validate("due")
-    def _valid_due(self, proposal):
+    def _valid_due(self, proposal: Bunch) -> dict[str, str]:
         for assignment, text in proposal["value"].items():
             due_date(assignment, text)  # a date the grader would misread stops here, before anything is graded
         return proposal["value"]
 
     @default("penalty_method")
-    def _penalty_method_default(self):
+    def _penalty_method_default(self) -> str:
         return "none"  # nbgrader's own setting, unused: the rule is this class's
 
-    def late_submission_penalty(self, student_id, score, total_seconds_late):
+    def late_submission_penalty(self, student_id: str, score: float | None, total_seconds_late: float) -> float:
         return self.penalty(score, total_seconds_late)
 
-    def penalty(self, score, seconds_late):
+    def penalty(self, score: float | None, seconds_late: float) -> float:
         """Points taken from ``score`` for a submission ``seconds_late`` after the due date."""
         score = max(0.0, float(score or 0.0))
         if seconds_late <= self.grace_minutes * 60:
@@ -114,24 +129,25 @@ class LatePolicy(LateSubmissionPlugin):
         periods = math.ceil(seconds_late / PERIOD_SECONDS[self.period])
         return score * min(periods * self.penalty_percent, self.cap_percent) / 100
 
-    def penalty_without_timestamp(self, score):
+    def penalty_without_timestamp(self, score: float | None) -> float:
         """Points taken from ``score`` when the submission has no time but its assignment a due date."""
         return max(0.0, float(score or 0.0)) if self.without_timestamp == "zero" else 0.0
 
-    def penalty_marked_late(self, score):
+    def penalty_marked_late(self, score: float | None) -> float:
         """Points taken from ``score`` when the LMS marks the submission late but its time is unknown."""
         score = max(0.0, float(score or 0.0))
         rule = self.marked_late_without_time
         return score if rule == "zero" else score * self.cap_percent / 100 if rule == "cap" else 0.0
 
-    def without_time_rule(self, marked_late):
+    def without_time_rule(self, marked_late: bool) -> str:
         """The rule applied to a submission without a time, in words, for the notes."""
         if marked_late:
             return {"cap": f"the largest penalty, {self.cap_percent:g}% of the score", "zero": "a score of 0",
                     "on-time": "graded as on time"}[self.marked_late_without_time]
         return "graded as on time" if self.without_timestamp == "on-time" else "a score of 0"
 
-    def submission_penalty(self, score, submission, marked_late=False):
+    def submission_penalty(self, score: float | None, submission: SubmittedAssignment,
+                           marked_late: bool = False) -> float:
         """Points taken from ``score`` for a graded nbgrader ``submission``: by how late it is (through the
         plug-in's ``late_submission_penalty``, which a subclass may override), or by the no-timestamp rule;
         never below 0 nor above the score.  The one route from policy to penalty, for autograding and for
@@ -145,7 +161,7 @@ class LatePolicy(LateSubmissionPlugin):
             penalty = self.late_submission_penalty(submission.student.id, score, submission.total_seconds_late)
         return min(score, max(0.0, float(penalty or 0.0)))
 
-    def rule(self):
+    def rule(self) -> str:
         """The policy in one sentence, for the feedback."""
         parts = []
         if self.grace_minutes:
@@ -164,10 +180,10 @@ class ApplyLatePolicy(AssignLatePenalties):
     ``plugin_class`` it is nbgrader's own step, unchanged (and keeps no metadata)."""
 
     @default("plugin_class")
-    def _plugin_class_default(self):
+    def _plugin_class_default(self) -> type[LatePolicy]:
         return LatePolicy
 
-    def preprocess(self, nb, resources):
+    def preprocess(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
         from nbgrader.api import Gradebook
 
         self.init_plugin()
@@ -196,7 +212,7 @@ class ApplyLatePolicy(AssignLatePenalties):
         write_late(nb, late)
         return nb, resources
 
-    def time_on_file(self, info):
+    def time_on_file(self, info: Mapping[str, Any]) -> bool:
         """Whether the submission's folder (``submitted/<student>/<assignment>``) has the time nbgrader reads from
         it (``timestamp.txt``); True where there is no such folder: the gradebook's time stands."""
         from nbgrader.coursedir import CourseDirectory
@@ -206,12 +222,12 @@ class ApplyLatePolicy(AssignLatePenalties):
         return not os.path.isdir(folder) or coursedir.get_existing_timestamp(folder) is not None
 
 
-def policy_in_use(config):
+def policy_in_use(config: Config) -> bool:
     """Whether the course's autograde pipeline applies this policy (else its penalties are nbgrader's own)."""
     return in_pipeline(config, ApplyLatePolicy)
 
 
-def refresh_penalties(gradebook, policy, assignments):
+def refresh_penalties(gradebook: Gradebook, policy: LatePolicy, assignments: Iterable[str]) -> list[tuple[str, str]]:
     """Apply the policy again to the current scores: points graded by hand after autograding (written answers,
     overrides) are then penalised like the rest, and by the policy's due date as it is now (set or changed in the
     config since grading).  Returns the (student, assignment) pairs whose penalty changed."""
@@ -229,7 +245,7 @@ def refresh_penalties(gradebook, policy, assignments):
     return sorted(set(changed))
 
 
-def marked_late(config, student, assignment):
+def marked_late(config: Config, student: str, assignment: str) -> bool:
     """Whether the LMS marked the student's submission late (what collection wrote beside it, from the LMS's own
     file name or submission times; never from anything the student uploaded)."""
     from nbgrader.coursedir import CourseDirectory
@@ -240,7 +256,8 @@ def marked_late(config, student, assignment):
     return read_lms_record(coursedir.format_path(coursedir.submitted_directory, student, assignment)).get("marked_late") is True
 
 
-def refresh_penalty(policy, submission, notebook, marked=False):
+def refresh_penalty(policy: LatePolicy, submission: SubmittedAssignment, notebook: SubmittedNotebook,
+                    marked: bool = False) -> bool:
     """The policy's penalty on the notebook's score as it is now, into the gradebook; True if it changed."""
     penalty = policy.submission_penalty(notebook.score, submission, marked)
     if abs((notebook.late_submission_penalty or 0.0) - penalty) <= 1e-12:
@@ -249,13 +266,14 @@ def refresh_penalty(policy, submission, notebook, marked=False):
     return True
 
 
-def apply_due_date(gradebook, policy, assignment):
+def apply_due_date(gradebook: Gradebook, policy: LatePolicy, assignment: str) -> None:
     """The policy's due date of the assignment into the gradebook, where the config gives one."""
     if policy.due.get(assignment):
         gradebook.find_assignment(assignment).duedate = due_date(assignment, policy.due[assignment])
 
 
-def decide(gradebook, policy, info) -> tuple:
+def decide(gradebook: Gradebook, policy: LatePolicy,
+           info: Mapping[str, Any]) -> tuple[SubmittedNotebook, LateDecision | None]:
     """The policy on one submitted notebook (``info``: nbgrader's ``resources["nbgrader"]``) as the gradebook has it
     now: the config's due date, the penalty on the notebook's current score, stored, and committed.  Returns the
     notebook's gradebook record and the ``LateDecision`` (None where the assignment has no due date)."""
@@ -285,7 +303,8 @@ class LateDecision:
     marked_late: bool = False  # the LMS marks it late, with no time
 
     @classmethod
-    def of(cls, submission, penalty: float, policy, marked: bool = False) -> "LateDecision":
+    def of(cls, submission: SubmittedAssignment, penalty: float, policy: LatePolicy,
+           marked: bool = False) -> LateDecision:
         timeless = submission.timestamp is None
         return cls(due=_iso(submission.duedate), submitted=_iso(submission.timestamp),
                    seconds_late=submission.total_seconds_late, penalty=penalty, rule=policy.rule(),
@@ -294,9 +313,9 @@ class LateDecision:
                    time_rule=policy.without_time_rule(marked) if timeless else None,
                    marked_late=bool(marked and timeless))
 
-    def as_data(self) -> dict:
+    def as_data(self) -> dict[str, Any]:
         """As the notebook keeps it: JSON, the fields that say nothing left out."""
-        data = {"due": self.due, "submitted": self.submitted, "seconds_late": self.seconds_late,
+        data: dict[str, Any] = {"due": self.due, "submitted": self.submitted, "seconds_late": self.seconds_late,
                 "penalty": self.penalty, "rule": self.rule}
         if self.without_timestamp is not None:
             data["without_timestamp"] = self.without_timestamp
@@ -306,7 +325,7 @@ class LateDecision:
         return data
 
 
-def write_late(nb, late: LateDecision | None) -> None:
+def write_late(nb: NotebookNode, late: LateDecision | None) -> None:
     """The decision into the notebook: its data, its note, and the "Late submission" cell when there is something
     to say; whatever an earlier decision wrote there goes."""
     grader = nb.metadata.setdefault("course", {})
@@ -323,7 +342,7 @@ def write_late(nb, late: LateDecision | None) -> None:
         nb.cells.append(late_note_cell(note))
 
 
-def configured_policy(parent):
+def configured_policy(parent: Configurable) -> LatePolicy | None:
     """The ``LatePolicy`` the autograde pipeline applies (its configured plug-in, a subclass included), or None
     where the pipeline has no ``ApplyLatePolicy`` or it runs another plug-in (nbgrader's own step)."""
     if not policy_in_use(parent.config):
@@ -333,7 +352,7 @@ def configured_policy(parent):
     return step.plugin_inst if isinstance(step.plugin_inst, LatePolicy) else None
 
 
-def late_note_cell(note):
+def late_note_cell(note: Note) -> NotebookNode:
     """The "Late submission" cell of the feedback, marked as the grader's, so that the feedback step can say it
     again when the penalty changes."""
     cell = notes.grading_notes_cell([note], title="Late submission")
@@ -346,7 +365,7 @@ class RefreshLatePenalty(NbGraderPreprocessor):
     autograding count, and the policy's due date as the config says it), in the gradebook and in the late note,
     so that the feedback shows the penalty that ``course export`` subtracts."""
 
-    def preprocess(self, nb, resources):
+    def preprocess(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
         from nbgrader.api import Gradebook
 
         policy = configured_policy(self)
@@ -362,5 +381,5 @@ class RefreshLatePenalty(NbGraderPreprocessor):
         return nb, resources
 
 
-def _iso(moment):
+def _iso(moment: datetime | None) -> str | None:
     return moment.replace(tzinfo=timezone.utc).isoformat() if moment is not None else None

@@ -27,6 +27,8 @@ custom ``--pattern``) or the times the instructor exports from the LMS (``--subm
 
 **Spreadsheet cells.**  ``csv_cell`` is the one rule for every CSV the course writes.
 """
+from __future__ import annotations
+
 import csv
 import json
 import re
@@ -34,9 +36,13 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from datetime import tzinfo
 
 
 @dataclass(frozen=True)
@@ -47,10 +53,10 @@ class Preset:
     # A notebook's base name: the groups name, late, student_id (the LMS's user id) and file_id.
     pattern: str
     # A student's folder, for LMSs that put each student's files in one; None where there is none.
-    folder: str = None
+    folder: str | None = None
     source: str = ""
 
-    def student(self, user_id):
+    def student(self, user_id: object) -> str:
         """The gradebook id of the LMS's user id."""
         return f"{self.lms}-{user_id}"
 
@@ -71,14 +77,14 @@ PRESETS = {
 }
 
 
-def preset(lms):
+def preset(lms: str) -> Preset:
     try:
         return PRESETS[lms]
     except KeyError:
         raise UsageError(f"--lms {lms}: not an LMS with a preset (choose {', '.join(PRESETS)}, or give --pattern)") from None
 
 
-def student_name(text):
+def student_name(text: str) -> str:
     """A student id or name as the course keeps it: NFC, so that the same letters are the same id whatever
     the LMS's or the file system's normal form."""
     return unicodedata.normalize("NFC", text)
@@ -93,9 +99,9 @@ class SubmissionTimes:
     it) or None where the LMS has no time for that student."""
 
     source: str
-    times: dict = field(default_factory=dict)
-    late: dict = field(default_factory=dict)  # gradebook id -> the LMS's own late mark, where it gives one
-    problems: list = field(default_factory=list)  # (where, why) of rows that could not be read
+    times: dict[str, datetime | None] = field(default_factory=dict)
+    late: dict[str, bool] = field(default_factory=dict)  # gradebook id -> the LMS's own late mark, where it gives one
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (where, why) of rows that could not be read
 
 
 # Moodle's grading worksheet writes userdate(), whose default format (strftimedaydatetime) is this, in the time zone
@@ -105,7 +111,7 @@ MOODLE_PARTICIPANT = re.compile(r"^\s*Participant\s+(\d+)\s*$", re.IGNORECASE)
 NO_TIME = {"", "-", "null", "none", "no submission"}
 
 
-def read_submission_times(path, lms, zone=None):
+def read_submission_times(path: str | Path, lms: str, zone: str | None = None) -> SubmissionTimes:
     """The submission times in ``path``, as one of the LMSs exports them:
 
     * Canvas: the submissions API, ``GET /api/v1/courses/:course_id/assignments/:assignment_id/submissions``
@@ -123,7 +129,7 @@ def read_submission_times(path, lms, zone=None):
         raise UsageError(f"{path}: the submission times cannot be read ({error.strerror})") from None
     except UnicodeDecodeError as error:
         raise UsageError(f"{path}: the submission times are not UTF-8 text (byte {error.start})") from None
-    tz = None
+    tz: tzinfo | None = None
     if zone:
         try:
             tz = ZoneInfo(zone)
@@ -137,7 +143,7 @@ def read_submission_times(path, lms, zone=None):
     return result
 
 
-def _read_json_times(path, text, lms, result):
+def _read_json_times(path: Path, text: str, lms: str, result: SubmissionTimes) -> None:
     try:
         data = json.loads(text)
     except ValueError as error:
@@ -156,7 +162,8 @@ def _read_json_times(path, text, lms, result):
                 result.late[student] = record["late"]
 
 
-def _read_csv_times(path, text, lms, tz, zone, result):
+def _read_csv_times(path: Path, text: str, lms: str, tz: tzinfo | None, zone: str | None,
+                    result: SubmissionTimes) -> None:
     rows = list(csv.DictReader(text.splitlines()))
     header = {name.strip() for name in (rows[0].keys() if rows else [])}
     if lms == "canvas" and {"user_id", "submitted_at"} <= header:
@@ -185,7 +192,7 @@ def _read_csv_times(path, text, lms, tz, zone, result):
                          f"{', '.join(sorted(header)[:8]) or 'no header'}")
 
 
-def _canvas_id(value, where, result):
+def _canvas_id(value: object, where: str, result: SubmissionTimes) -> str | None:
     text = str(value if value is not None else "").strip()
     if not text.isdigit():
         result.problems.append((where, f"user_id {text!r} is not a Canvas user id"))
@@ -193,7 +200,7 @@ def _canvas_id(value, where, result):
     return PRESETS["canvas"].student(text)
 
 
-def _iso_time(value, where, result):
+def _iso_time(value: object, where: str, result: SubmissionTimes) -> datetime | None:
     text = str(value or "").strip()
     if text.lower() in NO_TIME:
         return None
@@ -208,7 +215,8 @@ def _iso_time(value, where, result):
     return moment.astimezone(timezone.utc).replace(tzinfo=None)
 
 
-def _moodle_time(value, tz, zone, where, result):
+def _moodle_time(value: str, tz: tzinfo | None, zone: str | None, where: str,
+                 result: SubmissionTimes) -> datetime | None:
     for form in MOODLE_TIME_FORMATS:
         try:
             moment = datetime.strptime(value, form)
@@ -240,7 +248,7 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 PLAIN_NUMBER = re.compile(r"^(?:[+-]?\d+(?:\.\d+)?|-)$")
 
 
-def csv_cell(text, style="quote"):
+def csv_cell(text: object, style: str = "quote") -> str:
     """A text cell that a spreadsheet shows as text and never evaluates (OWASP's CSV injection rule: a cell that
     starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return).  Numbers, and a lone ``-``, stay as they are.
 
@@ -260,7 +268,7 @@ def csv_cell(text, style="quote"):
 CANVAS_FORMULA_TEXT = re.compile(r'^="(.*)"$', re.DOTALL)
 
 
-def canvas_text(cell):
+def canvas_text(cell: str) -> str:
     """A Canvas export's cell as the text it stands for: ``="<text>"`` (Canvas's own form for names that start
     with ``=``) is ``<text>``."""
     match = CANVAS_FORMULA_TEXT.match(cell)

@@ -5,11 +5,19 @@ grader writes (``course.plugins.RestoreCellMetadata`` drops whatever a submissio
 ``{"kind": ..., ...}`` each, its kind a ``NoteKind``.  This module makes them, stores and reads them, and says
 each one as the sentence a student reads, in the feedback's "Grading notes" cell and in the report.
 """
+from __future__ import annotations
+
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 
 from .sanitize import markdown_text
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from nbformat import NotebookNode
 
 
 class NoteKind(StrEnum):
@@ -21,7 +29,7 @@ class NoteKind(StrEnum):
 
 
 KINDS = frozenset(NoteKind)
-Note = dict  # {"kind": NoteKind, ...}: JSON data in the notebook
+Note = dict[str, Any]  # {"kind": NoteKind, ...}: JSON data in the notebook
 
 
 def missing_test_cell(grade_id: str) -> Note:
@@ -40,7 +48,7 @@ def unreadable_notebook(name: str, problem: str) -> Note:
     return {"kind": NoteKind.UNREADABLE_NOTEBOOK, "notebook": name, "problem": problem}
 
 
-def late(decision: dict) -> Note:
+def late(decision: dict[str, Any]) -> Note:
     """The note of a late decision (``course.late.LateDecision.as_data()``)."""
     return {"kind": NoteKind.LATE, **decision}
 
@@ -57,7 +65,7 @@ def describe_lateness(seconds: float) -> str:
     return ", ".join(parts) or "less than a minute"
 
 
-def lateness_sentence(decision: dict | None) -> str | None:
+def lateness_sentence(decision: Mapping[str, Any] | None) -> str | None:
     """The feedback's sentence about lateness, from a late decision's data; None when there is nothing to say."""
     if not decision:
         return None
@@ -92,13 +100,13 @@ def note_text(note: Note) -> str:
     return SENTENCES[NoteKind(note["kind"])].format(**note)
 
 
-def add_notes(nb, notes: list[Note]) -> None:
+def add_notes(nb: NotebookNode, notes: list[Note]) -> None:
     """Store the notes in the notebook's grader data (after those already there)."""
     if notes:
         nb.metadata.setdefault("course", {}).setdefault("notes", []).extend(notes)
 
 
-def read_notes(nb) -> list[Note]:
+def read_notes(nb: Mapping[str, Any]) -> list[Note]:
     """The notes the grader stored in a notebook, or []."""
     course = nb.get("metadata", {}).get("course")
     notes = course.get("notes") if isinstance(course, dict) else None
@@ -107,7 +115,7 @@ def read_notes(nb) -> list[Note]:
     return [n for n in notes if isinstance(n, dict) and isinstance(n.get("kind"), str) and n["kind"] in KINDS]
 
 
-def condensed_note_texts(notes: list[Note], more=()) -> list[str]:
+def condensed_note_texts(notes: list[Note], more: Iterable[str] = ()) -> list[str]:
     """A student's notes (and ``more`` sentences) for the report, with the missing test cells said once."""
     missing = [n["grade_id"] for n in notes if n["kind"] == NoteKind.MISSING_TEST_CELL]
     texts = [note_text(n) for n in notes if n["kind"] != NoteKind.MISSING_TEST_CELL] + list(more)
@@ -116,7 +124,7 @@ def condensed_note_texts(notes: list[Note], more=()) -> list[str]:
     return texts
 
 
-def grading_notes_cell(notes: list[Note], title: str = "Grading notes"):
+def grading_notes_cell(notes: list[Note], title: str = "Grading notes") -> NotebookNode:
     """The "Grading notes" markdown cell, rendered from the notes; the notes themselves stay data in the
     notebook's metadata."""
     source = f"## {title}\n\n" + "\n".join(f"- {markdown_text(note_text(note), limit=2000)}" for note in notes)

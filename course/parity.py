@@ -9,10 +9,16 @@ student's per-sample losses, mean and gradient must match both.
 Sizes: a GPU gets a language-model-sized batch (4096 x 50257, float32); a CPU
 a smaller one.  The feedback always says which device ran.
 """
+from __future__ import annotations
+
 import secrets
+from typing import TYPE_CHECKING, Any
 
 from .cases import stored_array
 from .harness import generated
+
+if TYPE_CHECKING:
+    import torch
 
 SIZES = {"cuda": (4096, 50257), "cpu": (512, 2000)}
 LOGIT_SCALE = 3.0
@@ -27,11 +33,11 @@ LOSS_TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 GRAD_RTOL = 1e-3
 
 
-def stored(tensor):
+def stored(tensor: torch.Tensor) -> dict[str, Any]:
     return stored_array(tensor.detach().cpu().numpy())
 
 
-def parity_case(case, device):
+def parity_case(case: dict[str, Any], device: str) -> dict[str, Any]:
     """Turn a stored parity case into a concrete case for this run and device."""
     import torch
     import torch.nn.functional as F

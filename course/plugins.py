@@ -11,6 +11,10 @@ drive lives in ``course.sanitize`` and ``course.execute``, which import nothing 
 module a worker of ``course grade`` loads (``tests/unit/test_worker_imports.py``).  So a worker never
 imports nbgrader, whose package import (its server extensions) costs a process about a second of CPU.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
 import nbformat
 from nbconvert.exporters import NotebookExporter
 from nbgrader.preprocessors import NbGraderPreprocessor
@@ -24,6 +28,11 @@ from .judge import HiddenCheckError, load_hidden_checks
 from .sandbox import GIB, Limits, require_sandbox, warn_unsandboxed
 from .sanitize import grade_id_of, is_flagged, log_text
 
+if TYPE_CHECKING:
+    from typing import TextIO
+
+    from nbformat import NotebookNode
+
 
 class ReadableNotebookExporter(NotebookExporter):
     """Reads a submission that is not a valid notebook as an empty one that says why.
@@ -33,7 +42,9 @@ class ReadableNotebookExporter(NotebookExporter):
     checks 0), and the reason reaches both the log and the student's feedback.
     """
 
-    def from_file(self, file_stream, resources=None, **kw):
+    # nbconvert's Exporter says these return a NotebookNode; NotebookExporter's, as these, return the notebook's text
+    def from_file(self, file_stream: TextIO, resources: dict[str, Any] | None = None,  # type: ignore[override]
+                  **kw: Any) -> tuple[str, dict[str, Any]]:
         try:
             nb = submitted_notebook.read(file_stream)
             nbformat.validate(nb)
@@ -50,7 +61,8 @@ class ReadableNotebookExporter(NotebookExporter):
             resources.setdefault("course", {})["notes"] = [note]
         return self.from_notebook_node(nb, resources=resources, **kw)
 
-    def from_notebook_node(self, nb, resources=None, **kw):
+    def from_notebook_node(self, nb: NotebookNode, resources: dict[str, Any] | None = None,  # type: ignore[override]
+                           **kw: Any) -> tuple[str, dict[str, Any]]:
         """The notebook's JSON with each cell's text as one string (nbformat's ``split_lines=False``):
         split into lines, the JSON encoder spends some 200 bytes of memory a line, and a cell may hold
         a million of them."""
@@ -77,7 +89,7 @@ class RestoreCellMetadata(NbGraderPreprocessor):
     ``resources`` (the note on an unreadable file, ``ReadableNotebookExporter``).
     """
 
-    def preprocess(self, nb, resources):
+    def preprocess(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
         from nbgrader.api import Gradebook
 
         info = resources["nbgrader"]
@@ -94,7 +106,7 @@ class RestoreCellMetadata(NbGraderPreprocessor):
         # DeduplicateIds left alone the copies a student stripped of nbgrader's flags; once restored they
         # would be duplicates again.  The cell DeduplicateIds kept (the last flagged one) keeps the grade id;
         # where no claimant is flagged, the last one.
-        claimed = {}
+        claimed: dict[str | None, int] = {}
         for flagged in (False, True):
             claimed.update({grade_id_of(cell): index for index, cell in enumerate(nb.cells) if is_flagged(cell) == flagged})
         for index, cell in enumerate(nb.cells):
@@ -152,16 +164,16 @@ class SandboxedExecute(NbGraderPreprocessor):
     preload_modules = List(Unicode(), ["numpy", "scipy", "torch", "pandas", "matplotlib", "sklearn"], help=(
         "modules the fork server imports ahead, if the assignment's source notebooks import them")).tag(config=True)
 
-    _announced = set()  # how kernels start, said once per process
+    _announced: ClassVar[set[str]] = set()  # how kernels start, said once per process
 
-    def limits(self):
+    def limits(self) -> Limits:
         return Limits(memory_bytes=int(self.memory_limit_gib * GIB), processes=self.max_processes,
                       notebook_cpu_seconds=self.notebook_cpu_seconds, cell_seconds=self.cell_timeout,
                       notebook_seconds=self.notebook_timeout, output_chars_per_cell=self.output_chars_per_cell,
                       output_bytes_per_cell=self.output_bytes_per_cell,
                       output_bytes_per_submission=self.output_bytes_per_submission, cpus=self.cpus)
 
-    def preprocess(self, nb, resources):
+    def preprocess(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
         info = resources.get("nbgrader", {})
         assignment, student = info.get("assignment"), info.get("student")
         where = f"{student}/{assignment}/{info.get('notebook')}"

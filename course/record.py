@@ -15,12 +15,15 @@ Both reach the preprocessors through nbgrader's ``resources`` (``resources["cour
 the converter builds for each notebook and hands to every preprocessor.  Why a submission could
 not be recorded is kept as data, from the exceptions raised on the way (``Recorded.failure``).
 """
+from __future__ import annotations
+
 import contextlib
 import hashlib
 import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 from nbconvert.preprocessors import Preprocessor
@@ -31,8 +34,15 @@ from .errors import CourseError
 from .plugins import SandboxedExecute
 from .vendor import sanitizing_preprocessors
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
 
-def gradebook_url(url):
+    from nbformat import NotebookNode
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+
+
+def gradebook_url(url: str) -> str:
     """The URL with a driver SQLAlchemy can load: ``postgresql://`` means psycopg 3 to SQLAlchemy 2.1,
     but the driver installed here is psycopg2 (``psycopg2-binary``)."""
     import importlib.util
@@ -50,7 +60,7 @@ def gradebook_url(url):
     return url
 
 
-def notebook_digest(nb):
+def notebook_digest(nb: Mapping[str, Any]) -> str:
     """SHA-256 of a notebook's JSON (keys sorted): the identity of a sanitized notebook."""
     text = json.dumps(nb, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -61,18 +71,18 @@ class Precomputed:
     """One notebook's work done before it is recorded: sanitized here, executed by a worker."""
 
     sanitized: str  # nbgrader's sanitize output, the notebook's JSON text
-    notebook: nbformat.NotebookNode  # the same, parsed
+    notebook: NotebookNode  # the same, parsed
     digest: str
-    executed: dict | None = None  # the worker's executed notebook, once it came back
+    executed: dict[str, Any] | None = None  # the worker's executed notebook, once it came back
 
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, memo: dict[int, Any]) -> Precomputed:
         # nbconvert deep-copies each notebook's resources for every pass, and this entry rides in them
         # (``resources["course"]``); it is never changed, and ``TakeSanitized`` and ``PrecomputedExecute``
         # build fresh notebooks from it, so one copy serves every pass.
         return self
 
 
-def sanitize_notebook(coursedir, config, path):
+def sanitize_notebook(coursedir: CourseDirectory, config: Config, path: str | Path) -> Precomputed:
     """nbgrader's sanitize step for one submitted notebook, as ``Autograde`` runs it."""
     converter = Autograde(coursedir=coursedir, config=config)
     converter.exporter = converter.exporter_class(parent=converter, config=converter.config)
@@ -88,7 +98,7 @@ class TakeSanitized(Preprocessor):
 
     enabled = Bool(True)
 
-    def preprocess(self, nb, resources):
+    def preprocess(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
         # nbgrader's own output, validated when it was written; the exporter validates the result again
         return nbformat.v4.reads(resources["course"]["precomputed"].sanitized), resources
 
@@ -101,7 +111,7 @@ class PrecomputedExecute(SandboxedExecute):
     ``SandboxedExecute`` does: a mismatch can cost time, never a wrong grade.
     """
 
-    def preprocess(self, nb, resources):
+    def preprocess(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
         executed, resources = self.executed(nb, resources)
         # Validated here, before the next preprocessors save its grades: the exporter validates only after
         # the last of them (optimistic_validation), and a notebook found invalid then would leave its
@@ -109,7 +119,7 @@ class PrecomputedExecute(SandboxedExecute):
         nbformat.validate(executed, relax_add_props=True)
         return executed, resources
 
-    def executed(self, nb, resources):
+    def executed(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
         info = resources.get("nbgrader", {})
         entry = resources.get("course", {}).get("precomputed")
         executed = entry.executed if entry is not None else None
@@ -128,23 +138,24 @@ class KeepsFailures:
     """Mixed into an nbgrader converter: the exception that stops a submission, which nbgrader logs before it goes
     on to the next, is handed to ``failed`` on its way, so that the caller knows which submission failed, and why."""
 
-    def init_assignment(self, assignment_id, student_id):
+    # A mixin: the converter it is mixed into (after it) has init_assignment and convert_single_notebook.
+    def init_assignment(self, assignment_id: str, student_id: str) -> None:
         with self.failures_kept():
-            super().init_assignment(assignment_id, student_id)
+            super().init_assignment(assignment_id, student_id)  # type: ignore[misc]
 
-    def convert_single_notebook(self, notebook_filename):
+    def convert_single_notebook(self, notebook_filename: str) -> None:
         with self.failures_kept():
-            super().convert_single_notebook(notebook_filename)
+            super().convert_single_notebook(notebook_filename)  # type: ignore[misc]
 
     @contextlib.contextmanager
-    def failures_kept(self):
+    def failures_kept(self) -> Iterator[None]:
         try:
             yield
         except Exception as error:
             self.failed(error)
             raise
 
-    def failed(self, error):
+    def failed(self, error: Exception) -> None:
         raise NotImplementedError
 
 
@@ -152,17 +163,19 @@ class RecordingAutograde(KeepsFailures, Autograde):
     """nbgrader's ``Autograde`` for one student, handed each notebook's precomputed work through
     ``resources``; remembers the first exception that stopped it (``failure``)."""
 
-    def __init__(self, *args, precomputed=None, **kwargs):
+    sanitize_preprocessors: list[type]  # Autograde's (nbgrader's classes are not typed)
+
+    def __init__(self, *args: Any, precomputed: dict[str, Precomputed] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.precomputed = precomputed or {}  # notebook name -> Precomputed
-        self.failure = None
+        self.failure: str | None = None
 
-    def init_single_notebook_resources(self, notebook_filename):
+    def init_single_notebook_resources(self, notebook_filename: str) -> dict[str, Any]:
         resources = super().init_single_notebook_resources(notebook_filename)
         resources["course"] = {"precomputed": self.precomputed.get(resources["nbgrader"]["notebook"])}
         return resources
 
-    def convert_single_notebook(self, notebook_filename):
+    def convert_single_notebook(self, notebook_filename: str) -> None:
         configured = self.sanitize_preprocessors
         if Path(notebook_filename).stem in self.precomputed:
             self.sanitize_preprocessors = [TakeSanitized]
@@ -171,11 +184,11 @@ class RecordingAutograde(KeepsFailures, Autograde):
         finally:
             self.sanitize_preprocessors = configured
 
-    def failed(self, error):
+    def failed(self, error: Exception) -> None:
         self.failure = self.failure or failure_reason(error)  # the reason, as data
 
 
-def failure_reason(error):
+def failure_reason(error: BaseException) -> str:
     """Why recording stopped, from the exception: the grader's own exceptions say it in full."""
     from nbgrader.converters.base import NbGraderException
 
@@ -199,7 +212,8 @@ class Recorded:
     log: str = field(default="", repr=False)  # nbgrader's log of the run
 
 
-def record(coursedir, config, student, assignment, precomputed=None):
+def record(coursedir: CourseDirectory, config: Config, student: str, assignment: str,
+           precomputed: dict[str, Precomputed] | None = None) -> Recorded:
     """nbgrader's Autograde for one student (``nbgrader autograde --force --student``)."""
     from nbgrader.utils import capture_log, temp_attrs
 
@@ -214,7 +228,8 @@ def record(coursedir, config, student, assignment, precomputed=None):
     return Recorded(False, converter.failure or (error[-1] if error else "unknown error")[:500], result.get("log", ""))
 
 
-def ensure_in_gradebook(coursedir, config, assignment, say):
+def ensure_in_gradebook(coursedir: CourseDirectory, config: Config, assignment: str,
+                        say: Callable[[str], object]) -> list[str]:
     """The assignment's notebook names; generates it into the gradebook if the gradebook lacks it
     (``NotInGradebook`` if it cannot)."""
     from nbgrader.api import Gradebook, MissingEntry
@@ -222,7 +237,7 @@ def ensure_in_gradebook(coursedir, config, assignment, say):
     from nbgrader.coursedir import CourseDirectory
     from nbgrader.utils import capture_log
 
-    def notebook_names():
+    def notebook_names() -> list[str]:
         with Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
             try:
                 return [n.name for n in gradebook.find_assignment(assignment).notebooks]

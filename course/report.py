@@ -16,12 +16,15 @@ Everything comes from the gradebook and the grader's data in the autograded note
 and notes, ``course.feedback`` and ``course.notes``; never their rendered text), so the report covers every submission
 in the gradebook, including those an earlier run graded.
 """
+from __future__ import annotations
+
 import collections
 import datetime
 import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 
@@ -30,6 +33,19 @@ from .feedback import read_verdict
 from .notes import NoteKind, condensed_note_texts, read_notes
 from .plan import Status
 from .sanitize import markdown_text
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable
+
+    from nbformat import NotebookNode
+    from nbgrader.api import Gradebook, SubmittedAssignment
+    from nbgrader.coursedir import CourseDirectory
+
+    from .collect import Problem
+    from .notes import Note
+    from .plan import AssignmentRun, Submission
+
+    Cell = tuple[str, str]  # (notebook name, grade id) of an autograded test cell
 
 SCORED_BY_HAND = "passed here; scored by hand"
 MISSING_CELL = "the test cell is missing from the submission"
@@ -41,18 +57,19 @@ class RunSummary:
     (``course.plan.AssignmentRun``): where things are, how the run went, and which earlier gradings failed."""
 
     root: Path
-    coursedir: object  # nbgrader's CourseDirectory: where each student's notebooks are
+    coursedir: CourseDirectory  # where each student's notebooks are
     db_url: str
     report_directory: Path
     csv_path: Path
     log_path: Path
     feedback: bool  # feedback was written in this run
     workers: str  # how the submissions were executed, in words
-    failures: dict  # assignment -> {student: why their last grading failed}, from the incremental state
-    only: frozenset | None = None  # --student: the students this run regraded
+    # assignment -> {student: why their last grading failed}, from the incremental state
+    failures: dict[str, dict[str, str]]
+    only: frozenset[str] | None = None  # --student: the students this run regraded
     seconds: float = 0.0  # the run's wall time, once it is known
 
-    def gradebook(self):
+    def gradebook(self) -> Gradebook:
         from nbgrader.api import Gradebook
 
         return Gradebook(self.db_url, self.coursedir.course_id)
@@ -61,12 +78,12 @@ class RunSummary:
         return self.failures.get(assignment, {}).get(student)
 
 
-def final_score(submission):
+def final_score(submission: SubmittedAssignment) -> float:
     """What the student gets, as nbgrader's export says it: the cells' total less the late penalty, never below 0."""
     return max(0.0, float(submission.score or 0.0) - float(submission.late_submission_penalty or 0.0))
 
 
-def assignment_scores(summary, assignment):
+def assignment_scores(summary: RunSummary, assignment: str) -> dict[str, tuple[float, float]]:
     """{student: (final score, max_score)} for one assignment, from the gradebook; a submission whose last
     grading failed is left out (nbgrader kept an earlier submission's scores, or none)."""
     with summary.gradebook() as gradebook:
@@ -75,7 +92,8 @@ def assignment_scores(summary, assignment):
                 if not summary.failure(assignment, s.student.id)}
 
 
-def failed_to_grade(summary, run, students=None):
+def failed_to_grade(summary: RunSummary, run: AssignmentRun,
+                    students: Collection[str] | None = None) -> list[tuple[str, str]]:
     """[(submission, why)] of the submissions of ``run`` that were collected but failed to grade: in this run
     (grading or feedback), or in an earlier one and not graded since.  Files never collected are not here: they
     are collection problems.  The report's table and the summary's "failed" count are both this list (the
@@ -88,28 +106,29 @@ def failed_to_grade(summary, run, students=None):
     return failed
 
 
-def _cells(summary, assignment):
+def _cells(summary: RunSummary, assignment: str
+           ) -> tuple[list[Cell], dict[Cell, float], dict[str, tuple[float, dict[Cell, float]]], float]:
     """The assignment's autograded test cells in notebook order, and every graded submission's total and points
     per cell (a submission whose last grading failed is left out: its scores are an earlier submission's)."""
     with summary.gradebook() as gradebook:
         found = gradebook.find_assignment(assignment)
         max_score = float(found.max_score or 0.0)
-        points = {}
+        points: dict[Cell, float] = {}
         for notebook in found.notebooks:
             answers = {cell.name for cell in notebook.solution_cells}  # graded by hand: not a check
             for cell in notebook.grade_cells:
                 if cell.cell_type == "code" and cell.name not in answers:
                     points[(notebook.name, cell.name)] = float(cell.max_score or 0.0)
-        per_student = {}
+        per_student: dict[str, tuple[float, dict[Cell, float]]] = {}
         for submission in gradebook.assignment_submissions(assignment):
             if summary.failure(assignment, submission.student.id):
                 continue
-            grades = {}
+            grades: dict[Cell, float] = {}
             for notebook in submission.notebooks:
                 for grade in notebook.grades:
                     grades[(notebook.name, grade.name)] = float(grade.score or 0.0)
             per_student[submission.student.id] = (final_score(submission), grades)
-    order = {}
+    order: dict[Cell, int] = {}
     source = Path(summary.coursedir.format_path(summary.coursedir.source_directory, ".", assignment))
     for name in sorted({n for n, _ in points}):
         try:
@@ -124,9 +143,12 @@ def _cells(summary, assignment):
     return cells, points, per_student, max_score
 
 
-def _autograded_notes(summary, assignment, student, notebooks):
+def _autograded_notes(summary: RunSummary, assignment: str, student: str,
+                      notebooks: Iterable[str]) -> tuple[dict[Cell, str], list[Note]]:
     """(reasons per graded cell, grading notes) from the grader's data in a student's autograded notebooks."""
     folder = Path(summary.coursedir.format_path(summary.coursedir.autograded_directory, student, assignment))
+    reasons: dict[Cell, str]
+    notes: list[Note]
     reasons, notes = {}, []
     for name in notebooks:
         try:
@@ -139,7 +161,7 @@ def _autograded_notes(summary, assignment, student, notebooks):
     return reasons, notes
 
 
-def verdict_reasons(notebook):
+def verdict_reasons(notebook: NotebookNode) -> tuple[dict[str, str], list[Note]]:
     """({grade_id: why its check failed, or that it is scored by hand}, notes) of one autograded notebook."""
     reasons = {}
     for cell in notebook.cells:
@@ -151,17 +173,17 @@ def verdict_reasons(notebook):
     return reasons, read_notes(notebook)
 
 
-def shorten(reason):
+def shorten(reason: str) -> str:
     return (reason[:157] + "...") if len(reason) > 160 else reason
 
 
-def _md(text):
+def _md(text: object) -> str:
     """Any text in a table cell of the report: one line, HTML, link and table characters escaped (file
     names, student ids and reasons can carry a student's bytes)."""
     return markdown_text(text, limit=1000)
 
 
-def _histogram(path, totals, max_score, assignment):
+def _histogram(path: Path, totals: list[float], max_score: float, assignment: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -169,6 +191,7 @@ def _histogram(path, totals, max_score, assignment):
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     top = max(max_score, max(totals, default=0.0), 1.0)
+    bins: list[float] | int
     if top <= 40:
         bins = [x - 0.5 for x in range(int(top) + 2)]
     else:
@@ -184,7 +207,7 @@ def _histogram(path, totals, max_score, assignment):
     figure.savefig(path)
 
 
-def _safe_url(url):
+def _safe_url(url: str) -> str:
     try:
         from sqlalchemy.engine import make_url
 
@@ -193,7 +216,7 @@ def _safe_url(url):
         return url.split("@")[-1]
 
 
-def _collection_tally(problems):
+def _collection_tally(problems: Iterable[Problem]) -> list[str]:
     """How many files could not be collected, by kind of problem (the table above has each file)."""
     kinds = collections.Counter(problem.kind for problem in problems)
     if not kinds:
@@ -203,10 +226,11 @@ def _collection_tally(problems):
     return lines + [""]
 
 
-def _noted(noted, submissions, timeless=frozenset()):
+def _noted(noted: list[tuple[str, Note]], submissions: Iterable[Submission],
+           timeless: Collection[str] = frozenset()) -> list[str]:
     """The "Graded with a note" table: the grader's notes on each student's notebooks, and the
     worker problems of this run (a notebook executed here instead)."""
-    grouped = {}
+    grouped: dict[str, tuple[list[Note], list[str]]] = {}
     # The submissions without a time that the collection's one "no-time" problem lists (``timeless``) are said
     # there once, not in a note per student
     noted = [(student, note) for student, note in noted if not (student in timeless and isinstance(note, dict)
@@ -224,18 +248,19 @@ def _noted(noted, submissions, timeless=frozenset()):
     return lines + [""]
 
 
-def write_report(summary, run):
+def write_report(summary: RunSummary, run: AssignmentRun) -> Path:
     """Write ``report.md`` and ``scores.png`` for one assignment of a ``course grade`` run; return report.md."""
     folder = summary.report_directory / run.name
     folder.mkdir(parents=True, exist_ok=True)
     cells, points, per_student, max_score = _cells(summary, run.name)
-    problems = list(getattr(run, "earlier_problems", [])) + list(run.collected.problems)
+    # run.collected (and, in summary_lines, run.report) are None only until course.grade collects (and reports)
+    problems = list(getattr(run, "earlier_problems", [])) + list(run.collected.problems)  # type: ignore[union-attr]
     totals = [total for total, _ in per_student.values()]
     _histogram(folder / "scores.png", totals, max_score, run.name)
 
     failed = {key: 0 for key in cells}
-    reasons = {key: collections.Counter() for key in cells}
-    noted = []
+    reasons: dict[Cell, collections.Counter[str]] = {key: collections.Counter() for key in cells}
+    noted: list[tuple[str, Note]] = []
     notebooks = sorted({name for name, _ in cells})
     for student, (_, grades) in sorted(per_student.items()):
         why, notes = _autograded_notes(summary, run.name, student, notebooks)
@@ -294,19 +319,20 @@ def write_report(summary, run):
     lines.append("")
     lines += _collection_tally(problems)
 
-    listed = any(problem.kind == ProblemKind.NO_TIME for problem in run.collected.problems)
-    lines += _noted(noted, run.submissions, set(run.collected.timeless) if listed else frozenset())
+    listed = any(problem.kind == ProblemKind.NO_TIME for problem in run.collected.problems)  # type: ignore[union-attr]
+    lines += _noted(noted, run.submissions,
+                    set(run.collected.timeless) if listed else frozenset())  # type: ignore[union-attr]
 
     path = folder / "report.md"
     path.write_text("\n".join(lines))
     return path
 
 
-def summary_lines(summary, runs):
+def summary_lines(summary: RunSummary, runs: Iterable[AssignmentRun]) -> list[str]:
     """The table that ends a ``course grade`` run: per assignment, what was found, graded, unchanged,
     failed, the collection problems, the mean score and the report; then where the outputs are and
     every submission that failed, with the reason."""
-    rows = []
+    rows: list[list[Any]] = []
     only = summary.only
     for run in runs:
         scores = assignment_scores(summary, run.name)
@@ -317,14 +343,14 @@ def summary_lines(summary, runs):
         maximum = max((m for _, m in scores.values()), default=0.0)
         mean = f"{sum(totals) / len(totals):.1f} / {maximum:g}" if totals else "-"
         rows.append([run.name, len(run.submissions), status[Status.GRADED], status[Status.UNCHANGED],
-                     len(failed_to_grade(summary, run, only)), len(run.collected.problems), mean,
-                     os.path.relpath(run.report, summary.root)])
+                     len(failed_to_grade(summary, run, only)), len(run.collected.problems), mean,  # type: ignore[union-attr]
+                     os.path.relpath(run.report, summary.root)])  # type: ignore[arg-type]
     header = ["assignment", "found", "graded", "unchanged", "failed", "problems", "mean score", "report"]
     if only is not None:
         header[6] = "score" if len(only) == 1 else "their mean"
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
 
-    def aligned(values):
+    def aligned(values: Iterable[object]) -> str:
         return "  ".join(str(v).ljust(w) if i in (0, 6, 7) else str(v).rjust(w)
                          for i, (v, w) in enumerate(zip(values, widths)))
 

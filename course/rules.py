@@ -23,14 +23,20 @@ does, so the grader does both:
 
 The verdicts: ``Breach.note`` is the message every case of the function gets.
 """
+from __future__ import annotations
+
 import ast
 import json
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .cases import Rule
 from .guard import FORBIDDEN_MIME  # noqa: F401 (the record's type, for the grader's client)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 # Other spellings of the same modules, for the source layer: what a name resolved through them means.
 SAME_MODULE = {
@@ -58,7 +64,7 @@ class Use:
     cell: int  # 1-based, as the notebook shows it
     line: int
 
-    def where(self):
+    def where(self) -> str:
         return f"cell {self.cell}, line {self.line}"
 
 
@@ -70,19 +76,19 @@ class Breach:
     function: str
     name: str  # the forbidden name used or called
     layer: Layer
-    use: Use = None  # where in the source (the source layer)
+    use: Use | None = None  # where in the source (the source layer)
 
-    def note(self):
-        how = (f"uses {self.name} ({self.use.where()})" if self.layer is Layer.SOURCE
-               else f"called {self.name} while it ran")
+    def note(self) -> str:
+        how = (f"uses {self.name} ({self.use.where()})"  # type: ignore[union-attr]  # a source breach has its use
+               if self.layer is Layer.SOURCE else f"called {self.name} while it ran")
         return f"breaks the assignment's rule ({self.rule.says}): {self.function} {how}"
 
-    def again(self):
+    def again(self) -> str:
         """The note for the function's other cases, after ``note()`` was said."""
         return f"not graded: {self.function} breaks the assignment's rule, as above"
 
 
-def bound_functions(rule, checks):
+def bound_functions(rule: Rule, checks: Mapping[str, Iterable[Mapping[str, Any]]]) -> list[str]:
     """The functions that ``rule`` binds among those the cases of ``checks`` call, in order."""
     called = dict.fromkeys(case["function"] for cases in checks.values() for case in cases)
     return [function for function in called if rule.binds(function)]
@@ -90,7 +96,8 @@ def bound_functions(rule, checks):
 
 # ---- the source layer -------------------------------------------------------------------------------
 
-def source_breaches(cells, rules, checks):
+def source_breaches(cells: Iterable[Mapping[str, Any]], rules: Sequence[Rule],
+                    checks: Mapping[str, Iterable[Mapping[str, Any]]]) -> list[Breach]:
     """Each bound function whose source uses a forbidden name, once per rule (the first use found).
 
     ``cells``: the notebook's cells (dicts with ``cell_type``, ``source``, ``metadata``)."""
@@ -109,7 +116,7 @@ def source_breaches(cells, rules, checks):
     return breaches
 
 
-def _trees(cells):
+def _trees(cells: Iterable[Mapping[str, Any]]) -> Iterator[tuple[int, ast.Module]]:
     """(1-based cell number, syntax tree) of every code cell.  The instructor's cells are read too (a cell's
     metadata is no proof of who wrote it); their top-level calls bind no function.  IPython syntax
     (magics, ``!``) is first made Python, as the kernel does; a cell that still does not parse cannot run
@@ -128,7 +135,7 @@ def _trees(cells):
             continue
 
 
-def _constant(node):
+def _constant(node: ast.AST) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
 
@@ -136,22 +143,22 @@ class _Reading:
     """The notebook read top to bottom for one rule: what each name refers to, which top-level
     definition refers to which names, and where each uses a forbidden name."""
 
-    def __init__(self, rule):
+    def __init__(self, rule: Rule) -> None:
         self.forbidden = set(rule.forbidden)
         self.ops = set(rule.ops)
         self.methods = {name[len(TENSOR) + 1:] for name in rule.forbidden if name.startswith(TENSOR + ".")}
         self.paths = dict(BUILTINS)  # name -> the dotted path it refers to (a module or an object in one)
-        self.refers = {}  # top-level name -> the names its definitions load
-        self.uses = {}  # top-level name -> its uses of forbidden names
+        self.refers: dict[str, set[str]] = {}  # top-level name -> the names its definitions load
+        self.uses: dict[str, list[Use]] = {}  # top-level name -> its uses of forbidden names
 
-    def read(self, number, tree):
+    def read(self, number: int, tree: ast.Module) -> None:
         for statement in tree.body:
             try:
                 self._statement(number, statement)
             except RecursionError:  # a name nested thousands deep: not read here; the run-time layer still holds
                 continue
 
-    def _statement(self, number, statement):
+    def _statement(self, number: int, statement: ast.stmt) -> None:
         if isinstance(statement, (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try)):
             # Definitions inside a top-level block are top-level definitions; its header binds nothing.
             for field in ("body", "orelse", "finalbody"):
@@ -162,7 +169,7 @@ class _Reading:
                     self._statement(number, inner)
             return
         owners = _bound_names(statement)
-        uses = []
+        uses: list[Use] = []
         for node in _walk_in_order(statement):
             self._bind(node)
             name = self._forbidden_use(node)
@@ -173,7 +180,7 @@ class _Reading:
             self.refers.setdefault(owner, set()).update(loaded)
             self.uses.setdefault(owner, []).extend(uses)
 
-    def _bind(self, node):
+    def _bind(self, node: ast.AST) -> None:
         """Record what the names an import or an assignment binds now refer to."""
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -201,7 +208,7 @@ class _Reading:
                     else:
                         self.paths[target.id] = path
 
-    def _resolve(self, node):
+    def _resolve(self, node: ast.AST) -> str | None:
         """The dotted path an expression refers to, where the source says it; else None."""
         if isinstance(node, ast.Name):
             return self.paths.get(node.id)
@@ -237,18 +244,18 @@ class _Reading:
                 return first.split(".")[0] if empty else first
         return None
 
-    def _canonical(self, path):
+    def _canonical(self, path: str) -> str:
         for other, same in SAME_MODULE.items():
             if path == other or path.startswith(other + "."):
                 return same + path[len(other):]
         return path
 
-    def _forbidden_use(self, node):
+    def _forbidden_use(self, node: ast.AST) -> str | None:
         """The forbidden name this node refers to, or None.  Only the outermost node of a dotted
         name counts (``torch.logsumexp``, not also ``torch``), so that a use is found once."""
         if isinstance(node, ast.ImportFrom) and node.module and not node.level:  # from torch import logsumexp
             for alias in node.names:
-                path = self._canonical(f"{node.module}.{alias.name}")
+                path: str | None = self._canonical(f"{node.module}.{alias.name}")
                 if path in self.forbidden:
                     return path
             return None
@@ -271,11 +278,11 @@ class _Reading:
             return f"{TENSOR}.{_constant(node.args[1])}"
         return None
 
-    def first_use_reached_from(self, function):
+    def first_use_reached_from(self, function: str) -> Use | None:
         """The first forbidden use in ``function``'s definitions or in a top-level definition it
         refers to, directly or through others; None if there is none."""
         seen, waiting = set(), [function]
-        found = []
+        found: list[Use] = []
         while waiting:
             name = waiting.pop()
             if name in seen or name not in self.refers:
@@ -290,13 +297,13 @@ class _Reading:
 BUILTINS = {"getattr": "builtins.getattr", "vars": "builtins.vars", "__import__": "builtins.__import__"}
 
 
-def _walk_in_order(statement):
+def _walk_in_order(statement: ast.AST) -> list[ast.AST]:
     """The nodes of a statement in source order (``ast.walk`` is breadth-first), so that a name is
     bound before a later line uses it."""
     return sorted(ast.walk(statement), key=lambda node: (getattr(node, "lineno", 0), getattr(node, "col_offset", 0)))
 
 
-def _bound_names(statement):
+def _bound_names(statement: ast.stmt) -> list[str]:
     """The top-level names a statement defines or assigns: the owners of what it uses."""
     if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return [statement.name]
@@ -310,7 +317,7 @@ def _bound_names(statement):
 
 # ---- the run-time layer -----------------------------------------------------------------------------
 
-def guard_code(rules):
+def guard_code(rules: Iterable[Rule]) -> str:
     """The code the grader runs in the kernel before the submission's first cell: ``course.guard``'s
     ``install`` with the rules.  It defines nothing in the notebook's namespace."""
     source = Path(__file__).with_name("guard.py").read_text()
@@ -325,7 +332,7 @@ def guard_code(rules):
     )
 
 
-def run_breach(rules, function, records):
+def run_breach(rules: Sequence[Rule], function: str, records: Iterable[object]) -> Breach | None:
     """The breach that refusal records (``{"name": ...}`` as the kernel sent them) received while a
     case of ``function`` ran make, or None.  A record may be forged by the submission; it can only
     fail the submission itself, so the first one a binding rule covers is taken as it is."""

@@ -32,6 +32,8 @@ explicit opt-in (``c.SandboxedExecute.use_bubblewrap = False``, or
 ``course grade --no-sandbox``) for a single-user laptop; a loud warning then
 names what is not enforced (``UNSANDBOXED``).
 """
+from __future__ import annotations
+
 import functools
 import os
 import shutil
@@ -42,8 +44,13 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import CourseError
+
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Iterable
 
 GIB = 1024**3
 SANDBOX_HOME = Path("/home/student")
@@ -94,7 +101,7 @@ class Limits:
     output_bytes_per_submission: int = 128 * 1024**2  # ... and for the whole notebook
 
     @property
-    def threads(self):
+    def threads(self) -> int:
         """Compute threads for torch, OpenMP and BLAS: one per CPU the submission may use.  More threads than
         its CPU quota stalls every parallel region while the quota throttles them (tens of times slower)."""
         return max(1, int(self.cpus))
@@ -105,7 +112,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
                     "VECLIB_MAXIMUM_THREADS")
 
 
-def thread_environment(threads):
+def thread_environment(threads: int) -> dict[str, str]:
     return {name: str(threads) for name in THREAD_VARIABLES}
 
 
@@ -139,11 +146,11 @@ HOW_TO_SANDBOX = (
     "nbgrader_config.py, or `course grade --no-sandbox`.")
 
 
-def bubblewrap():
+def bubblewrap() -> str | None:
     return shutil.which("bwrap")
 
 
-def sandbox_problem():
+def sandbox_problem() -> str | None:
     """Why bubblewrap cannot sandbox student code here, or None when it can."""
     path = bubblewrap()
     if path is None:
@@ -152,7 +159,7 @@ def sandbox_problem():
 
 
 @functools.lru_cache(maxsize=None)
-def _bubblewrap_start_problem(path, euid):
+def _bubblewrap_start_problem(path: str, euid: int) -> str | None:
     """Start the kernel's sandbox once, with a command that does nothing (cached per process)."""
     with tempfile.TemporaryDirectory(prefix="course-probe-", dir=socket_folder()) as folder:
         try:
@@ -169,7 +176,7 @@ def _bubblewrap_start_problem(path, euid):
 _UNSANDBOXED_SAID = threading.Event()
 
 
-def warn_unsandboxed(log):
+def warn_unsandboxed(log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
     """Say in full, once per process, what grading without the sandbox gives up."""
     if not _UNSANDBOXED_SAID.is_set():
         _UNSANDBOXED_SAID.set()
@@ -177,14 +184,14 @@ def warn_unsandboxed(log):
         log.warning(UNSANDBOXED)
 
 
-def require_sandbox():
+def require_sandbox() -> None:
     """Raise ``SandboxUnavailable`` unless bubblewrap can sandbox student code here."""
     problem = sandbox_problem()
     if problem:
         raise SandboxUnavailable(f"refusing to run student code: {problem}. {HOW_TO_SANDBOX}")
 
 
-def _read_only_mounts():
+def _read_only_mounts() -> list[str]:
     """The host paths the kernel needs: the OS, the base Python, the virtual env."""
     mounts = ["/usr", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
               "/etc/fonts", "/etc/alternatives", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf"]
@@ -193,12 +200,12 @@ def _read_only_mounts():
     return [m for m in dict.fromkeys(mounts) if os.path.exists(m)]
 
 
-def _parents(path):
+def _parents(path: str) -> list[str]:
     parts = Path(path).parts
     return [str(Path(*parts[:i])) for i in range(2, len(parts))]
 
 
-def bubblewrap_arguments(channel: Path, uid: int, limits: Limits):
+def bubblewrap_arguments(channel: Path, uid: int, limits: Limits) -> list[str]:
     """The bwrap command line that wraps the kernel command.
 
     ``channel`` (host folder) holds only the connection file and the kernel's
@@ -212,7 +219,7 @@ def bubblewrap_arguments(channel: Path, uid: int, limits: Limits):
     return args
 
 
-def fork_server_arguments(root: Path):
+def fork_server_arguments(root: Path) -> list[str]:
     """The bwrap command line of a fork server (``course.forkserver``).
 
     The same sandbox as a kernel's, with two differences: the writable folder is the root of
@@ -228,15 +235,18 @@ def fork_server_arguments(root: Path):
     return args
 
 
-def _sandbox_arguments(writable: Path, scratch_bytes: int, extra=(), threads=1):
-    args = [bubblewrap(), "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-            "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+def _sandbox_arguments(writable: Path, scratch_bytes: int, extra: Iterable[str] = (), threads: int = 1) -> list[str]:
+    # bubblewrap() is None only where bwrap is missing, and bwrap runs only once require_sandbox() (or
+    # sandbox_problem()) found it
+    args: list[str] = [bubblewrap(), "--unshare-ipc", "--unshare-pid", "--unshare-net",  # type: ignore[list-item]
+                       "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname",
+                       "sandbox"]
     if os.geteuid() != 0:
         # Unprivileged: a user namespace is the only way to get the others.
         args.insert(1, "--unshare-user")
     made = set()
 
-    def mount(kind, path):
+    def mount(kind: str, path: str) -> None:
         for parent in _parents(path):
             if parent not in made and not os.path.islink(parent):
                 args.extend(["--perms", "0755", "--dir", parent])
@@ -269,7 +279,7 @@ def _sandbox_arguments(writable: Path, scratch_bytes: int, extra=(), threads=1):
     return args
 
 
-def rlimits(limits: Limits, processes=None, memory=None):
+def rlimits(limits: Limits, processes: int | None = None, memory: str | None = None) -> list[tuple[str, int]]:
     """The per-process limits as ``(resource name, value)`` pairs: the one list that the bwrap
     command line (``prlimit``), the fork server and the fallback without bubblewrap apply.
 
@@ -284,7 +294,7 @@ def rlimits(limits: Limits, processes=None, memory=None):
     return pairs
 
 
-def limit_arguments(limits: Limits):
+def limit_arguments(limits: Limits) -> list[str]:
     """Prefix that applies the resource limits, then execs the kernel (util-linux's prlimit,
     whose options are the resources' names: ``RLIMIT_NOFILE`` is ``--nofile``)."""
     options = [f"--{name.removeprefix('RLIMIT_').lower()}={value}"
@@ -292,7 +302,7 @@ def limit_arguments(limits: Limits):
     return ["prlimit", *options, "--"]
 
 
-def rlimit_only_arguments(limits: Limits):
+def rlimit_only_arguments(limits: Limits) -> list[str]:
     """The same limits without bubblewrap or util-linux (macOS too): Python's resource module."""
     processes = None  # root ignores RLIMIT_NPROC anyway
     if os.geteuid() != 0:
@@ -310,11 +320,11 @@ def rlimit_only_arguments(limits: Limits):
     return [sys.executable, "-c", code]
 
 
-def gpu_devices():
+def gpu_devices() -> list[Path]:
     return sorted(Path("/dev").glob("nvidia*"))
 
 
-def sandbox_environment(home: Path):
+def sandbox_environment(home: Path) -> dict[str, str]:
     return {
         "HOME": str(home),
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
@@ -327,14 +337,14 @@ def sandbox_environment(home: Path):
     }
 
 
-def socket_folder():
+def socket_folder() -> str:
     """Where channel folders go: the temp folder, unless its path is too long for the kernel's
     Unix sockets (at most 107 bytes: ``<folder>/<server>/<submission>/channel/kernel-4``)."""
     folder = tempfile.gettempdir()
     return folder if len(folder) <= 56 else "/tmp"
 
 
-def file_tail(path: Path, size: int = 2000):
+def file_tail(path: Path, size: int = 2000) -> str:
     """The end of a log file, for an error message ("" if it cannot be read)."""
     try:
         return Path(path).read_bytes()[-size:].decode("utf-8", "replace")

@@ -18,15 +18,24 @@ nbconvert's own markdown renderer allows every link protocol (``javascript:`` in
 passes raw HTML through; MathJax honours ``\\href``.  So a student's markdown cell is rendered
 here into one HTML block that nbconvert's renderer passes through unchanged.
 """
+from __future__ import annotations
+
 import base64
 import binascii
 import html
 import math
 import re
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 from nbconvert.preprocessors import Preprocessor
 from traitlets import Bool
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Mapping
+
+    from nbconvert.filters.markdown_mistune import IPythonRenderer
+    from nbformat import NotebookNode
 
 
 ALLOWED_MIME_TYPES = ("text/plain", "image/png", "image/jpeg")
@@ -53,7 +62,7 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
 # --------------------------------------------------------------------------- outputs
 
 
-def safe_output(output):
+def safe_output(output: object) -> NotebookNode | None:
     """The output as a student may show it, rebuilt field by field, or None if nothing is left."""
     try:
         return _safe_output(output)
@@ -61,7 +70,7 @@ def safe_output(output):
         return None
 
 
-def _safe_output(output):
+def _safe_output(output: object) -> NotebookNode | None:
     if not isinstance(output, dict):
         return None
     kind = output.get("output_type")
@@ -84,11 +93,11 @@ def _safe_output(output):
     return result
 
 
-def safe_data(data):
+def safe_data(data: object) -> dict[str, str]:
     """A display's MIME bundle reduced to plain text and valid base64 raster images."""
     if not isinstance(data, dict):
         return {}
-    kept = {}
+    kept: dict[str, str] = {}
     for mime in ALLOWED_MIME_TYPES:
         value = data.get(mime)
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -107,7 +116,7 @@ def safe_data(data):
     return kept
 
 
-def _is_base64(value):
+def _is_base64(value: str) -> bool:
     if not _BASE64.fullmatch(value):
         return False
     try:
@@ -117,9 +126,9 @@ def _is_base64(value):
     return True
 
 
-def safe_metadata(metadata, data):
+def safe_metadata(metadata: object, data: Iterable[str]) -> dict[str, dict[str, float]]:
     """Only the width and height of images, and only as plain positive numbers."""
-    kept = {}
+    kept: dict[str, dict[str, float]] = {}
     if not isinstance(metadata, dict):
         return kept
     for mime in data:
@@ -131,16 +140,16 @@ def safe_metadata(metadata, data):
     return kept
 
 
-def _is_size(value):
+def _is_size(value: object) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             and 0 < value <= IMAGE_SIZE_LIMIT)
 
 
-def safe_execution_count(value):
+def safe_execution_count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9 else None
 
 
-def _text(value):
+def _text(value: object) -> str:
     if isinstance(value, list):
         value = "".join(str(v) for v in value)
     return value if isinstance(value, str) else str(value)
@@ -149,13 +158,13 @@ def _text(value):
 # --------------------------------------------------------------------------- cells
 
 
-def is_trusted(cell):
+def is_trusted(cell: Mapping[str, Any]) -> bool:
     """A locked cell's source and metadata come from the gradebook (nbgrader restores them)."""
     meta = cell.get("metadata", {}).get("nbgrader")
     return isinstance(meta, dict) and bool(meta.get("locked"))
 
 
-def safe_cell(cell):
+def safe_cell(cell: NotebookNode) -> NotebookNode:
     """A cell as a student may show it (changed in place, and returned)."""
     if cell.get("cell_type") == "code":
         cell["outputs"] = [o for o in (safe_output(o) for o in cell.get("outputs", [])) if o is not None]
@@ -176,12 +185,12 @@ def safe_cell(cell):
     return cell
 
 
-def _student_cell_metadata(metadata):
+def _student_cell_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """nbgrader's metadata (restored from the gradebook); nothing a student wrote."""
     return {"nbgrader": metadata["nbgrader"]} if isinstance(metadata.get("nbgrader"), dict) else {}
 
 
-def safe_markdown_block(source, note=""):
+def safe_markdown_block(source: str, note: str = "") -> str:
     """A student's markdown as one HTML block that nbconvert's markdown renderer passes through as it is
     (``note``: the grader's own HTML, after it)."""
     rendered = safe_markdown_html(source) + note
@@ -190,7 +199,7 @@ def safe_markdown_block(source, note=""):
     return f'<div class="{BLOCK_CLASS}">\n{rendered}\n</div>'
 
 
-def safe_markdown_html(source):
+def safe_markdown_html(source: str) -> str:
     """Markdown rendered with safe links only, allow-listed HTML, and no MathJax HTML extension."""
     from nbconvert.filters.markdown_mistune import MarkdownWithMath
 
@@ -198,7 +207,7 @@ def safe_markdown_html(source):
     return clean_html(rendered)
 
 
-def cut_student_text(text, limit=None):
+def cut_student_text(text: str, limit: int | None = None) -> tuple[str, bool]:
     """A student's text no longer than ``limit`` characters (``Limits.student_text_chars``), and whether
     it was cut: a student-written cell is cut before the Markdown renderer and the sanitizer read it,
     so their time and memory are bounded whatever a submission holds (and the notebook's JSON was
@@ -209,7 +218,7 @@ def cut_student_text(text, limit=None):
     return (text, False) if len(text) <= limit else (text[:limit], True)
 
 
-def cut_note(limit=None):
+def cut_note(limit: int | None = None) -> str:
     """What the feedback says where a student's text was cut."""
     from .sandbox import Limits
 
@@ -226,7 +235,7 @@ VOID_TAGS = frozenset({"br", "hr", "img", "input"})
 _ALLOWED_TAG_SET = frozenset(ALLOWED_TAGS)
 
 
-def clean_html(fragment):
+def clean_html(fragment: str) -> str:
     """HTML reduced to ``ALLOWED_TAGS`` with ``ALLOWED_ATTRIBUTES``, safe links only, balanced, comments
     dropped, text re-escaped with MathJax's HTML commands disarmed; in one pass, linear in its input.
 
@@ -236,7 +245,9 @@ def clean_html(fragment):
     a second).  Anything it does not read as an allowed tag becomes text: a tag it drops keeps its
     text (``<script>x</script>`` shows ``x``), a stray ``<`` is escaped.  A close tag closes what is
     open above its match; one with no match is dropped; whatever is open at the end is closed."""
-    out, open_tags, open_count = [], [], {}
+    out: list[str] = []
+    open_tags: list[str] = []
+    open_count: dict[str, int] = {}
     position, end = 0, len(fragment)
     while position < end:
         lt = fragment.find("<", position)
@@ -276,8 +287,9 @@ def clean_html(fragment):
     return "".join(out)
 
 
-def _open_tag(name, attributes):
-    allowed, kept = ALLOWED_ATTRIBUTES.get(name, ()), {}
+def _open_tag(name: str, attributes: str) -> str:
+    allowed: Collection[str] = ALLOWED_ATTRIBUTES.get(name, ())
+    kept: dict[str, str] = {}
     for match in _ATTRIBUTE.finditer(attributes):
         key, value = match.group(1).lower(), match.group(2)
         if key not in allowed or key in kept:
@@ -289,23 +301,29 @@ def _open_tag(name, attributes):
     return f"<{name}{''.join(kept.values())}>"
 
 
-def _clean_text(text):
+def _clean_text(text: str) -> str:
     """Text between tags as a browser decodes it, MathJax's HTML commands disarmed, escaped again."""
     return html.escape(neutralize_math(html.unescape(text)), quote=False)
 
 
-def _renderer_base():
+def _renderer_base() -> type[IPythonRenderer]:
     from nbconvert.filters.markdown_mistune import IPythonRenderer
 
     return IPythonRenderer
 
 
-class _StudentRenderer(_renderer_base()):
-    def sanitize_url(self, url):
+if TYPE_CHECKING:
+    _Renderer = IPythonRenderer
+else:
+    _Renderer = _renderer_base()
+
+
+class _StudentRenderer(_Renderer):
+    def sanitize_url(self, url: str) -> str:
         return url if is_safe_link(url) else "#unsafe-link-removed"
 
 
-def is_safe_link(url):
+def is_safe_link(url: object) -> bool:
     """True for http, https, mailto and fragment links, however the URL is spelt."""
     from urllib.parse import unquote
 
@@ -316,7 +334,7 @@ def is_safe_link(url):
     return text.startswith(SAFE_LINK_PREFIXES)
 
 
-def neutralize_math(text):
+def neutralize_math(text: str) -> str:
     """Student text with MathJax's HTML-making commands turned into plain letters (``\\href`` -> ``href``)."""
     return _MATHJAX_COMMAND.sub("", text)
 
@@ -324,20 +342,20 @@ def neutralize_math(text):
 # --------------------------------------------------------------------------- student text in grader text
 
 
-def markdown_text(text, limit=500):
+def markdown_text(text: object, limit: int = 500) -> str:
     """Student text quoted in Markdown: one line; no HTML, link, code span, table cell or math can start in it,
     and no MathJax command (emphasis characters are left: they only change how text looks)."""
     text = neutralize_math(one_line(text, limit))
     return re.sub(r"([\\`\[\]<>&|!$])", r"\\\1", text)
 
 
-def html_text(text, single_line=True):
+def html_text(text: object, single_line: bool = True) -> str:
     """Student text quoted in HTML."""
     text = one_line(text) if single_line else _text(text)
     return html.escape(neutralize_math(text), quote=True)
 
 
-def log_text(text, limit=300):
+def log_text(text: object, limit: int = 300) -> str:
     """Student text quoted in a log line: one line, every character that is not shown as itself escaped."""
     text = _text(text)
     if len(text) > limit:
@@ -345,12 +363,12 @@ def log_text(text, limit=300):
     return escape_hidden(text)
 
 
-def one_line(text, limit=500):
+def one_line(text: object, limit: int = 500) -> str:
     text = escape_hidden(_text(text).replace("\r", " ").replace("\n", " "))
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def escape_hidden(text):
+def escape_hidden(text: str) -> str:
     """Every character of Unicode category C* (controls, format characters such as the bidi overrides U+202A-E and
     isolates U+2066-9, surrogates, private use, unassigned) and every separator but the space, as its escape
     (``\\x1b``, ``\\u202e``): a file or student name shown in a summary, a report or a log can neither reorder
@@ -373,17 +391,18 @@ class SanitizeStudentHTML(Preprocessor):
 
     enabled = Bool(True)  # nbconvert preprocessors are off unless enabled
 
-    def preprocess_cell(self, cell, resources, cell_index):
+    def preprocess_cell(self, cell: NotebookNode, resources: dict[str, Any],
+                        cell_index: int) -> tuple[NotebookNode, dict[str, Any]]:
         return safe_cell(cell), resources
 
 
-def grade_id_of(cell):
+def grade_id_of(cell: NotebookNode) -> str | None:
     meta = cell.metadata.get("nbgrader")
     grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
     return grade_id if isinstance(grade_id, str) else None
 
 
-def is_flagged(cell):
+def is_flagged(cell: NotebookNode) -> bool:
     """A grade, solution or locked cell: the kind nbgrader's DeduplicateIds deduplicates."""
     meta = cell.metadata.get("nbgrader")
     return isinstance(meta, dict) and any(meta.get(flag) for flag in ("grade", "solution", "locked"))

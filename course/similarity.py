@@ -22,6 +22,8 @@ The numbers are the same for the same input in any process: copydetect hashes k-
 ``hash()``, which is salted per process (PYTHONHASHSEED), so winnowing kept different fingerprints each run;
 here its ``copydetect.utils.hashed_kgrams`` is replaced, while fingerprints are made, by a keyed-free BLAKE2b.
 """
+from __future__ import annotations
+
 import ast
 import contextlib
 import csv
@@ -33,6 +35,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 import numpy as np
@@ -44,6 +47,11 @@ from .errors import UsageError
 from .lms import csv_cell
 from .sanitize import escape_hidden, log_text
 from .submitted_notebook import why_not_a_notebook
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+
+    from nbformat import NotebookNode
 
 # copydetect's own defaults: k-grams of 25 tokens, and every match of 30 or more tokens found
 NOISE_TOKENS = 25
@@ -59,7 +67,7 @@ class SimilarityError(UsageError):
 class Answers:
     student: str
     code: str
-    fingerprint: CodeFingerprint = None
+    fingerprint: CodeFingerprint | None = None  # made by compare()
 
 
 @dataclass
@@ -67,12 +75,12 @@ class Pair:
     first: Answers
     second: Answers
     similarity: float  # the larger share
-    shares: tuple  # the share of each student's tokens found in the other's
+    shares: tuple[float, ...]  # the share of each student's tokens found in the other's
     tokens: int  # overlapping tokens
-    slices: tuple  # copied character ranges in each student's code
+    slices: tuple[Any, ...]  # copied character ranges in each student's code (copydetect's arrays)
 
 
-def without_docstrings(code):
+def without_docstrings(code: str) -> str:
     """The code with every docstring's lines left blank (line numbers kept); as it is if it does not parse."""
     try:
         tree = ast.parse(code)
@@ -86,13 +94,14 @@ def without_docstrings(code):
                 and isinstance(body[0].value.value, str):
             doc = body[0]
             first, last = doc.lineno - 1, doc.end_lineno
+            assert last is not None  # a parsed statement has its end
             # a docstring that shares a line with other code (`def f(): "doc"; return 1`) stays
             if not lines[first][:doc.col_offset].strip() and not lines[last - 1][doc.end_col_offset:].strip():
                 lines[first:last] = ["\n"] * (last - first)
     return "".join(lines)
 
 
-def release_cells(release_notebook):
+def release_cells(release_notebook: NotebookNode) -> dict[str, tuple[bool, str]]:
     """The released notebook's cells by grade id: (is a solution cell, source)."""
     cells = {}
     for cell in release_notebook.cells:
@@ -102,7 +111,7 @@ def release_cells(release_notebook):
     return cells
 
 
-def answer_code(notebook, released):
+def answer_code(notebook: NotebookNode, released: Mapping[str, tuple[bool, str]]) -> str:
     """A student's answers in one notebook: every code cell that is not a released cell as released (the answer
     cells they wrote, and cells they added), whatever metadata it carries."""
     released_sources = {source for _, source in released.values()}
@@ -116,14 +125,14 @@ def answer_code(notebook, released):
     return "\n".join(parts)
 
 
-def boilerplate_hashes(release_notebooks):
+def boilerplate_hashes(release_notebooks: Iterable[NotebookNode]) -> list[int]:
     """Every k-gram of the release's code (stubs, signatures, tests), read as a student's code is: all of them,
     not a winnowed sample, so that none can count as shared wherever it stands in a student's answer."""
     code = [without_docstrings(c.source) for nb in release_notebooks for c in nb.cells if c.cell_type == "code"]
     return list(fingerprint("release.py", "\n".join(code), window=1).hashes)
 
 
-def stable_kgram_hashes(string, k):
+def stable_kgram_hashes(string: str, k: int) -> np.ndarray:
     """copydetect's ``hashed_kgrams`` with a hash that is the same in every process (BLAKE2b, 64 bits, signed as
     numpy's int64 like ``hash()``), in place of Python's salted ``hash()``."""
     data = [hashlib.blake2b(string[offset:offset + k].encode("utf-8", "surrogatepass"), digest_size=8).digest()
@@ -132,7 +141,7 @@ def stable_kgram_hashes(string, k):
 
 
 @contextlib.contextmanager
-def stable_hashing():
+def stable_hashing() -> Iterator[None]:
     """copydetect's k-gram hashing made deterministic while fingerprints are made (its ``get_document_fingerprints``
     looks ``hashed_kgrams`` up in ``copydetect.utils`` at each call)."""
     import copydetect.utils
@@ -145,12 +154,14 @@ def stable_hashing():
         copydetect.utils.hashed_kgrams = original
 
 
-def fingerprint(name, code, boilerplate=None, window=GUARANTEED_TOKENS - NOISE_TOKENS + 1):
+def fingerprint(name: str, code: str, boilerplate: list[int] | None = None,
+                window: int = GUARANTEED_TOKENS - NOISE_TOKENS + 1) -> CodeFingerprint:
     with stable_hashing():
         return CodeFingerprint(name, NOISE_TOKENS, window, boilerplate, language="python", fp=io.StringIO(code))
 
 
-def read_answers(submissions, assignment, release_notebooks, problems):
+def read_answers(submissions: str | Path, assignment: str, release_notebooks: Mapping[str, NotebookNode],
+                 problems: list[str]) -> list[Answers]:
     """Each student's answers, from ``<submissions>/<student>/<assignment>/*.ipynb``."""
     released = {}
     for nb in release_notebooks.values():
@@ -175,12 +186,12 @@ def read_answers(submissions, assignment, release_notebooks, problems):
     return students
 
 
-def compare(students, boilerplate):
+def compare(students: list[Answers], boilerplate: list[int]) -> list[Pair]:
     for answers in students:
         answers.fingerprint = fingerprint(f"{answers.student}.py", answers.code, boilerplate)
     pairs = []
     for first, second in itertools.combinations(students, 2):
-        if not first.fingerprint.hashes & second.fingerprint.hashes:
+        if not first.fingerprint.hashes & second.fingerprint.hashes:  # type: ignore[union-attr]  # made just above
             continue
         tokens, shares, slices = compare_files(first.fingerprint, second.fingerprint)
         if tokens:
@@ -189,14 +200,14 @@ def compare(students, boilerplate):
     return pairs
 
 
-def highlighted(answers, slices):
+def highlighted(answers: Answers, slices: Any) -> str:
     if not len(slices) or not np.size(slices):
         return html.escape(answers.code)
     text, _ = highlight_overlap(answers.code, slices, "<mark>", "</mark>", escape_html=True)
     return text
 
 
-def write_csv(path, pairs):
+def write_csv(path: Path, pairs: Iterable[Pair]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as stream:
         out = csv.writer(stream)
         out.writerow(["rank", "student_a", "student_b", "similarity", "share_of_a", "share_of_b", "shared_tokens"])
@@ -205,8 +216,10 @@ def write_csv(path, pairs):
                           f"{pair.shares[0]:.3f}", f"{pair.shares[1]:.3f}", pair.tokens])
 
 
-def write_html(path, assignment, students, pairs, problems, shown=SHOWN_PAIRS):
-    def e(text):  # names and file names: HTML escaped, and no bidi override or control character shown raw
+def write_html(path: Path, assignment: str, students: Sized, pairs: list[Pair], problems: Iterable[str],
+               shown: int = SHOWN_PAIRS) -> None:
+    # names and file names: HTML escaped, and no bidi override or control character shown raw
+    def e(text: object) -> str:
         return html.escape(escape_hidden(str(text)))
     rows = "\n".join(
         f'<tr><td>{rank}</td><td><a href="#pair-{rank}">{e(p.first.student)} and {e(p.second.student)}</a></td>'
@@ -251,7 +264,9 @@ proves nothing alone. Highlighted lines are the matching code.</p>
     Path(path).write_text(page, encoding="utf-8")
 
 
-def similarity(assignment, root=None, submissions=None, top=SHOWN_PAIRS, pattern=None, out=print, lms=None):
+def similarity(assignment: str, root: str | Path | None = None, submissions: str | Path | None = None,
+               top: int = SHOWN_PAIRS, pattern: str | None = None, out: Callable[[str], object] = print,
+               lms: str | None = None) -> list[Pair]:
     """Compare the students' answers of ``assignment``; write the HTML and CSV reports; return the ranked pairs."""
     from .config import load_config
     from nbgrader.coursedir import CourseDirectory
@@ -263,7 +278,7 @@ def similarity(assignment, root=None, submissions=None, top=SHOWN_PAIRS, pattern
     release_notebooks = {path.name: nbformat.read(path, as_version=4) for path in sorted(release.glob("*.ipynb"))}
     if not release_notebooks:
         raise SimilarityError(f"no released notebooks of {assignment} in {release} (run `course release` first)")
-    problems = []
+    problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="course-similarity-") as scratch:
         folder = Path(coursedir.root) / coursedir.submitted_directory
         if submissions:

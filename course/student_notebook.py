@@ -32,10 +32,16 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from . import ROOT
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from nbformat import NotebookNode
 
 # Where the course's own copy is published. A course that publishes its site elsewhere sets
 # ``course_site_url`` under ``sphinx: config:`` in ``_config.yml`` (README, "A chapter as a notebook";
@@ -64,11 +70,11 @@ def page_url(doc: str, base: str, anchor: str = "") -> str:
     return f"{base}{doc}.html" + (f"#{anchor}" if anchor else "")
 
 
-def is_glue_output(output) -> bool:
+def is_glue_output(output: Mapping[str, Any]) -> bool:
     return "scrapbook" in (output.get("metadata") or {})
 
 
-def glued_values(executed) -> dict[str, str]:
+def glued_values(executed: Mapping[str, Any]) -> dict[str, str]:
     """Name -> the text/plain the chapter glued, from an executed notebook's outputs."""
     values = {}
     for cell in executed["cells"]:
@@ -94,9 +100,9 @@ def glued_values_of(doc: str, build: Path) -> dict[str, str]:
     return values
 
 
-def merge_adjacent_streams(outputs):
+def merge_adjacent_streams(outputs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Stream outputs that follow one another (the glue outputs that stood between them taken out) as one."""
-    kept = []
+    kept: list[dict[str, Any]] = []
     for output in outputs:
         previous = kept[-1] if kept else None
         if (output.get("output_type") == "stream" and previous is not None
@@ -118,7 +124,7 @@ def readable_number(value: float) -> str:
     return format(value, ".3g" if abs(value) < 1e-4 or abs(value) >= 1e7 else ".6g")
 
 
-def readable(value) -> str:
+def readable(value: object) -> str:
     """A glued value as words: yes/no for a boolean (not Python's True), numbers by ``readable_number``,
     lists and tuples item by item; anything else as ``str`` (what myst-nb shows)."""
     if isinstance(value, bool):
@@ -156,7 +162,7 @@ def title_of(doc: str, root: Path) -> str:
     raise ValueError(f"{source} has no '# ' title")
 
 
-def _source(cell) -> str:
+def _source(cell: Mapping[str, Any]) -> str:
     source = cell["source"]
     return source if isinstance(source, str) else "".join(source)
 
@@ -164,11 +170,11 @@ def _source(cell) -> str:
 # ---------------------------------------------------------------- code cells
 
 
-def _uses_glue(node) -> bool:
+def _uses_glue(node: ast.AST) -> bool:
     return any(isinstance(n, ast.Name) and n.id == "glue" for n in ast.walk(node))
 
 
-def _glue_only(statement) -> bool:
+def _glue_only(statement: ast.stmt) -> bool:
     """A statement that exists for the build only: a ``glue(...)`` call, or a loop/if of nothing else."""
     if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
         function = statement.value.func
@@ -178,7 +184,7 @@ def _glue_only(statement) -> bool:
     return False
 
 
-def _imports_myst_nb(statement) -> bool:
+def _imports_myst_nb(statement: ast.stmt) -> bool:
     return isinstance(statement, ast.Try) and any(
         isinstance(n, ast.ImportFrom) and (n.module or "").startswith("myst_nb") for n in ast.walk(statement)
     )
@@ -187,12 +193,13 @@ def _imports_myst_nb(statement) -> bool:
 def strip_build_code(source: str) -> str:
     """The code without the myst_nb import block and the glue calls; an error if glue is used otherwise."""
     tree = ast.parse(source)
-    drop = set()
+    drop: set[int] = set()
 
-    def visit(statements):
+    def visit(statements: list[ast.stmt]) -> None:
         for statement in statements:
             if _imports_myst_nb(statement) or _glue_only(statement):
-                drop.update(range(statement.lineno, statement.end_lineno + 1))
+                # a parsed statement has its end_lineno
+                drop.update(range(statement.lineno, statement.end_lineno + 1))  # type: ignore[operator]
             elif not _uses_glue(statement):
                 continue
             elif isinstance(statement, (ast.For, ast.While, ast.If, ast.With, ast.Try, ast.FunctionDef)):
@@ -214,7 +221,7 @@ def strip_build_code(source: str) -> str:
     return text.strip("\n")
 
 
-def _clean_outputs(outputs):
+def _clean_outputs(outputs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Outputs without the glue ones, the stream outputs they split joined again."""
     return merge_adjacent_streams([copy.deepcopy(o) for o in outputs if not is_glue_output(o)])
 
@@ -223,7 +230,7 @@ def _clean_outputs(outputs):
 
 
 class Chapter:
-    def __init__(self, doc: str, root: Path, base: str, glued: dict[str, str]):
+    def __init__(self, doc: str, root: Path, base: str, glued: dict[str, str]) -> None:
         self.doc, self.root, self.base, self.glued = doc, root, base, glued
         match = re.match(r"(\d\d)-", Path(doc).name)
         self.number = int(match.group(1)) if match else None
@@ -233,13 +240,13 @@ class Chapter:
     # -- roles
 
     def resolve_roles(self, text: str) -> str:
-        def glue(match):
+        def glue(match: re.Match[str]) -> str:
             name, spec = match.group(1), match.group(2)
             if name not in self.glued:
                 raise KeyError(f"{self.doc}: no glued value {name!r} (is the build up to date?)")
             return glue_text(self.glued[name], spec)
 
-        def doc(match):
+        def doc(match: re.Match[str]) -> str:
             title, target = (match.group(1), match.group(2)) if match.group(2) else (None, match.group(3))
             target = target.strip()
             path = target.lstrip("/") if target.startswith("/") else str(Path(self.doc).parent / target)
@@ -254,7 +261,7 @@ class Chapter:
         self.exercises[label or f"unlabelled-{len(self.exercises)}"] = name
         return name
 
-    def fence(self, name: str, argument: str, options: dict, body: str) -> str:
+    def fence(self, name: str, argument: str, options: dict[str, str], body: str) -> str:
         body = body.strip("\n")
         if name == "solution":
             self.solutions.append((argument.strip(), body))
@@ -269,6 +276,7 @@ class Chapter:
         return quoted
 
     def rewrite_fences(self, text: str) -> str:
+        out: list[str]
         lines, out, i = text.split("\n"), [], 0
         while i < len(lines):
             match = FENCE_OPEN.match(lines[i])
@@ -278,15 +286,16 @@ class Chapter:
                 continue
             colons, name, argument = match.groups()
             i += 1
-            options = {}
+            options: dict[str, str] = {}
             while i < len(lines) and OPTION.match(lines[i]):
-                key, value = OPTION.match(lines[i]).groups()
+                key, value = OPTION.match(lines[i]).groups()  # type: ignore[union-attr]  # it matched just above
                 options[key] = value
                 i += 1
+            body: list[str]
             body, depth = [], 1
             while i < len(lines):
                 line = lines[i]
-                if FENCE_OPEN.match(line) and FENCE_OPEN.match(line).group(1) == colons:
+                if FENCE_OPEN.match(line) and FENCE_OPEN.match(line).group(1) == colons:  # type: ignore[union-attr]
                     depth += 1
                 elif line.strip() == colons:
                     depth -= 1
@@ -300,7 +309,7 @@ class Chapter:
             out.append(self.fence(name, argument.strip(), options, self.rewrite_fences("\n".join(body))))
         return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip("\n")
 
-    def interactive_figure(self, match) -> str:
+    def interactive_figure(self, match: re.Match[str]) -> str:
         block = match.group(1)
         anchor = re.search(r'<figure[^>]*\sid="([^"]+)"', block)
         caption = re.search(r"<figcaption[^>]*>(.*?)</figcaption>", block, re.S)
@@ -314,7 +323,7 @@ class Chapter:
         text = RAW_HTML.sub(self.interactive_figure, text)
         return self.resolve_roles(self.rewrite_fences(text))
 
-    def solutions_cells(self):
+    def solutions_cells(self) -> list[dict[str, Any]]:
         if not self.solutions:
             return []
         cells = [{"cell_type": "markdown", "metadata": {}, "source":
@@ -327,8 +336,8 @@ class Chapter:
         return cells
 
 
-def student_notebook(notebook, doc: str, glued: dict[str, str], root: Path = ROOT, base: str | None = None,
-                     keep_outputs: bool = True):
+def student_notebook(notebook: dict[str, Any], doc: str, glued: dict[str, str], root: Path = ROOT,
+                     base: str | None = None, keep_outputs: bool = True) -> dict[str, Any]:
     """The notebook a student gets for chapter ``doc`` (e.g. ``book/05-softmax``); ``notebook`` is left as it is."""
     notebook = json.loads(json.dumps(notebook))  # a plain, independent copy (nbformat nodes included)
     chapter = Chapter(doc, root, base or site_url(root), glued)
@@ -359,7 +368,7 @@ def student_notebook(notebook, doc: str, glued: dict[str, str], root: Path = ROO
     return notebook
 
 
-def paired_notebook(doc: str, root: Path = ROOT, build: Path | None = None):
+def paired_notebook(doc: str, root: Path = ROOT, build: Path | None = None) -> NotebookNode:
     """``book/NN-*.ipynb`` as ``make notebooks`` writes it: the chapter's cells, no outputs, numbers from the build."""
     import jupytext
     import nbformat
@@ -377,11 +386,11 @@ def paired_notebook(doc: str, root: Path = ROOT, build: Path | None = None):
     return nbformat.from_dict(notebook)
 
 
-def chapters(root: Path = ROOT):
+def chapters(root: Path = ROOT) -> list[str]:
     return sorted(f"book/{p.stem}" for p in (root / "book").glob("[0-9][0-9]-*.md"))
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     import nbformat
 
     root = ROOT
@@ -391,4 +400,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main())  # type: ignore[func-returns-value]  # None: exit status 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from typing import TextIO
+from typing import IO, Any, TextIO
 
 import ijson
 import nbformat
@@ -51,6 +51,7 @@ def read(stream: TextIO) -> nbformat.NotebookNode:
     if start is None:  # an in-memory or unseekable stream: its text, within the limit
         binary = io.BytesIO(stream.read(Limits.notebook_bytes + 1).encode("utf-8", "surrogatepass"))
         start = 0
+    assert binary is not None  # the stream's buffer, or the BytesIO made just above where it had none
     try:
         document = _build(_Within(binary))
     except Unreadable:
@@ -74,7 +75,7 @@ def read(stream: TextIO) -> nbformat.NotebookNode:
 class _Within:
     """A binary stream that stops being read past ``Limits.notebook_bytes``."""
 
-    def __init__(self, binary):
+    def __init__(self, binary: IO[bytes]) -> None:
         self.binary, self.count = binary, 0
 
     def read(self, size: int = -1) -> bytes:
@@ -86,15 +87,18 @@ class _Within:
         return data
 
 
-def _build(source) -> object:
+def _build(source: _Within) -> object:
     """The JSON document, each cell's text as one string (cut, see the module), outputs skipped.
 
     The path of each value is tracked here, not by ijson's prefixes: a prefix is a new string of the
     whole path at every level, so nesting cost memory with the square of its depth; and a key with a
     dot in it cannot pass for a path."""
     builder, values, cells = ijson.ObjectBuilder(), 0, 0
+    names: list[str | None]
+    in_map: list[bool]
     names, in_map = [], []  # per open container: its name in its parent ("item" in a list), is it an object
     key = None  # the key of the next value in the open object
+    text_parts: list[str] | None
     text_parts, text_chars, skipping = None, 0, 0  # skipping: containers open in a cell's outputs
     for event, value in ijson.basic_parse(source, use_float=True, buf_size=PARSE_BUFFER_BYTES):
         if event == "map_key":
@@ -172,12 +176,12 @@ def _build_lenient(text: str) -> object:
     raise Unreadable("it is not valid JSON")
 
 
-def _cells(document: object) -> list:
+def _cells(document: object) -> list[dict[str, Any]]:
     cells = document.get("cells") if isinstance(document, dict) else None
     return [cell for cell in cells if isinstance(cell, dict)] if isinstance(cells, list) else []
 
 
-def _cut_text(cell: dict, number: int) -> None:
+def _cut_text(cell: dict[str, Any], number: int) -> None:
     text = cell.get("source")
     if not isinstance(text, str):
         return  # nbformat's validation names it
@@ -188,7 +192,7 @@ def _cut_text(cell: dict, number: int) -> None:
                          f"(the grader reads cells up to that size)")
 
 
-def why_not_a_notebook(error):
+def why_not_a_notebook(error: BaseException) -> str:
     """Why a submission is not a notebook, in the grader's own words: never the error's text,
     which quotes the file's bytes (nbformat's and jsonschema's messages do)."""
     import jsonschema

@@ -22,6 +22,8 @@ kernel exactly as in a cold one.  A warm kernel is never reused: it serves one s
 killed with its sandbox; one that is not needed (the batch ended, the next submission wants
 other modules, it waited too long) is killed unused.
 """
+from __future__ import annotations
+
 import asyncio
 import logging
 import os
@@ -31,11 +33,17 @@ import subprocess
 import threading
 import time
 import sys
+from typing import TYPE_CHECKING, NoReturn
 
 from .forkserver_client import close_fork_servers, fork_server_for
 from .kernel import KernelRecipe, WarmKernel, close_kernel, kill_all_sandboxes, remove_scratch
 from .sandbox import require_sandbox
 from .tasks import WorkerResult, WorkerTask
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .sandbox import Limits
 
 # course.execute (nbformat, nbclient) is imported inside the functions that use it, so that a worker
 # process skips a slow optional import first (skip_slow_optional_imports); it never imports this module.
@@ -44,7 +52,7 @@ WARM_START_TIMEOUT = 120.0
 WARM_MAX_IDLE = 900.0  # a warm kernel that waited longer than this is not trusted to be healthy
 
 
-def launch(warm: WarmKernel, loop):
+def launch(warm: WarmKernel, loop: asyncio.AbstractEventLoop) -> WarmKernel:
     """Start the warm kernel's process now (its boot and imports overlap what this worker does next)."""
     import nbformat
 
@@ -61,7 +69,7 @@ def launch(warm: WarmKernel, loop):
     return warm
 
 
-async def ready(warm: WarmKernel):
+async def ready(warm: WarmKernel) -> WarmKernel:
     """Connect to the warm kernel, wait until it answers, then pre-import the modules silently."""
     await warm.client.async_start_new_kernel_client()
     warm.kc = warm.client.kc
@@ -88,21 +96,22 @@ async def ready(warm: WarmKernel):
 
 
 class _ThreadState:
-    def __init__(self):
-        self.warm = None
-        self.loop = None
+    def __init__(self) -> None:
+        self.warm: WarmKernel | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
 
-_STATES = {}  # thread id -> _ThreadState (kernels belong to the event loop of the thread that made them)
+# thread id -> _ThreadState (kernels belong to the event loop of the thread that made them)
+_STATES: dict[int, _ThreadState] = {}
 _STATES_LOCK = threading.Lock()
 
 
-def _state():
+def _state() -> _ThreadState:
     with _STATES_LOCK:
         return _STATES.setdefault(threading.get_ident(), _ThreadState())
 
 
-def _loop():
+def _loop() -> asyncio.AbstractEventLoop:
     """This thread's event loop, the same for every task the thread runs, and the one nbclient uses.
 
     nbclient runs its coroutines on ``jupyter_core.utils.ensure_event_loop()``, which keeps the
@@ -122,7 +131,7 @@ def _loop():
     return state.loop
 
 
-def take_warm(recipe: KernelRecipe, log):
+def take_warm(recipe: KernelRecipe, log: logging.Logger) -> WarmKernel | None:
     """This thread's warm kernel if it was started with ``recipe`` and started well; else None (it is discarded)."""
     state = _state()
     warm, state.warm = state.warm, None
@@ -133,6 +142,7 @@ def take_warm(recipe: KernelRecipe, log):
         return None
     loop = _loop()
     try:
+        assert warm.task is not None  # launch() made it: a warm kernel is kept only once launched
         loop.run_until_complete(asyncio.wait_for(warm.task, WARM_START_TIMEOUT))
     except BaseException as error:  # noqa: BLE001 - any failure means: start a cold kernel instead
         log.warning("a pre-warmed kernel failed to start (%s: %s); starting a fresh one", type(error).__name__, error)
@@ -144,7 +154,7 @@ def take_warm(recipe: KernelRecipe, log):
     return warm
 
 
-def prepare_warm(recipe: KernelRecipe):
+def prepare_warm(recipe: KernelRecipe) -> None:
     """Start this thread's next kernel now; it becomes ready while the current submission runs."""
     state = _state()
     if state.warm is not None:
@@ -162,7 +172,7 @@ def prepare_warm(recipe: KernelRecipe):
     state.warm = warm
 
 
-def drain(*_):
+def drain(*_: object) -> int:
     """Kill every warm kernel of this process (the end of a batch, or the worker's exit)."""
     with _STATES_LOCK:
         states = list(_STATES.values())
@@ -176,7 +186,7 @@ def drain(*_):
     return killed
 
 
-def initialize_worker(warm=None):
+def initialize_worker(warm: KernelRecipe | tuple[Limits, bool, Iterable[str], bool] | None = None) -> None:
     """Initializer of the local pool's processes.
 
     Starts the first warm kernel at once (``warm``: a ``KernelRecipe``, or its four fields as plain
@@ -199,7 +209,7 @@ def initialize_worker(warm=None):
     logging.getLogger("traitlets").setLevel(logging.WARNING)
 
 
-def stop_now(*_):
+def stop_now(*_: object) -> NoReturn:
     """The batch is stopping: kill every kernel and fork server of this process, remove their
     folders, and exit at once (the submission in hand is not finished, so it returns nothing)."""
     try:
@@ -210,28 +220,29 @@ def stop_now(*_):
         os._exit(143)
 
 
-def kill_running():
+def kill_running() -> int:
     """On a Dask worker, when the batch stops: kill the kernels of the tasks in hand and the warm ones."""
     kill_all_sandboxes()
     return drain()
 
 
-def skip_slow_optional_imports():
+def skip_slow_optional_imports() -> None:
     """Do not import ``rfc3987_syntax``, an optional extra of jsonschema that compiles a grammar on import.
 
     It costs one to two seconds in every process that imports nbformat, and only adds the
     ``iri``/``iri-reference`` string formats, which no notebook schema uses.
     """
     if "jsonschema" not in sys.modules:
-        sys.modules.setdefault("rfc3987_syntax", None)
+        # None in sys.modules: importing it raises ImportError, as for an extra that is not installed
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
 class _Records(logging.Handler):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        self.records = []
+        self.records: list[tuple[int, str]] = []
 
-    def emit(self, record):
+    def emit(self, record: logging.LogRecord) -> None:
         try:
             self.records.append((record.levelno, record.getMessage()))
         except Exception:

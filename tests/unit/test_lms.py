@@ -204,13 +204,22 @@ def test_similarity_is_the_same_in_every_process(tmp_path):
     for name, text in (("a", body), ("b", body.replace("total", "acc")[: len(body) // 2]), ("c", body[::-1][:900])):
         (tmp_path / f"{name}.py").write_text(text)
         paths.append(str(tmp_path / f"{name}.py"))
+    # The three processes run at once: each spends some 3 s importing, and the unit layer has 60 s in all.
+    runs = [subprocess.Popen([sys.executable, "-c", SIMILARITY_RUN, *paths], env={**os.environ, "PYTHONHASHSEED": seed},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[2])
+            for seed in ("1", "2", "random")]
     outputs = set()
-    for seed in ("1", "2", "random"):
-        env = {**os.environ, "PYTHONHASHSEED": seed}
-        run = subprocess.run([sys.executable, "-c", SIMILARITY_RUN, *paths], env=env, capture_output=True, text=True,
-                             timeout=300, cwd=Path(__file__).resolve().parents[2])
-        assert run.returncode == 0, run.stderr
-        outputs.add(run.stdout)
+    try:
+        for run in runs:
+            stdout, stderr = run.communicate(timeout=300)
+            assert run.returncode == 0, stderr
+            outputs.add(stdout)
+    finally:
+        for run in runs:  # none is left running, whatever failed
+            if run.poll() is None:
+                run.kill()
+            run.communicate()
     assert len(outputs) == 1, outputs
 
 
