@@ -2,9 +2,9 @@
 
 The commands an instructor knows, one module each, all reached through ``cli``: ``build`` (the
 site), ``release`` (student notebooks), ``grade`` (``course grade``: its stages ``planning``,
-``scheduling`` and ``recording``, ``plan``: what one run grades, its worker ``pools`` and ``incremental``
-regrading, ``tasks``: what a worker gets and sends back, ``accounting``: its CPU by stage), ``similarity`` (pairs of similar answers) and ``export`` (grades for the
-LMS).  ``build`` and ``release`` use ``student_notebook`` (each chapter as a downloadable notebook),
+``scheduling`` and ``recording``, ``plan``: what one run grades, its worker ``pools`` and
+``incremental`` regrading, ``tasks``: what a worker gets and sends back, ``accounting``: its CPU by
+stage), ``similarity`` (pairs of similar answers) and ``export`` (grades for the LMS).  ``build`` and ``release`` use ``student_notebook`` (each chapter as a downloadable notebook),
 ``chapter_links`` and ``data`` (the names data); every command reads the course's ``config``.
 
 Grading is a pipeline, one stage per module, in this order:

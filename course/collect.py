@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 from traitlets import Enum, Unicode
 from traitlets.config import Configurable
@@ -82,6 +82,9 @@ SAFE_STUDENT_ID = re.compile(r"[^\W_][\w.@+-]{0,127}")
 LMS_RECORD = "lms.json"
 # Larger files are not notebooks a student wrote; the grader reads no larger one (course.submitted_notebook).
 MAX_NOTEBOOK_BYTES = Limits.notebook_bytes
+# The named groups of a file name matched by the LMS pattern (student_id, file_id, ...; None: a group that did not take
+# part), as nbgrader's FileNameCollectorPlugin and re.Match.groupdict() give them.
+_Groups = dict[str, str | None]
 
 class ProblemKind(StrEnum):
     """What kind of problem an input has (``Problem.kind``), for the report's tally."""
@@ -149,36 +152,47 @@ class Problem:
     student: str = ""
     kind: ProblemKind = ProblemKind.UNREADABLE
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.where}: {self.reason}"
 
 
 @dataclass
 class Collected:
-    students: dict = field(default_factory=dict)  # student -> [notebook paths in submitted/]
-    problems: list = field(default_factory=list)
+    students: dict[str, list[Path]] = field(default_factory=dict)  # student -> [notebook paths in submitted/]
+    problems: list[Problem] = field(default_factory=list)
     source: str = ""
     kind: str = ""  # "nbgrader" or "lms"
-    names: dict = field(default_factory=dict)  # student -> the name the LMS wrote beside the id
-    timeless: list = field(default_factory=list)  # students collected now whose submission has no time
+    names: dict[str, str] = field(default_factory=dict)  # student -> the name the LMS wrote beside the id
+    timeless: list[str] = field(default_factory=list)  # students collected now whose submission has no time
 
-    def uncollected(self):
+    def uncollected(self) -> dict[str, str]:
         """{student: why} for every student whose files were found but none collected: their grade is not
         "no submission" (``course export`` leaves it blank and lists it)."""
-        found = {}
+        found: dict[str, str] = {}
         for problem in self.problems:
             if problem.student and problem.student not in self.students and problem.kind != ProblemKind.SUPERSEDED:
                 found.setdefault(problem.student, problem.reason)
         return found
 
 
-def notebook_pattern(pattern, notebooks):
+def notebook_pattern(pattern: str, notebooks: Iterable[str]) -> str:
     """The LMS pattern with ``{notebooks}`` replaced by the assignment's notebook names."""
     names = "|".join(re.escape(n) for n in sorted(notebooks, key=len, reverse=True))
     return pattern.replace("{notebooks}", f"(?:{names})")
 
 
-def collect(source: str | os.PathLike | None, assignment: str, coursedir: object, notebooks: set[str],
+class CourseFolders(Protocol):
+    """Where ``collect`` finds the course's submitted/ folder: nbgrader's ``CourseDirectory``, or any object
+    with the two attributes."""
+
+    @property
+    def root(self) -> str: ...
+
+    @property
+    def submitted_directory(self) -> str: ...
+
+
+def collect(source: str | os.PathLike[str] | None, assignment: str, coursedir: CourseFolders, notebooks: set[str],
             pattern: str = DEFAULT_LMS_PATTERN, roster: set[str] | None = None, log: logging.Logger | None = None,
             archive_budget: int = EXPORT_ARCHIVE_BUDGET, lms: str | None = None,
             times: SubmissionTimes | None = None) -> Collected:
@@ -216,15 +230,16 @@ def collect(source: str | os.PathLike | None, assignment: str, coursedir: object
     return result
 
 
-def _is_nbgrader_layout(folder, assignment):
+def _is_nbgrader_layout(folder: Path, assignment: str) -> bool:
     return any(p.is_dir() and not p.is_symlink() for p in folder.glob(f"*/{glob_escape(assignment)}"))
 
 
-def glob_escape(text):
+def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 
-def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, report_only_new=False):
+def _collect_nbgrader(folder: Path, submitted: Path, assignment: str, notebooks: set[str], roster: set[str] | None,
+                      result: Collected, report_only_new: bool = False) -> None:
     if not folder.is_dir():
         return
     copying = folder.resolve() != submitted.resolve()
@@ -266,7 +281,7 @@ def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, 
         if copying:
             target = submitted / student / assignment
             target.mkdir(parents=True, exist_ok=True)
-            copied = set()
+            copied: set[Path] = set()
             found_here = files.listing(assignment_dir)
             not_copied = [
                 ([p for p in found_here.links if assignment_dir / p not in links],  # top-level ones: reported above
@@ -291,7 +306,7 @@ def _collect_nbgrader(folder, submitted, assignment, notebooks, roster, result, 
         result.students[student] = known
 
 
-def _readable(path):
+def _readable(path: Path) -> bool:
     try:
         with open(path, "rb") as handle:
             handle.read(1)
@@ -300,7 +315,7 @@ def _readable(path):
         return False
 
 
-def _names(notebooks):
+def _names(notebooks: Iterable[str]) -> str:
     return " or ".join(f"{n}.ipynb" for n in sorted(notebooks))
 
 
@@ -341,8 +356,8 @@ class _Attribution:
     pattern: str  # the LMS preset's, where one is named
     preset: Preset | None
     collector: "FileNameCollectorPlugin"  # the pattern, applied to a notebook's name as nbgrader zip_collect does
-    uploader_pattern: re.Pattern  # the student an uploaded file's name names: the pattern with any file name
-    folder_pattern: re.Pattern | None  # Moodle's "download submissions in folders": a folder per student
+    uploader_pattern: re.Pattern[str]  # the student an uploaded file's name names: the pattern with any file name
+    folder_pattern: re.Pattern[str] | None  # Moodle's "download submissions in folders": a folder per student
     problems: list[Problem]
     candidates: list[_Candidate] = field(default_factory=list)
     uploads: dict[str, _Upload] = field(default_factory=dict)  # where -> the upload there
@@ -375,16 +390,17 @@ def _attribution(assignment: str, notebooks: set[str], pattern: str, roster: set
 # Whose a file is ----------------------------------------------------------------------------------------
 
 
-def _identify(attribution: _Attribution, groups: dict | None, outer: bool = False) -> str | None:
+def _identify(attribution: _Attribution, groups: _Groups | None, outer: bool = False) -> str | None:
     """The gradebook id a matched name says (the LMS's user id under a preset), or None; the name the LMS
     wrote beside it is kept for people to read, and the LMS's late mark where the name is the LMS's own."""
-    raw = (groups or {}).get("student_id")
+    groups = groups or {}
+    raw = groups.get("student_id")
     if not raw:
         return None
     student = attribution.preset.student(raw) if attribution.preset else student_name(raw)
     if outer:  # a name inside a student's upload is theirs to choose: neither another's name nor a late mark
-        if groups.get("name"):
-            attribution.names.setdefault(student, student_name(groups["name"]))
+        if name := groups.get("name"):
+            attribution.names.setdefault(student, student_name(name))
         if groups.get("late"):
             attribution.marked_late.add(student)
     return student
@@ -461,11 +477,11 @@ def _read_folder(reader: ExportReader, attribution: _Attribution, folder: Path, 
             attribution.problem(entry.where, "a symbolic link; not followed, nothing was collected from it", student,
                                 ProblemKind.SYMLINK)
         elif entry.kind == EntryKind.FOLDER:
-            student = _folder_owner(attribution, entry.where, entry.name) if owner is None else None
-            if student == "":
+            folder_owner = _folder_owner(attribution, entry.where, entry.name) if owner is None else None
+            if folder_owner == "":
                 continue  # a student not accepted: said once, by _accept()
-            _read_folder(reader, attribution, Path(entry.where), owner or student,
-                         upload if student is None else entry.where)
+            _read_folder(reader, attribution, Path(entry.where), owner or folder_owner,
+                         upload if folder_owner is None else entry.where)
         elif entry.kind == EntryKind.FILE:
             if upload is not None:
                 attribution.uploads[upload].members.append(entry.name)
@@ -565,7 +581,7 @@ def _match_notebook(attribution: _Attribution, entry: Entry, owner: str | None, 
     attribution.candidates.append(_Candidate(entry.where, entry.read, student, notebook, timestamp))
 
 
-def _student_of_outer_notebook(attribution: _Attribution, entry: Entry, info: dict) -> str | None:
+def _student_of_outer_notebook(attribution: _Attribution, entry: Entry, info: _Groups) -> str | None:
     """The student a notebook the LMS named is for, or None (with the problem said)."""
     # The LMS writes its ids first and the student's own file name last, so the first reading of the ids is
     # the uploader's.  A file name can imitate another student's ids ("x_9999_1_losses.ipynb"), which a
@@ -586,11 +602,16 @@ def _student_of_outer_notebook(attribution: _Attribution, entry: Entry, info: di
                                 f"match the LMS pattern {attribution.pattern!r}); skipped",
                                 kind=ProblemKind.UNATTRIBUTED)
         return None
+    if not named:  # a pattern whose student_id can match nothing: the file still belongs to nobody known
+        attribution.problem(entry.where, "the file name does not say which student it belongs to (the LMS pattern "
+                            f"{attribution.pattern!r} reads no student id from it); skipped",
+                            kind=ProblemKind.UNATTRIBUTED)
+        return None
     return named if _accept(attribution, named, entry.where) else None
 
 
-def _student_of_uploaded_notebook(attribution: _Attribution, entry: Entry, info: dict,
-                                  owner: str) -> tuple[str | None, dict]:
+def _student_of_uploaded_notebook(attribution: _Attribution, entry: Entry, info: _Groups,
+                                  owner: str) -> tuple[str | None, _Groups]:
     """``owner``, whose upload holds the notebook, unless its name says it is another student's (a problem
     said, None); and the pattern's reading of its name, {} where the name itself is the notebook's."""
     named = _identify(attribution, info) or _uploader_of(attribution, entry.name)
@@ -612,13 +633,14 @@ def _student_of_uploaded_notebook(attribution: _Attribution, entry: Entry, info:
 def _choose(candidates: list[_Candidate]) -> tuple[dict[tuple[str, str], _Candidate | None], list[Problem]]:
     """(student, notebook) -> the candidate to collect, or None when two files leave it undecided; and the
     problems that say which files were passed over.  Of two files with different times the newer counts."""
-    chosen, problems = {}, []
+    chosen: dict[tuple[str, str], _Candidate | None] = {}
+    problems: list[Problem] = []
     for candidate in candidates:
         key = (candidate.student, candidate.notebook)
-        previous = chosen.get(key, False)
-        if previous is False:
+        if key not in chosen:
             chosen[key] = candidate
             continue
+        previous = chosen[key]
         if previous is not None and candidate.timestamp is not None and previous.timestamp is not None \
                 and candidate.timestamp != previous.timestamp:
             newer, older = (candidate, previous) if candidate.timestamp > previous.timestamp else (previous, candidate)
@@ -643,7 +665,8 @@ def _write_export(attribution: _Attribution, submitted: Path, result: Collected,
     chosen, passed_over = _choose(attribution.candidates)
     attribution.problems += passed_over
     undecided = {student for (student, _), candidate in chosen.items() if candidate is None}
-    changed, stamps = _write_notebooks(attribution, chosen, submitted, result)
+    changed, found_stamps = _write_notebooks(attribution, chosen, submitted, result)
+    stamps: dict[str, datetime | None] = dict(found_stamps)  # and the LMS's own times, None where it has none
     supplied = times.times if times is not None else {}
     for student in result.students:
         if student in supplied:  # the LMS's own record of when it was submitted
@@ -663,7 +686,8 @@ def _write_notebooks(attribution: _Attribution, chosen: dict[tuple[str, str], _C
                      result: Collected) -> tuple[set[str], dict[str, datetime]]:
     """Each chosen notebook that can be read into submitted/; the students whose files changed, and the latest
     time each student's file names carry."""
-    changed, stamps = set(), {}
+    changed: set[str] = set()
+    stamps: dict[str, datetime] = {}
     for (student, notebook), candidate in sorted(chosen.items()):
         if candidate is None:
             continue
@@ -748,7 +772,7 @@ def _report_without_notebook(attribution: _Attribution, result: Collected, undec
                                 f"{expected}", student, ProblemKind.NO_NOTEBOOK)
 
 
-def _write_if_changed(path, data):
+def _write_if_changed(path: Path, data: bytes) -> bool:
     """Write only what changed, so unchanged submissions keep their bytes and are not regraded."""
     try:
         if path.read_bytes() == data:
@@ -759,7 +783,7 @@ def _write_if_changed(path, data):
     return True
 
 
-def read_lms_record(folder):
+def read_lms_record(folder: str | os.PathLike[str]) -> dict[str, object]:
     """What collection wrote beside a student's notebooks about who the LMS says they are and its late mark
     (``LMS_RECORD``); {} where there is none (the nbgrader layout, or an older collection)."""
     try:

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from traitlets.config import Config
 
     from .cases import Rule
-    from .forkserver import ForkServer
+    from .forkserver_client import ForkServer
     from .notes import Note
     from .rules import Breach
 

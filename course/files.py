@@ -147,7 +147,7 @@ def remove_quietly(path: StrPath) -> bool:
         return False
 
 
-def read_no_follow(path: str | os.PathLike, limit: int | None = None) -> bytes:
+def read_no_follow(path: StrPath, limit: int | None = None) -> bytes:
     """A regular file's bytes (at most ``limit`` + 1); a symbolic link raises OSError instead of being followed,
     and a pipe or device instead of blocking or being read."""
     descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)

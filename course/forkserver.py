@@ -46,14 +46,15 @@ import select
 import signal
 import socket
 import sys
-from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Iterator, Mapping, NoReturn, Sequence
 
-if __package__:  # imported by the grader (for its mounts) or a test
-    from .forkserver_protocol import (check_spawn_request, decode, encode, exited_reply, failed_reply, ready_reply,
-                                      receive, request_event, resource_number, send, spawned_reply)
+# The type checker reads the first branch only (TYPE_CHECKING is False at run time, when __package__ decides).
+if TYPE_CHECKING or __package__:  # imported by the grader (for its mounts) or a test
+    from .forkserver_protocol import (Message, check_spawn_request, decode, encode, exited_reply, failed_reply,
+                                      ready_reply, receive, request_event, resource_number, send, spawned_reply)
 else:  # the script, in its sandbox: the protocol was copied next to it, and this folder is sys.path[0] until serve()
-    from forkserver_protocol import (check_spawn_request, decode, encode, exited_reply, failed_reply, ready_reply,
-                                     receive, request_event, resource_number, send, spawned_reply)
+    from forkserver_protocol import (Message, check_spawn_request, decode, encode, exited_reply, failed_reply,
+                                     ready_reply, receive, request_event, resource_number, send, spawned_reply)
 
 # What the server ever writes on a kernel's behalf into its exit status: 128 + the signal that ended it.
 SIGNAL_EXIT_BASE = 128
@@ -97,7 +98,7 @@ def unescape_mount_point(field: str) -> str:
 def mounts_to_keep(points: Iterable[str], folder: str, hide: str) -> list[str]:
     """The mount points under ``folder`` that a fresh tmpfs there must keep (topmost first, none
     under another kept one), leaving out ``hide`` and what is under it."""
-    kept = []
+    kept: list[str] = []
     top, hide = folder.rstrip("/") + "/", hide.rstrip("/")
     for point in sorted(set(points)):
         inside = point.startswith(top)
@@ -134,7 +135,7 @@ def checked(result: int, what: str) -> None:
 
 
 def mount(source: "str | None", target: str, fstype: "str | None", flags: int, data: "str | None" = None) -> None:
-    def encoded(text):
+    def encoded(text: "str | None") -> "bytes | None":
         return None if text is None else text.encode()
 
     checked(libc().mount(encoded(source), encoded(target), encoded(fstype), flags, encoded(data)), f"mount {target}")
@@ -229,7 +230,7 @@ def fresh_tmpfs(folder: str, options: str, hide: str, staging: str) -> None:
     mount(staging, folder, None, MS_MOVE)
 
 
-def enter_sandbox(request: dict, settings: Mapping[str, Any]) -> None:
+def enter_sandbox(request: Message, settings: Mapping[str, Any]) -> None:
     """In a new mount namespace: fresh /proc and scratch space; only this channel visible."""
     channels, staging = settings["channels"], settings["staging"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -283,7 +284,7 @@ def run_kernel(arguments: Sequence[str], threads: int = 1, environment: "Mapping
     kernelapp.launch_new_instance()
 
 
-def child(request: dict, settings: Mapping[str, Any], log_fd: int, cgroup_fds: Sequence[int], report: int,
+def child(request: Message, settings: Mapping[str, Any], log_fd: int, cgroup_fds: Sequence[int], report: int,
           null: int) -> NoReturn:
     """Forked for one submission: never returns.
 
@@ -302,10 +303,10 @@ def child(request: dict, settings: Mapping[str, Any], log_fd: int, cgroup_fds: S
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         keep = {0, 1, 2, report}
-        for fd in os.listdir("/proc/self/fd"):
-            if int(fd) not in keep:
+        for entry in os.listdir("/proc/self/fd"):
+            if int(entry) not in keep:
                 try:
-                    os.close(int(fd))  # the control socket above all
+                    os.close(int(entry))  # the control socket above all
                 except OSError:
                     pass
         checked(libc().unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
@@ -347,7 +348,7 @@ def child(request: dict, settings: Mapping[str, Any], log_fd: int, cgroup_fds: S
             os._exit(127)
 
 
-def spawn(request: dict, settings: Mapping[str, Any], log_fd: int, cgroup_fds: Sequence[int], null: int) -> int:
+def spawn(request: Message, settings: Mapping[str, Any], log_fd: int, cgroup_fds: Sequence[int], null: int) -> int:
     """Fork one sandboxed kernel; returns the pid of its sandbox's init."""
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -373,8 +374,8 @@ def kill_kernels(kernels: Mapping[int, int], keys: Collection[int]) -> None:
                 pass
 
 
-def answer_spawn(request: dict, fds: Sequence[int], settings: Mapping[str, Any], kernels: dict[int, int],
-                 null: int) -> dict:
+def answer_spawn(request: Message, fds: Sequence[int], settings: Mapping[str, Any], kernels: dict[int, int],
+                 null: int) -> Message:
     """The reply to a spawn request: the kernel forked (and remembered in ``kernels``), or why not."""
     try:
         check_spawn_request(request, len(fds))
@@ -385,7 +386,7 @@ def answer_spawn(request: dict, fds: Sequence[int], settings: Mapping[str, Any],
     return spawned_reply(request["spawn"], pid)
 
 
-def reap(kernels: dict[int, int], reply: Callable[[dict], None]) -> None:
+def reap(kernels: dict[int, int], reply: Callable[[Message], None]) -> None:
     """Collect every ended child; say which kernels' sandboxes ended, with their status."""
     while True:
         try:
@@ -406,10 +407,10 @@ def serve(control_fd: int, settings: Mapping[str, Any]) -> None:
     control = socket.socket(fileno=control_fd)
     null = start_server(settings["modules"])
 
-    def reply(message):
+    def reply(message: Message) -> None:
         send(control, message)
 
-    kernels = {}  # pid of each kernel's init -> key
+    kernels: dict[int, int] = {}  # pid of each kernel's init -> key
     reply(ready_reply(os.getpid()))
     while True:
         readable, _, _ = select.select([control], [], [], 0.05)

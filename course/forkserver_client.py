@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence, cast
 
 from . import forkserver, forkserver_protocol
 from .files import remove_quietly
@@ -28,6 +28,9 @@ from .forkserver import MS_BIND, MS_SHARED, mount, unmount
 from .forkserver_protocol import MAX_PACKET, decode, kill_request, reply_event, send, spawn_request
 from .sandbox import (FORK_SCRATCH_STAGING, FORK_STAGING, SANDBOX_HOME, SANDBOX_UID_RANGE, Limits, bubblewrap,
                       file_tail, fork_server_arguments, rlimits, socket_folder, thread_environment)
+
+if TYPE_CHECKING:
+    from .forkserver_protocol import Message
 
 
 class ForkServerError(RuntimeError):
@@ -46,9 +49,9 @@ def check_spawn(root: Path, channel: Path, uid: int) -> None:
 def install_server(folder: Path) -> Path:
     """Copy the server's script into ``folder``, the fork server's own, with the protocol module it
     imports next to it: the course package is not mounted in the server's sandbox.  Returns the script."""
-    for module in (forkserver_protocol, forkserver):
-        copy = Path(folder) / Path(module.__file__).name
-        shutil.copyfile(module.__file__, copy)
+    for source in (forkserver_protocol.__file__, forkserver.__file__):
+        copy = Path(folder) / Path(source).name
+        shutil.copyfile(source, copy)
         os.chmod(copy, 0o644)
     return Path(folder) / Path(forkserver.__file__).name
 
@@ -86,8 +89,8 @@ class ForkServer:
             raise ForkServerError(f"the fork server's folder cannot be a shared mount: {error}") from None
         self._control, server_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._lock = threading.Lock()
-        self._replies = {}  # key -> reply message, once it came
-        self._exits = {}  # key -> exit status, once that kernel's sandbox ended
+        self._replies: dict[int, Message] = {}  # key -> reply message, once it came
+        self._exits: dict[int, int] = {}  # key -> exit status, once that kernel's sandbox ended
         self._changed = threading.Condition()
         self._ready = False
         self._counter = 0
@@ -112,7 +115,7 @@ class ForkServer:
             self.close()
             raise ForkServerError(f"the fork server failed to start: {tail}")
 
-    def _read(self):
+    def _read(self) -> None:
         while True:
             try:
                 data = self._control.recv(MAX_PACKET)
@@ -121,17 +124,18 @@ class ForkServer:
             with self._changed:
                 if not data:  # the server is gone, and every kernel's sandbox with it
                     self._ready = False
-                    for key in range(1, self._counter + 1):
-                        self._exits.setdefault(key, -9)
+                    for ended in range(1, self._counter + 1):
+                        self._exits.setdefault(ended, -9)
                     self._changed.notify_all()
                     return
                 kind, key, value = reply_event(decode(data))
                 if kind == "ready":
                     self._ready = True
+                # A spawned, failed or exited reply names its kernel: the integer key this client sent.
                 elif kind == "answer":
-                    self._replies[key] = value
+                    self._replies[cast(int, key)] = value
                 else:
-                    self._exits[key] = value
+                    self._exits[cast(int, key)] = value
                 self._changed.notify_all()
 
     def alive(self) -> bool:
@@ -218,9 +222,9 @@ class ForkedKernel:
         return self.returncode
 
     def wait(self, timeout: "float | None" = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        start = time.monotonic()
         while self.returncode is None:
-            if deadline is not None and time.monotonic() > deadline:
+            if timeout is not None and time.monotonic() > start + timeout:
                 raise subprocess.TimeoutExpired(f"kernel {self.pid}", timeout)
             time.sleep(0.02)
         return self.returncode
@@ -236,7 +240,7 @@ class ForkedKernel:
     terminate = kill
 
 
-_FORK_SERVERS = {}  # modules -> ForkServer, one per process
+_FORK_SERVERS: dict[tuple[str, ...], ForkServer] = {}  # modules -> ForkServer, one per process
 _FORK_SERVERS_LOCK = threading.Lock()
 
 
@@ -265,7 +269,7 @@ def close_fork_servers() -> int:
 
 
 def fork_server_for(modules: Iterable[str], use_bubblewrap: bool, wanted: bool,
-                    log: "logging.Logger | logging.LoggerAdapter | None" = None,
+                    log: "logging.Logger | logging.LoggerAdapter[logging.Logger] | None" = None,
                     where: "str | None" = None) -> "ForkServer | None":
     """Whether kernels are forked or start cold, decided here and nowhere else: this process's fork
     server for ``modules``, or None (not wanted, not possible here, or it failed to start: then

@@ -92,7 +92,7 @@ def request_event(message: Message) -> tuple["str | None", Any]:
 def check_spawn_request(request: Message, fd_count: int) -> None:
     """Raise ``ValueError`` unless ``request`` is a well-formed spawn request that came with
     ``fd_count`` file descriptors (a log file, then one per cgroup)."""
-    def integer(value):
+    def integer(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
     if not integer(request.get("spawn")):

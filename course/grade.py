@@ -41,7 +41,7 @@ import time
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Iterator, TextIO
 
 from sqlalchemy.exc import SAWarning
 from traitlets import Bool, Integer, TraitError, Unicode
@@ -55,7 +55,7 @@ from .incremental import GradeState
 from .kernel import KernelRecipe
 from .late import LatePolicy
 from .lms import read_submission_times
-from .plan import AssignmentRun, RunContext, Status
+from .plan import AssignmentRun, RunContext, Status, Submission
 from .planning import PlanOptions, Planner
 from .plugins import SandboxedExecute
 from .pools import DaskPool, LocalPool, PoolUnavailable
@@ -248,7 +248,7 @@ class GradeRun:
         self.pool_description = pool.describe() if pool.kind == "local" else ""
         return pool
 
-    def _schedule(self, todo: list, runs: list[AssignmentRun], pool: GradingPool | None) -> None:
+    def _schedule(self, todo: list[Submission], runs: list[AssignmentRun], pool: GradingPool | None) -> None:
         settings = TaskSettings(self.planner.limits, self.executor.use_bubblewrap, self.executor.fork_server,
                                 self.settings.prewarm)
         sanitize = partial(sanitize_notebook, self.context.coursedir, self.recorder.finish_config)
@@ -319,6 +319,7 @@ def plan_options(config: Config, force: bool, roster_only: bool, students: list[
                        pattern=pattern or collect_settings.lms_pattern, lms=lms, times=times)
 
 
-def grade(assignments, root=None, submissions=None, **options):
+def grade(assignments: list[str], root: str | Path | None = None, submissions: str | Path | None = None,
+          **options: Any) -> int:
     """Python entry point of ``course grade``; returns the process exit code."""
     return GradeRun(root=root, **options).run(assignments, submissions)

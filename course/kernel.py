@@ -39,7 +39,6 @@ from .vendor import ConnectedSocketHook
 if TYPE_CHECKING:
     import asyncio
     import logging
-    import subprocess
     from collections.abc import Callable, Iterable
 
     import psutil
@@ -49,7 +48,7 @@ if TYPE_CHECKING:
     from jupyter_client.kernelspec import KernelSpec
 
     from .cgroups import SubmissionCgroup
-    from .forkserver import ForkedKernel
+    from .forkserver_client import ForkedKernel
 
     Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 

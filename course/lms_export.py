@@ -20,6 +20,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable, Iterator
 
@@ -73,6 +74,7 @@ class Entry:
 
     def read(self) -> bytes:
         """The file's bytes, at most the reader's ``read_limit`` + 1 (the export's own notebook: all of it)."""
+        assert self._read is not None, "only a FILE entry is read, and the reader gives each one a _read"
         try:
             return self._read()
         except _READ_ERRORS as error:
@@ -86,12 +88,13 @@ class ExportReader:
         self.read_limit = read_limit
         self._budget_total = self._budget_left = archive_budget
         self._stack = contextlib.ExitStack()
-        self._spool, self._spooled = None, 0
+        self._spool: Path | None = None
+        self._spooled = 0
 
     def __enter__(self) -> "ExportReader":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
     def source_file(self, path: Path) -> Entry:
@@ -108,7 +111,7 @@ class ExportReader:
             raise Unreadable(f"the folder cannot be read: {why_unreadable(error)}") from None
         return (self._folder_entry(entry) for entry in found)
 
-    def _folder_entry(self, found: os.DirEntry) -> Entry:
+    def _folder_entry(self, found: os.DirEntry[str]) -> Entry:
         path = Path(found.path)
         if found.is_symlink():
             return Entry(str(path), found.name, EntryKind.SYMLINK)
@@ -130,6 +133,7 @@ class ExportReader:
         if level > MAX_ARCHIVE_LEVELS:
             raise TooDeep(f"an archive inside {level - 1} others: deeper than the {MAX_ARCHIVE_LEVELS} levels "
                           "read; nothing in it was collected")
+        assert archive._open is not None, "an archive is a FILE entry, and the reader gives each one an _open"
         try:
             opened = self._stack.enter_context(zipfile.ZipFile(archive._open()))
             members = opened.infolist()
@@ -145,8 +149,8 @@ class ExportReader:
             if info.is_dir() or "__MACOSX" in inner.parts or any(part.startswith(".") for part in inner.parts):
                 continue
             found.append(Entry(f"{archive.where}:{info.filename}", inner.name, level=level, folders=inner.parts[:-1],
-                               size=info.file_size, _read=lambda info=info: self._read_member(opened, info),
-                               _open=lambda info=info: self._spool_member(opened, info)))
+                               size=info.file_size, _read=partial(self._read_member, opened, info),
+                               _open=partial(self._spool_member, opened, info)))
         return found
 
     def _read_member(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:

@@ -8,16 +8,19 @@ import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .accounting import CpuAccount
-from .collect import Collected
+from .collect import Collected, Problem
 from .sanitize import log_text
 
 if TYPE_CHECKING:
     from nbgrader.api import Gradebook
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config import Config
+
+    from .cases import Rule
+    from .record import Precomputed
 
 
 @dataclass
@@ -75,9 +78,9 @@ class Submission:
     status: Status = Status.PENDING
     reason: str = ""
     feedback_failed: bool = False  # graded, but its feedback could not be written
-    tasks: dict = field(default_factory=dict)  # notebook name -> task id still running
-    precomputed: dict = field(default_factory=dict)  # notebook name -> course.record.Precomputed
-    worker_problems: list = field(default_factory=list)
+    tasks: dict[str, str] = field(default_factory=dict)  # notebook name -> task id still running
+    precomputed: dict[str, Precomputed] = field(default_factory=dict)  # notebook name -> its work done before
+    worker_problems: list[str] = field(default_factory=list)
 
     @property
     def where(self) -> str:
@@ -88,12 +91,12 @@ class Submission:
 class AssignmentRun:
     name: str
     notebooks: list[str]  # the assignment's notebook names
-    checks: dict  # grade id -> its hidden check's cases (course.cases)
-    rules: tuple  # the assignment's rules (course.cases.Rule), enforced as its checks run
+    checks: dict[str, list[dict[str, Any]]]  # grade id -> its hidden check's cases (course.cases)
+    rules: tuple[Rule, ...]  # the assignment's rules, enforced as its checks run
     fingerprint: bytes
-    modules: tuple  # heavy modules the source notebooks import: the fork server or a warm kernel imports them ahead
+    modules: tuple[str, ...]  # heavy modules the source notebooks import: the fork server or a warm kernel imports them ahead
     collected: Collected = field(default_factory=Collected)  # what planning collected (course.collect)
     submissions: list[Submission] = field(default_factory=list)
     report: Path | None = None
     # --student: what the last whole collection found about everyone else, for the report only
-    earlier_problems: list = field(default_factory=list)
+    earlier_problems: list[Problem] = field(default_factory=list)

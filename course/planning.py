@@ -119,7 +119,7 @@ class Planner:
         if submissions_path is not None:  # those of them collected from this export are no longer uncollected
             self.state.forget_uncollected(run.name, only & set(collected.students))
         again = submissions_path is not None  # the export read now reports its own problems about no student
-        run.earlier_problems = [Problem(**p) for p in self.state.last_collection(run.name)
+        run.earlier_problems = [remembered_problem(p) for p in self.state.last_collection(run.name)
                                 if p.get("student") not in only and not (again and not p.get("student"))]
 
     def _note_missing_times(self, assignment: str, collected: Collected) -> None:
@@ -194,6 +194,13 @@ class Planner:
         coursedir = self.context.coursedir
         return to_grade_at_most(sum(s.status == Status.PENDING for run in runs for s in run.submissions), later,
                                 Path(coursedir.root) / coursedir.submitted_directory, self.options.only, reading_export)
+
+
+def remembered_problem(saved: dict[str, str]) -> Problem:
+    """A problem of an earlier collection, as the run's state keeps it (``Problem`` as a dict of strings)."""
+    kinds = {kind.value: kind for kind in ProblemKind}
+    return Problem(saved.get("where", ""), saved.get("reason", ""), saved.get("student", ""),
+                   kinds.get(saved.get("kind", ""), ProblemKind.UNREADABLE))
 
 
 def to_grade_at_most(pending: int, later: list[str], submitted: Path, only: frozenset[str] | None,

@@ -4,15 +4,23 @@
 when the batch is done; ``stop()`` ends it at once (an interrupted batch): the workers kill their
 kernels and fork servers.
 """
+from __future__ import annotations
+
 import os
 import tempfile
 import time
+from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import CourseError
 from .files import remove_quietly
 from .kernel import unmount_under
 from .sandbox import socket_folder
+
+if TYPE_CHECKING:
+    from .kernel import KernelRecipe
+    from .tasks import WorkerResult, WorkerTask
 
 
 class PoolUnavailable(CourseError):
@@ -22,7 +30,7 @@ class PoolUnavailable(CourseError):
 class LocalPool:
     kind = "local"
 
-    def __init__(self, workers, warm=None):
+    def __init__(self, workers: int, warm: KernelRecipe | None = None) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -47,26 +55,26 @@ class LocalPool:
         except Exception:  # noqa: BLE001 - no process could start now: each task says so when it is sent
             pass
 
-    def describe(self):
+    def describe(self) -> str:
         """How many worker processes run (the executor starts them as tasks come, up to ``workers``)."""
         import multiprocessing
 
         running = sum(p.pid not in self.others for p in multiprocessing.active_children())
         return f"{running} local worker process{'es' if running != 1 else ''}"
 
-    def slots(self):
+    def slots(self) -> int:
         return self.workers
 
-    def submit(self, task):
+    def submit(self, task: WorkerTask) -> Future[WorkerResult]:
         from .workers import run_task
 
         return self.executor.submit(run_task, task)
 
-    def close(self):
+    def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
         self._remove_scratch()
 
-    def _remove_scratch(self):
+    def _remove_scratch(self) -> None:
         if self.previous_tmpdir is None:
             os.environ.pop("TMPDIR", None)
         else:
@@ -75,7 +83,7 @@ class LocalPool:
         unmount_under(self.scratch)
         remove_quietly(self.scratch)
 
-    def stop(self, grace: float = 5.0):
+    def stop(self, grace: float = 5.0) -> None:
         """End the workers now: each kills its kernels and fork servers and exits (``workers.stop_now``)."""
         import multiprocessing
 
@@ -95,7 +103,7 @@ class LocalPool:
 class DaskPool:
     kind = "dask"
 
-    def __init__(self, address):
+    def __init__(self, address: str) -> None:
         try:
             from distributed import Client
         except ImportError as error:  # pragma: no cover - distributed is a dependency
@@ -105,21 +113,21 @@ class DaskPool:
         except Exception as error:
             raise PoolUnavailable(f"cannot reach the Dask scheduler at {address}: {type(error).__name__}: {error}") from None
         self.address = address
-        self.futures = set()
+        self.futures: set[Future[WorkerResult]] = set()
 
-    def describe(self):
+    def describe(self) -> str:
         info = self.client.scheduler_info()
         workers = info.get("workers", {})
         threads = sum(w.get("nthreads", 1) for w in workers.values())
         return f"Dask scheduler {self.address} ({len(workers)} workers, {threads} threads)"
 
-    def slots(self):
+    def slots(self) -> int:
         try:
             return max(1, sum(w.get("nthreads", 1) for w in self.client.scheduler_info().get("workers", {}).values()))
         except Exception:
             return 1
 
-    def submit(self, task):
+    def submit(self, task: WorkerTask) -> Future[WorkerResult]:
         import uuid
 
         from .workers import run_task
@@ -128,7 +136,7 @@ class DaskPool:
         self.futures.add(future)
         return future
 
-    def close(self):
+    def close(self) -> None:
         from .workers import drain
 
         try:
@@ -137,7 +145,7 @@ class DaskPool:
             pass
         self.client.close()
 
-    def stop(self):
+    def stop(self) -> None:
         """Cancel what is queued and kill the kernels of the tasks in hand, on every worker."""
         from .workers import kill_running
 

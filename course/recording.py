@@ -141,15 +141,16 @@ def selected_feedback_class() -> type[GenerateFeedback]:
         students: set[str] = set()
         failed_students: set[str] = set()  # students whose feedback could not be written (nbgrader logs why, goes on)
         student = ""  # the student whose feedback is being written
+        assignments: dict[str, list[str]]  # nbgrader's: submission folder -> its notebooks
 
-        def init_assignment(self, assignment_id, student_id):
+        def init_assignment(self, assignment_id: str, student_id: str) -> None:
             self.student = student_id
             super().init_assignment(assignment_id, student_id)
 
-        def failed(self, error):
+        def failed(self, error: Exception) -> None:
             self.failed_students = self.failed_students | {self.student}
 
-        def init_notebooks(self):
+        def init_notebooks(self) -> None:
             super().init_notebooks()
             pattern = submission_folder_pattern(self)
             self.assignments = {folder: notebooks for folder, notebooks in self.assignments.items()

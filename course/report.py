@@ -253,8 +253,7 @@ def write_report(summary: RunSummary, run: AssignmentRun) -> Path:
     folder = summary.report_directory / run.name
     folder.mkdir(parents=True, exist_ok=True)
     cells, points, per_student, max_score = _cells(summary, run.name)
-    # run.collected (and, in summary_lines, run.report) are None only until course.grade collects (and reports)
-    problems = list(getattr(run, "earlier_problems", [])) + list(run.collected.problems)  # type: ignore[union-attr]
+    problems = list(run.earlier_problems) + list(run.collected.problems)
     totals = [total for total, _ in per_student.values()]
     _histogram(folder / "scores.png", totals, max_score, run.name)
 
@@ -319,9 +318,8 @@ def write_report(summary: RunSummary, run: AssignmentRun) -> Path:
     lines.append("")
     lines += _collection_tally(problems)
 
-    listed = any(problem.kind == ProblemKind.NO_TIME for problem in run.collected.problems)  # type: ignore[union-attr]
-    lines += _noted(noted, run.submissions,
-                    set(run.collected.timeless) if listed else frozenset())  # type: ignore[union-attr]
+    listed = any(problem.kind == ProblemKind.NO_TIME for problem in run.collected.problems)
+    lines += _noted(noted, run.submissions, set(run.collected.timeless) if listed else frozenset())
 
     path = folder / "report.md"
     path.write_text("\n".join(lines))
@@ -343,8 +341,8 @@ def summary_lines(summary: RunSummary, runs: Iterable[AssignmentRun]) -> list[st
         maximum = max((m for _, m in scores.values()), default=0.0)
         mean = f"{sum(totals) / len(totals):.1f} / {maximum:g}" if totals else "-"
         rows.append([run.name, len(run.submissions), status[Status.GRADED], status[Status.UNCHANGED],
-                     len(failed_to_grade(summary, run, only)), len(run.collected.problems), mean,  # type: ignore[union-attr]
-                     os.path.relpath(run.report, summary.root)])  # type: ignore[arg-type]
+                     len(failed_to_grade(summary, run, only)), len(run.collected.problems), mean,
+                     os.path.relpath(run.report, summary.root) if run.report else "-"])
     header = ["assignment", "found", "graded", "unchanged", "failed", "problems", "mean score", "report"]
     if only is not None:
         header[6] = "score" if len(only) == 1 else "their mean"

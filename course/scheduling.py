@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from .plan import AssignmentRun, RunContext, Submission
     from .record import Precomputed
     from .sandbox import Limits
+    from .tasks import WorkerResult
+
+    # Each notebook's result as it comes back: its submission, the notebook's name, the worker's future.
+    Results = queue.Queue[tuple[Submission, str, Future[WorkerResult]]]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -85,7 +89,7 @@ class GradingPool(Protocol):
 
     def slots(self) -> int: ...
 
-    def submit(self, task: WorkerTask) -> Future: ...
+    def submit(self, task: WorkerTask) -> Future[WorkerResult]: ...
 
     def describe(self) -> str: ...
 
@@ -136,7 +140,7 @@ class TaskSettings:
     prewarm: bool = True
 
 
-def _result_came(done: queue.Queue, submission: Submission, notebook: str, future: Future) -> None:
+def _result_came(done: Results, submission: Submission, notebook: str, future: Future[WorkerResult]) -> None:
     """In the pool's thread: hand the result to the grading thread (``Scheduler._record_as_they_come``)."""
     done.put((submission, notebook, future))
 
@@ -166,7 +170,7 @@ class Scheduler:
             self.pool_description = SERIAL
         bar = tqdm(total=len(todo), desc="grading", unit="submission", file=sys.stderr, disable=not self.progress,
                    dynamic_ncols=True, smoothing=0.05)
-        done: queue.Queue = queue.Queue()
+        done: Results = queue.Queue()
         stop = StopRequests().__enter__()
         try:
             ready = self._send_all(self.pool, order, runs, stop, done) if self.pool is not None else list(todo)
@@ -181,7 +185,7 @@ class Scheduler:
             self._interrupted(todo)
         self.recording.flush()
 
-    def _record_as_they_come(self, remaining: int, ready: list[Submission], done: queue.Queue, stop: StopRequests,
+    def _record_as_they_come(self, remaining: int, ready: list[Submission], done: Results, stop: StopRequests,
                              bar: tqdm) -> None:
         failed = 0
         while remaining and not stop.requested:
@@ -205,7 +209,7 @@ class Scheduler:
                 ready.append(submission)
 
     def _send_all(self, pool: GradingPool, order: list[Submission], runs: dict[str, AssignmentRun],
-                  stop: StopRequests, done: queue.Queue) -> list[Submission]:
+                  stop: StopRequests, done: Results) -> list[Submission]:
         """Sanitize each notebook of the submissions in ``order`` and send it to the workers at once, so that
         they start while the rest is sanitized; returns the submissions with nothing to execute (an unreadable
         notebook, say), to record here."""
@@ -234,7 +238,7 @@ class Scheduler:
         self.pool_description = pool.describe()  # every task is sent: a local pool has started its workers
         return ready
 
-    def task(self, submission: Submission, notebook: str, sanitized: dict, runs: dict[str, AssignmentRun],
+    def task(self, submission: Submission, notebook: str, sanitized: dict[str, Any], runs: dict[str, AssignmentRun],
              following: Submission | None) -> WorkerTask:
         """The task for one sanitized notebook; ``following``: the submission the worker is likely to take next,
         whose kernel it starts ahead."""
@@ -245,8 +249,8 @@ class Scheduler:
                           settings.limits, settings.use_bubblewrap, tuple(run.modules), settings.fork_server,
                           settings.prewarm, prewarm_next)
 
-    def _dispatch(self, pool: GradingPool, submission: Submission, notebook: str, sanitized: dict,
-                  runs: dict[str, AssignmentRun], done: queue.Queue, following: Submission | None) -> None:
+    def _dispatch(self, pool: GradingPool, submission: Submission, notebook: str, sanitized: dict[str, Any],
+                  runs: dict[str, AssignmentRun], done: Results, following: Submission | None) -> None:
         """Send one sanitized notebook to the workers; its result comes back through ``done``."""
         task = self.task(submission, notebook, sanitized, runs, following)
         self.sent += 1
@@ -261,7 +265,7 @@ class Scheduler:
             return
         future.add_done_callback(functools.partial(_result_came, done, submission, notebook))
 
-    def _take_result(self, submission: Submission, notebook: str, future: Future) -> None:
+    def _take_result(self, submission: Submission, notebook: str, future: Future[WorkerResult]) -> None:
         """A worker's result for one notebook: its executed notebook kept for recording, its log and CPU account
         taken; a worker that failed leaves the notebook to be executed here when it is recorded."""
         log = self.context.log

@@ -289,7 +289,7 @@ def similarity(assignment: str, root: str | Path | None = None, submissions: str
 
                 settings = Collect(config=config)
                 collected = collect(folder, assignment, SimpleNamespace(root=scratch, submitted_directory="submitted"),
-                                    [Path(name).stem for name in release_notebooks],
+                                    {Path(name).stem for name in release_notebooks},
                                     pattern or settings.lms_pattern, lms=lms or (None if pattern else settings.lms))
                 problems += [str(problem) for problem in collected.problems]
                 folder = Path(scratch) / "submitted"

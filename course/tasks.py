@@ -4,7 +4,7 @@ alike to a local pool's processes and to a Dask cluster; ``course.workers.run_ta
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .accounting import TaskCpu
 
@@ -17,8 +17,8 @@ if TYPE_CHECKING:  # a worker imports this module before it may import jsonschem
 class WorkerTask:
     id: str
     where: str  # student/assignment/notebook, for messages
-    notebook: dict  # the sanitized notebook
-    checks: dict  # the assignment's hidden checks: grade id -> its cases (course.cases)
+    notebook: dict[str, Any]  # the sanitized notebook
+    checks: dict[str, list[dict[str, Any]]]  # the assignment's hidden checks: grade id -> its cases (course.cases)
     rules: tuple[Rule, ...]  # the assignment's rules, enforced as its checks run
     limits: Limits
     use_bubblewrap: bool = True  # False only with the instructor's explicit --no-sandbox
@@ -31,7 +31,7 @@ class WorkerTask:
 @dataclass(frozen=True)
 class WorkerResult:
     id: str
-    notebook: dict  # the executed notebook
+    notebook: dict[str, Any]  # the executed notebook
     log: list[tuple[int, str]] = field(default_factory=list)  # (logging level, message), made on the way
     seconds: float = 0.0
     host: str = ""

@@ -356,3 +356,17 @@ def test_a_folder_that_cannot_be_listed_is_reported_and_the_rest_collected(tmp_p
     assert collected == {"lee": [notebook("lee")]}
     [locked] = [p for p in result.problems if p.where.endswith("locked")]
     assert locked.student == "lee" and "cannot be read" in locked.reason
+
+
+def test_a_pattern_that_can_read_an_empty_student_id_leaves_such_a_file_unattributed(tmp_path):
+    """An instructor's --pattern may let the student id match nothing ("_losses.ipynb"): that file is nobody's,
+    said so, and the batch goes on with everyone else's."""
+    loose = r"^(?P<student_id>[^_]*)_(?P<file_id>{notebooks})\.ipynb$"
+    source = export(tmp_path, {"_losses.ipynb": notebook("nobody"), "jane_losses.ipynb": notebook("jane")})
+    course = tmp_path / "course"
+    course.mkdir()
+    result = collect(source, ASSIGNMENT, CourseDirectory(root=str(course)), NOTEBOOKS, loose)
+    assert list(result.students) == ["jane"]
+    [problem] = problems_about(result, "_losses.ipynb")
+    assert problem.kind == "unattributed" and problem.student == ""
+    assert "reads no student id from it" in problem.reason
