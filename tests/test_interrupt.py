@@ -138,18 +138,25 @@ def kernels_under(pid):
     return found
 
 
+def runs_the_fork_server_script(process):
+    """An interpreter (not a bubblewrap around one) whose script is the fork server's."""
+    command = process.cmdline()
+    return bool(command) and "bwrap" not in os.path.basename(command[0]) \
+        and any(os.path.basename(argument) == "forkserver.py" for argument in command[1:])
+
+
 def fork_servers_under(pid):
-    """The fork servers' own interpreters (not the bubblewrap processes around them)."""
+    """The fork servers' own interpreters: not the bubblewrap processes around them, nor the kernels they fork
+    (whose parent chain, up to ``pid``, holds a fork server).  Only ``pid``'s own descendants are looked at: a
+    test run's command line may name tests/test_forkserver.py."""
     found = []
-    for process in descendants(pid):
+    under = descendants(pid)
+    for process in under:
         try:
-            command = process.cmdline()
-            if command and "forkserver.py" in " ".join(command) and not sandbox_uid(process) \
-                    and "bwrap" not in os.path.basename(command[0]) \
-                    and not any("forkserver.py" in " ".join(p.cmdline()) and "bwrap" not in (p.cmdline() or [""])[0]
-                                for p in process.parents()):
+            if runs_the_fork_server_script(process) and not sandbox_uid(process) \
+                    and not any(runs_the_fork_server_script(p) for p in process.parents() if p in under):
                 found.append(process)
-        except (psutil.Error, IndexError):
+        except psutil.Error:
             pass
     return found
 
