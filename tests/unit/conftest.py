@@ -16,3 +16,34 @@ def own_temporary_folder(tmp_path, monkeypatch):
     yield
     left = list(scratch.iterdir())
     assert not left, f"temporary files left behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def empty_gradebook(tmp_path_factory):
+    """An empty nbgrader gradebook (SQLite), made once: nbgrader makes a new one by running alembic's migrations
+    in a process of their own, some seconds; a test copies it (``gradebook_copy``) and fills it as it needs."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from nbgrader.api import Gradebook
+
+    path = tmp_path_factory.mktemp("gradebook") / "gradebook.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])  # alembic
+        with Gradebook(f"sqlite:///{path}"):
+            pass
+    return path
+
+
+@pytest.fixture
+def gradebook_copy(empty_gradebook):
+    """``gradebook_copy(folder)``: the empty gradebook copied into ``folder``; returns its URL."""
+    import shutil
+
+    def copy(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(empty_gradebook, folder / "gradebook.db")
+        return f"sqlite:///{folder / 'gradebook.db'}"
+
+    return copy

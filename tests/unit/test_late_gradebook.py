@@ -13,9 +13,9 @@ from course.late import ApplyLatePolicy
 DUE = datetime(2026, 10, 5, 23, 59)
 
 
-def gradebook_with_a_late_submission(tmp_path):
+def gradebook_with_a_late_submission(tmp_path, gradebook_copy):
     """hw, due 2026-10-05 23:59 UTC; jane's earlier submission was on time, scored 10 of 10."""
-    url = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    url = gradebook_copy(tmp_path)
     with Gradebook(url) as gradebook:
         gradebook.update_or_create_assignment("hw", duedate=DUE)
         gradebook.update_or_create_notebook("nb", "hw")
@@ -38,11 +38,11 @@ def apply_policy(url, root, **policy):
         return submission.timestamp, gradebook.find_submission_notebook("nb", "hw", "jane").late_submission_penalty
 
 
-def test_a_resubmission_without_a_time_is_not_graded_by_the_earlier_ones(tmp_path, monkeypatch):
+def test_a_resubmission_without_a_time_is_not_graded_by_the_earlier_ones(tmp_path, monkeypatch, gradebook_copy):
     """nbgrader keeps the gradebook's time when the new submission has no timestamp.txt: the policy's rule for a
     submission without a time must apply instead (here: zero), not the on-time stamp of the one it replaced."""
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])  # nbgrader runs alembic
-    url = gradebook_with_a_late_submission(tmp_path)
+    url = gradebook_with_a_late_submission(tmp_path, gradebook_copy)
     submitted, autograded = tmp_path / "submitted" / "jane" / "hw", tmp_path / "autograded" / "jane" / "hw"
     for folder in (submitted, autograded):
         folder.mkdir(parents=True)

@@ -2,10 +2,7 @@
 what a run of ``course grade`` grades, and what it leaves as it was."""
 import io
 import logging
-import os
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 from nbgrader.api import Gradebook
@@ -27,29 +24,20 @@ RELEASED = ROOT / "assignments" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
 
 
-@pytest.fixture(scope="module")
-def empty_gradebook(tmp_path_factory):
-    """A gradebook that knows a1 (so no notebook is generated), made once: nbgrader's first open is slow."""
-    path = tmp_path_factory.mktemp("gradebook") / "gradebook.db"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])  # alembic
-        with Gradebook(f"sqlite:///{path}", "prob2loss") as gradebook:
-            gradebook.update_or_create_assignment(ASSIGNMENT)
-            gradebook.update_or_create_notebook(NOTEBOOK, ASSIGNMENT)
-    return path
-
-
 @pytest.fixture
-def course(tmp_path, empty_gradebook):
-    """A course with al's and bo's submissions of a1."""
+def course(tmp_path, gradebook_copy):
+    """A course whose gradebook knows a1 (so no notebook is generated), with al's and bo's submissions of a1."""
     root = tmp_path / "course"
     shutil.copytree(ROOT / "solutions" / ASSIGNMENT, root / "solutions" / ASSIGNMENT)
-    shutil.copy(empty_gradebook, root / "gradebook.db")
+    url = gradebook_copy(root)
+    with Gradebook(url, "prob2loss") as gradebook:
+        gradebook.update_or_create_assignment(ASSIGNMENT)
+        gradebook.update_or_create_notebook(NOTEBOOK, ASSIGNMENT)
     config = Config()
     config.CourseDirectory.root = str(root)
     config.CourseDirectory.course_id = "prob2loss"
     config.CourseDirectory.source_directory = "solutions"
-    config.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
+    config.CourseDirectory.db_url = url
     for student in ("al", "bo"):
         submit(root, student)
     return root, config

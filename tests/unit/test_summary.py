@@ -1,8 +1,5 @@
 """The summary that ends a ``course grade`` run (``course.report.summary_lines``), read from a ``RunSummary`` and the
 runs' submissions, with the scores from a real SQLite gradebook; no kernel."""
-import os
-import sys
-from pathlib import Path
 
 import pytest
 from nbgrader.api import Gradebook
@@ -16,24 +13,21 @@ from course.report import RunSummary, summary_lines
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")  # nbgrader's own session use
 
 
-@pytest.fixture(scope="module")
-def course(tmp_path_factory):
+@pytest.fixture
+def course(tmp_path, gradebook_copy):
     """hw (one cell of 10 points): al scored 8; bo 4, less a late penalty of 1; cy's last grading failed (an
     earlier submission's 9 points stay in the gradebook, and are no grade of cy's)."""
-    tmp_path = tmp_path_factory.mktemp("course")
-    url = f"sqlite:///{tmp_path / 'gradebook.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])  # alembic
-        with Gradebook(url, "prob2loss") as gradebook:
-            gradebook.update_or_create_assignment("hw")
-            gradebook.update_or_create_notebook("nb", "hw")
-            gradebook.update_or_create_grade_cell("q1", "nb", "hw", max_score=10, cell_type="code")
-            for student, score in {"al": 8, "bo": 4, "cy": 9}.items():
-                gradebook.update_or_create_student(student)
-                gradebook.update_or_create_submission("hw", student)
-                gradebook.find_grade("q1", "nb", "hw", student).auto_score = score
-            gradebook.find_submission_notebook("nb", "hw", "bo").late_submission_penalty = 1
-            gradebook.db.commit()
+    url = gradebook_copy(tmp_path)
+    with Gradebook(url, "prob2loss") as gradebook:
+        gradebook.update_or_create_assignment("hw")
+        gradebook.update_or_create_notebook("nb", "hw")
+        gradebook.update_or_create_grade_cell("q1", "nb", "hw", max_score=10, cell_type="code")
+        for student, score in {"al": 8, "bo": 4, "cy": 9}.items():
+            gradebook.update_or_create_student(student)
+            gradebook.update_or_create_submission("hw", student)
+            gradebook.find_grade("q1", "nb", "hw", student).auto_score = score
+        gradebook.find_submission_notebook("nb", "hw", "bo").late_submission_penalty = 1
+        gradebook.db.commit()
     config = Config()
     config.CourseDirectory.root = str(tmp_path)
     config.CourseDirectory.db_url = url
