@@ -153,6 +153,23 @@ def test_nothing_crosses_from_one_student_to_the_next(server):
         assert not reached, f"a marker reached the host outside the submission's own channel: {reached}"
 
 
+def test_a_forked_kernel_cannot_reach_the_fork_servers_own_code(server):
+    """The server imports its protocol from a copy beside its script; a kernel it forks has neither in its modules,
+    nor their folder on its path, nor the files where a student could read or import them."""
+    seen, km = run(server, """
+import importlib.util, sys
+print(json.dumps({
+    'modules': sorted(m for m in sys.modules if 'forkserver' in m or m == '__main__' and 'forkserver' in
+                      str(getattr(sys.modules[m], '__file__', ''))),
+    'importable': importlib.util.find_spec('forkserver_protocol') is not None,
+    'path': [p for p in sys.path if p and os.path.isfile(os.path.join(p, 'forkserver_protocol.py'))],
+}))
+""".replace("os.path", "__import__('os').path"))
+    km.kill_everything()
+    assert (server.root / "forkserver_protocol.py").is_file(), "the server's protocol copy is not where it is looked for"
+    assert seen == {"modules": [], "importable": False, "path": []}, seen
+
+
 def test_the_kernel_holds_no_handle_to_the_fork_server(server):
     _, km = run(server, "print(json.dumps({}))")
     try:
