@@ -1449,6 +1449,10 @@ def desktop_pages(root, browser, site_url):
                 if tab.page.evaluate("() => document.documentElement.dataset.theme") == "dark":
                     break
             seen["theme after the switch"] = tab.page.evaluate("() => document.documentElement.dataset.theme")
+            # The pointer leaves the button, so its "Color mode" tooltip (shown on hover, fading in) is gone before
+            # the audit, as it is for a reader who goes on reading.
+            tab.page.mouse.move(0, 0)
+            tab.page.wait_for_function("() => !document.querySelector('.tooltip')")
             tab.page.wait_for_function(
                 "() => document.getAnimations().every(a => !(a instanceof CSSTransition) || a.playState !== 'running')")
             dark = axe_audit(tab.page, rules=AXE_COLOUR_RULES)
